@@ -1,0 +1,301 @@
+//! IP and transport header parsing shared by the egress program and the agent's tests.
+//!
+//! The kernel reads bytes with `bpf_skb_load_bytes`; unit tests read them from a slice. Both go
+//! through [`PacketBytes`], so the code that runs in the kernel is the code that is tested on
+//! crafted packets. Every loop is bounded and every read is length-checked by the reader.
+
+/// Source of packet bytes, starting at the IP header.
+pub trait PacketBytes {
+    /// Returns the `N` bytes at `offset`, or `None` when they are not all inside the packet.
+    fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
+}
+
+impl PacketBytes for [u8] {
+    #[inline(always)]
+    fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let end = offset.checked_add(N)?;
+        let bytes = self.get(offset..end)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(bytes);
+        Some(out)
+    }
+}
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86DD;
+
+/// What the egress program needs to know of a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    /// 4 or 6.
+    pub ip_version: u8,
+    /// IANA protocol number of the transport (after IPv6 extension headers).
+    pub protocol: u8,
+    /// Source address, v4-mapped for IPv4.
+    pub src_addr: [u8; 16],
+    /// Destination address, v4-mapped for IPv4.
+    pub dst_addr: [u8; 16],
+    /// Ports in host byte order; 0 for protocols without ports and non-first fragments.
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// The L3 protocol is neither IPv4 nor IPv6.
+    NotIp,
+    /// The packet is shorter than its headers claim.
+    Truncated,
+    /// A header field has an impossible value (version, header length).
+    Malformed,
+}
+
+/// Maximum IPv6 extension headers walked before giving up on finding ports.
+const MAX_IPV6_EXT_HEADERS: usize = 6;
+
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_DSTOPTS: u8 = 60;
+const IPPROTO_SCTP: u8 = 132;
+const IPPROTO_UDPLITE: u8 = 136;
+
+/// Returns `addr` as an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`).
+#[inline(always)]
+pub const fn v4_mapped(addr: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, addr[0], addr[1], addr[2], addr[3],
+    ]
+}
+
+/// Parses the IP header (and the ports of TCP, UDP, UDP-Lite and SCTP) of a packet whose L3
+/// protocol is `ethertype` (host byte order).
+#[inline(always)]
+pub fn parse<P: PacketBytes + ?Sized>(pkt: &P, ethertype: u16) -> Result<Endpoints, ParseError> {
+    match ethertype {
+        ETH_P_IP => parse_ipv4(pkt),
+        ETH_P_IPV6 => parse_ipv6(pkt),
+        _ => Err(ParseError::NotIp),
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4<P: PacketBytes + ?Sized>(pkt: &P) -> Result<Endpoints, ParseError> {
+    let hdr: [u8; 20] = pkt.read(0).ok_or(ParseError::Truncated)?;
+    if hdr[0] >> 4 != 4 {
+        return Err(ParseError::Malformed);
+    }
+    let ihl = usize::from(hdr[0] & 0x0f) * 4;
+    if ihl < 20 {
+        return Err(ParseError::Malformed);
+    }
+    let protocol = hdr[9];
+    // Only the first fragment carries the transport header.
+    let frag_offset = u16::from_be_bytes([hdr[6], hdr[7]]) & 0x1fff;
+    let (src_port, dst_port) = if frag_offset == 0 {
+        ports(pkt, protocol, ihl)?
+    } else {
+        (0, 0)
+    };
+    Ok(Endpoints {
+        ip_version: 4,
+        protocol,
+        src_addr: v4_mapped([hdr[12], hdr[13], hdr[14], hdr[15]]),
+        dst_addr: v4_mapped([hdr[16], hdr[17], hdr[18], hdr[19]]),
+        src_port,
+        dst_port,
+    })
+}
+
+#[inline(always)]
+fn parse_ipv6<P: PacketBytes + ?Sized>(pkt: &P) -> Result<Endpoints, ParseError> {
+    let hdr: [u8; 40] = pkt.read(0).ok_or(ParseError::Truncated)?;
+    if hdr[0] >> 4 != 6 {
+        return Err(ParseError::Malformed);
+    }
+    let mut src_addr = [0u8; 16];
+    let mut dst_addr = [0u8; 16];
+    src_addr.copy_from_slice(&hdr[8..24]);
+    dst_addr.copy_from_slice(&hdr[24..40]);
+
+    let mut next = hdr[6];
+    let mut offset = 40usize;
+    let mut first_fragment = true;
+    let mut walked = 0;
+    while walked < MAX_IPV6_EXT_HEADERS {
+        let len = match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let ext: [u8; 2] = pkt.read(offset).ok_or(ParseError::Truncated)?;
+                next = ext[0];
+                (usize::from(ext[1]) + 1) * 8
+            }
+            IPPROTO_FRAGMENT => {
+                let ext: [u8; 4] = pkt.read(offset).ok_or(ParseError::Truncated)?;
+                next = ext[0];
+                first_fragment = u16::from_be_bytes([ext[2], ext[3]]) & 0xfff8 == 0;
+                8
+            }
+            IPPROTO_AH => {
+                let ext: [u8; 2] = pkt.read(offset).ok_or(ParseError::Truncated)?;
+                next = ext[0];
+                (usize::from(ext[1]) + 2) * 4
+            }
+            _ => break,
+        };
+        offset += len;
+        walked += 1;
+    }
+    let (src_port, dst_port) = if first_fragment {
+        ports(pkt, next, offset)?
+    } else {
+        (0, 0)
+    };
+    Ok(Endpoints {
+        ip_version: 6,
+        protocol: next,
+        src_addr,
+        dst_addr,
+        src_port,
+        dst_port,
+    })
+}
+
+#[inline(always)]
+fn ports<P: PacketBytes + ?Sized>(
+    pkt: &P,
+    protocol: u8,
+    offset: usize,
+) -> Result<(u16, u16), ParseError> {
+    match protocol {
+        crate::IPPROTO_TCP | crate::IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_SCTP => {
+            let p: [u8; 4] = pkt.read(offset).ok_or(ParseError::Truncated)?;
+            Ok((
+                u16::from_be_bytes([p[0], p[1]]),
+                u16::from_be_bytes([p[2], p[3]]),
+            ))
+        }
+        _ => Ok((0, 0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+
+    fn ipv4(protocol: u8, ihl_words: u8, frag: u16, l4: &[u8]) -> Vec<u8> {
+        let mut p = std::vec![0u8; usize::from(ihl_words) * 4];
+        p[0] = 0x40 | ihl_words;
+        p[6..8].copy_from_slice(&frag.to_be_bytes());
+        p[9] = protocol;
+        p[12..16].copy_from_slice(&[10, 1, 2, 3]);
+        p[16..20].copy_from_slice(&[192, 0, 2, 7]);
+        p.extend_from_slice(l4);
+        p
+    }
+
+    fn ipv6(next: u8, ext: &[u8], l4: &[u8]) -> Vec<u8> {
+        let mut p = std::vec![0u8; 40];
+        p[0] = 0x60;
+        p[6] = next;
+        p[8..24].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        p[24..40].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        p.extend_from_slice(ext);
+        p.extend_from_slice(l4);
+        p
+    }
+
+    const PORTS: [u8; 4] = [0xc3, 0x50, 0x01, 0xbb]; // 50000 -> 443
+
+    #[test]
+    fn ipv4_tcp_ports_and_mapped_addresses() {
+        let e = parse(ipv4(6, 5, 0, &PORTS).as_slice(), ETH_P_IP).unwrap();
+        assert_eq!(e.ip_version, 4);
+        assert_eq!(e.protocol, 6);
+        assert_eq!(e.src_addr, v4_mapped([10, 1, 2, 3]));
+        assert_eq!(e.dst_addr, v4_mapped([192, 0, 2, 7]));
+        assert_eq!((e.src_port, e.dst_port), (50000, 443));
+    }
+
+    #[test]
+    fn ipv4_options_shift_the_transport_header() {
+        let mut l4 = std::vec![0u8; 0];
+        l4.extend_from_slice(&[0x00, 0x35, 0x00, 0x35]); // 53 -> 53
+        let e = parse(ipv4(17, 7, 0, &l4).as_slice(), ETH_P_IP).unwrap();
+        assert_eq!((e.src_port, e.dst_port), (53, 53));
+    }
+
+    #[test]
+    fn ipv4_non_first_fragment_has_no_ports() {
+        let e = parse(ipv4(17, 5, 185, &PORTS).as_slice(), ETH_P_IP).unwrap();
+        assert_eq!((e.src_port, e.dst_port), (0, 0));
+        // More-fragments flag alone (offset 0) is the first fragment: ports are there.
+        let e = parse(ipv4(17, 5, 0x2000, &PORTS).as_slice(), ETH_P_IP).unwrap();
+        assert_eq!(e.dst_port, 443);
+    }
+
+    #[test]
+    fn ipv4_errors() {
+        assert_eq!(parse(&[0x45u8; 10][..], ETH_P_IP), Err(ParseError::Truncated));
+        let mut bad_version = ipv4(6, 5, 0, &PORTS);
+        bad_version[0] = 0x55;
+        assert_eq!(parse(bad_version.as_slice(), ETH_P_IP), Err(ParseError::Malformed));
+        let mut bad_ihl = ipv4(6, 5, 0, &PORTS);
+        bad_ihl[0] = 0x44;
+        assert_eq!(parse(bad_ihl.as_slice(), ETH_P_IP), Err(ParseError::Malformed));
+        // TCP header cut before the ports.
+        assert_eq!(
+            parse(ipv4(6, 5, 0, &[0x01]).as_slice(), ETH_P_IP),
+            Err(ParseError::Truncated)
+        );
+        assert_eq!(parse(&[0u8; 64][..], 0x0806), Err(ParseError::NotIp));
+    }
+
+    #[test]
+    fn ipv4_icmp_has_no_ports() {
+        let e = parse(ipv4(1, 5, 0, &[8, 0, 0, 0]).as_slice(), ETH_P_IP).unwrap();
+        assert_eq!(e.protocol, 1);
+        assert_eq!((e.src_port, e.dst_port), (0, 0));
+    }
+
+    #[test]
+    fn ipv6_udp() {
+        let e = parse(ipv6(17, &[], &PORTS).as_slice(), ETH_P_IPV6).unwrap();
+        assert_eq!(e.ip_version, 6);
+        assert_eq!(e.protocol, 17);
+        assert_eq!(e.dst_addr[15], 2);
+        assert_eq!(e.dst_port, 443);
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_walked() {
+        // Hop-by-hop (8 bytes) then destination options (16 bytes) then TCP.
+        let mut ext = std::vec![IPPROTO_DSTOPTS, 0, 0, 0, 0, 0, 0, 0];
+        ext.extend_from_slice(&[6, 1]);
+        ext.extend_from_slice(&[0u8; 14]);
+        let e = parse(ipv6(IPPROTO_HOPOPTS, &ext, &PORTS).as_slice(), ETH_P_IPV6).unwrap();
+        assert_eq!(e.protocol, 6);
+        assert_eq!((e.src_port, e.dst_port), (50000, 443));
+    }
+
+    #[test]
+    fn ipv6_fragments() {
+        let first = [17, 0, 0x00, 0x01, 0, 0, 0, 1]; // offset 0, M=1
+        let e = parse(ipv6(IPPROTO_FRAGMENT, &first, &PORTS).as_slice(), ETH_P_IPV6).unwrap();
+        assert_eq!((e.protocol, e.dst_port), (17, 443));
+        let later = [17, 0, 0x05, 0x00, 0, 0, 0, 1]; // offset 160
+        let e = parse(ipv6(IPPROTO_FRAGMENT, &later, &PORTS).as_slice(), ETH_P_IPV6).unwrap();
+        assert_eq!((e.protocol, e.dst_port), (17, 0));
+    }
+
+    #[test]
+    fn ipv6_truncated_extension_header() {
+        assert_eq!(
+            parse(ipv6(IPPROTO_ROUTING, &[6], &[]).as_slice(), ETH_P_IPV6),
+            Err(ParseError::Truncated)
+        );
+    }
+}

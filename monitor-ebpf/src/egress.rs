@@ -1,0 +1,220 @@
+//! cgroup_skb/egress: count every packet a socket sends, per (socket cookie, destination).
+//!
+//! Fast path (an existing flow): one hash lookup and two atomic adds. The slow path (first
+//! packet of a flow) copies the socket owner and endpoints into the new entry once.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{BPF_NOEXIST, __sk_buff, bpf_sock},
+    helpers::generated::{
+        bpf_get_socket_cookie, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_sk_fullsock,
+        bpf_skb_cgroup_id,
+    },
+    programs::SkBuffContext,
+};
+use monitor_common::{
+    FlowCounters, FlowKey, IPPROTO_TCP, OWNER_HAS_FLOWS, ProgError, SockOwner, Untracked,
+    packet::{self, Endpoints},
+};
+
+use crate::{
+    counters::{atomic_add, count_error, count_untracked},
+    maps::{FLOWS, SOCK_OWNERS},
+    skb_bytes::SkbBytes,
+};
+
+const AF_INET: u32 = 2;
+/// `-EEXIST`: another CPU inserted the same flow between our lookup and insert.
+const EEXIST: i32 = -17;
+
+#[inline(always)]
+pub fn count(ctx: &SkBuffContext) {
+    let skb: *mut __sk_buff = ctx.as_ptr().cast();
+    // SAFETY: `skb` is the program's context; field reads are rewritten by the verifier.
+    let (len, gso_segs, sk) = unsafe { ((*skb).len, (*skb).gso_segs, (*skb).__bindgen_anon_2.sk) };
+    let bytes = u64::from(len);
+    // A GSO/TSO super-packet leaves the host as `gso_segs` packets.
+    let packets = u64::from(if gso_segs > 1 { gso_segs } else { 1 });
+
+    // SAFETY: `sk` comes from the context and is checked for NULL (the verifier insists).
+    let sk = if sk.is_null() { sk } else { unsafe { bpf_sk_fullsock(sk) } };
+    if sk.is_null() {
+        // Request sockets (SYN-ACK) and timewait sockets carry no payload and no owner.
+        count_error(ProgError::NoSocket);
+        count_untracked(Untracked::NoFullSocket, bytes, packets);
+        return;
+    }
+    let Some((key, local_addr, local_port)) = flow_key(ctx, sk) else {
+        count_error(ProgError::Parse);
+        count_untracked(Untracked::Unparsed, bytes, packets);
+        return;
+    };
+
+    if let Some(flow) = FLOWS.get_ptr_mut(&key) {
+        add(flow, bytes, packets);
+        return;
+    }
+    insert(skb, sk, &key, local_addr, local_port, bytes, packets);
+}
+
+#[inline(always)]
+fn add(flow: *mut FlowCounters, bytes: u64, packets: u64) {
+    // SAFETY: `flow` points into a live FLOWS value (RCU protects it for this program run).
+    unsafe {
+        atomic_add(&raw mut (*flow).bytes, bytes);
+        atomic_add(&raw mut (*flow).packets, packets);
+        // Plain store: last writer wins, any CPU's recent timestamp is good enough.
+        (*flow).last_seen_ns = bpf_ktime_get_coarse_ns();
+    }
+}
+
+/// Builds the flow key. TCP sockets are always connected: the destination is read from the
+/// socket (no packet parsing). UDP and raw sockets may send anywhere (even a connected UDP
+/// socket accepts `sendto` to another address), so their packet headers are parsed.
+#[inline(always)]
+fn flow_key(ctx: &SkBuffContext, sk: *mut bpf_sock) -> Option<(FlowKey, [u8; 16], u16)> {
+    // SAFETY: `sk` is a full socket returned by bpf_sk_fullsock.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let (protocol, family, dst_port) =
+        unsafe { (field(&raw const (*sk).protocol), field(&raw const (*sk).family), field(&raw const (*sk).dst_port)) };
+    let ends = if protocol == u32::from(IPPROTO_TCP) && dst_port != 0 {
+        tcp_endpoints(sk, family, dst_port)
+    } else {
+        // SAFETY: context field read.
+        let ethertype = u16::from_be(unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).protocol } as u16);
+        packet::parse(&SkbBytes(ctx), ethertype).ok()?
+    };
+    Some((
+        FlowKey {
+            cookie,
+            remote_addr: ends.dst_addr,
+            remote_port: ends.dst_port,
+            protocol: ends.protocol,
+            ip_version: ends.ip_version,
+            _pad: 0,
+        },
+        ends.src_addr,
+        ends.src_port,
+    ))
+}
+
+#[inline(always)]
+fn tcp_endpoints(sk: *mut bpf_sock, family: u32, dst_port: u16) -> Endpoints {
+    // SAFETY: full socket; each read is one whole-field load the verifier can rewrite.
+    let (src_addr, dst_addr, src_port) = unsafe {
+        let src_port = field(&raw const (*sk).src_port) as u16;
+        if family == AF_INET {
+            (
+                packet::v4_mapped(field(&raw const (*sk).src_ip4).to_ne_bytes()),
+                packet::v4_mapped(field(&raw const (*sk).dst_ip4).to_ne_bytes()),
+                src_port,
+            )
+        } else {
+            (
+                words_to_bytes(ip6_field(&raw const (*sk).src_ip6)),
+                words_to_bytes(ip6_field(&raw const (*sk).dst_ip6)),
+                src_port,
+            )
+        }
+    };
+    // An AF_INET6 socket talking to a v4-mapped peer sends IPv4 on the wire.
+    let ip_version = if is_v4_mapped(&dst_addr) { 4 } else { 6 };
+    Endpoints {
+        ip_version,
+        protocol: IPPROTO_TCP,
+        src_addr,
+        dst_addr,
+        src_port,
+        dst_port: u16::from_be(dst_port),
+    }
+}
+
+/// Reads a `bpf_sock` field with exactly one load of its own size. The verifier only accepts
+/// whole-field loads at constant offsets from a socket pointer; a plain read can be split or
+/// turned into pointer arithmetic by the optimiser.
+#[inline(always)]
+unsafe fn field<T: Copy>(p: *const T) -> T {
+    // SAFETY: the caller passes a field of a verifier-checked socket pointer.
+    unsafe { core::ptr::read_volatile(p) }
+}
+
+#[inline(always)]
+unsafe fn ip6_field(p: *const [u32; 4]) -> [u32; 4] {
+    let p = p.cast::<u32>();
+    // SAFETY: four u32 loads within the field.
+    unsafe { [field(p), field(p.add(1)), field(p.add(2)), field(p.add(3))] }
+}
+
+#[inline(always)]
+fn words_to_bytes(w: [u32; 4]) -> [u8; 16] {
+    let (a, b, c, d) = (w[0].to_ne_bytes(), w[1].to_ne_bytes(), w[2].to_ne_bytes(), w[3].to_ne_bytes());
+    [
+        a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2],
+        d[3],
+    ]
+}
+
+#[inline(always)]
+fn is_v4_mapped(a: &[u8; 16]) -> bool {
+    a[..10].iter().all(|b| *b == 0) && a[10] == 0xff && a[11] == 0xff
+}
+
+/// First packet of a flow: create its entry with the owner and endpoints.
+#[inline(always)]
+fn insert(
+    skb: *mut __sk_buff,
+    sk: *mut bpf_sock,
+    key: &FlowKey,
+    local_addr: [u8; 16],
+    local_port: u16,
+    bytes: u64,
+    packets: u64,
+) {
+    let owner = mark_has_flows(sk);
+    // SAFETY: helpers with the program's own context.
+    let (now, cgroup_id) = unsafe { (bpf_ktime_get_ns(), bpf_skb_cgroup_id(skb.cast())) };
+    let value = FlowCounters {
+        bytes,
+        packets,
+        first_seen_ns: now,
+        last_seen_ns: now,
+        cgroup_id,
+        local_addr,
+        local_port,
+        _pad0: 0,
+        _pad1: 0,
+        owner,
+    };
+    match FLOWS.insert(key, &value, u64::from(BPF_NOEXIST)) {
+        Ok(()) => {}
+        Err(EEXIST) => {
+            // Another CPU created it first: add to theirs.
+            if let Some(flow) = FLOWS.get_ptr_mut(key) {
+                add(flow, bytes, packets);
+            }
+        }
+        Err(_) => {
+            // Table full (-E2BIG) or out of memory: keep the bytes, lose only the detail.
+            count_error(ProgError::MapFull);
+            count_untracked(Untracked::MapFull, bytes, packets);
+        }
+    }
+}
+
+/// Returns the socket's owner and flags its storage so `sock_release` reports its closing.
+/// Sockets created before the agent started have no storage yet: it is created empty (owner
+/// unknown, the agent attributes them through sock_diag) just to carry the flag.
+#[inline(always)]
+fn mark_has_flows(sk: *mut bpf_sock) -> SockOwner {
+    let mut init = SockOwner::EMPTY;
+    let stored = SOCK_OWNERS.get(sk.cast(), Some(&mut init));
+    if stored.is_null() {
+        count_error(ProgError::StorageFull);
+        return SockOwner::EMPTY;
+    }
+    // SAFETY: non-null storage pointer owned by this socket.
+    unsafe {
+        (*stored).flags |= OWNER_HAS_FLOWS;
+        *stored
+    }
+}

@@ -1,0 +1,57 @@
+//! egress-monitor's kernel programs. Stable hooks only (cgroup_skb, cgroup_sock): no kprobes, no
+//! fentry, so they load on hardened and minimal kernels alike.
+//!
+//! - `count_egress` (cgroup_skb/egress on the cgroup v2 root): counts every egress packet per
+//!   (socket cookie, destination) in `FLOWS`. Always lets the packet pass.
+//! - `record_owner` (cgroup/sock_create): stores the creating process in socket storage that is
+//!   cloned to accepted sockets.
+//! - `report_release` (cgroup/sock_release): tells the agent a socket with flows has closed.
+#![no_std]
+#![no_main]
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "atomic add intrinsic: core has no AtomicU64 on bpf")]
+
+mod counters;
+mod egress;
+mod maps;
+mod owner;
+mod release;
+mod skb_bytes;
+
+use aya_ebpf::{
+    macros::{cgroup_skb, cgroup_sock},
+    programs::{SkBuffContext, SockContext},
+};
+
+/// cgroup_skb verdict that lets the packet through. The only verdict this program returns.
+const PASS: i32 = 1;
+
+#[cgroup_skb(egress)]
+pub fn count_egress(ctx: SkBuffContext) -> i32 {
+    egress::count(&ctx);
+    PASS
+}
+
+#[cgroup_sock(sock_create)]
+pub fn record_owner(ctx: SockContext) -> i32 {
+    owner::record(&ctx);
+    // 1 = allow the socket to be created.
+    1
+}
+
+#[cgroup_sock(sock_release)]
+pub fn report_release(ctx: SockContext) -> i32 {
+    release::report(&ctx);
+    1
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects programs that can reach this, so it is never executed.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,24 @@
+//! [`PacketBytes`] over a `__sk_buff` with `bpf_skb_load_bytes`: works for linear and paged
+//! data alike and is always accepted by the verifier.
+
+use aya_ebpf::{EbpfContext as _, helpers::generated::bpf_skb_load_bytes, programs::SkBuffContext};
+use monitor_common::packet::PacketBytes;
+
+pub struct SkbBytes<'a>(pub &'a SkBuffContext);
+
+impl PacketBytes for SkbBytes<'_> {
+    #[inline(always)]
+    fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let mut out = [0u8; N];
+        // SAFETY: the helper checks `offset + N` against the packet and writes at most N bytes.
+        let ret = unsafe {
+            bpf_skb_load_bytes(
+                self.0.as_ptr(),
+                offset as u32,
+                out.as_mut_ptr().cast(),
+                N as u32,
+            )
+        };
+        (ret == 0).then_some(out)
+    }
+}

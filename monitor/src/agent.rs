@@ -1,0 +1,98 @@
+//! The agent loop shared by `run` and `top`: attach, poll every interval, hand each window's
+//! samples to a consumer, and on Ctrl-C / SIGTERM take a last poll and detach everything.
+
+use std::{ops::ControlFlow, time::Duration};
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    cli::CollectArgs,
+    collector::{Collector, CollectorStats, expiry::ExpiryPolicy},
+    flow::FlowSample,
+    kernel::loader::{self, LoadOptions},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Load(#[from] loader::LoadError),
+    #[error(transparent)]
+    Collect(#[from] crate::collector::CollectError),
+    #[error("setting up signal and event notification")]
+    Signals(#[source] std::io::Error),
+}
+
+/// Runs until a signal, or until `consume` returns `Break`. Returns the collector's totals,
+/// after the programs have been detached.
+pub async fn run(
+    args: &CollectArgs,
+    mut consume: impl FnMut(&[FlowSample]) -> ControlFlow<()>,
+) -> Result<CollectorStats, AgentError> {
+    let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+
+    let opts = LoadOptions { max_flows: args.max_flows, ..LoadOptions::default() };
+    let attached = loader::load_and_attach(opts, &args.cgroup_mount)?;
+    tracing::info!(
+        cgroup = %attached.cgroup_root.display(),
+        programs = ?attached.program_ids(),
+        max_flows = args.max_flows,
+        interval = ?args.interval,
+        "attached: counting egress"
+    );
+    let expiry = ExpiryPolicy {
+        idle_timeout_ns: duration_ns(args.idle_timeout),
+        ..ExpiryPolicy::default()
+    };
+    let mut collector = Collector::new(attached, expiry);
+
+    // Wakes up as soon as the kernel queues events, so new processes are read from /proc
+    // while they are alive, not at the next poll.
+    let events = tokio::io::unix::AsyncFd::with_interest(collector.events_fd(), tokio::io::Interest::READABLE)
+        .map_err(AgentError::Signals)?;
+    let mut ticker = tokio::time::interval(args.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // the first tick is immediate
+    let signal = loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let samples = collector.poll()?;
+                if consume(&samples).is_break() {
+                    break None;
+                }
+            }
+            ready = events.readable() => {
+                let mut guard = ready.map_err(AgentError::Signals)?;
+                collector.drain_events();
+                guard.clear_ready();
+            }
+            _ = sigterm.recv() => break Some("SIGTERM"),
+            _ = sigint.recv() => break Some("SIGINT"),
+        }
+    };
+    // Last window: what was counted since the previous poll is not lost on shutdown.
+    drop(events);
+    let samples = collector.poll()?;
+    let _ = consume(&samples);
+    let stats = collector.stats().clone();
+    drop(collector); // closes the bpf_link fds: the programs are detached here
+    tracing::info!(
+        signal = signal.unwrap_or("none"),
+        polls = stats.polls,
+        bytes_reported = stats.bytes_reported,
+        untracked_bytes = stats.untracked_bytes,
+        flows_closed = stats.flows_closed,
+        evicted_idle = stats.evicted_idle,
+        evicted_pressure = stats.evicted_pressure,
+        lost_entries = stats.lost_entries,
+        release_events = stats.release_events,
+        process_events = stats.process_events,
+        kernel_errors = %serde_json::to_string(&stats.kernel_errors).unwrap_or_default(),
+        "detached all programs; stopped"
+    );
+    Ok(stats)
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,243 @@
+//! Who sent a flow: the owner recorded by the kernel (or found through sock_diag for sockets
+//! older than the agent), enriched from /proc, the cgroup tree and the user database.
+
+pub mod cgroup_path;
+pub mod cgroups;
+pub mod process;
+pub mod sockdiag;
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+};
+
+use monitor_common::FlowCounters;
+
+use crate::flow::{Attribution, Owner};
+
+/// How many polls a socket of unknown owner is looked up before it is left unattributed.
+const LEGACY_LOOKUP_TRIES: u8 = 3;
+
+#[derive(Clone, Copy, Debug)]
+struct LegacyOwner {
+    pid: Option<u32>,
+    uid: Option<u32>,
+    tries: u8,
+}
+
+pub struct Attributor {
+    proc_root: PathBuf,
+    procs: process::ProcessCache,
+    cgroups: cgroups::CgroupPaths,
+    users: HashMap<u32, Option<String>>,
+    legacy: HashMap<u64, LegacyOwner>,
+}
+
+impl Attributor {
+    pub fn new(cgroup_root: PathBuf) -> Self {
+        let proc_root = PathBuf::from("/proc");
+        Self {
+            procs: process::ProcessCache::new(proc_root.clone()),
+            proc_root,
+            cgroups: cgroups::CgroupPaths::new(cgroup_root),
+            users: HashMap::new(),
+            legacy: HashMap::new(),
+        }
+    }
+
+    /// Records the owner of every TCP/UDP socket that exists now, i.e. every socket created
+    /// before `cgroup/sock_create` was attached. Taken once at start-up, so a pre-existing
+    /// socket is attributed even if its process exits before the first poll. Returns how many
+    /// sockets were found and how many of them have a known owner.
+    pub fn snapshot_existing(&mut self) -> (usize, usize) {
+        let diag = match sockdiag::dump_all() {
+            Ok(d) => d,
+            Err(error) => {
+                tracing::warn!(%error, "sock_diag dump failed: sockets older than the agent stay unattributed");
+                return (0, 0);
+            }
+        };
+        let inodes: HashSet<u64> = diag.iter().map(|s| s.inode).filter(|i| *i != 0).collect();
+        let owners = sockdiag::owners_of(&self.proc_root, &inodes);
+        let mut known = 0;
+        for s in &diag {
+            let pid = owners.get(&s.inode).copied();
+            if let Some(pid) = pid {
+                known += 1;
+                // Read the process now: it may be gone by the first poll.
+                let _ = self.procs.get(pid);
+            }
+            self.legacy.insert(s.cookie, LegacyOwner { pid, uid: Some(s.uid), tries: 1 });
+        }
+        (diag.len(), known)
+    }
+
+    /// Looks up, in one sock_diag dump and one /proc scan, the owners of sockets the kernel
+    /// has no owner for and the start-up snapshot did not name.
+    pub fn resolve_legacy(&mut self, cookies: impl IntoIterator<Item = u64>) {
+        let pending: HashSet<u64> = cookies
+            .into_iter()
+            .filter(|c| {
+                self.legacy.get(c).is_none_or(|o| o.pid.is_none() && o.tries < LEGACY_LOOKUP_TRIES)
+            })
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        let diag = match sockdiag::dump_all() {
+            Ok(d) => d,
+            Err(error) => {
+                tracing::warn!(%error, "sock_diag dump failed: sockets older than the agent stay unattributed");
+                Vec::new()
+            }
+        };
+        let by_cookie: HashMap<u64, sockdiag::DiagSocket> = diag
+            .into_iter()
+            .filter(|s| pending.contains(&s.cookie))
+            .map(|s| (s.cookie, s))
+            .collect();
+        let inodes: HashSet<u64> = by_cookie.values().map(|s| s.inode).filter(|i| *i != 0).collect();
+        let owners = sockdiag::owners_of(&self.proc_root, &inodes);
+        for cookie in pending {
+            let entry = self.legacy.entry(cookie).or_insert(LegacyOwner { pid: None, uid: None, tries: 0 });
+            entry.tries += 1;
+            if let Some(s) = by_cookie.get(&cookie) {
+                entry.uid = Some(s.uid);
+                entry.pid = owners.get(&s.inode).copied();
+            }
+        }
+    }
+
+    /// Reads a process's /proc entry now (it announced itself by creating a socket), so its
+    /// executable is known even if it exits before the next poll.
+    pub fn prime_process(&mut self, pid: u32) {
+        self.procs.refresh(pid);
+    }
+
+    /// Drops what is remembered of a closed socket.
+    pub fn forget_socket(&mut self, cookie: u64) {
+        self.legacy.remove(&cookie);
+    }
+
+    /// The owner of a flow of socket `cookie`.
+    pub fn owner(&mut self, cookie: u64, flow: &FlowCounters) -> Owner {
+        let mut owner = Owner::default();
+        let kernel = &flow.owner;
+        if kernel.is_known() {
+            owner.attribution = Attribution::Kernel;
+            owner.pid = Some(kernel.tgid);
+            owner.uid = Some(kernel.uid);
+            owner.comm = Some(comm_string(&kernel.comm));
+        } else if let Some(legacy) = self.legacy.get(&cookie) {
+            owner.uid = legacy.uid;
+            if let Some(pid) = legacy.pid {
+                owner.attribution = Attribution::SockDiag;
+                owner.pid = Some(pid);
+            }
+        }
+        if let Some(pid) = owner.pid
+            && let Some(info) = self.procs.get(pid)
+        {
+            owner.exe = info.exe;
+            owner.cmdline = info.cmdline;
+            if owner.comm.is_none() {
+                owner.comm = info.comm;
+            }
+            if owner.uid.is_none() {
+                owner.uid = info.uid;
+            }
+        }
+        owner.user = owner.uid.and_then(|uid| self.user_name(uid));
+        self.fill_cgroup(&mut owner, flow.cgroup_id);
+        owner.service = service_identity(&owner);
+        owner
+    }
+
+    /// Owner of bytes that could not be kept per socket.
+    pub fn unattributed() -> Owner {
+        let mut owner = Owner::default();
+        owner.service = service_identity(&owner);
+        owner
+    }
+
+    fn fill_cgroup(&mut self, owner: &mut Owner, cgroup_id: u64) {
+        if cgroup_id == 0 {
+            return;
+        }
+        owner.cgroup_id = Some(cgroup_id);
+        if let Some(path) = self.cgroups.path(cgroup_id) {
+            let id = cgroup_path::identify(&path);
+            owner.unit = id.unit;
+            owner.container_id = id.container_id;
+            owner.cgroup = Some(path);
+        }
+    }
+
+    fn user_name(&mut self, uid: u32) -> Option<String> {
+        self.users
+            .entry(uid)
+            .or_insert_with(|| {
+                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+            })
+            .clone()
+    }
+}
+
+/// The kernel's NUL-padded task name as a string.
+pub fn comm_string(comm: &[u8; 16]) -> String {
+    let end = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+/// The identity flows are grouped by: the container, else the systemd service, else the
+/// executable, else the command name. Session and init scopes are not services: processes
+/// started from a shell are grouped by executable.
+pub fn service_identity(owner: &Owner) -> String {
+    if let Some(id) = &owner.container_id {
+        return format!("container:{}", &id[..id.len().min(12)]);
+    }
+    if let Some(unit) = &owner.unit
+        && unit.ends_with(".service")
+        && !unit.starts_with("user@")
+    {
+        return unit.clone();
+    }
+    if let Some(exe) = &owner.exe {
+        return exe.clone();
+    }
+    if let Some(comm) = &owner.comm {
+        return comm.clone();
+    }
+    "unattributed".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comm_strings() {
+        let mut c = [0u8; 16];
+        c[..5].copy_from_slice(b"nginx");
+        assert_eq!(comm_string(&c), "nginx");
+        assert_eq!(comm_string(&[b'a'; 16]), "a".repeat(16));
+    }
+
+    #[test]
+    fn service_identity_precedence() {
+        let mut o = Owner { comm: Some("python".into()), ..Owner::default() };
+        assert_eq!(service_identity(&o), "python");
+        o.exe = Some("/usr/bin/python3.11".into());
+        assert_eq!(service_identity(&o), "/usr/bin/python3.11");
+        o.unit = Some("session-4.scope".into());
+        assert_eq!(service_identity(&o), "/usr/bin/python3.11");
+        o.unit = Some("matrix-synapse.service".into());
+        assert_eq!(service_identity(&o), "matrix-synapse.service");
+        o.container_id = Some("4f1c4a8d2e7b9c0f1a2b".into());
+        assert_eq!(service_identity(&o), "container:4f1c4a8d2e7b");
+        assert_eq!(service_identity(&Owner::default()), "unattributed");
+    }
+}

@@ -1,0 +1,141 @@
+//! Decides which kernel flow entries the agent removes, and why. The kernel never removes
+//! flows itself, so every removal goes through the agent, which first reads the final counts
+//! (see `kernel::batch::take`): removal loses no byte.
+
+use std::collections::HashMap;
+
+use monitor_common::{FlowCounters, FlowKey};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// The socket was released and has been quiet for the grace period.
+    Closed,
+    /// No packet for the idle timeout (a live but idle socket, or one whose release event was
+    /// lost): evicted, counted. It comes back as a new entry if it sends again.
+    Idle,
+    /// The table is nearly full: the least recently active entries are evicted, counted.
+    Pressure,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ExpiryPolicy {
+    /// Quiet time after release before a closed flow is removed: TCP still sends the FIN and
+    /// any unsent data after `close()`.
+    pub close_grace_ns: u64,
+    pub idle_timeout_ns: u64,
+    /// Above this fill ratio, evict the oldest entries down to `low_water`.
+    pub high_water: f64,
+    pub low_water: f64,
+    /// Entries active more recently than this are never evicted for pressure.
+    pub min_idle_for_pressure_ns: u64,
+}
+
+impl Default for ExpiryPolicy {
+    fn default() -> Self {
+        Self {
+            close_grace_ns: 1_000_000_000,
+            idle_timeout_ns: 300 * 1_000_000_000,
+            high_water: 0.90,
+            low_water: 0.80,
+            min_idle_for_pressure_ns: 1_000_000_000,
+        }
+    }
+}
+
+/// Returns the indices into `flows` to remove, with the reason.
+pub fn plan(
+    flows: &[(FlowKey, FlowCounters)],
+    released: &HashMap<u64, u64>,
+    now_ns: u64,
+    max_flows: u32,
+    policy: &ExpiryPolicy,
+) -> Vec<(usize, Removal)> {
+    let idle_for = |c: &FlowCounters| now_ns.saturating_sub(c.last_seen_ns);
+    let mut out = Vec::new();
+    let mut keep = Vec::new();
+    for (i, (key, c)) in flows.iter().enumerate() {
+        if released.contains_key(&key.cookie) && idle_for(c) >= policy.close_grace_ns {
+            out.push((i, Removal::Closed));
+        } else if idle_for(c) >= policy.idle_timeout_ns {
+            out.push((i, Removal::Idle));
+        } else {
+            keep.push(i);
+        }
+    }
+    let max = f64::from(max_flows);
+    if keep.len() as f64 > max * policy.high_water {
+        let target = (max * policy.low_water) as usize;
+        let mut candidates: Vec<usize> = keep
+            .into_iter()
+            .filter(|&i| idle_for(&flows[i].1) >= policy.min_idle_for_pressure_ns)
+            .collect();
+        candidates.sort_by_key(|&i| flows[i].1.last_seen_ns);
+        let live = flows.len() - out.len();
+        let excess = live.saturating_sub(target);
+        out.extend(candidates.into_iter().take(excess).map(|i| (i, Removal::Pressure)));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use monitor_common::SockOwner;
+
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn flow(cookie: u64, last_seen_ns: u64) -> (FlowKey, FlowCounters) {
+        (
+            FlowKey {
+                cookie,
+                remote_addr: [0; 16],
+                remote_port: 1,
+                protocol: 17,
+                ip_version: 4,
+                _pad: 0,
+            },
+            FlowCounters {
+                bytes: 1,
+                packets: 1,
+                first_seen_ns: 0,
+                last_seen_ns,
+                cgroup_id: 0,
+                local_addr: [0; 16],
+                local_port: 0,
+                _pad0: 0,
+                _pad1: 0,
+                owner: SockOwner::EMPTY,
+            },
+        )
+    }
+
+    #[test]
+    fn closed_flows_wait_for_the_grace_period() {
+        let flows = [flow(1, 100 * S), flow(2, 100 * S)];
+        let released = HashMap::from([(1, 99 * S)]);
+        let p = ExpiryPolicy::default();
+        assert!(plan(&flows, &released, 100 * S + S / 2, 1000, &p).is_empty());
+        assert_eq!(plan(&flows, &released, 101 * S, 1000, &p), vec![(0, Removal::Closed)]);
+    }
+
+    #[test]
+    fn idle_flows_are_evicted() {
+        let flows = [flow(1, 0), flow(2, 299 * S)];
+        let p = ExpiryPolicy::default();
+        assert_eq!(plan(&flows, &HashMap::new(), 300 * S, 1000, &p), vec![(0, Removal::Idle)]);
+    }
+
+    #[test]
+    fn pressure_evicts_the_oldest_down_to_low_water() {
+        // 10 slots, 10 live flows: above 90%, evict down to 8, oldest first, but never one
+        // that was active within the last second.
+        let flows: Vec<_> = (0..10).map(|i| flow(i, 100 * S + i * S / 10)).collect();
+        let p = ExpiryPolicy::default();
+        let now = 101 * S + S / 20; // flows 0..=0 are idle >= 1 s
+        let out = plan(&flows, &HashMap::new(), now, 10, &p);
+        assert_eq!(out, vec![(0, Removal::Pressure)]);
+        let out = plan(&flows, &HashMap::new(), 110 * S, 10, &p);
+        assert_eq!(out, vec![(0, Removal::Pressure), (1, Removal::Pressure)]);
+    }
+}

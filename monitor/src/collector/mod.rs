@@ -1,0 +1,344 @@
+//! The collector: every poll it reads the kernel's flow counters, turns them into deltas,
+//! attributes them and emits [`FlowSample`]s. It also removes closed and idle flows from the
+//! kernel table (reading their final counts first) and reports what the kernel could not keep
+//! per socket (table full, packets without a full socket) as unattributed volume.
+
+pub mod delta;
+pub mod expiry;
+
+use std::{collections::HashMap, os::fd::AsFd as _};
+
+use jiff::Timestamp;
+use monitor_common::{
+    EVENT_NEW_PROCESS, EVENT_RELEASED, Event, FlowCounters, FlowKey, ProgError, Untracked, Volume,
+};
+use serde::Serialize;
+use thiserror::Error;
+
+use self::{
+    delta::{Delta, DeltaTracker},
+    expiry::{ExpiryPolicy, Removal},
+};
+use crate::{
+    attribution::Attributor,
+    flow::{Endpoint, FlowSample, Protocol, UntrackedReason, ip_from_kernel},
+    kernel::{
+        batch::{self, HashReader},
+        clock,
+        loader::Attached,
+    },
+};
+
+#[derive(Debug, Error)]
+pub enum CollectError {
+    #[error("reading the kernel flow table")]
+    ReadFlows(#[source] std::io::Error),
+    #[error("reading kernel counter map {name}")]
+    ReadCounters {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// Counters of the collector itself, cumulative since start.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CollectorStats {
+    pub polls: u64,
+    /// Flows in the kernel table at the last poll.
+    pub flows_live: u64,
+    pub flows_closed: u64,
+    pub evicted_idle: u64,
+    pub evicted_pressure: u64,
+    /// Flows that vanished from the kernel table without the agent removing them.
+    pub lost_entries: u64,
+    pub release_events: u64,
+    pub process_events: u64,
+    pub bytes_reported: u64,
+    pub untracked_bytes: u64,
+    /// Kernel program error counters (summed over CPUs), by name.
+    pub kernel_errors: HashMap<&'static str, u64>,
+}
+
+pub struct Collector {
+    kernel: Attached,
+    reader: HashReader<FlowKey, FlowCounters>,
+    tracker: DeltaTracker,
+    /// Released socket cookies and when (monotonic ns).
+    released: HashMap<u64, u64>,
+    attributor: Attributor,
+    untracked_seen: [Volume; Untracked::COUNT as usize],
+    expiry: ExpiryPolicy,
+    window_start: Timestamp,
+    stats: CollectorStats,
+    flows: Vec<(FlowKey, FlowCounters)>,
+}
+
+/// How long a released cookie is remembered, so late packets of a closing socket (FIN,
+/// retransmissions) are still removed as closed rather than idle.
+const RELEASED_MEMORY_NS: u64 = 120 * 1_000_000_000;
+
+/// Flows read per batch syscall.
+const BATCH: usize = 4096;
+
+/// Key of one sample: flows of the same owner between the same endpoints are merged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct SampleKey {
+    owner_pid: u32,
+    /// 0 for sockets with a kernel-recorded owner; the cookie for sockets older than the
+    /// agent, which stay one sample per socket (their owners are looked up per socket).
+    legacy_cookie: u64,
+    cgroup_id: u64,
+    local: Endpoint,
+    remote: Endpoint,
+    protocol: Protocol,
+}
+
+impl Collector {
+    pub fn new(kernel: Attached, expiry: ExpiryPolicy) -> Self {
+        let mut attributor = Attributor::new(kernel.cgroup_root.clone());
+        // The programs are attached: every socket created from now on gets its owner in the
+        // kernel. Name the owners of those that already exist.
+        let (sockets, owned) = attributor.snapshot_existing();
+        tracing::info!(sockets, owned, "owners of pre-existing sockets recorded (sock_diag + /proc)");
+        Self {
+            kernel,
+            reader: HashReader::new(BATCH),
+            tracker: DeltaTracker::default(),
+            released: HashMap::new(),
+            attributor,
+            untracked_seen: [Volume::default(); Untracked::COUNT as usize],
+            expiry,
+            window_start: Timestamp::now(),
+            stats: CollectorStats::default(),
+            flows: Vec::new(),
+        }
+    }
+
+    pub fn stats(&self) -> &CollectorStats {
+        &self.stats
+    }
+
+    pub fn kernel(&self) -> &Attached {
+        &self.kernel
+    }
+
+    /// Reads the kernel, returns the samples of the window that ends now.
+    pub fn poll(&mut self) -> Result<Vec<FlowSample>, CollectError> {
+        let window_end = Timestamp::now();
+        let now_ns = clock::monotonic_ns();
+        self.stats.polls += 1;
+        self.drain_events();
+
+        let mut flows = std::mem::take(&mut self.flows);
+        flows.clear();
+        self.reader
+            .read_all(self.kernel.flows.fd().as_fd(), &mut flows)
+            .map_err(CollectError::ReadFlows)?;
+        self.attributor
+            .resolve_legacy(flows.iter().filter(|(_, c)| !c.owner.is_known()).map(|(k, _)| k.cookie));
+
+        let removals: HashMap<usize, Removal> =
+            expiry::plan(&flows, &self.released, now_ns, self.kernel.max_flows, &self.expiry)
+                .into_iter()
+                .collect();
+        let mut buckets: HashMap<SampleKey, FlowSample> = HashMap::new();
+        let mut present = std::collections::HashSet::with_capacity(flows.len());
+        for (i, (key, counters)) in flows.iter().enumerate() {
+            let (delta, last) = if let Some(reason) = removals.get(&i) {
+                self.count_removal(*reason);
+                // The final value, read and removed in one step; if something else removed it
+                // meanwhile, the value just read is the best there is.
+                let last = batch::take::<FlowKey, FlowCounters>(self.kernel.flows.fd().as_fd(), key)
+                    .map_err(CollectError::ReadFlows)?
+                    .unwrap_or(*counters);
+                (self.tracker.finish(key, &last), last)
+            } else {
+                present.insert(*key);
+                (self.tracker.observe(key, counters), *counters)
+            };
+            if !delta.is_zero() {
+                self.add_to_bucket(&mut buckets, key, &last, delta, window_end);
+            }
+        }
+        self.stats.flows_live = present.len() as u64;
+        self.stats.lost_entries += self.tracker.forget_missing(|k| present.contains(k)) as u64;
+        self.forget_old_releases(now_ns);
+        self.flows = flows;
+
+        let mut samples: Vec<FlowSample> = buckets.into_values().collect();
+        self.read_untracked(&mut samples, window_end)?;
+        self.read_errors()?;
+        for s in &samples {
+            self.stats.bytes_reported += s.bytes;
+        }
+        samples.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+        self.window_start = window_end;
+        Ok(samples)
+    }
+
+    fn count_removal(&mut self, reason: Removal) {
+        match reason {
+            Removal::Closed => self.stats.flows_closed += 1,
+            Removal::Idle => self.stats.evicted_idle += 1,
+            Removal::Pressure => self.stats.evicted_pressure += 1,
+        }
+    }
+
+    fn add_to_bucket(
+        &mut self,
+        buckets: &mut HashMap<SampleKey, FlowSample>,
+        key: &FlowKey,
+        c: &FlowCounters,
+        delta: Delta,
+        window_end: Timestamp,
+    ) {
+        let protocol = Protocol::from_number(key.protocol);
+        let sk = SampleKey {
+            owner_pid: c.owner.tgid,
+            legacy_cookie: if c.owner.is_known() { 0 } else { key.cookie },
+            cgroup_id: c.cgroup_id,
+            local: Endpoint { addr: ip_from_kernel(c.local_addr), port: c.local_port },
+            remote: Endpoint { addr: ip_from_kernel(key.remote_addr), port: key.remote_port },
+            protocol,
+        };
+        if let Some(sample) = buckets.get_mut(&sk) {
+            sample.bytes += delta.bytes;
+            sample.packets += delta.packets;
+            sample.flows += 1;
+            return;
+        }
+        let owner = self.attributor.owner(key.cookie, c);
+        buckets.insert(
+            sk,
+            FlowSample {
+                window_start: self.window_start,
+                window_end,
+                owner,
+                local: Some(sk.local),
+                remote: Some(sk.remote),
+                protocol,
+                bytes: delta.bytes,
+                packets: delta.packets,
+                flows: 1,
+                untracked: None,
+            },
+        );
+    }
+
+    /// Handles the kernel's events: released sockets (removed at the next poll) and new
+    /// processes (read from /proc right away, while they still exist). Called at every poll
+    /// and whenever the ring buffer signals data.
+    pub fn drain_events(&mut self) {
+        while let Some(item) = self.kernel.events.next() {
+            if item.len() < size_of::<Event>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote an Event (repr(C), Pod); read unaligned.
+            let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            match ev.kind {
+                EVENT_RELEASED => {
+                    self.released.insert(ev.cookie, ev.ts_ns);
+                    self.stats.release_events += 1;
+                }
+                EVENT_NEW_PROCESS => {
+                    self.attributor.prime_process(ev.tgid);
+                    self.stats.process_events += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The event ring buffer's file descriptor, readable when events are waiting.
+    pub fn events_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.kernel.events)
+    }
+
+    fn forget_old_releases(&mut self, now_ns: u64) {
+        let old: Vec<u64> = self
+            .released
+            .iter()
+            .filter(|(_, at)| now_ns.saturating_sub(**at) > RELEASED_MEMORY_NS)
+            .map(|(c, _)| *c)
+            .collect();
+        for cookie in old {
+            self.released.remove(&cookie);
+            self.attributor.forget_socket(cookie);
+        }
+    }
+
+    fn read_untracked(
+        &mut self,
+        samples: &mut Vec<FlowSample>,
+        window_end: Timestamp,
+    ) -> Result<(), CollectError> {
+        for why in Untracked::ALL {
+            let per_cpu = self.kernel.untracked.get(&(why as u32), 0).map_err(|source| {
+                CollectError::ReadCounters { name: monitor_common::UNTRACKED_MAP, source }
+            })?;
+            let total = per_cpu.iter().fold(Volume::default(), |acc, v| Volume {
+                bytes: acc.bytes + v.bytes,
+                packets: acc.packets + v.packets,
+            });
+            let seen = &mut self.untracked_seen[why as usize];
+            let delta = Volume {
+                bytes: total.bytes.saturating_sub(seen.bytes),
+                packets: total.packets.saturating_sub(seen.packets),
+            };
+            *seen = total;
+            if delta.bytes == 0 && delta.packets == 0 {
+                continue;
+            }
+            self.stats.untracked_bytes += delta.bytes;
+            samples.push(FlowSample {
+                window_start: self.window_start,
+                window_end,
+                owner: Attributor::unattributed(),
+                local: None,
+                remote: None,
+                protocol: Protocol::Unknown,
+                bytes: delta.bytes,
+                packets: delta.packets,
+                flows: 0,
+                untracked: Some(match why {
+                    Untracked::MapFull => UntrackedReason::MapFull,
+                    Untracked::NoFullSocket => UntrackedReason::NoFullSocket,
+                    Untracked::Unparsed => UntrackedReason::Unparsed,
+                }),
+            });
+        }
+        Ok(())
+    }
+
+    fn read_errors(&mut self) -> Result<(), CollectError> {
+        for err in ProgError::ALL {
+            let per_cpu = self.kernel.errors.get(&(err as u32), 0).map_err(|source| {
+                CollectError::ReadCounters { name: monitor_common::ERRORS_MAP, source }
+            })?;
+            let total: u64 = per_cpu.iter().sum();
+            let previous = self.stats.kernel_errors.insert(err.name(), total).unwrap_or(0);
+            if total > previous {
+                match err {
+                    ProgError::MapFull => tracing::warn!(
+                        new = total - previous,
+                        total,
+                        "kernel flow table full: bytes kept as unattributed volume (raise --max-flows)"
+                    ),
+                    ProgError::RingFull => tracing::warn!(
+                        new = total - previous,
+                        total,
+                        "release ring buffer full: closed flows are removed by idle expiry instead"
+                    ),
+                    ProgError::StorageFull => tracing::warn!(
+                        new = total - previous,
+                        total,
+                        "socket storage could not be allocated: some sockets lack an owner"
+                    ),
+                    ProgError::NoSocket | ProgError::Parse => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,214 @@
+//! `egress-monitor doctor`: what works on this host and what will not, with the reason and
+//! the fix. Program support is probed (the kernel is asked), not guessed from the version.
+
+use std::{fmt, fs, path::Path};
+
+use aya::{
+    maps::MapType,
+    programs::ProgramType,
+    sys::{BpfHelper, is_helper_supported, is_map_supported, is_program_supported},
+};
+use serde::Serialize;
+
+use crate::kernel::{
+    caps::{CapSet, Capability},
+    cgroup2, compat, loader,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Ok => "ok  ",
+            Self::Warn => "warn",
+            Self::Fail => "FAIL",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub status: Status,
+    pub detail: String,
+}
+
+fn check(name: impl Into<String>, status: Status, detail: impl Into<String>) -> Check {
+    Check { name: name.into(), status, detail: detail.into() }
+}
+
+pub fn run_checks() -> Vec<Check> {
+    let mut checks = vec![kernel_version()];
+    let caps = CapSet::current();
+    checks.extend(privileges(caps));
+    checks.push(cgroup_v2());
+    checks.push(file_check("BTF", "/sys/kernel/btf/vmlinux", Status::Fail, "kernel built without CONFIG_DEBUG_INFO_BTF: socket storage maps cannot be created"));
+    checks.push(mount_check("bpffs", "bpf", "/sys/fs/bpf", "not needed by the agent (it pins nothing); `mount -t bpf bpf /sys/fs/bpf` for bpftool"));
+    checks.push(mount_check("tracefs", "tracefs", "/sys/kernel/tracing", "not needed by the agent; `mount -t tracefs nodev /sys/kernel/tracing` for tracepoint tools"));
+    checks.push(file_check(
+        "BPF run-time stats (kernel.bpf_stats_enabled)",
+        "/proc/sys/kernel/bpf_stats_enabled",
+        Status::Warn,
+        "cannot read; `cargo xtask bench` needs it",
+    ));
+    if caps.missing_required().is_empty() {
+        checks.extend(kernel_probes());
+    } else {
+        checks.push(check(
+            "program, map and helper probes",
+            Status::Fail,
+            "skipped: probing needs the capabilities listed above",
+        ));
+    }
+    checks
+}
+
+fn kernel_version() -> Check {
+    let release = compat::running_release();
+    let (maj, min) = compat::MIN_KERNEL;
+    match compat::parse_release(&release) {
+        Some(v) if v >= compat::MIN_KERNEL => check("kernel", Status::Ok, format!("Linux {release} (needs >= {maj}.{min})")),
+        Some(_) => check("kernel", Status::Fail, format!("Linux {release} is older than {maj}.{min}; see the compatibility table in the README")),
+        None => check("kernel", Status::Warn, format!("cannot parse kernel release {release:?}")),
+    }
+}
+
+fn privileges(caps: CapSet) -> Vec<Check> {
+    let mut out = Vec::new();
+    let missing = caps.missing_required();
+    for cap in [Capability::Bpf, Capability::Perfmon, Capability::NetAdmin] {
+        if missing.contains(&cap) {
+            out.push(check(cap.name(), Status::Fail, format!("missing: needed to {}", cap.purpose())));
+        } else {
+            out.push(check(cap.name(), Status::Ok, format!("present (to {})", cap.purpose())));
+        }
+    }
+    for cap in caps.missing_recommended() {
+        out.push(check(cap.name(), Status::Warn, format!("missing: cannot {}; owners of such sockets show without exe", cap.purpose())));
+    }
+    if !caps.has(Capability::SysResource) {
+        out.push(check(
+            Capability::SysResource.name(),
+            Status::Warn,
+            "missing: RLIMIT_MEMLOCK cannot be raised; fine on Linux >= 5.11 (memory-cgroup accounting)",
+        ));
+    }
+    out
+}
+
+fn cgroup_v2() -> Check {
+    match cgroup2::find() {
+        Ok(Some(path)) => check("cgroup v2", Status::Ok, format!("mounted at {}", path.display())),
+        Ok(None) => check(
+            "cgroup v2",
+            Status::Warn,
+            "not mounted: the agent will mount it at /sys/fs/cgroup/unified (needs CAP_SYS_ADMIN); or `mount -t cgroup2 none /sys/fs/cgroup/unified`",
+        ),
+        Err(e) => check("cgroup v2", Status::Fail, e.to_string()),
+    }
+}
+
+fn file_check(name: &str, path: &str, missing: Status, why: &str) -> Check {
+    match fs::read(path) {
+        Ok(content) if path.ends_with("bpf_stats_enabled") => {
+            let on = content.first() == Some(&b'1');
+            check(name, if on { Status::Ok } else { Status::Warn }, if on { "enabled".to_owned() } else { "disabled: `cargo xtask bench` enables it while measuring".to_owned() })
+        }
+        Ok(_) => check(name, Status::Ok, format!("{path} present")),
+        Err(e) => check(name, missing, format!("{path}: {e}; {why}")),
+    }
+}
+
+fn mount_check(name: &str, fstype: &str, default: &str, why: &str) -> Check {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let found = mountinfo.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        (post.split_whitespace().next()? == fstype).then(|| pre.split_whitespace().nth(4).map(str::to_owned))?
+    });
+    match found {
+        Some(p) => check(name, Status::Ok, format!("mounted at {p}")),
+        None if Path::new(default).exists() => check(name, Status::Warn, format!("not mounted at {default}: {why}")),
+        None => check(name, Status::Warn, format!("not mounted: {why}")),
+    }
+}
+
+fn kernel_probes() -> Vec<Check> {
+    let mut out = Vec::new();
+    for (name, ty, min) in [
+        ("program type cgroup_skb", ProgramType::CgroupSkb, "4.10"),
+        ("program type cgroup_sock", ProgramType::CgroupSock, "4.10"),
+    ] {
+        out.push(match is_program_supported(ty) {
+            Ok(true) => check(name, Status::Ok, "supported"),
+            Ok(false) => check(name, Status::Fail, format!("not supported (Linux >= {min} with CONFIG_CGROUP_BPF)")),
+            Err(e) => check(name, Status::Fail, format!("probe failed: {e}")),
+        });
+    }
+    for (name, ty, min) in [
+        ("map type hash", MapType::Hash, "3.19"),
+        ("map type percpu_array", MapType::PerCpuArray, "4.6"),
+        ("map type ringbuf", MapType::RingBuf, "5.8"),
+        ("map type sk_storage", MapType::SkStorage, "5.2"),
+    ] {
+        out.push(match is_map_supported(ty) {
+            Ok(true) => check(name, Status::Ok, "supported"),
+            Ok(false) => check(name, Status::Fail, format!("not supported (Linux >= {min})")),
+            Err(e) => check(name, Status::Fail, format!("probe failed: {e}")),
+        });
+    }
+    let helpers = [
+        (ProgramType::CgroupSkb, "cgroup_skb", BpfHelper::BPF_FUNC_sk_fullsock, "bpf_sk_fullsock"),
+        (ProgramType::CgroupSkb, "cgroup_skb", BpfHelper::BPF_FUNC_get_socket_cookie, "bpf_get_socket_cookie"),
+        (ProgramType::CgroupSkb, "cgroup_skb", BpfHelper::BPF_FUNC_skb_cgroup_id, "bpf_skb_cgroup_id"),
+        (ProgramType::CgroupSkb, "cgroup_skb", BpfHelper::BPF_FUNC_sk_storage_get, "bpf_sk_storage_get"),
+        (ProgramType::CgroupSkb, "cgroup_skb", BpfHelper::BPF_FUNC_ktime_get_coarse_ns, "bpf_ktime_get_coarse_ns"),
+        (ProgramType::CgroupSkb, "cgroup_skb", BpfHelper::BPF_FUNC_skb_load_bytes, "bpf_skb_load_bytes"),
+        (ProgramType::CgroupSock, "cgroup_sock", BpfHelper::BPF_FUNC_sk_storage_get, "bpf_sk_storage_get"),
+        (ProgramType::CgroupSock, "cgroup_sock", BpfHelper::BPF_FUNC_get_socket_cookie, "bpf_get_socket_cookie"),
+        (ProgramType::CgroupSock, "cgroup_sock", BpfHelper::BPF_FUNC_ringbuf_output, "bpf_ringbuf_output"),
+        (ProgramType::CgroupSock, "cgroup_sock", BpfHelper::BPF_FUNC_get_current_comm, "bpf_get_current_comm"),
+    ];
+    for (ty, ty_name, helper, helper_name) in helpers {
+        let name = format!("helper {helper_name} in {ty_name}");
+        out.push(match is_helper_supported(ty, helper) {
+            Ok(true) => check(name, Status::Ok, "available"),
+            Ok(false) => check(name, Status::Fail, "not available to this program type on this kernel"),
+            Err(e) => check(name, Status::Fail, format!("probe failed: {e}")),
+        });
+    }
+    match loader::verify_programs() {
+        Ok(results) => {
+            for (spec, result) in results {
+                let name = format!("load {} ({})", spec.name, spec.hook);
+                out.push(match result {
+                    Ok(()) => check(name, Status::Ok, "accepted by the verifier"),
+                    Err(e) => check(name, Status::Fail, format!("refused: {e}; needs {} (Linux >= {})", spec.feature, spec.min_kernel)),
+                });
+            }
+        }
+        Err(e) => out.push(check("load kernel object", Status::Fail, e.to_string())),
+    }
+    out
+}
+
+pub fn render(checks: &[Check]) -> String {
+    let mut s = String::new();
+    for c in checks {
+        s.push_str(&format!("[{}] {:<44} {}\n", c.status, c.name, c.detail));
+    }
+    let fails = checks.iter().filter(|c| c.status == Status::Fail).count();
+    let warns = checks.iter().filter(|c| c.status == Status::Warn).count();
+    s.push_str(&if fails == 0 {
+        format!("\nready: the agent can run here ({warns} warnings)\n")
+    } else {
+        format!("\nnot ready: {fails} checks failed, {warns} warnings\n")
+    });
+    s
+}

@@ -1,0 +1,233 @@
+//! `FlowSample`: the one record the rest of the agent consumes. Its JSON form (one object per
+//! line) is what `run --output json` prints and what `replay` reads: a stable contract,
+//! documented in the README. Add fields only as optional ones.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Bytes and packets one owner sent to one destination during one poll window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowSample {
+    /// Start of the poll window (RFC 3339, UTC).
+    pub window_start: Timestamp,
+    /// End of the poll window (RFC 3339, UTC).
+    pub window_end: Timestamp,
+    /// Who sent the bytes.
+    pub owner: Owner,
+    /// Local end (source address/port of the first packet). `None` for untracked volume.
+    pub local: Option<Endpoint>,
+    /// Destination. `None` for untracked volume (see `untracked`).
+    pub remote: Option<Endpoint>,
+    pub protocol: Protocol,
+    /// IP-level bytes (IP headers included) sent during the window.
+    pub bytes: u64,
+    /// Packets sent during the window (a GSO super-packet counts as its segments).
+    pub packets: u64,
+    /// Number of kernel flows (socket, destination) merged into this sample.
+    pub flows: u32,
+    /// Set when the bytes could not be kept per socket, with the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untracked: Option<UntrackedReason>,
+}
+
+/// The process and service behind a flow.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Owner {
+    /// How the owner was found.
+    pub attribution: Attribution,
+    /// Process id (tgid). `None` when unattributed.
+    pub pid: Option<u32>,
+    /// Kernel command name (15 bytes at most).
+    pub comm: Option<String>,
+    /// Executable path (`/proc/PID/exe`), when the process was still alive to be read.
+    pub exe: Option<String>,
+    /// Command line arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cmdline: Vec<String>,
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+    /// cgroup v2 id of the socket.
+    pub cgroup_id: Option<u64>,
+    /// cgroup v2 path (relative to the cgroup2 root), when the cgroup still exists.
+    pub cgroup: Option<String>,
+    /// systemd unit derived from the cgroup path (`nginx.service`, `session-3.scope`).
+    pub unit: Option<String>,
+    /// Container id derived from the cgroup path (docker, containerd, cri-o, podman).
+    pub container_id: Option<String>,
+    /// The service identity used for grouping: container id, else unit, else exe, else comm.
+    pub service: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attribution {
+    /// Recorded by `cgroup/sock_create` (or inherited on accept).
+    Kernel,
+    /// Socket predates the agent: found through sock_diag (cookie -> inode) and /proc/*/fd.
+    SockDiag,
+    /// No owner could be found; the bytes are reported all the same.
+    #[default]
+    Unattributed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub addr: IpAddr,
+    pub port: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Icmp,
+    Icmpv6,
+    /// Untracked volume: the protocol was not recorded.
+    Unknown,
+    /// Any other IANA protocol number.
+    #[serde(untagged)]
+    Other(u8),
+}
+
+impl Protocol {
+    pub fn from_number(n: u8) -> Self {
+        match n {
+            6 => Self::Tcp,
+            17 => Self::Udp,
+            1 => Self::Icmp,
+            58 => Self::Icmpv6,
+            n => Self::Other(n),
+        }
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Self::Tcp => "tcp".into(),
+            Self::Udp => "udp".into(),
+            Self::Icmp => "icmp".into(),
+            Self::Icmpv6 => "icmpv6".into(),
+            Self::Unknown => "unknown".into(),
+            Self::Other(n) => format!("ip{n}"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UntrackedReason {
+    /// The kernel flow table was full (raise `--max-flows`).
+    MapFull,
+    /// Packets of request/timewait sockets (SYN-ACK, late ACKs) or without a socket.
+    NoFullSocket,
+    /// Not IPv4/IPv6, or headers unreadable.
+    Unparsed,
+}
+
+/// Converts a 16-byte address as stored by the kernel (IPv4 v4-mapped) to an `IpAddr`.
+pub fn ip_from_kernel(addr: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(addr);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+/// The unspecified address of the given IP version.
+pub fn unspecified(ip_version: u8) -> IpAddr {
+    if ip_version == 4 {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> FlowSample {
+        FlowSample {
+            window_start: "2026-11-26T10:00:00Z".parse().unwrap(),
+            window_end: "2026-11-26T10:00:01.5Z".parse().unwrap(),
+            owner: Owner {
+                attribution: Attribution::Kernel,
+                pid: Some(4242),
+                comm: Some("nginx".into()),
+                exe: Some("/usr/sbin/nginx".into()),
+                cmdline: vec!["nginx".into(), "-g".into(), "daemon off;".into()],
+                uid: Some(33),
+                user: Some("www-data".into()),
+                cgroup_id: Some(1234),
+                cgroup: Some("/system.slice/nginx.service".into()),
+                unit: Some("nginx.service".into()),
+                container_id: None,
+                service: "nginx.service".into(),
+            },
+            local: Some(Endpoint { addr: "10.0.0.5".parse().unwrap(), port: 443 }),
+            remote: Some(Endpoint { addr: "2001:db8::7".parse().unwrap(), port: 51234 }),
+            protocol: Protocol::Tcp,
+            bytes: 1_234_567,
+            packets: 900,
+            flows: 1,
+            untracked: None,
+        }
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let s = sample();
+        let line = serde_json::to_string(&s).unwrap();
+        assert!(!line.contains('\n'));
+        let back: FlowSample = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn json_field_names_are_the_documented_contract() {
+        let v = serde_json::to_value(sample()).unwrap();
+        assert_eq!(v["window_start"], "2026-11-26T10:00:00Z");
+        assert_eq!(v["owner"]["attribution"], "kernel");
+        assert_eq!(v["owner"]["service"], "nginx.service");
+        assert_eq!(v["remote"]["addr"], "2001:db8::7");
+        assert_eq!(v["remote"]["port"], 51234);
+        assert_eq!(v["protocol"], "tcp");
+        assert_eq!(v["bytes"], 1_234_567);
+        assert!(v.get("untracked").is_none());
+    }
+
+    #[test]
+    fn untracked_and_other_protocols_round_trip() {
+        let mut s = sample();
+        s.local = None;
+        s.remote = None;
+        s.protocol = Protocol::Other(47);
+        s.untracked = Some(UntrackedReason::MapFull);
+        s.owner = Owner { service: "unattributed".into(), ..Owner::default() };
+        let line = serde_json::to_string(&s).unwrap();
+        assert!(line.contains(r#""untracked":"map_full""#), "{line}");
+        assert!(line.contains(r#""protocol":47"#), "{line}");
+        assert_eq!(serde_json::from_str::<FlowSample>(&line).unwrap(), s);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v["surprise"] = 1.into();
+        let err = serde_json::from_value::<FlowSample>(v).unwrap_err().to_string();
+        assert!(err.contains("surprise"), "{err}");
+    }
+
+    #[test]
+    fn kernel_addresses_unmap_ipv4() {
+        let mapped = monitor_common::packet::v4_mapped([127, 0, 0, 1]);
+        assert_eq!(ip_from_kernel(mapped), "127.0.0.1".parse::<IpAddr>().unwrap());
+        let mut v6 = [0u8; 16];
+        v6[15] = 1;
+        assert_eq!(ip_from_kernel(v6), "::1".parse::<IpAddr>().unwrap());
+    }
+}

@@ -1,0 +1,128 @@
+//! The kernel compatibility table: what each program and feature needs. `doctor` prints it
+//! next to what this kernel actually accepts (probed, not guessed from the version), and the
+//! loader names the row when the kernel refuses a program.
+//!
+//! Verified by the test suite on Linux 6.18 (host); older minimums come from the kernel's
+//! history of each feature and are checked by probing at run time.
+
+use monitor_common::{PROG_EGRESS, PROG_SOCK_CREATE, PROG_SOCK_RELEASE};
+
+/// One program of the agent.
+#[derive(Clone, Copy, Debug)]
+pub struct ProgramSpec {
+    pub name: &'static str,
+    /// Section / attach point.
+    pub hook: &'static str,
+    /// The kernel feature that has to be there.
+    pub feature: &'static str,
+    pub min_kernel: &'static str,
+}
+
+/// In attach order.
+pub const PROGRAMS: [ProgramSpec; 3] = [
+    ProgramSpec {
+        name: PROG_SOCK_CREATE,
+        hook: "cgroup/sock_create",
+        feature: "BPF_PROG_TYPE_CGROUP_SOCK with bpf_sk_storage_get (socket storage)",
+        min_kernel: "5.11",
+    },
+    ProgramSpec {
+        name: PROG_EGRESS,
+        hook: "cgroup_skb/egress",
+        feature: "BPF_PROG_TYPE_CGROUP_SKB with bpf_sk_fullsock, bpf_skb_cgroup_id, bpf_ktime_get_coarse_ns",
+        min_kernel: "5.11",
+    },
+    ProgramSpec {
+        name: PROG_SOCK_RELEASE,
+        hook: "cgroup/sock_release",
+        feature: "BPF_CGROUP_INET_SOCK_RELEASE attach type and BPF ring buffer",
+        min_kernel: "5.9",
+    },
+];
+
+/// Other kernel features the agent relies on.
+#[derive(Clone, Copy, Debug)]
+pub struct FeatureSpec {
+    pub feature: &'static str,
+    pub min_kernel: &'static str,
+    pub used_for: &'static str,
+}
+
+pub const FEATURES: [FeatureSpec; 7] = [
+    FeatureSpec {
+        feature: "cgroup v2",
+        min_kernel: "4.5",
+        used_for: "one attach point (the root) that sees every process",
+    },
+    FeatureSpec {
+        feature: "BTF (/sys/kernel/btf/vmlinux) and BTF-defined maps",
+        min_kernel: "5.2",
+        used_for: "socket storage map definition",
+    },
+    FeatureSpec {
+        feature: "BPF_MAP_TYPE_SK_STORAGE with BPF_F_CLONE",
+        min_kernel: "5.4",
+        used_for: "owner inherited by accepted sockets",
+    },
+    FeatureSpec {
+        feature: "bpf_link for cgroup programs",
+        min_kernel: "5.7",
+        used_for: "programs detach when the agent exits, even on SIGKILL",
+    },
+    FeatureSpec {
+        feature: "BPF_MAP_TYPE_RINGBUF",
+        min_kernel: "5.8",
+        used_for: "socket release events",
+    },
+    FeatureSpec {
+        feature: "BPF_MAP_LOOKUP_BATCH on hash maps",
+        min_kernel: "5.6",
+        used_for: "reading all flows in a few syscalls (falls back to one per flow)",
+    },
+    FeatureSpec {
+        feature: "BPF_MAP_LOOKUP_AND_DELETE_ELEM on hash maps",
+        min_kernel: "5.14",
+        used_for: "atomic final read of a closed flow (falls back to lookup then delete)",
+    },
+];
+
+/// Overall minimum kernel for the agent.
+pub const MIN_KERNEL: (u32, u32) = (5, 11);
+
+/// Parses "6.18.44-fc-v657" (the `uname -r` form) into (major, minor).
+pub fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// The running kernel's release string.
+pub fn running_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kernel_releases() {
+        assert_eq!(parse_release("6.18.44-fc-v657"), Some((6, 18)));
+        assert_eq!(parse_release("6.1.0-56-amd64"), Some((6, 1)));
+        assert_eq!(parse_release("5.4"), Some((5, 4)));
+        assert_eq!(parse_release("garbage"), None);
+    }
+
+    #[test]
+    fn minimum_matches_the_table() {
+        let max = PROGRAMS
+            .iter()
+            .filter_map(|p| parse_release(p.min_kernel))
+            .max()
+            .unwrap();
+        assert_eq!(max, MIN_KERNEL);
+    }
+}

@@ -1,0 +1,263 @@
+//! Loads the embedded kernel object, attaches its three programs to the cgroup v2 root and
+//! hands the maps to the collector. Dropping [`Attached`] detaches everything: the programs are
+//! attached through bpf_link file descriptors, which the kernel also releases if the agent is
+//! killed, so no program outlives the agent.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{Map, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, ProgramError,
+    },
+};
+use monitor_common::{
+    ERRORS_MAP, FLOWS_MAP, PROG_EGRESS, PROG_SOCK_CREATE, PROG_SOCK_RELEASE, EVENTS_MAP,
+    UNTRACKED_MAP, Volume,
+};
+use thiserror::Error;
+
+use super::{
+    caps::{CapSet, Capability},
+    cgroup2::{self, Cgroup2Error},
+    compat,
+};
+
+/// The kernel object built by `build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
+static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
+
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error(
+        "missing capability {}: needed to {}; run as root (sudo egress-monitor ...) or grant it \
+         (e.g. AmbientCapabilities= in the systemd unit)",
+        .capability.name(), .capability.purpose()
+    )]
+    MissingCapability { capability: Capability },
+    #[error(transparent)]
+    Cgroup2(#[from] Cgroup2Error),
+    #[error(
+        "this agent was built without its kernel programs (AYA_BUILD_SKIP was set): rebuild \
+         with `cargo xtask build`"
+    )]
+    NoKernelObject,
+    #[error("the kernel refused the BPF object ({0}); run `egress-monitor doctor` for details")]
+    Object(#[source] EbpfError),
+    #[error("program {program} missing from the kernel object")]
+    ProgramMissing { program: &'static str },
+    #[error(
+        "the kernel refused to load {program} ({hook}; needs {feature}, Linux >= {min_kernel}); \
+         run `egress-monitor doctor`"
+    )]
+    Load {
+        program: &'static str,
+        hook: &'static str,
+        feature: &'static str,
+        min_kernel: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("attaching {program} to {hook} on cgroup {cgroup}")]
+    Attach {
+        program: &'static str,
+        hook: &'static str,
+        cgroup: PathBuf,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map {name} missing from the kernel object or of the wrong type")]
+    MapMissing { name: &'static str },
+    #[error("opening map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("invalid option: {0}")]
+    Option(String),
+}
+
+/// Sizes chosen by the operator.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// Maximum (socket, destination) flows tracked at once in the kernel.
+    pub max_flows: u32,
+    /// Size of the release ring buffer in bytes (power of two, >= page size).
+    pub event_ring_bytes: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            max_flows: monitor_common::DEFAULT_MAX_FLOWS,
+            event_ring_bytes: monitor_common::DEFAULT_EVENT_RING_BYTES,
+        }
+    }
+}
+
+/// The loaded and attached programs and the maps the collector reads.
+pub struct Attached {
+    /// Owns the programs and their links: dropping it detaches them.
+    ebpf: Ebpf,
+    pub flows: MapData,
+    pub events: RingBuf<MapData>,
+    pub errors: PerCpuArray<MapData, u64>,
+    pub untracked: PerCpuArray<MapData, Volume>,
+    pub cgroup_root: PathBuf,
+    pub max_flows: u32,
+}
+
+impl Attached {
+    /// Kernel ids of the attached programs (what `bpftool prog` shows).
+    pub fn program_ids(&self) -> Vec<u32> {
+        self.ebpf
+            .programs()
+            .filter_map(|(_, p)| p.info().ok().map(|i| i.id()))
+            .collect()
+    }
+}
+
+/// Raises RLIMIT_MEMLOCK for kernels before 5.11, which charge BPF memory to it. Newer kernels
+/// charge the memory cgroup instead, so a refusal is only worth a warning.
+fn raise_memlock() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) } != 0 {
+        tracing::debug!(
+            error = %io::Error::last_os_error(),
+            "could not raise RLIMIT_MEMLOCK (fine on Linux >= 5.11, which accounts BPF memory to the memory cgroup)"
+        );
+    }
+}
+
+/// Checks privileges up front, then loads and attaches everything to the cgroup v2 root
+/// (found, or mounted under `cgroup_fallback`).
+pub fn load_and_attach(opts: LoadOptions, cgroup_fallback: &Path) -> Result<Attached, LoadError> {
+    if let Some(&capability) = CapSet::current().missing_required().first() {
+        return Err(LoadError::MissingCapability { capability });
+    }
+    if KERNEL_OBJECT.is_empty() {
+        return Err(LoadError::NoKernelObject);
+    }
+    if opts.max_flows == 0 {
+        return Err(LoadError::Option("--max-flows must be at least 1".into()));
+    }
+    if !opts.event_ring_bytes.is_power_of_two() || opts.event_ring_bytes < 4096 {
+        return Err(LoadError::Option(format!(
+            "event ring size {} must be a power of two of at least 4096 bytes",
+            opts.event_ring_bytes
+        )));
+    }
+    let root = cgroup2::find_or_mount(cgroup_fallback)?;
+    if root.mounted_by_us {
+        tracing::warn!(path = %root.path.display(), "no cgroup v2 hierarchy was mounted: mounted one");
+    }
+    raise_memlock();
+
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(FLOWS_MAP, opts.max_flows)
+        .map_max_entries(EVENTS_MAP, opts.event_ring_bytes)
+        .load(KERNEL_OBJECT)
+        .map_err(LoadError::Object)?;
+
+    let cgroup = cgroup2::open(&root.path)?;
+    // Owner recording first, so sockets created while the rest attaches are already covered.
+    for spec in compat::PROGRAMS {
+        let program = ebpf
+            .program_mut(spec.name)
+            .ok_or(LoadError::ProgramMissing { program: spec.name })?;
+        let load_err = |source| LoadError::Load {
+            program: spec.name,
+            hook: spec.hook,
+            feature: spec.feature,
+            min_kernel: spec.min_kernel,
+            source,
+        };
+        let attach_err = |source| LoadError::Attach {
+            program: spec.name,
+            hook: spec.hook,
+            cgroup: root.path.clone(),
+            source,
+        };
+        if spec.name == PROG_EGRESS {
+            let p: &mut CgroupSkb = program.try_into().map_err(load_err)?;
+            p.load().map_err(load_err)?;
+            // With bpf_link (Linux >= 5.7, below our minimum) the kernel requires flags 0 and
+            // always attaches in multi mode: other cgroup programs (systemd IP accounting,
+            // container runtimes) keep running beside ours. `Single` is what passes flags 0.
+            p.attach(&cgroup, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+                .map_err(attach_err)?;
+        } else {
+            debug_assert!(spec.name == PROG_SOCK_CREATE || spec.name == PROG_SOCK_RELEASE);
+            let p: &mut CgroupSock = program.try_into().map_err(load_err)?;
+            p.load().map_err(load_err)?;
+            p.attach(&cgroup, CgroupAttachMode::Single).map_err(attach_err)?;
+        }
+        tracing::debug!(program = spec.name, hook = spec.hook, "attached");
+    }
+
+    let flows = match ebpf.take_map(FLOWS_MAP) {
+        Some(Map::HashMap(data)) => data,
+        _ => return Err(LoadError::MapMissing { name: FLOWS_MAP }),
+    };
+    let events = ebpf
+        .take_map(EVENTS_MAP)
+        .ok_or(LoadError::MapMissing { name: EVENTS_MAP })
+        .and_then(|m| {
+            RingBuf::try_from(m).map_err(|source| LoadError::Map { name: EVENTS_MAP, source })
+        })?;
+    let errors = ebpf
+        .take_map(ERRORS_MAP)
+        .ok_or(LoadError::MapMissing { name: ERRORS_MAP })
+        .and_then(|m| {
+            PerCpuArray::try_from(m).map_err(|source| LoadError::Map { name: ERRORS_MAP, source })
+        })?;
+    let untracked = ebpf
+        .take_map(UNTRACKED_MAP)
+        .ok_or(LoadError::MapMissing { name: UNTRACKED_MAP })
+        .and_then(|m| {
+            PerCpuArray::try_from(m)
+                .map_err(|source| LoadError::Map { name: UNTRACKED_MAP, source })
+        })?;
+    Ok(Attached {
+        ebpf,
+        flows,
+        events,
+        errors,
+        untracked,
+        cgroup_root: root.path,
+        max_flows: opts.max_flows,
+    })
+}
+
+/// Loads every program into the kernel (verifier included) without attaching anything, and
+/// returns each program's outcome. Used by `doctor`.
+pub fn verify_programs() -> Result<Vec<(compat::ProgramSpec, Result<(), ProgramError>)>, LoadError> {
+    if KERNEL_OBJECT.is_empty() {
+        return Err(LoadError::NoKernelObject);
+    }
+    raise_memlock();
+    let mut ebpf = EbpfLoader::new().load(KERNEL_OBJECT).map_err(LoadError::Object)?;
+    let mut out = Vec::new();
+    for spec in compat::PROGRAMS {
+        let program = ebpf
+            .program_mut(spec.name)
+            .ok_or(LoadError::ProgramMissing { program: spec.name })?;
+        let result = if spec.name == PROG_EGRESS {
+            <&mut CgroupSkb>::try_from(program).and_then(CgroupSkb::load)
+        } else {
+            <&mut CgroupSock>::try_from(program).and_then(CgroupSock::load)
+        };
+        out.push((spec, result));
+    }
+    Ok(out)
+}
+
+/// The embedded kernel object (for tests that load programs without attaching them).
+pub fn kernel_object() -> &'static [u8] {
+    KERNEL_OBJECT
+}

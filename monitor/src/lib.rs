@@ -1,0 +1,14 @@
+//! egress-monitor's agent: kernel loading, collection, attribution and output.
+//!
+//! Data flows one way: kernel maps -> [`collector`] (deltas, expiry) -> [`attribution`]
+//! (owners) -> [`flow::FlowSample`] -> outputs (`run`, `top`).
+
+pub mod agent;
+pub mod attribution;
+pub mod cli;
+pub mod collector;
+pub mod doctor;
+pub mod flow;
+pub mod kernel;
+pub mod output;
+pub mod top;

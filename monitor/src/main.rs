@@ -1,0 +1,105 @@
+//! `egress-monitor`: the binary. Parses the command line, sets up logging and dispatches.
+
+use std::{io::IsTerminal as _, ops::ControlFlow, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use monitor::{
+    agent,
+    cli::{Cli, Command, LogFormat},
+    doctor, output,
+    top::TopTable,
+};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // One clear line (with its causes), not a backtrace.
+            let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
+            eprintln!("egress-monitor: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let filter = cli
+        .log
+        .as_deref()
+        .map(EnvFilter::new)
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => {
+            let mut stdout = std::io::stdout().lock();
+            let mut write_error = None;
+            runtime()?.block_on(agent::run(&args.collect, |samples| {
+                match output::write_samples(&mut stdout, args.output, samples) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(e) => {
+                        // stdout closed (e.g. `| head`): stop cleanly, detaching everything.
+                        write_error = Some(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            }))?;
+            if let Some(e) = write_error
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                return Err(e).context("writing samples to stdout");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Top(args) => {
+            let mut table = TopTable::default();
+            let tty = std::io::stdout().is_terminal();
+            let mut left = args.iterations;
+            runtime()?.block_on(agent::run(&args.collect, |samples| {
+                table.update(samples);
+                if tty {
+                    // Clear the screen and home the cursor, like top.
+                    print!("\x1b[H\x1b[2J");
+                }
+                println!("{}", table.render(args.limit));
+                match left.as_mut() {
+                    Some(0 | 1) => ControlFlow::Break(()),
+                    Some(n) => {
+                        *n -= 1;
+                        ControlFlow::Continue(())
+                    }
+                    None => ControlFlow::Continue(()),
+                }
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor(args) => {
+            let checks = doctor::run_checks();
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&checks)?);
+            } else {
+                print!("{}", doctor::render(&checks));
+            }
+            let failed = checks.iter().any(|c| c.status == doctor::Status::Fail);
+            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Traffic generator for the kernel integration tests, run as a separate process so the
+//! tests can check that bytes are attributed to *this* pid and executable. Every mode prints
+//! what the test needs on stdout, one line at a time, and every loop is bounded.
+
+use std::{
+    env,
+    io::{self, BufRead as _, Read as _, Write as _},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    thread,
+};
+
+fn main() {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let arg = |i: usize| -> &str { args.get(i).map_or_else(|| usage(), String::as_str) };
+    match arg(0) {
+        "tcp-serve" => tcp_serve(arg(1), num(arg(2))),
+        "udp-send" => udp_send(addr(arg(1)), num(arg(2)), num(arg(3)) as usize, args.get(4).is_some_and(|a| a == "--socket-per-datagram")),
+        "short-tcp" => short_tcp(num(arg(1)), num(arg(2)) as usize),
+        "pre-existing" => pre_existing(num(arg(1))),
+        "two-cpu-udp" => two_cpu_udp(addr(arg(1)), num(arg(2)), num(arg(3)) as usize),
+        "hold-udp" => hold_udp(addr(arg(1)), num(arg(2)), num(arg(3)) as usize),
+        _ => usage(),
+    }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: traffic tcp-serve BIND BYTES | udp-send TO COUNT SIZE [--socket-per-datagram] | short-tcp COUNT BYTES | pre-existing BYTES | two-cpu-udp TO COUNT SIZE | hold-udp TO SOCKETS SIZE");
+    std::process::exit(2)
+}
+
+fn num(s: &str) -> u64 {
+    s.parse().unwrap_or_else(|_| usage())
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap_or_else(|_| usage())
+}
+
+fn say(line: &str) {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}").expect("stdout");
+    out.flush().expect("stdout");
+}
+
+fn wait_for_go() {
+    let mut line = String::new();
+    io::stdin().lock().read_line(&mut line).expect("stdin");
+}
+
+fn write_all_bytes(stream: &mut TcpStream, total: u64) {
+    let chunk = vec![0x5au8; 64 * 1024];
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        stream.write_all(&chunk[..n]).expect("write");
+        left -= n as u64;
+    }
+}
+
+fn drain(stream: &mut TcpStream) -> u64 {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return total,
+            Ok(n) => total += n as u64,
+        }
+    }
+}
+
+/// Listens, accepts one connection, sends `bytes` on the accepted socket, waits for EOF.
+fn tcp_serve(bind: &str, bytes: u64) {
+    let listener = TcpListener::bind(bind).expect("bind");
+    say(&format!("port {}", listener.local_addr().expect("addr").port()));
+    let (mut conn, peer) = listener.accept().expect("accept");
+    write_all_bytes(&mut conn, bytes);
+    conn.shutdown(Shutdown::Write).expect("shutdown");
+    drain(&mut conn);
+    say(&format!("done {peer}"));
+}
+
+/// Sends `count` datagrams of `size` bytes, from one socket or a fresh socket each time.
+fn udp_send(to: SocketAddr, count: u64, size: usize, fresh: bool) {
+    let bind = if to.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+    let payload = vec![0xa5u8; size];
+    let shared = UdpSocket::bind(bind).expect("bind");
+    for _ in 0..count {
+        if fresh {
+            let s = UdpSocket::bind(bind).expect("bind");
+            s.send_to(&payload, to).expect("send");
+        } else {
+            shared.send_to(&payload, to).expect("send");
+        }
+    }
+    say(&format!("done {}", shared.local_addr().expect("addr").port()));
+}
+
+/// `count` TCP connections, each: connect, server writes `bytes`, both close.
+fn short_tcp(count: u64, bytes: usize) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    say(&format!("port {}", addr.port()));
+    let client = thread::spawn(move || {
+        let mut received = 0u64;
+        for _ in 0..count {
+            let mut c = TcpStream::connect(addr).expect("connect");
+            received += drain(&mut c);
+        }
+        received
+    });
+    let payload = vec![0x33u8; bytes];
+    for _ in 0..count {
+        let (mut conn, _) = listener.accept().expect("accept");
+        conn.write_all(&payload).expect("write");
+        // Dropping closes: the socket is released right after its last write.
+    }
+    let received = client.join().expect("client thread");
+    say(&format!("done {received}"));
+}
+
+/// Builds a connected pair before the agent starts, then (on a line on stdin) sends on it.
+fn pre_existing(bytes: u64) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (mut server, _) = listener.accept().expect("accept");
+    say(&format!("ready {}", server.local_addr().expect("addr").port()));
+    wait_for_go();
+    let reader = thread::spawn(move || drain(&mut client));
+    write_all_bytes(&mut server, bytes);
+    server.shutdown(Shutdown::Write).expect("shutdown");
+    let got = reader.join().expect("reader");
+    say(&format!("done {got}"));
+}
+
+/// Two threads pinned to CPUs 0 and 1 send on one shared UDP socket.
+fn two_cpu_udp(to: SocketAddr, count: u64, size: usize) {
+    let socket = std::sync::Arc::new(UdpSocket::bind("127.0.0.1:0").expect("bind"));
+    let threads: Vec<_> = (0..2)
+        .map(|cpu| {
+            let socket = socket.clone();
+            thread::spawn(move || {
+                let mut set = nix::sched::CpuSet::new();
+                set.set(cpu).expect("cpu set");
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("affinity");
+                let payload = vec![0x11u8; size];
+                for _ in 0..count {
+                    socket.send_to(&payload, to).expect("send");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("sender");
+    }
+    say(&format!("done {}", socket.local_addr().expect("addr").port()));
+}
+
+/// Opens `sockets` UDP sockets, each sends one datagram, all stay open until stdin says go.
+fn hold_udp(to: SocketAddr, sockets: u64, size: usize) {
+    let payload = vec![0x77u8; size];
+    let held: Vec<UdpSocket> = (0..sockets)
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            s.send_to(&payload, to).expect("send");
+            s
+        })
+        .collect();
+    say(&format!("sent {}", held.len()));
+    wait_for_go();
+    say("done");
+}

@@ -1,0 +1,306 @@
+//! Harness for the kernel integration tests: runs the real `egress-monitor` binary (as CI and
+//! users do), collects the FlowSamples it prints and its JSON logs, and drives the `traffic`
+//! helper process. Tests need root; `cargo xtask test` runs them with `--test-threads=1`
+//! because every agent attaches to the same cgroup root.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::UdpSocket,
+    path::PathBuf,
+    process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+use monitor::flow::FlowSample;
+use serde_json::Value;
+
+pub mod bpf_test_run;
+
+/// The agent binary: `EGRESS_MONITOR_BIN` (set by `cargo xtask test`), else the release build.
+pub fn agent_bin() -> PathBuf {
+    let bin = std::env::var_os("EGRESS_MONITOR_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/egress-monitor"),
+        PathBuf::from,
+    );
+    assert!(bin.exists(), "agent binary {} missing: run `cargo xtask test`", bin.display());
+    bin
+}
+
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "kernel integration tests need root: run them through `cargo xtask test` as root"
+    );
+}
+
+/// A running agent.
+pub struct Agent {
+    child: Child,
+    samples: Arc<Mutex<Vec<FlowSample>>>,
+    logs: Arc<Mutex<Vec<Value>>>,
+    readers: Vec<thread::JoinHandle<()>>,
+}
+
+/// What an agent printed, after it stopped.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub samples: Vec<FlowSample>,
+    pub logs: Vec<Value>,
+}
+
+impl Agent {
+    /// Starts `egress-monitor run --output json` with `extra` arguments and waits until its
+    /// programs are attached.
+    pub fn start(extra: &[&str]) -> Self {
+        require_root();
+        let mut child = Command::new(agent_bin())
+            .args(["--log-format", "json", "--log", "info", "run", "--output", "json"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn egress-monitor");
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let s = samples.clone();
+        let out_reader = thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let line = line.expect("agent stdout");
+                let sample: FlowSample = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("agent printed a line that is not a FlowSample ({e}): {line}"));
+                s.lock().unwrap().push(sample);
+            }
+        });
+        let l = logs.clone();
+        let err_reader = thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let line = line.expect("agent stderr");
+                let v = serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line));
+                l.lock().unwrap().push(v);
+            }
+        });
+        let mut agent = Self { child, samples, logs, readers: vec![out_reader, err_reader] };
+        agent.wait_for_log("attached: counting egress", Duration::from_secs(30));
+        agent
+    }
+
+    fn wait_for_log(&mut self, message: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.logs.lock().unwrap().iter().any(|l| l["message"] == message) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                thread::sleep(Duration::from_millis(100));
+                panic!("agent exited ({status}) before {message:?}; stderr: {:?}", self.logs.lock().unwrap());
+            }
+            assert!(Instant::now() < deadline, "agent did not log {message:?} within {timeout:?}: {:?}", self.logs.lock().unwrap());
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kernel ids of the programs the agent attached (from its start-up log).
+    pub fn program_ids(&self) -> Vec<u32> {
+        let logs = self.logs.lock().unwrap();
+        let line = logs.iter().find(|l| l["message"] == "attached: counting egress").expect("attach log");
+        let text = line["programs"].as_str().expect("programs field");
+        text.trim_matches(|c| c == '[' || c == ']')
+            .split(',')
+            .map(|s| s.trim().parse().expect("program id"))
+            .collect()
+    }
+
+    /// Samples printed so far.
+    pub fn samples_so_far(&self) -> Vec<FlowSample> {
+        self.samples.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then wait (at most 20 s) for the agent to exit and its output to end.
+    pub fn stop(self) -> Finished {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+            .expect("SIGTERM");
+        self.wait_exit()
+    }
+
+    /// Waits for an agent that was killed some other way.
+    pub fn stop_after_kill(self) -> Finished {
+        self.wait_exit()
+    }
+
+    fn wait_exit(mut self) -> Finished {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("agent did not exit within 20 s of SIGTERM");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        for r in self.readers.drain(..) {
+            r.join().expect("reader thread");
+        }
+        Finished {
+            status,
+            samples: std::mem::take(&mut *self.samples.lock().unwrap()),
+            logs: std::mem::take(&mut *self.logs.lock().unwrap()),
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // A failing test must not leave an agent (and its programs) behind.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Finished {
+    pub fn bytes_where(&self, f: impl Fn(&FlowSample) -> bool) -> u64 {
+        self.samples.iter().filter(|s| f(s)).map(|s| s.bytes).sum()
+    }
+
+    pub fn packets_where(&self, f: impl Fn(&FlowSample) -> bool) -> u64 {
+        self.samples.iter().filter(|s| f(s)).map(|s| s.packets).sum()
+    }
+
+    /// The shutdown summary the agent logs after detaching.
+    pub fn summary(&self) -> &Value {
+        self.logs
+            .iter()
+            .find(|l| l["message"] == "detached all programs; stopped")
+            .unwrap_or_else(|| panic!("no shutdown summary in logs: {:?}", self.logs))
+    }
+
+    pub fn kernel_error(&self, name: &str) -> u64 {
+        let text = self.summary()["kernel_errors"].as_str().expect("kernel_errors");
+        let v: Value = serde_json::from_str(text).expect("kernel_errors JSON");
+        v[name].as_u64().unwrap_or_else(|| panic!("no kernel error {name} in {text}"))
+    }
+}
+
+/// The traffic helper process.
+pub struct Traffic {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Traffic {
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(Self::exe())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn traffic helper");
+        let stdin = child.stdin.take();
+        let stdout: ChildStdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, stdin, lines }
+    }
+
+    /// The helper binary, built by cargo next to the test binaries (`target/<profile>/`;
+    /// tests run from `target/<profile>/deps/`).
+    pub fn exe() -> PathBuf {
+        let test_exe = std::env::current_exe().expect("current exe");
+        let profile_dir = test_exe.parent().and_then(std::path::Path::parent).expect("target dir");
+        let exe = profile_dir.join("traffic");
+        assert!(exe.exists(), "traffic helper {} missing (cargo builds it with the tests)", exe.display());
+        exe
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Next line the helper printed, split in words, failing the test after `timeout`.
+    pub fn expect_line(&self, prefix: &str, timeout: Duration) -> Vec<String> {
+        let line = self
+            .lines
+            .recv_timeout(timeout)
+            .unwrap_or_else(|e| panic!("traffic helper printed no {prefix:?} line within {timeout:?}: {e}"));
+        assert!(line.starts_with(prefix), "expected {prefix:?} from the traffic helper, got {line:?}");
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
+    pub fn go(&mut self) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "go").expect("write go");
+        stdin.flush().expect("flush");
+    }
+
+    pub fn wait(mut self) {
+        let status = self.child.wait().expect("wait traffic");
+        assert!(status.success(), "traffic helper failed: {status}");
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A UDP socket that receives (and ignores) the datagrams the tests send, so the kernel sends
+/// no ICMP port-unreachable replies.
+pub fn udp_sink(addr: &str) -> UdpSocket {
+    UdpSocket::bind(addr).expect("bind UDP sink")
+}
+
+/// Canonical path of the traffic helper, as /proc/PID/exe shows it.
+pub fn traffic_exe() -> String {
+    std::fs::canonicalize(Traffic::exe()).expect("canonicalize").display().to_string()
+}
+
+/// Names of BPF programs currently loaded, from bpftool (the tool an operator would use).
+pub fn loaded_program_ids() -> Vec<u32> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .expect("bpftool must be installed (cargo xtask test installs it)");
+    assert!(out.status.success(), "bpftool prog show failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    v.as_array().expect("array").iter().filter_map(|p| p["id"].as_u64().map(|i| i as u32)).collect()
+}
+
+/// Program ids attached to a cgroup, from `bpftool cgroup show`.
+pub fn cgroup_attached_ids(cgroup: &str) -> Vec<u32> {
+    let out = Command::new("bpftool").args(["-j", "cgroup", "show", cgroup]).output().expect("bpftool");
+    assert!(out.status.success(), "bpftool cgroup show failed: {}", String::from_utf8_lossy(&out.stderr));
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return Vec::new();
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    v.as_array().map_or_else(Vec::new, |a| a.iter().filter_map(|p| p["id"].as_u64().map(|i| i as u32)).collect())
+}
+
+/// The cgroup v2 root, as the agent finds it.
+pub fn cgroup2_root() -> String {
+    monitor::kernel::cgroup2::find().expect("mountinfo").expect("cgroup2 mounted").display().to_string()
+}

@@ -1,0 +1,80 @@
+//! The egress program on crafted packets, in the kernel, through BPF_PROG_TEST_RUN: it always
+//! lets the packet pass, parses IPv4/IPv6 (with extension headers) destinations, and counts
+//! what it cannot parse instead of dropping it.
+
+use integration_tests::{bpf_test_run::EgressUnderTest, require_root};
+use monitor_common::{ProgError, Untracked, packet::v4_mapped};
+
+fn ipv4_udp(dst: [u8; 4], dport: u16, payload: usize) -> Vec<u8> {
+    let total = 20 + 8 + payload;
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    p[16..20].copy_from_slice(&dst);
+    p[20..22].copy_from_slice(&40000u16.to_be_bytes());
+    p[22..24].copy_from_slice(&dport.to_be_bytes());
+    p
+}
+
+fn ipv6_tcp_with_ext_headers(dport: u16) -> Vec<u8> {
+    let mut p = vec![0u8; 40];
+    p[0] = 0x60;
+    p[6] = 0; // hop-by-hop
+    p[7] = 64;
+    p[8..24].copy_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    p[24..40].copy_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    p.extend_from_slice(&[60, 0, 0, 0, 0, 0, 0, 0]); // hop-by-hop -> destination options
+    p.extend_from_slice(&[6, 0, 0, 0, 0, 0, 0, 0]); // destination options -> TCP
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&50000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&dport.to_be_bytes());
+    tcp[12] = 0x50;
+    p.extend_from_slice(&tcp);
+    let payload_len = (p.len() - 40) as u16;
+    p[4..6].copy_from_slice(&payload_len.to_be_bytes());
+    p
+}
+
+#[test]
+fn ipv4_udp_destination_and_length() {
+    require_root();
+    let mut prog = EgressUnderTest::load();
+    let pkt = ipv4_udp([192, 0, 2, 7], 443, 100);
+    assert_eq!(prog.run(0x0800, &pkt, 3).unwrap(), 1, "the program must let the packet pass");
+    let flows = prog.flows();
+    let (key, c) = flows.iter().find(|(k, _)| k.remote_addr == v4_mapped([192, 0, 2, 7])).expect("flow");
+    assert_eq!((key.remote_port, key.protocol, key.ip_version), (443, 17, 4));
+    assert_eq!(c.packets, 3, "three runs on one socket, one flow");
+    assert_eq!(c.bytes, 3 * pkt.len() as u64);
+    assert_eq!(c.local_port, 40000);
+    assert_eq!(c.local_addr, v4_mapped([10, 0, 0, 1]));
+}
+
+#[test]
+fn ipv6_extension_headers_are_walked_in_the_kernel() {
+    require_root();
+    let mut prog = EgressUnderTest::load();
+    let pkt = ipv6_tcp_with_ext_headers(8448);
+    assert_eq!(prog.run(0x86dd, &pkt, 1).unwrap(), 1);
+    let flows = prog.flows();
+    let (key, c) = flows.iter().find(|(k, _)| k.ip_version == 6).expect("flow");
+    assert_eq!(key.remote_addr[15], 2);
+    assert_eq!((key.remote_port, key.protocol), (8448, 6));
+    assert_eq!(c.bytes, pkt.len() as u64);
+}
+
+#[test]
+fn unparsable_packets_pass_and_are_counted() {
+    require_root();
+    let mut prog = EgressUnderTest::load();
+    let mut bad = ipv4_udp([192, 0, 2, 9], 53, 10);
+    bad[0] = 0x55; // IP version 5
+    assert_eq!(prog.run(0x0800, &bad, 1).unwrap(), 1, "a malformed packet still passes");
+    assert!(prog.flows().is_empty());
+    assert_eq!(prog.error(ProgError::Parse as u32), 1);
+    let v = prog.untracked(Untracked::Unparsed as u32);
+    assert_eq!((v.bytes, v.packets), (bad.len() as u64, 1));
+}

@@ -1,0 +1,72 @@
+//! A server process sends N bytes over TCP on an *accepted* socket: the bytes must be
+//! attributed to that server's pid and executable (socket storage cloned from the listener),
+//! and N <= counted <= N + IP/TCP header overhead.
+
+use std::{
+    io::Read as _,
+    net::{IpAddr, SocketAddr, TcpStream},
+    time::Duration,
+};
+
+use integration_tests::{Agent, Traffic, traffic_exe};
+use monitor::flow::{Attribution, FlowSample, Protocol};
+
+const N: u64 = 8 * 1024 * 1024;
+/// Largest IP + TCP header (IPv6 40 + TCP with options 60), per counted packet.
+const MAX_HEADER: u64 = 100;
+
+fn serve_and_check(bind: &str, expect_remote: IpAddr) {
+    let agent = Agent::start(&["--interval", "200ms"]);
+    let server = Traffic::start(&["tcp-serve", bind, &N.to_string()]);
+    let port: u16 = server.expect_line("port", Duration::from_secs(10))[1].parse().unwrap();
+    let server_pid = server.pid();
+    let ip: IpAddr = match bind.rsplit_once(':').unwrap().0.trim_matches(['[', ']']) {
+        "::" => "127.0.0.1".parse().unwrap(),
+        other => other.parse().unwrap(),
+    };
+    let mut client = TcpStream::connect(SocketAddr::new(ip, port)).expect("connect");
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).expect("read");
+    assert_eq!(got.len() as u64, N);
+    drop(client);
+    server.expect_line("done", Duration::from_secs(10));
+    server.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    let run = agent.stop();
+    assert!(run.status.success(), "agent exit: {}", run.status);
+
+    let from_server = |s: &FlowSample| s.owner.pid == Some(server_pid) && s.local.is_some_and(|l| l.port == port);
+    let counted = run.bytes_where(from_server);
+    let packets = run.packets_where(from_server);
+    assert!(counted >= N, "counted {counted} < sent {N}");
+    assert!(counted <= N + packets * MAX_HEADER, "counted {counted} > {N} + {packets} packets of headers");
+    let s = run.samples.iter().find(|s| from_server(s)).expect("a sample of the server");
+    assert_eq!(s.owner.attribution, Attribution::Kernel);
+    assert_eq!(s.owner.exe.as_deref(), Some(traffic_exe().as_str()));
+    assert_eq!(s.owner.comm.as_deref(), Some("traffic"));
+    assert_eq!(s.owner.uid, Some(0));
+    assert_eq!(s.owner.user.as_deref(), Some("root"));
+    assert_eq!(s.protocol, Protocol::Tcp);
+    assert_eq!(s.remote.map(|r| r.addr), Some(expect_remote));
+    assert!(s.owner.cmdline.iter().any(|a| a == "tcp-serve"), "{:?}", s.owner.cmdline);
+    // Nothing of the server's volume went to another owner: the client side only sends ACKs.
+    let client_side = run.bytes_where(|s| s.remote.is_some_and(|r| r.port == port));
+    assert!(client_side < N / 10, "client side counted {client_side}, expected only ACKs");
+}
+
+#[test]
+fn tcp_ipv4_accepted_socket_is_attributed_to_the_server() {
+    serve_and_check("127.0.0.1:0", "127.0.0.1".parse().unwrap());
+}
+
+#[test]
+fn tcp_ipv6_accepted_socket_is_attributed_to_the_server() {
+    serve_and_check("[::1]:0", "::1".parse().unwrap());
+}
+
+/// A dual-stack IPv6 listener talking to an IPv4 client through a v4-mapped address sends
+/// IPv4 on the wire: the destination is reported as plain IPv4.
+#[test]
+fn v4_mapped_peers_are_reported_as_ipv4() {
+    serve_and_check("[::]:0", "127.0.0.1".parse().unwrap());
+}

@@ -1,0 +1,85 @@
+//! `cargo xtask`: bootstraps the toolchains and tools, builds, runs and tests egress-monitor.
+//! Builds on any stable >= 1.85; everything it builds uses the toolchains pinned in
+//! `toolchains.toml`, which it installs itself.
+
+mod bench;
+mod bootstrap;
+mod build;
+mod cmd;
+mod pins;
+mod test;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, run and test egress-monitor")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the pinned toolchains, bpf-linker and the Debian packages the tests need.
+    Bootstrap,
+    /// Build everything in release mode and print the path of the egress-monitor binary.
+    Build,
+    /// Build, then run the agent as root (through sudo when needed) on its default settings.
+    Run {
+        /// Arguments for `egress-monitor run` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Everything that can be tested on this host: lint, unit and kernel integration tests.
+    Test {
+        /// Skip formatting and clippy checks.
+        #[arg(long)]
+        no_lint: bool,
+        /// Only run integration tests whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// Benchmarks: per-packet cost, throughput ratio, agent CPU and memory.
+    Bench {
+        /// Repetitions of each A/B pair.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+    },
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), PathBuf::from)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.command {
+        Command::Bootstrap => bootstrap::all(&root).map(|_| ()),
+        Command::Build => {
+            let tools = bootstrap::all(&root)?;
+            let bin = build::release(&root, &tools)?;
+            println!("{}", bin.display());
+            Ok(())
+        }
+        Command::Run { args } => {
+            let tools = bootstrap::all(&root)?;
+            let bin = build::release(&root, &tools)?;
+            build::run_agent(&bin, &args)
+        }
+        Command::Test { no_lint, filter } => {
+            let tools = bootstrap::all(&root)?;
+            test::all(&root, &tools, !no_lint, filter.as_deref())
+        }
+        Command::Bench { rounds } => {
+            let tools = bootstrap::all(&root)?;
+            let bin = build::release(&root, &tools)?;
+            bench::all(&root, &tools, &bin, rounds)
+        }
+    }
+}
