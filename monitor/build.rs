@@ -1,5 +1,5 @@
 //! Builds the kernel programs with the pinned nightly and bpf-linker (see toolchains.toml) and
-//! leaves the object in OUT_DIR for `include_bytes_aligned!`. `AYA_BUILD_SKIP=1` skips it for
+//! leaves the object in `OUT_DIR` for `include_bytes_aligned!`. `AYA_BUILD_SKIP=1` skips it for
 //! lint-only runs; `cargo xtask` installs the toolchain and bpf-linker before building.
 use std::{env, fs, path::PathBuf};
 
@@ -11,15 +11,18 @@ fn main() -> anyhow::Result<()> {
     let pins = manifest_dir.join("../toolchains.toml");
     println!("cargo::rerun-if-changed={}", pins.display());
     println!("cargo::rerun-if-env-changed=EGRESS_MONITOR_EBPF_TOOLCHAIN");
-    let toolchain = match env::var("EGRESS_MONITOR_EBPF_TOOLCHAIN") {
-        Ok(t) => t,
-        Err(_) => ebpf_toolchain(&fs::read_to_string(&pins).with_context(|| {
-            format!("reading the pinned toolchains from {}", pins.display())
-        })?)
-        .ok_or_else(|| anyhow!("{}: no [ebpf] toolchain = \"...\" line", pins.display()))?,
-    };
+    let toolchain =
+        match env::var("EGRESS_MONITOR_EBPF_TOOLCHAIN") {
+            Ok(t) => t,
+            Err(_) => ebpf_toolchain(&fs::read_to_string(&pins).with_context(|| {
+                format!("reading the pinned toolchains from {}", pins.display())
+            })?)
+            .ok_or_else(|| anyhow!("{}: no [ebpf] toolchain = \"...\" line", pins.display()))?,
+        };
     let ebpf_dir = manifest_dir.join("../monitor-ebpf");
-    let ebpf_dir = ebpf_dir.to_str().context("monitor-ebpf path is not UTF-8")?;
+    let ebpf_dir = ebpf_dir
+        .to_str()
+        .context("monitor-ebpf path is not UTF-8")?;
     aya_build::build_ebpf(
         [Package {
             name: "monitor-ebpf",
@@ -45,7 +48,13 @@ fn ebpf_toolchain(pins: &str) -> Option<String> {
         if line.starts_with('[') {
             in_ebpf = line == "[ebpf]";
         } else if in_ebpf && let Some(v) = line.strip_prefix("toolchain") {
-            return Some(v.trim().strip_prefix('=')?.trim().trim_matches('"').to_owned());
+            return Some(
+                v.trim()
+                    .strip_prefix('=')?
+                    .trim()
+                    .trim_matches('"')
+                    .to_owned(),
+            );
         }
     }
     None

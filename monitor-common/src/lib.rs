@@ -3,6 +3,10 @@
 //! Every struct is `#[repr(C)]`, `Copy`, has its padding written out as explicit fields and a
 //! compile-time size check, so both sides agree on the layout byte for byte.
 #![no_std]
+#![expect(
+    clippy::pub_underscore_fields,
+    reason = "padding is written out as public fields so both sides can build values"
+)]
 
 pub mod packet;
 
@@ -107,10 +111,10 @@ pub struct FlowCounters {
     pub bytes: u64,
     /// Packets; a GSO/TSO super-packet counts as the number of segments it becomes.
     pub packets: u64,
-    /// `bpf_ktime_get_ns` of the first packet (CLOCK_MONOTONIC). Also the entry's generation:
+    /// `bpf_ktime_get_ns` of the first packet (`CLOCK_MONOTONIC`). Also the entry's generation:
     /// a re-created entry for the same key has a different value.
     pub first_seen_ns: u64,
-    /// `bpf_ktime_get_coarse_ns` of the latest packet (CLOCK_MONOTONIC, jiffy resolution).
+    /// `bpf_ktime_get_coarse_ns` of the latest packet (`CLOCK_MONOTONIC`, jiffy resolution).
     pub last_seen_ns: u64,
     /// cgroup v2 id of the socket (`bpf_skb_cgroup_id`).
     pub cgroup_id: u64,
@@ -208,7 +212,8 @@ pub enum Untracked {
 
 impl Untracked {
     pub const COUNT: u32 = 3;
-    pub const ALL: [Self; Self::COUNT as usize] = [Self::MapFull, Self::NoFullSocket, Self::Unparsed];
+    pub const ALL: [Self; Self::COUNT as usize] =
+        [Self::MapFull, Self::NoFullSocket, Self::Unparsed];
 
     pub const fn name(self) -> &'static str {
         match self {

@@ -3,6 +3,10 @@
 //! The kernel reads bytes with `bpf_skb_load_bytes`; unit tests read them from a slice. Both go
 //! through [`PacketBytes`], so the code that runs in the kernel is the code that is tested on
 //! crafted packets. Every loop is bounded and every read is length-checked by the reader.
+#![expect(
+    clippy::inline_always,
+    reason = "BPF has no calls into generic code: everything must inline into the program"
+)]
 
 /// Source of packet bytes, starting at the IP header.
 pub trait PacketBytes {
@@ -239,13 +243,22 @@ mod tests {
 
     #[test]
     fn ipv4_errors() {
-        assert_eq!(parse(&[0x45u8; 10][..], ETH_P_IP), Err(ParseError::Truncated));
+        assert_eq!(
+            parse(&[0x45u8; 10][..], ETH_P_IP),
+            Err(ParseError::Truncated)
+        );
         let mut bad_version = ipv4(6, 5, 0, &PORTS);
         bad_version[0] = 0x55;
-        assert_eq!(parse(bad_version.as_slice(), ETH_P_IP), Err(ParseError::Malformed));
+        assert_eq!(
+            parse(bad_version.as_slice(), ETH_P_IP),
+            Err(ParseError::Malformed)
+        );
         let mut bad_ihl = ipv4(6, 5, 0, &PORTS);
         bad_ihl[0] = 0x44;
-        assert_eq!(parse(bad_ihl.as_slice(), ETH_P_IP), Err(ParseError::Malformed));
+        assert_eq!(
+            parse(bad_ihl.as_slice(), ETH_P_IP),
+            Err(ParseError::Malformed)
+        );
         // TCP header cut before the ports.
         assert_eq!(
             parse(ipv4(6, 5, 0, &[0x01]).as_slice(), ETH_P_IP),
@@ -284,10 +297,18 @@ mod tests {
     #[test]
     fn ipv6_fragments() {
         let first = [17, 0, 0x00, 0x01, 0, 0, 0, 1]; // offset 0, M=1
-        let e = parse(ipv6(IPPROTO_FRAGMENT, &first, &PORTS).as_slice(), ETH_P_IPV6).unwrap();
+        let e = parse(
+            ipv6(IPPROTO_FRAGMENT, &first, &PORTS).as_slice(),
+            ETH_P_IPV6,
+        )
+        .unwrap();
         assert_eq!((e.protocol, e.dst_port), (17, 443));
         let later = [17, 0, 0x05, 0x00, 0, 0, 0, 1]; // offset 160
-        let e = parse(ipv6(IPPROTO_FRAGMENT, &later, &PORTS).as_slice(), ETH_P_IPV6).unwrap();
+        let e = parse(
+            ipv6(IPPROTO_FRAGMENT, &later, &PORTS).as_slice(),
+            ETH_P_IPV6,
+        )
+        .unwrap();
         assert_eq!((e.protocol, e.dst_port), (17, 0));
     }
 

@@ -4,7 +4,7 @@ use monitor_common::{ProgError, Untracked, Volume};
 
 use crate::maps::{ERRORS, UNTRACKED};
 
-/// Atomically adds `v` to `*dst` (BPF_ATOMIC | BPF_ADD): two CPUs sending on one socket both
+/// Atomically adds `v` to `*dst` (`BPF_ATOMIC | BPF_ADD`): two CPUs sending on one socket both
 /// land their bytes.
 #[inline(always)]
 pub fn atomic_add(dst: *mut u64, v: u64) {

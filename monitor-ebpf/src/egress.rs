@@ -1,11 +1,11 @@
-//! cgroup_skb/egress: count every packet a socket sends, per (socket cookie, destination).
+//! `cgroup_skb/egress`: count every packet a socket sends, per (socket cookie, destination).
 //!
 //! Fast path (an existing flow): one hash lookup and two atomic adds. The slow path (first
 //! packet of a flow) copies the socket owner and endpoints into the new entry once.
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_NOEXIST, __sk_buff, bpf_sock},
+    bindings::{__sk_buff, BPF_NOEXIST, bpf_sock},
     helpers::generated::{
         bpf_get_socket_cookie, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_sk_fullsock,
         bpf_skb_cgroup_id,
@@ -37,7 +37,11 @@ pub fn count(ctx: &SkBuffContext) {
     let packets = u64::from(if gso_segs > 1 { gso_segs } else { 1 });
 
     // SAFETY: `sk` comes from the context and is checked for NULL (the verifier insists).
-    let sk = if sk.is_null() { sk } else { unsafe { bpf_sk_fullsock(sk) } };
+    let sk = if sk.is_null() {
+        sk
+    } else {
+        unsafe { bpf_sk_fullsock(sk) }
+    };
     if sk.is_null() {
         // Request sockets (SYN-ACK) and timewait sockets carry no payload and no owner.
         count_error(ProgError::NoSocket);
@@ -75,13 +79,19 @@ fn add(flow: *mut FlowCounters, bytes: u64, packets: u64) {
 fn flow_key(ctx: &SkBuffContext, sk: *mut bpf_sock) -> Option<(FlowKey, [u8; 16], u16)> {
     // SAFETY: `sk` is a full socket returned by bpf_sk_fullsock.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let (protocol, family, dst_port) =
-        unsafe { (field(&raw const (*sk).protocol), field(&raw const (*sk).family), field(&raw const (*sk).dst_port)) };
+    let (protocol, family, dst_port) = unsafe {
+        (
+            field(&raw const (*sk).protocol),
+            field(&raw const (*sk).family),
+            field(&raw const (*sk).dst_port),
+        )
+    };
     let ends = if protocol == u32::from(IPPROTO_TCP) && dst_port != 0 {
         tcp_endpoints(sk, family, dst_port)
     } else {
         // SAFETY: context field read.
-        let ethertype = u16::from_be(unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).protocol } as u16);
+        let ethertype =
+            u16::from_be(unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).protocol } as u16);
         packet::parse(&SkbBytes(ctx), ethertype).ok()?
     };
     Some((
@@ -146,12 +156,18 @@ unsafe fn ip6_field(p: *const [u32; 4]) -> [u32; 4] {
 }
 
 #[inline(always)]
-fn words_to_bytes(w: [u32; 4]) -> [u8; 16] {
-    let (a, b, c, d) = (w[0].to_ne_bytes(), w[1].to_ne_bytes(), w[2].to_ne_bytes(), w[3].to_ne_bytes());
-    [
-        a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2],
-        d[3],
-    ]
+fn words_to_bytes(words: [u32; 4]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let bytes = words[i].to_ne_bytes();
+        out[i * 4] = bytes[0];
+        out[i * 4 + 1] = bytes[1];
+        out[i * 4 + 2] = bytes[2];
+        out[i * 4 + 3] = bytes[3];
+        i += 1;
+    }
+    out
 }
 
 #[inline(always)]
@@ -203,7 +219,7 @@ fn insert(
 
 /// Returns the socket's owner and flags its storage so `sock_release` reports its closing.
 /// Sockets created before the agent started have no storage yet: it is created empty (owner
-/// unknown, the agent attributes them through sock_diag) just to carry the flag.
+/// unknown, the agent attributes them through `sock_diag`) just to carry the flag.
 #[inline(always)]
 fn mark_has_flows(sk: *mut bpf_sock) -> SockOwner {
     let mut init = SockOwner::EMPTY;

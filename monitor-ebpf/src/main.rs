@@ -1,15 +1,27 @@
-//! egress-monitor's kernel programs. Stable hooks only (cgroup_skb, cgroup_sock): no kprobes, no
+//! egress-monitor's kernel programs. Stable hooks only (`cgroup_skb`, `cgroup_sock`): no kprobes, no
 //! fentry, so they load on hardened and minimal kernels alike.
 //!
-//! - `count_egress` (cgroup_skb/egress on the cgroup v2 root): counts every egress packet per
+//! - `count_egress` (`cgroup_skb/egress` on the cgroup v2 root): counts every egress packet per
 //!   (socket cookie, destination) in `FLOWS`. Always lets the packet pass.
-//! - `record_owner` (cgroup/sock_create): stores the creating process in socket storage that is
+//! - `record_owner` (`cgroup/sock_create`): stores the creating process in socket storage that is
 //!   cloned to accepted sockets.
-//! - `report_release` (cgroup/sock_release): tells the agent a socket with flows has closed.
+//! - `report_release` (`cgroup/sock_release`): tells the agent a socket with flows has closed.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
-#![expect(internal_features, reason = "atomic add intrinsic: core has no AtomicU64 on bpf")]
+#![expect(
+    internal_features,
+    reason = "atomic add intrinsic: core has no AtomicU64 on bpf"
+)]
+#![expect(
+    clippy::inline_always,
+    reason = "BPF programs are single functions: helpers must inline into the entry points"
+)]
+#![expect(
+    clippy::needless_pass_by_value,
+    clippy::not_unsafe_ptr_arg_deref,
+    reason = "entry point signatures are fixed by aya-ebpf's program macros"
+)]
 
 mod counters;
 mod egress;
@@ -23,7 +35,7 @@ use aya_ebpf::{
     programs::{SkBuffContext, SockContext},
 };
 
-/// cgroup_skb verdict that lets the packet through. The only verdict this program returns.
+/// `cgroup_skb` verdict that lets the packet through. The only verdict this program returns.
 const PASS: i32 = 1;
 
 #[cgroup_skb(egress)]

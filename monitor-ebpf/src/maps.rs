@@ -8,8 +8,7 @@ use aya_ebpf::{
 };
 use monitor_common::{
     ANNOUNCED_ENTRIES, DEFAULT_EVENT_RING_BYTES, DEFAULT_MAX_FLOWS, Event, FlowCounters, FlowKey,
-    ProcessKey, ProgError, SockOwner,
-    Untracked, Volume,
+    ProcessKey, ProgError, SockOwner, Untracked, Volume,
 };
 
 /// Allocated on insert (no preallocation): memory follows the number of live flows.
@@ -31,7 +30,8 @@ pub static UNTRACKED: PerCpuArray<Volume, { Untracked::COUNT as usize }> = PerCp
 pub static EVENTS: RingBuf<Event, { DEFAULT_EVENT_RING_BYTES as usize }> = RingBuf::new();
 
 #[btf_map]
-pub static ANNOUNCED: LruHashMap<ProcessKey, u8, { ANNOUNCED_ENTRIES as usize }> = LruHashMap::new();
+pub static ANNOUNCED: LruHashMap<ProcessKey, u8, { ANNOUNCED_ENTRIES as usize }> =
+    LruHashMap::new();
 
 /// BTF definition of a socket storage map with `BPF_F_CLONE`, which aya-ebpf's `SkStorage`
 /// does not offer: with it, a socket accepted from a listener starts with a copy of the

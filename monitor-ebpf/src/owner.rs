@@ -1,14 +1,15 @@
-//! cgroup/sock_create: remember which process created each socket.
+//! `cgroup/sock_create`: remember which process created each socket.
 
 use aya_ebpf::{
     helpers::generated::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid,
+        bpf_get_current_uid_gid, bpf_ktime_get_ns,
     },
     programs::SockContext,
 };
-use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
-use monitor_common::{EVENT_NEW_PROCESS, Event, OWNER_FROM_SOCK_CREATE, ProcessKey, ProgError, SockOwner};
+use monitor_common::{
+    EVENT_NEW_PROCESS, Event, OWNER_FROM_SOCK_CREATE, ProcessKey, ProgError, SockOwner,
+};
 
 use crate::{
     counters::count_error,
@@ -41,7 +42,10 @@ pub fn record(ctx: &SockContext) {
 /// while the process is alive. One LRU lookup per socket creation; an event per new process.
 #[inline(always)]
 fn announce(owner: &SockOwner) {
-    let key = ProcessKey { tgid: owner.tgid, comm: owner.comm };
+    let key = ProcessKey {
+        tgid: owner.tgid,
+        comm: owner.comm,
+    };
     if ANNOUNCED.get_ptr(&key).is_some() {
         return;
     }
@@ -49,7 +53,12 @@ fn announce(owner: &SockOwner) {
         return;
     }
     // SAFETY: helper without arguments.
-    let event = Event { kind: EVENT_NEW_PROCESS, tgid: owner.tgid, cookie: 0, ts_ns: unsafe { bpf_ktime_get_ns() } };
+    let event = Event {
+        kind: EVENT_NEW_PROCESS,
+        tgid: owner.tgid,
+        cookie: 0,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    };
     if EVENTS.output(&event, 0).is_err() {
         count_error(ProgError::RingFull);
     }

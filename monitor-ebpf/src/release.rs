@@ -1,4 +1,4 @@
-//! cgroup/sock_release: tell the agent that a socket which sent packets is closing, so it can
+//! `cgroup/sock_release`: tell the agent that a socket which sent packets is closing, so it can
 //! collect the flow's final counts and free the entry. Sockets that never sent cost one
 //! storage lookup and nothing else.
 

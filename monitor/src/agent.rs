@@ -31,7 +31,10 @@ pub async fn run(
     let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
 
-    let opts = LoadOptions { max_flows: args.max_flows, ..LoadOptions::default() };
+    let opts = LoadOptions {
+        max_flows: args.max_flows,
+        ..LoadOptions::default()
+    };
     let attached = loader::load_and_attach(opts, &args.cgroup_mount)?;
     tracing::info!(
         cgroup = %attached.cgroup_root.display(),
@@ -48,8 +51,16 @@ pub async fn run(
 
     // Wakes up as soon as the kernel queues events, so new processes are read from /proc
     // while they are alive, not at the next poll.
-    let events = tokio::io::unix::AsyncFd::with_interest(collector.events_fd(), tokio::io::Interest::READABLE)
+    let events_fd = collector
+        .events_fd()
+        .try_clone_to_owned()
         .map_err(AgentError::Signals)?;
+    // SAFETY: `events_fd` is a duplicate owned by the AsyncFd: it stays open and refers to
+    // the ring buffer for the AsyncFd's whole life.
+    let events = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(events_fd, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| AgentError::Signals(e.into()))?;
     let mut ticker = tokio::time::interval(args.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await; // the first tick is immediate

@@ -7,12 +7,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::output::OutputFormat;
 
 #[derive(Debug, Parser)]
-#[command(name = "egress-monitor", version, about = "Per-process, per-destination egress accounting in the kernel (eBPF)")]
+#[command(
+    name = "egress-monitor",
+    version,
+    about = "Per-process, per-destination egress accounting in the kernel (eBPF)"
+)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
-    /// Log filter (tracing-subscriber syntax), overrides RUST_LOG.
+    /// Log filter (tracing-subscriber syntax), overrides `RUST_LOG`.
     #[arg(long, global = true)]
     pub log: Option<String>,
     #[command(subcommand)]
@@ -27,7 +31,7 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the agent: count egress per process and destination, print FlowSamples.
+    /// Run the agent: count egress per process and destination, print `FlowSample`s.
     Run(RunArgs),
     /// Live table of the top talkers.
     Top(TopArgs),
@@ -104,14 +108,24 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("0s").unwrap_err().contains("greater than zero"));
-        assert!(parse_duration("soon").unwrap_err().contains("invalid duration"));
+        assert!(
+            parse_duration("0s")
+                .unwrap_err()
+                .contains("greater than zero")
+        );
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("invalid duration")
+        );
     }
 
     #[test]
     fn run_defaults() {
         let cli = Cli::try_parse_from(["egress-monitor", "run", "--output", "json"]).unwrap();
-        let Command::Run(run) = cli.command else { panic!("not run") };
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
         assert_eq!(run.output, OutputFormat::Json);
         assert_eq!(run.collect.interval, Duration::from_secs(1));
         assert_eq!(run.collect.max_flows, monitor_common::DEFAULT_MAX_FLOWS);

@@ -41,7 +41,11 @@ pub struct Check {
 }
 
 fn check(name: impl Into<String>, status: Status, detail: impl Into<String>) -> Check {
-    Check { name: name.into(), status, detail: detail.into() }
+    Check {
+        name: name.into(),
+        status,
+        detail: detail.into(),
+    }
 }
 
 pub fn run_checks() -> Vec<Check> {
@@ -49,8 +53,18 @@ pub fn run_checks() -> Vec<Check> {
     let caps = CapSet::current();
     checks.extend(privileges(caps));
     checks.push(cgroup_v2());
-    checks.push(file_check("BTF", "/sys/kernel/btf/vmlinux", Status::Fail, "kernel built without CONFIG_DEBUG_INFO_BTF: socket storage maps cannot be created"));
-    checks.push(mount_check("bpffs", "bpf", "/sys/fs/bpf", "not needed by the agent (it pins nothing); `mount -t bpf bpf /sys/fs/bpf` for bpftool"));
+    checks.push(file_check(
+        "BTF",
+        "/sys/kernel/btf/vmlinux",
+        Status::Fail,
+        "kernel built without CONFIG_DEBUG_INFO_BTF: socket storage maps cannot be created",
+    ));
+    checks.push(mount_check(
+        "bpffs",
+        "bpf",
+        "/sys/fs/bpf",
+        "not needed by the agent (it pins nothing); `mount -t bpf bpf /sys/fs/bpf` for bpftool",
+    ));
     checks.push(mount_check("tracefs", "tracefs", "/sys/kernel/tracing", "not needed by the agent; `mount -t tracefs nodev /sys/kernel/tracing` for tracepoint tools"));
     checks.push(file_check(
         "BPF run-time stats (kernel.bpf_stats_enabled)",
@@ -74,9 +88,23 @@ fn kernel_version() -> Check {
     let release = compat::running_release();
     let (maj, min) = compat::MIN_KERNEL;
     match compat::parse_release(&release) {
-        Some(v) if v >= compat::MIN_KERNEL => check("kernel", Status::Ok, format!("Linux {release} (needs >= {maj}.{min})")),
-        Some(_) => check("kernel", Status::Fail, format!("Linux {release} is older than {maj}.{min}; see the compatibility table in the README")),
-        None => check("kernel", Status::Warn, format!("cannot parse kernel release {release:?}")),
+        Some(v) if v >= compat::MIN_KERNEL => check(
+            "kernel",
+            Status::Ok,
+            format!("Linux {release} (needs >= {maj}.{min})"),
+        ),
+        Some(_) => check(
+            "kernel",
+            Status::Fail,
+            format!(
+                "Linux {release} is older than {maj}.{min}; see the compatibility table in the README"
+            ),
+        ),
+        None => check(
+            "kernel",
+            Status::Warn,
+            format!("cannot parse kernel release {release:?}"),
+        ),
     }
 }
 
@@ -85,13 +113,28 @@ fn privileges(caps: CapSet) -> Vec<Check> {
     let missing = caps.missing_required();
     for cap in [Capability::Bpf, Capability::Perfmon, Capability::NetAdmin] {
         if missing.contains(&cap) {
-            out.push(check(cap.name(), Status::Fail, format!("missing: needed to {}", cap.purpose())));
+            out.push(check(
+                cap.name(),
+                Status::Fail,
+                format!("missing: needed to {}", cap.purpose()),
+            ));
         } else {
-            out.push(check(cap.name(), Status::Ok, format!("present (to {})", cap.purpose())));
+            out.push(check(
+                cap.name(),
+                Status::Ok,
+                format!("present (to {})", cap.purpose()),
+            ));
         }
     }
     for cap in caps.missing_recommended() {
-        out.push(check(cap.name(), Status::Warn, format!("missing: cannot {}; owners of such sockets show without exe", cap.purpose())));
+        out.push(check(
+            cap.name(),
+            Status::Warn,
+            format!(
+                "missing: cannot {}; owners of such sockets show without exe",
+                cap.purpose()
+            ),
+        ));
     }
     if !caps.has(Capability::SysResource) {
         out.push(check(
@@ -105,7 +148,11 @@ fn privileges(caps: CapSet) -> Vec<Check> {
 
 fn cgroup_v2() -> Check {
     match cgroup2::find() {
-        Ok(Some(path)) => check("cgroup v2", Status::Ok, format!("mounted at {}", path.display())),
+        Ok(Some(path)) => check(
+            "cgroup v2",
+            Status::Ok,
+            format!("mounted at {}", path.display()),
+        ),
         Ok(None) => check(
             "cgroup v2",
             Status::Warn,
@@ -119,7 +166,15 @@ fn file_check(name: &str, path: &str, missing: Status, why: &str) -> Check {
     match fs::read(path) {
         Ok(content) if path.ends_with("bpf_stats_enabled") => {
             let on = content.first() == Some(&b'1');
-            check(name, if on { Status::Ok } else { Status::Warn }, if on { "enabled".to_owned() } else { "disabled: `cargo xtask bench` enables it while measuring".to_owned() })
+            check(
+                name,
+                if on { Status::Ok } else { Status::Warn },
+                if on {
+                    "enabled".to_owned()
+                } else {
+                    "disabled: `cargo xtask bench` enables it while measuring".to_owned()
+                },
+            )
         }
         Ok(_) => check(name, Status::Ok, format!("{path} present")),
         Err(e) => check(name, missing, format!("{path}: {e}; {why}")),
@@ -130,16 +185,28 @@ fn mount_check(name: &str, fstype: &str, default: &str, why: &str) -> Check {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let found = mountinfo.lines().find_map(|l| {
         let (pre, post) = l.split_once(" - ")?;
-        (post.split_whitespace().next()? == fstype).then(|| pre.split_whitespace().nth(4).map(str::to_owned))?
+        (post.split_whitespace().next()? == fstype)
+            .then(|| pre.split_whitespace().nth(4).map(str::to_owned))?
     });
     match found {
         Some(p) => check(name, Status::Ok, format!("mounted at {p}")),
-        None if Path::new(default).exists() => check(name, Status::Warn, format!("not mounted at {default}: {why}")),
+        None if Path::new(default).exists() => check(
+            name,
+            Status::Warn,
+            format!("not mounted at {default}: {why}"),
+        ),
         None => check(name, Status::Warn, format!("not mounted: {why}")),
     }
 }
 
 fn kernel_probes() -> Vec<Check> {
+    let mut out = type_probes();
+    out.extend(helper_probes());
+    out.extend(program_loads());
+    out
+}
+
+fn type_probes() -> Vec<Check> {
     let mut out = Vec::new();
     for (name, ty, min) in [
         ("program type cgroup_skb", ProgramType::CgroupSkb, "4.10"),
@@ -147,7 +214,11 @@ fn kernel_probes() -> Vec<Check> {
     ] {
         out.push(match is_program_supported(ty) {
             Ok(true) => check(name, Status::Ok, "supported"),
-            Ok(false) => check(name, Status::Fail, format!("not supported (Linux >= {min} with CONFIG_CGROUP_BPF)")),
+            Ok(false) => check(
+                name,
+                Status::Fail,
+                format!("not supported (Linux >= {min} with CONFIG_CGROUP_BPF)"),
+            ),
             Err(e) => check(name, Status::Fail, format!("probe failed: {e}")),
         });
     }
@@ -159,56 +230,137 @@ fn kernel_probes() -> Vec<Check> {
     ] {
         out.push(match is_map_supported(ty) {
             Ok(true) => check(name, Status::Ok, "supported"),
-            Ok(false) => check(name, Status::Fail, format!("not supported (Linux >= {min})")),
+            Ok(false) => check(
+                name,
+                Status::Fail,
+                format!("not supported (Linux >= {min})"),
+            ),
             Err(e) => check(name, Status::Fail, format!("probe failed: {e}")),
         });
     }
+    out
+}
+
+fn helper_probes() -> Vec<Check> {
+    let mut out = Vec::new();
     let helpers = [
-        (ProgramType::CgroupSkb, "cgroup_skb", BpfHelper::BPF_FUNC_sk_fullsock, "bpf_sk_fullsock"),
-        (ProgramType::CgroupSkb, "cgroup_skb", BpfHelper::BPF_FUNC_get_socket_cookie, "bpf_get_socket_cookie"),
-        (ProgramType::CgroupSkb, "cgroup_skb", BpfHelper::BPF_FUNC_skb_cgroup_id, "bpf_skb_cgroup_id"),
-        (ProgramType::CgroupSkb, "cgroup_skb", BpfHelper::BPF_FUNC_sk_storage_get, "bpf_sk_storage_get"),
-        (ProgramType::CgroupSkb, "cgroup_skb", BpfHelper::BPF_FUNC_ktime_get_coarse_ns, "bpf_ktime_get_coarse_ns"),
-        (ProgramType::CgroupSkb, "cgroup_skb", BpfHelper::BPF_FUNC_skb_load_bytes, "bpf_skb_load_bytes"),
-        (ProgramType::CgroupSock, "cgroup_sock", BpfHelper::BPF_FUNC_sk_storage_get, "bpf_sk_storage_get"),
-        (ProgramType::CgroupSock, "cgroup_sock", BpfHelper::BPF_FUNC_get_socket_cookie, "bpf_get_socket_cookie"),
-        (ProgramType::CgroupSock, "cgroup_sock", BpfHelper::BPF_FUNC_ringbuf_output, "bpf_ringbuf_output"),
-        (ProgramType::CgroupSock, "cgroup_sock", BpfHelper::BPF_FUNC_get_current_comm, "bpf_get_current_comm"),
+        (
+            ProgramType::CgroupSkb,
+            "cgroup_skb",
+            BpfHelper::BPF_FUNC_sk_fullsock,
+            "bpf_sk_fullsock",
+        ),
+        (
+            ProgramType::CgroupSkb,
+            "cgroup_skb",
+            BpfHelper::BPF_FUNC_get_socket_cookie,
+            "bpf_get_socket_cookie",
+        ),
+        (
+            ProgramType::CgroupSkb,
+            "cgroup_skb",
+            BpfHelper::BPF_FUNC_skb_cgroup_id,
+            "bpf_skb_cgroup_id",
+        ),
+        (
+            ProgramType::CgroupSkb,
+            "cgroup_skb",
+            BpfHelper::BPF_FUNC_sk_storage_get,
+            "bpf_sk_storage_get",
+        ),
+        (
+            ProgramType::CgroupSkb,
+            "cgroup_skb",
+            BpfHelper::BPF_FUNC_ktime_get_coarse_ns,
+            "bpf_ktime_get_coarse_ns",
+        ),
+        (
+            ProgramType::CgroupSkb,
+            "cgroup_skb",
+            BpfHelper::BPF_FUNC_skb_load_bytes,
+            "bpf_skb_load_bytes",
+        ),
+        (
+            ProgramType::CgroupSock,
+            "cgroup_sock",
+            BpfHelper::BPF_FUNC_sk_storage_get,
+            "bpf_sk_storage_get",
+        ),
+        (
+            ProgramType::CgroupSock,
+            "cgroup_sock",
+            BpfHelper::BPF_FUNC_get_socket_cookie,
+            "bpf_get_socket_cookie",
+        ),
+        (
+            ProgramType::CgroupSock,
+            "cgroup_sock",
+            BpfHelper::BPF_FUNC_ringbuf_output,
+            "bpf_ringbuf_output",
+        ),
+        (
+            ProgramType::CgroupSock,
+            "cgroup_sock",
+            BpfHelper::BPF_FUNC_get_current_comm,
+            "bpf_get_current_comm",
+        ),
     ];
     for (ty, ty_name, helper, helper_name) in helpers {
         let name = format!("helper {helper_name} in {ty_name}");
         out.push(match is_helper_supported(ty, helper) {
             Ok(true) => check(name, Status::Ok, "available"),
-            Ok(false) => check(name, Status::Fail, "not available to this program type on this kernel"),
+            Ok(false) => check(
+                name,
+                Status::Fail,
+                "not available to this program type on this kernel",
+            ),
             Err(e) => check(name, Status::Fail, format!("probe failed: {e}")),
         });
     }
+    out
+}
+
+fn program_loads() -> Vec<Check> {
+    let mut out = Vec::new();
     match loader::verify_programs() {
         Ok(results) => {
             for (spec, result) in results {
                 let name = format!("load {} ({})", spec.name, spec.hook);
                 out.push(match result {
                     Ok(()) => check(name, Status::Ok, "accepted by the verifier"),
-                    Err(e) => check(name, Status::Fail, format!("refused: {e}; needs {} (Linux >= {})", spec.feature, spec.min_kernel)),
+                    Err(e) => check(name, Status::Fail, error_chain(&e)),
                 });
             }
         }
-        Err(e) => out.push(check("load kernel object", Status::Fail, e.to_string())),
+        Err(e) => out.push(check("load kernel object", Status::Fail, error_chain(&e))),
     }
     out
 }
 
+/// An error and its causes on one line (the verifier log is the last cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
 pub fn render(checks: &[Check]) -> String {
+    use std::fmt::Write as _;
     let mut s = String::new();
     for c in checks {
-        s.push_str(&format!("[{}] {:<44} {}\n", c.status, c.name, c.detail));
+        let _ = writeln!(s, "[{}] {:<44} {}", c.status, c.name, c.detail);
     }
     let fails = checks.iter().filter(|c| c.status == Status::Fail).count();
     let warns = checks.iter().filter(|c| c.status == Status::Warn).count();
-    s.push_str(&if fails == 0 {
-        format!("\nready: the agent can run here ({warns} warnings)\n")
+    let _ = if fails == 0 {
+        writeln!(s, "\nready: the agent can run here ({warns} warnings)")
     } else {
-        format!("\nnot ready: {fails} checks failed, {warns} warnings\n")
-    });
+        writeln!(s, "\nnot ready: {fails} checks failed, {warns} warnings")
+    };
     s
 }

@@ -67,7 +67,7 @@ pub struct Owner {
 pub enum Attribution {
     /// Recorded by `cgroup/sock_create` (or inherited on accept).
     Kernel,
-    /// Socket predates the agent: found through sock_diag (cookie -> inode) and /proc/*/fd.
+    /// Socket predates the agent: found through `sock_diag` (cookie -> inode) and /proc/*/fd.
     SockDiag,
     /// No owner could be found; the bytes are reported all the same.
     #[default]
@@ -168,8 +168,14 @@ mod tests {
                 container_id: None,
                 service: "nginx.service".into(),
             },
-            local: Some(Endpoint { addr: "10.0.0.5".parse().unwrap(), port: 443 }),
-            remote: Some(Endpoint { addr: "2001:db8::7".parse().unwrap(), port: 51234 }),
+            local: Some(Endpoint {
+                addr: "10.0.0.5".parse().unwrap(),
+                port: 443,
+            }),
+            remote: Some(Endpoint {
+                addr: "2001:db8::7".parse().unwrap(),
+                port: 51234,
+            }),
             protocol: Protocol::Tcp,
             bytes: 1_234_567,
             packets: 900,
@@ -207,7 +213,10 @@ mod tests {
         s.remote = None;
         s.protocol = Protocol::Other(47);
         s.untracked = Some(UntrackedReason::MapFull);
-        s.owner = Owner { service: "unattributed".into(), ..Owner::default() };
+        s.owner = Owner {
+            service: "unattributed".into(),
+            ..Owner::default()
+        };
         let line = serde_json::to_string(&s).unwrap();
         assert!(line.contains(r#""untracked":"map_full""#), "{line}");
         assert!(line.contains(r#""protocol":47"#), "{line}");
@@ -218,14 +227,19 @@ mod tests {
     fn unknown_fields_are_rejected() {
         let mut v = serde_json::to_value(sample()).unwrap();
         v["surprise"] = 1.into();
-        let err = serde_json::from_value::<FlowSample>(v).unwrap_err().to_string();
+        let err = serde_json::from_value::<FlowSample>(v)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("surprise"), "{err}");
     }
 
     #[test]
     fn kernel_addresses_unmap_ipv4() {
         let mapped = monitor_common::packet::v4_mapped([127, 0, 0, 1]);
-        assert_eq!(ip_from_kernel(mapped), "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            ip_from_kernel(mapped),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
         let mut v6 = [0u8; 16];
         v6[15] = 1;
         assert_eq!(ip_from_kernel(v6), "::1".parse::<IpAddr>().unwrap());

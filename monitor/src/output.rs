@@ -1,4 +1,4 @@
-//! How `run` prints samples: JSON lines (the FlowSample contract) or one readable line each.
+//! How `run` prints samples: JSON lines (the `FlowSample` contract) or one readable line each.
 
 use std::io::{self, Write};
 
@@ -8,13 +8,17 @@ use crate::flow::{FlowSample, Owner};
 pub enum OutputFormat {
     /// One readable line per sample.
     Text,
-    /// One FlowSample JSON object per line (the format `replay` reads).
+    /// One `FlowSample` JSON object per line (the format `replay` reads).
     Json,
 }
 
 /// Writes `samples` to `out` and flushes, so a consumer reading a pipe sees every window as
 /// soon as it closes.
-pub fn write_samples(out: &mut impl Write, format: OutputFormat, samples: &[FlowSample]) -> io::Result<()> {
+pub fn write_samples(
+    out: &mut impl Write,
+    format: OutputFormat,
+    samples: &[FlowSample],
+) -> io::Result<()> {
     for s in samples {
         match format {
             OutputFormat::Json => {
@@ -30,7 +34,13 @@ pub fn write_samples(out: &mut impl Write, format: OutputFormat, samples: &[Flow
 pub fn text_line(s: &FlowSample) -> String {
     let dest = match (&s.remote, s.untracked) {
         (Some(r), _) => format!("{}:{}", r.addr, r.port),
-        (None, Some(why)) => format!("(untracked: {})", serde_json::to_value(why).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()),
+        (None, Some(why)) => format!(
+            "(untracked: {})",
+            serde_json::to_value(why)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        ),
         (None, None) => "?".to_owned(),
     };
     format!(
@@ -59,7 +69,14 @@ pub fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_owned();
     }
-    let tail: String = s.chars().rev().take(max - 1).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: String = s
+        .chars()
+        .rev()
+        .take(max - 1)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     format!("…{tail}")
 }
 
@@ -71,7 +88,11 @@ pub fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 #[cfg(test)]

@@ -68,7 +68,11 @@ impl TopTable {
                 .then(b.1.total.cmp(&a.1.total))
                 .then(a.0.service.cmp(&b.0.service))
         });
-        let secs = if self.last_window_secs > 0.0 { self.last_window_secs } else { 1.0 };
+        let secs = if self.last_window_secs > 0.0 {
+            self.last_window_secs
+        } else {
+            1.0
+        };
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -114,7 +118,10 @@ mod tests {
                 ..Owner::default()
             },
             local: None,
-            remote: Some(Endpoint { addr: "192.0.2.1".parse().unwrap(), port }),
+            remote: Some(Endpoint {
+                addr: "192.0.2.1".parse().unwrap(),
+                port,
+            }),
             protocol: Protocol::Tcp,
             bytes,
             packets: 1,

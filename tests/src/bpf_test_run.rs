@@ -8,11 +8,13 @@ use aya::{
     maps::{HashMap, PerCpuArray},
     programs::CgroupSkb,
 };
-use monitor_common::{ERRORS_MAP, FLOWS_MAP, FlowCounters, FlowKey, PROG_EGRESS, UNTRACKED_MAP, Volume};
+use monitor_common::{
+    ERRORS_MAP, FLOWS_MAP, FlowCounters, FlowKey, PROG_EGRESS, UNTRACKED_MAP, Volume,
+};
 
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 
-/// `union bpf_attr` for BPF_PROG_TEST_RUN.
+/// `union bpf_attr` for `BPF_PROG_TEST_RUN`.
 #[repr(C)]
 #[derive(Default)]
 struct TestRunAttr {
@@ -41,8 +43,13 @@ pub struct EgressUnderTest {
 
 impl EgressUnderTest {
     pub fn load() -> Self {
-        let mut ebpf = Ebpf::load(monitor::kernel::loader::kernel_object()).expect("load kernel object");
-        let prog: &mut CgroupSkb = ebpf.program_mut(PROG_EGRESS).expect("program").try_into().expect("cgroup_skb");
+        let mut ebpf =
+            Ebpf::load(monitor::kernel::loader::kernel_object()).expect("load kernel object");
+        let prog: &mut CgroupSkb = ebpf
+            .program_mut(PROG_EGRESS)
+            .expect("program")
+            .try_into()
+            .expect("cgroup_skb");
         prog.load().expect("verifier accepts count_egress");
         Self { ebpf }
     }
@@ -55,7 +62,12 @@ impl EgressUnderTest {
         frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
         frame[12..14].copy_from_slice(&ethertype.to_be_bytes());
         frame.extend_from_slice(ip_packet);
-        let prog: &mut CgroupSkb = self.ebpf.program_mut(PROG_EGRESS).expect("program").try_into().expect("type");
+        let prog: &mut CgroupSkb = self
+            .ebpf
+            .program_mut(PROG_EGRESS)
+            .expect("program")
+            .try_into()
+            .expect("type");
         let fd = prog.fd().expect("loaded").as_fd().as_raw_fd();
         let mut attr = TestRunAttr {
             prog_fd: fd as u32,
@@ -66,7 +78,12 @@ impl EgressUnderTest {
         };
         // SAFETY: attr is a valid bpf_attr prefix; data_in points to `frame`, alive here.
         let ret = unsafe {
-            libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &raw mut attr, size_of::<TestRunAttr>())
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_TEST_RUN,
+                &raw mut attr,
+                size_of::<TestRunAttr>(),
+            )
         };
         if ret < 0 {
             return Err(io::Error::last_os_error());
@@ -89,10 +106,13 @@ impl EgressUnderTest {
     pub fn untracked(&self, index: u32) -> Volume {
         let map: PerCpuArray<_, Volume> =
             PerCpuArray::try_from(self.ebpf.map(UNTRACKED_MAP).expect("UNTRACKED")).expect("array");
-        map.get(&index, 0).expect("read").iter().fold(Volume::default(), |a, v| Volume {
-            bytes: a.bytes + v.bytes,
-            packets: a.packets + v.packets,
-        })
+        map.get(&index, 0)
+            .expect("read")
+            .iter()
+            .fold(Volume::default(), |a, v| Volume {
+                bytes: a.bytes + v.bytes,
+                packets: a.packets + v.packets,
+            })
     }
 }
 

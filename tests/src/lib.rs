@@ -1,5 +1,5 @@
 //! Harness for the kernel integration tests: runs the real `egress-monitor` binary (as CI and
-//! users do), collects the FlowSamples it prints and its JSON logs, and drives the `traffic`
+//! users do), collects the `FlowSample`s it prints and its JSON logs, and drives the `traffic`
 //! helper process. Tests need root; `cargo xtask test` runs them with `--test-threads=1`
 //! because every agent attaches to the same cgroup root.
 
@@ -24,7 +24,11 @@ pub fn agent_bin() -> PathBuf {
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/egress-monitor"),
         PathBuf::from,
     );
-    assert!(bin.exists(), "agent binary {} missing: run `cargo xtask test`", bin.display());
+    assert!(
+        bin.exists(),
+        "agent binary {} missing: run `cargo xtask test`",
+        bin.display()
+    );
     bin
 }
 
@@ -56,7 +60,15 @@ impl Agent {
     pub fn start(extra: &[&str]) -> Self {
         require_root();
         let mut child = Command::new(agent_bin())
-            .args(["--log-format", "json", "--log", "info", "run", "--output", "json"])
+            .args([
+                "--log-format",
+                "json",
+                "--log",
+                "info",
+                "run",
+                "--output",
+                "json",
+            ])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -71,8 +83,9 @@ impl Agent {
         let out_reader = thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let line = line.expect("agent stdout");
-                let sample: FlowSample = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("agent printed a line that is not a FlowSample ({e}): {line}"));
+                let sample: FlowSample = serde_json::from_str(&line).unwrap_or_else(|e| {
+                    panic!("agent printed a line that is not a FlowSample ({e}): {line}")
+                });
                 s.lock().unwrap().push(sample);
             }
         });
@@ -80,11 +93,20 @@ impl Agent {
         let err_reader = thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let line = line.expect("agent stderr");
-                let v = serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line));
+                // Anything that is not a JSON log line (a panic message) is kept as text.
+                let v = match serde_json::from_str(&line) {
+                    Ok(v) => v,
+                    Err(_) => Value::String(line),
+                };
                 l.lock().unwrap().push(v);
             }
         });
-        let mut agent = Self { child, samples, logs, readers: vec![out_reader, err_reader] };
+        let mut agent = Self {
+            child,
+            samples,
+            logs,
+            readers: vec![out_reader, err_reader],
+        };
         agent.wait_for_log("attached: counting egress", Duration::from_secs(30));
         agent
     }
@@ -92,14 +114,27 @@ impl Agent {
     fn wait_for_log(&mut self, message: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.logs.lock().unwrap().iter().any(|l| l["message"] == message) {
+            if self
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l["message"] == message)
+            {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 thread::sleep(Duration::from_millis(100));
-                panic!("agent exited ({status}) before {message:?}; stderr: {:?}", self.logs.lock().unwrap());
+                panic!(
+                    "agent exited ({status}) before {message:?}; stderr: {:?}",
+                    self.logs.lock().unwrap()
+                );
             }
-            assert!(Instant::now() < deadline, "agent did not log {message:?} within {timeout:?}: {:?}", self.logs.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "agent did not log {message:?} within {timeout:?}: {:?}",
+                self.logs.lock().unwrap()
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -111,12 +146,33 @@ impl Agent {
     /// Kernel ids of the programs the agent attached (from its start-up log).
     pub fn program_ids(&self) -> Vec<u32> {
         let logs = self.logs.lock().unwrap();
-        let line = logs.iter().find(|l| l["message"] == "attached: counting egress").expect("attach log");
+        let line = logs
+            .iter()
+            .find(|l| l["message"] == "attached: counting egress")
+            .expect("attach log");
         let text = line["programs"].as_str().expect("programs field");
         text.trim_matches(|c| c == '[' || c == ']')
             .split(',')
             .map(|s| s.trim().parse().expect("program id"))
             .collect()
+    }
+
+    /// Waits (at most `timeout`) until the agent has printed a sample owned by `pid`.
+    pub fn wait_for_sample_of(&self, pid: u32, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self
+            .samples
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.owner.pid == Some(pid))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no sample of pid {pid} within {timeout:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Samples printed so far.
@@ -126,8 +182,11 @@ impl Agent {
 
     /// SIGTERM, then wait (at most 20 s) for the agent to exit and its output to end.
     pub fn stop(self) -> Finished {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
-            .expect("SIGTERM");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
         self.wait_exit()
     }
 
@@ -175,7 +234,11 @@ impl Finished {
     }
 
     pub fn packets_where(&self, f: impl Fn(&FlowSample) -> bool) -> u64 {
-        self.samples.iter().filter(|s| f(s)).map(|s| s.packets).sum()
+        self.samples
+            .iter()
+            .filter(|s| f(s))
+            .map(|s| s.packets)
+            .sum()
     }
 
     /// The shutdown summary the agent logs after detaching.
@@ -187,9 +250,13 @@ impl Finished {
     }
 
     pub fn kernel_error(&self, name: &str) -> u64 {
-        let text = self.summary()["kernel_errors"].as_str().expect("kernel_errors");
+        let text = self.summary()["kernel_errors"]
+            .as_str()
+            .expect("kernel_errors");
         let v: Value = serde_json::from_str(text).expect("kernel_errors JSON");
-        v[name].as_u64().unwrap_or_else(|| panic!("no kernel error {name} in {text}"))
+        v[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no kernel error {name} in {text}"))
     }
 }
 
@@ -219,16 +286,27 @@ impl Traffic {
                 }
             }
         });
-        Self { child, stdin, lines }
+        Self {
+            child,
+            stdin,
+            lines,
+        }
     }
 
     /// The helper binary, built by cargo next to the test binaries (`target/<profile>/`;
     /// tests run from `target/<profile>/deps/`).
     pub fn exe() -> PathBuf {
         let test_exe = std::env::current_exe().expect("current exe");
-        let profile_dir = test_exe.parent().and_then(std::path::Path::parent).expect("target dir");
+        let profile_dir = test_exe
+            .parent()
+            .and_then(std::path::Path::parent)
+            .expect("target dir");
         let exe = profile_dir.join("traffic");
-        assert!(exe.exists(), "traffic helper {} missing (cargo builds it with the tests)", exe.display());
+        assert!(
+            exe.exists(),
+            "traffic helper {} missing (cargo builds it with the tests)",
+            exe.display()
+        );
         exe
     }
 
@@ -238,11 +316,13 @@ impl Traffic {
 
     /// Next line the helper printed, split in words, failing the test after `timeout`.
     pub fn expect_line(&self, prefix: &str, timeout: Duration) -> Vec<String> {
-        let line = self
-            .lines
-            .recv_timeout(timeout)
-            .unwrap_or_else(|e| panic!("traffic helper printed no {prefix:?} line within {timeout:?}: {e}"));
-        assert!(line.starts_with(prefix), "expected {prefix:?} from the traffic helper, got {line:?}");
+        let line = self.lines.recv_timeout(timeout).unwrap_or_else(|e| {
+            panic!("traffic helper printed no {prefix:?} line within {timeout:?}: {e}")
+        });
+        assert!(
+            line.starts_with(prefix),
+            "expected {prefix:?} from the traffic helper, got {line:?}"
+        );
         line.split_whitespace().map(str::to_owned).collect()
     }
 
@@ -275,7 +355,10 @@ pub fn udp_sink(addr: &str) -> UdpSocket {
 
 /// Canonical path of the traffic helper, as /proc/PID/exe shows it.
 pub fn traffic_exe() -> String {
-    std::fs::canonicalize(Traffic::exe()).expect("canonicalize").display().to_string()
+    std::fs::canonicalize(Traffic::exe())
+        .expect("canonicalize")
+        .display()
+        .to_string()
 }
 
 /// Names of BPF programs currently loaded, from bpftool (the tool an operator would use).
@@ -284,23 +367,46 @@ pub fn loaded_program_ids() -> Vec<u32> {
         .args(["-j", "prog", "show"])
         .output()
         .expect("bpftool must be installed (cargo xtask test installs it)");
-    assert!(out.status.success(), "bpftool prog show failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "bpftool prog show failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    v.as_array().expect("array").iter().filter_map(|p| p["id"].as_u64().map(|i| i as u32)).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|p| p["id"].as_u64().map(|i| i as u32))
+        .collect()
 }
 
 /// Program ids attached to a cgroup, from `bpftool cgroup show`.
 pub fn cgroup_attached_ids(cgroup: &str) -> Vec<u32> {
-    let out = Command::new("bpftool").args(["-j", "cgroup", "show", cgroup]).output().expect("bpftool");
-    assert!(out.status.success(), "bpftool cgroup show failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bpftool")
+        .args(["-j", "cgroup", "show", cgroup])
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool cgroup show failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     if out.stdout.iter().all(u8::is_ascii_whitespace) {
         return Vec::new();
     }
     let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    v.as_array().map_or_else(Vec::new, |a| a.iter().filter_map(|p| p["id"].as_u64().map(|i| i as u32)).collect())
+    v.as_array().map_or_else(Vec::new, |a| {
+        a.iter()
+            .filter_map(|p| p["id"].as_u64().map(|i| i as u32))
+            .collect()
+    })
 }
 
 /// The cgroup v2 root, as the agent finds it.
 pub fn cgroup2_root() -> String {
-    monitor::kernel::cgroup2::find().expect("mountinfo").expect("cgroup2 mounted").display().to_string()
+    monitor::kernel::cgroup2::find()
+        .expect("mountinfo")
+        .expect("cgroup2 mounted")
+        .display()
+        .to_string()
 }

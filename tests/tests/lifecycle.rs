@@ -2,16 +2,20 @@
 
 use std::{process::Command, time::Duration};
 
-use integration_tests::{Agent, Traffic, cgroup2_root, cgroup_attached_ids, loaded_program_ids, traffic_exe, udp_sink};
+use integration_tests::{
+    Agent, Traffic, cgroup_attached_ids, cgroup2_root, loaded_program_ids, traffic_exe, udp_sink,
+};
 use monitor::flow::{Attribution, FlowSample, UntrackedReason};
 
 /// A connection set up before the agent started has no owner in socket storage: it is
-/// attributed through sock_diag (cookie -> inode) and /proc/*/fd.
+/// attributed through `sock_diag` (cookie -> inode) and /proc/*/fd.
 #[test]
 fn socket_created_before_the_agent_is_attributed() {
     const N: u64 = 2 * 1024 * 1024;
     let mut t = Traffic::start(&["pre-existing", &N.to_string()]);
-    let port: u16 = t.expect_line("ready", Duration::from_secs(10))[1].parse().unwrap();
+    let port: u16 = t.expect_line("ready", Duration::from_secs(10))[1]
+        .parse()
+        .unwrap();
     let pid = t.pid();
     let agent = Agent::start(&["--interval", "200ms"]);
     t.go();
@@ -29,7 +33,7 @@ fn socket_created_before_the_agent_is_attributed() {
     assert_eq!(s.owner.uid, Some(0));
 }
 
-/// More live flows than the kernel table holds: the overflow is counted (map_full) and its
+/// More live flows than the kernel table holds: the overflow is counted (`map_full`) and its
 /// bytes are still reported, as unattributed volume; the agent keeps running.
 #[test]
 fn a_full_flow_table_counts_overflow_and_loses_no_byte() {
@@ -38,23 +42,41 @@ fn a_full_flow_table_counts_overflow_and_loses_no_byte() {
     let sink = udp_sink("127.0.0.1:0");
     let to = sink.local_addr().unwrap();
     let agent = Agent::start(&["--interval", "200ms", "--max-flows", "64"]);
-    let mut t = Traffic::start(&["hold-udp", &to.to_string(), &SOCKETS.to_string(), &SIZE.to_string()]);
+    let mut t = Traffic::start(&[
+        "hold-udp",
+        &to.to_string(),
+        &SOCKETS.to_string(),
+        &SIZE.to_string(),
+    ]);
     let pid = t.pid();
     t.expect_line("sent", Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(600));
-    assert!(agent.samples_so_far().iter().any(|s| s.untracked == Some(UntrackedReason::MapFull)), "overflow reported while running");
+    assert!(
+        agent
+            .samples_so_far()
+            .iter()
+            .any(|s| s.untracked == Some(UntrackedReason::MapFull)),
+        "overflow reported while running"
+    );
     t.go();
     t.expect_line("done", Duration::from_secs(10));
     t.wait();
     let run = agent.stop();
     assert!(run.status.success());
-    let per_socket = run.bytes_where(|s| s.owner.pid == Some(pid) && s.remote.is_some_and(|r| r.port == to.port()));
+    let per_socket = run
+        .bytes_where(|s| s.owner.pid == Some(pid) && s.remote.is_some_and(|r| r.port == to.port()));
     let overflow = run.bytes_where(|s| s.untracked == Some(UntrackedReason::MapFull));
     let map_full = run.kernel_error("map_full");
     assert!(map_full > 0, "map_full must be counted");
-    assert!(per_socket < SOCKETS * (SIZE + 28), "some sockets must have overflowed");
+    assert!(
+        per_socket < SOCKETS * (SIZE + 28),
+        "some sockets must have overflowed"
+    );
     // Other processes may overflow too while the table is full, so overflow >= ours.
-    assert!(per_socket + overflow >= SOCKETS * (SIZE + 28), "lost bytes: {per_socket} + {overflow}");
+    assert!(
+        per_socket + overflow >= SOCKETS * (SIZE + 28),
+        "lost bytes: {per_socket} + {overflow}"
+    );
 }
 
 /// SIGTERM detaches every program: bpftool shows none of the agent's programs loaded or
@@ -68,38 +90,60 @@ fn sigterm_detaches_every_program() {
     let loaded = loaded_program_ids();
     let attached = cgroup_attached_ids(&root);
     for id in &ids {
-        assert!(loaded.contains(id), "program {id} should be loaded while the agent runs");
-        assert!(attached.contains(id), "program {id} should be attached to {root}");
+        assert!(
+            loaded.contains(id),
+            "program {id} should be loaded while the agent runs"
+        );
+        assert!(
+            attached.contains(id),
+            "program {id} should be attached to {root}"
+        );
     }
     let run = agent.stop();
     assert!(run.status.success(), "exit status {}", run.status);
     let loaded = loaded_program_ids();
     let attached = cgroup_attached_ids(&root);
     for id in &ids {
-        assert!(!loaded.contains(id), "program {id} still loaded after SIGTERM");
-        assert!(!attached.contains(id), "program {id} still attached to {root} after SIGTERM");
+        assert!(
+            !loaded.contains(id),
+            "program {id} still loaded after SIGTERM"
+        );
+        assert!(
+            !attached.contains(id),
+            "program {id} still attached to {root} after SIGTERM"
+        );
     }
     assert_eq!(run.summary()["signal"], "SIGTERM");
 }
 
-/// Ctrl-C (SIGINT) detaches too, and SIGKILL leaves nothing behind either (bpf_link fds die
+/// SIGKILL leaves nothing behind either (the `bpf_link` fds die
 /// with the process).
 #[test]
 fn sigkill_leaves_no_program_attached() {
     let root = cgroup2_root();
     let agent = Agent::start(&["--interval", "200ms"]);
     let ids = agent.program_ids();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.pid() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let _ = agent.stop_after_kill();
     // Program teardown after the last fd closes is asynchronous (RCU): give it a moment.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let attached = cgroup_attached_ids(&root);
         let loaded = loaded_program_ids();
-        if ids.iter().all(|id| !attached.contains(id) && !loaded.contains(id)) {
+        if ids
+            .iter()
+            .all(|id| !attached.contains(id) && !loaded.contains(id))
+        {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "programs {ids:?} still present after SIGKILL");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "programs {ids:?} still present after SIGKILL"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -108,7 +152,13 @@ fn sigkill_leaves_no_program_attached() {
 #[test]
 fn unprivileged_run_names_the_missing_capability() {
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
         .arg(integration_tests::agent_bin())
         .args(["run", "--output", "json"])
         .output()
@@ -117,20 +167,37 @@ fn unprivileged_run_names_the_missing_capability() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let last = stderr.lines().last().unwrap_or_default();
     assert!(last.contains("missing capability CAP_BPF"), "{stderr}");
-    assert!(out.stdout.is_empty());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
 }
 
 /// `doctor` on this host: every program loads, and the report says the agent can run.
 #[test]
 fn doctor_reports_ready_on_this_host() {
-    let out = Command::new(integration_tests::agent_bin()).args(["doctor", "--json"]).output().unwrap();
+    let out = Command::new(integration_tests::agent_bin())
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
     let checks: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor JSON");
     let checks = checks.as_array().unwrap();
-    for name in ["load count_egress (cgroup_skb/egress)", "load record_owner (cgroup/sock_create)", "load report_release (cgroup/sock_release)"] {
-        let c = checks.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no check {name}"));
+    for name in [
+        "load count_egress (cgroup_skb/egress)",
+        "load record_owner (cgroup/sock_create)",
+        "load report_release (cgroup/sock_release)",
+    ] {
+        let c = checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no check {name}"));
         assert_eq!(c["status"], "ok", "{c}");
     }
-    assert!(out.status.success(), "doctor failed: {}", String::from_utf8_lossy(&out.stdout));
-    let text = Command::new(integration_tests::agent_bin()).arg("doctor").output().unwrap();
+    assert!(
+        out.status.success(),
+        "doctor failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text = Command::new(integration_tests::agent_bin())
+        .arg("doctor")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&text.stdout).contains("ready: the agent can run here"));
 }

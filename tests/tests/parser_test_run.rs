@@ -1,4 +1,4 @@
-//! The egress program on crafted packets, in the kernel, through BPF_PROG_TEST_RUN: it always
+//! The egress program on crafted packets, in the kernel, through `BPF_PROG_TEST_RUN`: it always
 //! lets the packet pass, parses IPv4/IPv6 (with extension headers) destinations, and counts
 //! what it cannot parse instead of dropping it.
 
@@ -43,10 +43,20 @@ fn ipv4_udp_destination_and_length() {
     require_root();
     let mut prog = EgressUnderTest::load();
     let pkt = ipv4_udp([192, 0, 2, 7], 443, 100);
-    assert_eq!(prog.run(0x0800, &pkt, 3).unwrap(), 1, "the program must let the packet pass");
+    assert_eq!(
+        prog.run(0x0800, &pkt, 3).unwrap(),
+        1,
+        "the program must let the packet pass"
+    );
     let flows = prog.flows();
-    let (key, c) = flows.iter().find(|(k, _)| k.remote_addr == v4_mapped([192, 0, 2, 7])).expect("flow");
-    assert_eq!((key.remote_port, key.protocol, key.ip_version), (443, 17, 4));
+    let (key, c) = flows
+        .iter()
+        .find(|(k, _)| k.remote_addr == v4_mapped([192, 0, 2, 7]))
+        .expect("flow");
+    assert_eq!(
+        (key.remote_port, key.protocol, key.ip_version),
+        (443, 17, 4)
+    );
     assert_eq!(c.packets, 3, "three runs on one socket, one flow");
     assert_eq!(c.bytes, 3 * pkt.len() as u64);
     assert_eq!(c.local_port, 40000);
@@ -72,8 +82,12 @@ fn unparsable_packets_pass_and_are_counted() {
     let mut prog = EgressUnderTest::load();
     let mut bad = ipv4_udp([192, 0, 2, 9], 53, 10);
     bad[0] = 0x55; // IP version 5
-    assert_eq!(prog.run(0x0800, &bad, 1).unwrap(), 1, "a malformed packet still passes");
-    assert!(prog.flows().is_empty());
+    assert_eq!(
+        prog.run(0x0800, &bad, 1).unwrap(),
+        1,
+        "a malformed packet still passes"
+    );
+    assert_eq!(prog.flows(), vec![]);
     assert_eq!(prog.error(ProgError::Parse as u32), 1);
     let v = prog.untracked(Untracked::Unparsed as u32);
     assert_eq!((v.bytes, v.packets), (bad.len() as u64, 1));

@@ -17,8 +17,10 @@ const MAX_HEADER: u64 = 100;
 
 fn serve_and_check(bind: &str, expect_remote: IpAddr) {
     let agent = Agent::start(&["--interval", "200ms"]);
-    let server = Traffic::start(&["tcp-serve", bind, &N.to_string()]);
-    let port: u16 = server.expect_line("port", Duration::from_secs(10))[1].parse().unwrap();
+    let mut server = Traffic::start(&["tcp-serve", bind, &N.to_string()]);
+    let port: u16 = server.expect_line("port", Duration::from_secs(10))[1]
+        .parse()
+        .unwrap();
     let server_pid = server.pid();
     let ip: IpAddr = match bind.rsplit_once(':').unwrap().0.trim_matches(['[', ']']) {
         "::" => "127.0.0.1".parse().unwrap(),
@@ -30,17 +32,27 @@ fn serve_and_check(bind: &str, expect_remote: IpAddr) {
     assert_eq!(got.len() as u64, N);
     drop(client);
     server.expect_line("done", Duration::from_secs(10));
+    agent.wait_for_sample_of(server_pid, Duration::from_secs(10));
+    server.go();
     server.wait();
     std::thread::sleep(Duration::from_millis(300));
     let run = agent.stop();
     assert!(run.status.success(), "agent exit: {}", run.status);
 
-    let from_server = |s: &FlowSample| s.owner.pid == Some(server_pid) && s.local.is_some_and(|l| l.port == port);
+    let from_server =
+        |s: &FlowSample| s.owner.pid == Some(server_pid) && s.local.is_some_and(|l| l.port == port);
     let counted = run.bytes_where(from_server);
     let packets = run.packets_where(from_server);
     assert!(counted >= N, "counted {counted} < sent {N}");
-    assert!(counted <= N + packets * MAX_HEADER, "counted {counted} > {N} + {packets} packets of headers");
-    let s = run.samples.iter().find(|s| from_server(s)).expect("a sample of the server");
+    assert!(
+        counted <= N + packets * MAX_HEADER,
+        "counted {counted} > {N} + {packets} packets of headers"
+    );
+    let s = run
+        .samples
+        .iter()
+        .find(|s| from_server(s))
+        .expect("a sample of the server");
     assert_eq!(s.owner.attribution, Attribution::Kernel);
     assert_eq!(s.owner.exe.as_deref(), Some(traffic_exe().as_str()));
     assert_eq!(s.owner.comm.as_deref(), Some("traffic"));
@@ -48,10 +60,17 @@ fn serve_and_check(bind: &str, expect_remote: IpAddr) {
     assert_eq!(s.owner.user.as_deref(), Some("root"));
     assert_eq!(s.protocol, Protocol::Tcp);
     assert_eq!(s.remote.map(|r| r.addr), Some(expect_remote));
-    assert!(s.owner.cmdline.iter().any(|a| a == "tcp-serve"), "{:?}", s.owner.cmdline);
+    assert!(
+        s.owner.cmdline.iter().any(|a| a == "tcp-serve"),
+        "{:?}",
+        s.owner.cmdline
+    );
     // Nothing of the server's volume went to another owner: the client side only sends ACKs.
     let client_side = run.bytes_where(|s| s.remote.is_some_and(|r| r.port == port));
-    assert!(client_side < N / 10, "client side counted {client_side}, expected only ACKs");
+    assert!(
+        client_side < N / 10,
+        "client side counted {client_side}, expected only ACKs"
+    );
 }
 
 #[test]

@@ -10,18 +10,30 @@ fn send_and_count(sink_addr: &str, count: u64, size: u64, fresh: bool, ip_overhe
     let sink = udp_sink(sink_addr);
     let to = sink.local_addr().unwrap();
     let agent = Agent::start(&["--interval", "200ms"]);
-    let mut args = vec!["udp-send".to_owned(), to.to_string(), count.to_string(), size.to_string()];
+    let mut args = vec![
+        "udp-send".to_owned(),
+        to.to_string(),
+        count.to_string(),
+        size.to_string(),
+    ];
     if fresh {
         args.push("--socket-per-datagram".into());
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let sender = Traffic::start(&args);
+    let mut sender = Traffic::start(&args);
     let pid = sender.pid();
     sender.expect_line("done", Duration::from_secs(60));
+    agent.wait_for_sample_of(pid, Duration::from_secs(10));
+    sender.go();
     sender.wait();
     let run = agent.stop();
-    let mine = |s: &FlowSample| s.owner.pid == Some(pid) && s.remote.is_some_and(|r| r.port == to.port());
-    assert_eq!(run.bytes_where(mine), count * (size + 8 + ip_overhead), "bytes");
+    let mine =
+        |s: &FlowSample| s.owner.pid == Some(pid) && s.remote.is_some_and(|r| r.port == to.port());
+    assert_eq!(
+        run.bytes_where(mine),
+        count * (size + 8 + ip_overhead),
+        "bytes"
+    );
     assert_eq!(run.packets_where(mine), count, "packets");
     let s = run.samples.iter().find(|s| mine(s)).expect("sample");
     assert_eq!(s.protocol, Protocol::Udp);
@@ -48,16 +60,32 @@ fn five_thousand_short_lived_udp_sockets_within_one_interval_sum_exactly() {
     let sink = udp_sink("127.0.0.1:0");
     let to = sink.local_addr().unwrap();
     let agent = Agent::start(&["--interval", "30s"]);
-    let sender = Traffic::start(&["udp-send", &to.to_string(), "5000", "100", "--socket-per-datagram"]);
+    let mut sender = Traffic::start(&[
+        "udp-send",
+        &to.to_string(),
+        "5000",
+        "100",
+        "--socket-per-datagram",
+    ]);
     let pid = sender.pid();
     sender.expect_line("done", Duration::from_secs(60));
+    sender.go();
     sender.wait();
-    assert!(agent.samples_so_far().is_empty(), "the test needs all sockets to close before the first poll");
+    assert!(
+        agent.samples_so_far().is_empty(),
+        "the test needs all sockets to close before the first poll"
+    );
     let run = agent.stop();
-    let mine = |s: &FlowSample| s.owner.pid == Some(pid) && s.remote.is_some_and(|r| r.port == to.port());
+    let mine =
+        |s: &FlowSample| s.owner.pid == Some(pid) && s.remote.is_some_and(|r| r.port == to.port());
     assert_eq!(run.bytes_where(mine), 5000 * (100 + 28));
     assert_eq!(run.packets_where(mine), 5000);
-    let flows: u32 = run.samples.iter().filter(|s| mine(s)).map(|s| s.flows).sum();
+    let flows: u32 = run
+        .samples
+        .iter()
+        .filter(|s| mine(s))
+        .map(|s| s.flows)
+        .sum();
     assert_eq!(flows, 5000, "one flow per socket");
 }
 
@@ -65,16 +93,21 @@ fn five_thousand_short_lived_udp_sockets_within_one_interval_sum_exactly() {
 #[test]
 fn concurrent_cpus_on_one_socket_are_counted_exactly() {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    assert!(cpus >= 2, "this test needs two CPUs, the machine has {cpus}");
+    assert!(
+        cpus >= 2,
+        "this test needs two CPUs, the machine has {cpus}"
+    );
     let sink = udp_sink("127.0.0.1:0");
     let to = sink.local_addr().unwrap();
     let agent = Agent::start(&["--interval", "200ms"]);
-    let sender = Traffic::start(&["two-cpu-udp", &to.to_string(), "20000", "64"]);
+    let mut sender = Traffic::start(&["two-cpu-udp", &to.to_string(), "20000", "64"]);
     let pid = sender.pid();
     sender.expect_line("done", Duration::from_secs(60));
+    sender.go();
     sender.wait();
     let run = agent.stop();
-    let mine = |s: &FlowSample| s.owner.pid == Some(pid) && s.remote.is_some_and(|r| r.port == to.port());
+    let mine =
+        |s: &FlowSample| s.owner.pid == Some(pid) && s.remote.is_some_and(|r| r.port == to.port());
     assert_eq!(run.packets_where(mine), 40_000);
     assert_eq!(run.bytes_where(mine), 40_000 * (64 + 28));
 }

@@ -39,7 +39,13 @@ impl Tools {
         let mut c = Command::new("rustup");
         c.args(["run", toolchain, "cargo"]).current_dir(root);
         // Variables set for `cargo xtask` itself would pin the outer toolchain.
-        for var in ["RUSTUP_TOOLCHAIN", "CARGO", "RUSTC", "RUSTDOC", "CARGO_TARGET_DIR"] {
+        for var in [
+            "RUSTUP_TOOLCHAIN",
+            "CARGO",
+            "RUSTC",
+            "RUSTDOC",
+            "CARGO_TARGET_DIR",
+        ] {
             c.env_remove(var);
         }
         c.env("PATH", self.path_with_linker());
@@ -69,7 +75,11 @@ pub fn all(root: &Path) -> Result<Tools> {
     })?;
     toolchain(&pins.userspace.toolchain, &["rustfmt", "clippy"])?;
     toolchain(&pins.ebpf.toolchain, &["rust-src", "rustfmt", "clippy"])?;
-    let bpf_linker_bin = bpf_linker(&pins.bpf_linker.version, &pins.userspace.toolchain, &pins.ebpf.toolchain)?;
+    let bpf_linker_bin = bpf_linker(
+        &pins.bpf_linker.version,
+        &pins.userspace.toolchain,
+        &pins.ebpf.toolchain,
+    )?;
     debian_packages()?;
     Ok(Tools {
         stable: pins.userspace.toolchain,
@@ -79,29 +89,46 @@ pub fn all(root: &Path) -> Result<Tools> {
 }
 
 fn toolchain(name: &str, components: &[&str]) -> Result<()> {
-    cmd::step(&format!("toolchain {name} with {}", components.join(", ")), || {
-        let installed = Command::new("rustup")
-            .args(["component", "list", "--installed", "--toolchain", name])
-            .stderr(Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-        if let Some(list) = installed {
-            let have = |c: &str| list.lines().any(|l| l.starts_with(&format!("{c}-")) || l == c);
-            if components.iter().all(|c| have(c)) {
-                eprintln!("    already installed");
-                return Ok(());
+    cmd::step(
+        &format!("toolchain {name} with {}", components.join(", ")),
+        || {
+            let installed = Command::new("rustup")
+                .args(["component", "list", "--installed", "--toolchain", name])
+                .stderr(Stdio::null())
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+            if let Some(list) = installed {
+                let have = |c: &str| {
+                    list.lines()
+                        .any(|l| l.starts_with(&format!("{c}-")) || l == c)
+                };
+                if components.iter().all(|c| have(c)) {
+                    eprintln!("    already installed");
+                    return Ok(());
+                }
             }
-        }
-        cmd::run(
-            Command::new("rustup")
-                .args(["toolchain", "install", name, "--profile", "minimal", "--no-self-update"])
-                .arg("--component")
-                .arg(components.join(",")),
-        )
-        .with_context(|| format!("downloading toolchain {name} (is the rustup distribution server reachable?)"))
-    })
+            cmd::run(
+                Command::new("rustup")
+                    .args([
+                        "toolchain",
+                        "install",
+                        name,
+                        "--profile",
+                        "minimal",
+                        "--no-self-update",
+                    ])
+                    .arg("--component")
+                    .arg(components.join(",")),
+            )
+            .with_context(|| {
+                format!(
+                    "downloading toolchain {name} (is the rustup distribution server reachable?)"
+                )
+            })
+        },
+    )
 }
 
 fn cache_dir() -> PathBuf {
@@ -123,84 +150,110 @@ pub fn llvm_major(rustc_vv: &str) -> Option<u32> {
 fn bpf_linker(version: &str, stable: &str, nightly: &str) -> Result<PathBuf> {
     let dir = cache_dir().join(format!("bpf-linker-{version}-{nightly}"));
     let bin_dir = dir.join("bin");
-    cmd::step(&format!("bpf-linker {version} linked against {nightly}'s LLVM"), || {
-        let bin = bin_dir.join("bpf-linker");
-        if Command::new(&bin).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success()) {
-            eprintln!("    cached at {}", bin.display());
-            return Ok(());
-        }
-        let vv = cmd::output(Command::new("rustup").args(["run", nightly, "rustc", "-vV"]))?;
-        let major = llvm_major(&vv).context("no LLVM version in `rustc -vV`")?;
-        let sysroot = cmd::output(Command::new("rustup").args(["run", nightly, "rustc", "--print", "sysroot"]))?;
-        let lib = PathBuf::from(sysroot.trim()).join("lib");
-        // bpf-linker's build links `-lLLVM` from $LLVM_PREFIX/lib; the toolchain ships the
-        // library under versioned names only, so give it both names it looks for.
-        let llvm_lib = dir.join("llvm").join("lib");
-        fs::create_dir_all(&llvm_lib)?;
-        let mut found = false;
-        for entry in fs::read_dir(&lib).with_context(|| format!("listing {}", lib.display()))? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("libLLVM") && name.contains(".so") {
-                found = true;
-                for link in [name.as_str(), "libLLVM.so"] {
-                    let at = llvm_lib.join(link);
-                    let _ = fs::remove_file(&at);
-                    std::os::unix::fs::symlink(entry.path(), &at)
-                        .with_context(|| format!("linking {}", at.display()))?;
+    cmd::step(
+        &format!("bpf-linker {version} linked against {nightly}'s LLVM"),
+        || {
+            let bin = bin_dir.join("bpf-linker");
+            if Command::new(&bin)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                eprintln!("    cached at {}", bin.display());
+                return Ok(());
+            }
+            let vv = cmd::output(Command::new("rustup").args(["run", nightly, "rustc", "-vV"]))?;
+            let major = llvm_major(&vv).context("no LLVM version in `rustc -vV`")?;
+            let sysroot = cmd::output(
+                Command::new("rustup").args(["run", nightly, "rustc", "--print", "sysroot"]),
+            )?;
+            let lib = PathBuf::from(sysroot.trim()).join("lib");
+            // bpf-linker's build links `-lLLVM` from $LLVM_PREFIX/lib; the toolchain ships the
+            // library under versioned names only, so give it both names it looks for.
+            let llvm_lib = dir.join("llvm").join("lib");
+            fs::create_dir_all(&llvm_lib)?;
+            let mut found = false;
+            for entry in fs::read_dir(&lib).with_context(|| format!("listing {}", lib.display()))? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("libLLVM") && name.contains(".so") {
+                    found = true;
+                    for link in [name.as_str(), "libLLVM.so"] {
+                        let at = llvm_lib.join(link);
+                        let _ = fs::remove_file(&at);
+                        std::os::unix::fs::symlink(entry.path(), &at)
+                            .with_context(|| format!("linking {}", at.display()))?;
+                    }
                 }
             }
-        }
-        if !found {
-            bail!("no libLLVM shared library in {} (is {nightly} complete?)", lib.display());
-        }
-        eprintln!("    building bpf-linker {version} with llvm-{major} (about 1-2 minutes)");
-        cmd::run(
-            Command::new("rustup")
-                .args(["run", stable, "cargo", "install", "bpf-linker", "--locked"])
-                .args(["--version", version, "--no-default-features", "--features"])
-                .arg(format!("llvm-{major}"))
-                .arg("--root")
-                .arg(&dir)
-                .env("LLVM_PREFIX", dir.join("llvm"))
-                .env_remove("RUSTUP_TOOLCHAIN")
-                .env_remove("CARGO_TARGET_DIR"),
-        )
-        .context("cargo install bpf-linker (is crates.io reachable?)")
-    })?;
+            if !found {
+                bail!(
+                    "no libLLVM shared library in {} (is {nightly} complete?)",
+                    lib.display()
+                );
+            }
+            eprintln!("    building bpf-linker {version} with llvm-{major} (about 1-2 minutes)");
+            cmd::run(
+                Command::new("rustup")
+                    .args(["run", stable, "cargo", "install", "bpf-linker", "--locked"])
+                    .args(["--version", version, "--no-default-features", "--features"])
+                    .arg(format!("llvm-{major}"))
+                    .arg("--root")
+                    .arg(&dir)
+                    .env("LLVM_PREFIX", dir.join("llvm"))
+                    .env_remove("RUSTUP_TOOLCHAIN")
+                    .env_remove("CARGO_TARGET_DIR"),
+            )
+            .context("cargo install bpf-linker (is crates.io reachable?)")
+        },
+    )?;
     Ok(bin_dir)
 }
 
 fn debian_packages() -> Result<()> {
-    cmd::step(&format!("Debian packages: {}", DEBIAN_PACKAGES.join(" ")), || {
-        let missing: Vec<&str> = DEBIAN_PACKAGES
-            .iter()
-            .copied()
-            .filter(|p| {
-                !Command::new("dpkg-query")
-                    .args(["-W", "-f=${Status}", p])
-                    .output()
-                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-            })
-            .collect();
-        if missing.is_empty() {
-            eprintln!("    already installed");
-            return Ok(());
-        }
-        if !cmd::is_root() || !cmd::exists("apt-get") {
-            eprintln!("    not installed: {} (needs root and apt-get); tests that use them will say so", missing.join(" "));
-            return Ok(());
-        }
-        cmd::run(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))
+    cmd::step(
+        &format!("Debian packages: {}", DEBIAN_PACKAGES.join(" ")),
+        || {
+            let missing: Vec<&str> = DEBIAN_PACKAGES
+                .iter()
+                .copied()
+                .filter(|p| {
+                    !Command::new("dpkg-query")
+                        .args(["-W", "-f=${Status}", p])
+                        .output()
+                        .is_ok_and(|o| {
+                            String::from_utf8_lossy(&o.stdout).contains("install ok installed")
+                        })
+                })
+                .collect();
+            if missing.is_empty() {
+                eprintln!("    already installed");
+                return Ok(());
+            }
+            if !cmd::is_root() || !cmd::exists("apt-get") {
+                eprintln!(
+                    "    not installed: {} (needs root and apt-get); tests that use them will say so",
+                    missing.join(" ")
+                );
+                return Ok(());
+            }
+            cmd::run(
+                Command::new("apt-get")
+                    .args(["update", "-q"])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )
             .context("apt-get update")?;
-        cmd::run(
-            Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )
-        .with_context(|| format!("apt-get install {}", missing.join(" ")))
-    })
+            cmd::run(
+                Command::new("apt-get")
+                    .args(["install", "-y", "-q", "--no-install-recommends"])
+                    .args(&missing)
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )
+            .with_context(|| format!("apt-get install {}", missing.join(" ")))
+        },
+    )
 }
 
 #[cfg(test)]
@@ -209,7 +262,8 @@ mod tests {
 
     #[test]
     fn llvm_major_from_rustc_vv() {
-        let vv = "rustc 1.101.0-nightly (92ffebece 2026-10-28)\nbinary: rustc\nLLVM version: 23.1.4\n";
+        let vv =
+            "rustc 1.101.0-nightly (92ffebece 2026-10-28)\nbinary: rustc\nLLVM version: 23.1.4\n";
         assert_eq!(llvm_major(vv), Some(23));
         assert_eq!(llvm_major("rustc 1.0"), None);
     }

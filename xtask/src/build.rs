@@ -11,9 +11,19 @@ use anyhow::{Context as _, Result, bail};
 use crate::{bootstrap::Tools, cmd};
 
 pub fn release(root: &Path, tools: &Tools) -> Result<PathBuf> {
-    cmd::step("build egress-monitor (release, kernel programs included)", || {
-        cmd::run(tools.cargo(root).args(["build", "--release", "--package", "monitor", "--bin", "egress-monitor"]))
-    })?;
+    cmd::step(
+        "build egress-monitor (release, kernel programs included)",
+        || {
+            cmd::run(tools.cargo(root).args([
+                "build",
+                "--release",
+                "--package",
+                "monitor",
+                "--bin",
+                "egress-monitor",
+            ]))
+        },
+    )?;
     let bin = root.join("target/release/egress-monitor");
     if !bin.exists() {
         bail!("build finished but {} is missing", bin.display());
@@ -27,7 +37,10 @@ pub fn run_agent(bin: &Path, args: &[String]) -> Result<()> {
         Command::new(bin)
     } else {
         if !cmd::exists("sudo") {
-            bail!("the agent needs root (CAP_BPF, CAP_NET_ADMIN) and sudo is not installed: run {} run as root", bin.display());
+            bail!(
+                "the agent needs root (CAP_BPF, CAP_NET_ADMIN) and sudo is not installed: run {} run as root",
+                bin.display()
+            );
         }
         eprintln!("==> not root: re-executing through sudo");
         let mut c = Command::new("sudo");

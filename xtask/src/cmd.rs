@@ -23,7 +23,9 @@ pub fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 
 /// Runs a command to completion, inheriting stdio; fails with the command line on non-zero.
 pub fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("starting {}", describe(cmd)))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {}", describe(cmd)))?;
     if !status.success() {
         bail!("{} exited with {status}", describe(cmd));
     }

@@ -41,7 +41,7 @@ mod tests {
     fn the_repository_pins_parse() {
         let pins = read(&crate::workspace_root()).unwrap();
         assert!(pins.ebpf.toolchain.starts_with("nightly-"), "{pins:?}");
-        assert!(!pins.userspace.toolchain.is_empty());
-        assert!(pins.bpf_linker.version.split('.').count() == 3);
+        assert_ne!(pins.userspace.toolchain, "");
+        assert_eq!(pins.bpf_linker.version.split('.').count(), 3);
     }
 }

@@ -9,24 +9,57 @@ use crate::{bootstrap::Tools, build, cmd};
 
 pub fn all(root: &Path, tools: &Tools, lint: bool, filter: Option<&str>) -> Result<()> {
     if lint {
-        cmd::step("rustfmt --check", || {
-            cmd::run(tools.cargo(root).args(["fmt", "--all", "--", "--check"]))
-        })?;
-        cmd::step("clippy (userspace, all targets, warnings are errors)", || {
-            cmd::run(tools.cargo(root).args([
-                "clippy", "--workspace", "--exclude", "monitor-ebpf", "--all-targets", "--", "-D", "warnings",
-            ]))
-        })?;
+        cmd::step(
+            "rustfmt --check (pinned nightly: unstable import options)",
+            || {
+                cmd::run(
+                    tools
+                        .nightly_cargo(root)
+                        .args(["fmt", "--all", "--", "--check"]),
+                )
+            },
+        )?;
+        cmd::step(
+            "clippy (userspace, all targets, warnings are errors)",
+            || {
+                cmd::run(tools.cargo(root).args([
+                    "clippy",
+                    "--workspace",
+                    "--exclude",
+                    "monitor-ebpf",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]))
+            },
+        )?;
         cmd::step("clippy (kernel programs, bpfel-unknown-none)", || {
             cmd::run(tools.nightly_cargo(root).args([
-                "clippy", "--package", "monitor-ebpf", "--bins", "--release",
-                "--target", "bpfel-unknown-none", "-Z", "build-std=core", "--", "-D", "warnings",
+                "clippy",
+                "--package",
+                "monitor-ebpf",
+                "--bins",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--",
+                "-D",
+                "warnings",
             ]))
         })?;
     }
     cmd::step("unit tests (no root needed)", || {
         cmd::run(tools.cargo(root).args([
-            "test", "--package", "monitor", "--package", "monitor-common", "--package", "xtask",
+            "test",
+            "--package",
+            "monitor",
+            "--package",
+            "monitor-common",
+            "--package",
+            "xtask",
         ]))
     })?;
     let bin = build::release(root, tools)?;

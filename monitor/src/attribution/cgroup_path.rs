@@ -9,7 +9,13 @@ pub struct CgroupIdentity {
 }
 
 /// Scope prefixes container runtimes use for their systemd scopes.
-const SCOPE_PREFIXES: [&str; 5] = ["docker-", "cri-containerd-", "crio-", "libpod-", "containerd-"];
+const SCOPE_PREFIXES: [&str; 5] = [
+    "docker-",
+    "cri-containerd-",
+    "crio-",
+    "libpod-",
+    "containerd-",
+];
 
 pub fn identify(path: &str) -> CgroupIdentity {
     let mut id = CgroupIdentity::default();
@@ -22,7 +28,10 @@ pub fn identify(path: &str) -> CgroupIdentity {
             id.container_id = Some(name.to_owned());
             continue;
         }
-        if component.ends_with(".service") || component.ends_with(".scope") {
+        let is_unit = std::path::Path::new(component)
+            .extension()
+            .is_some_and(|e| e == "service" || e == "scope");
+        if is_unit {
             // The deepest unit wins: user@1000.service/app.slice/foo.service -> foo.service.
             id.unit = Some(component.to_owned());
         }
@@ -53,9 +62,14 @@ mod tests {
 
     #[test]
     fn systemd_services_and_sessions() {
-        assert_eq!(identify("/system.slice/nginx.service").unit.as_deref(), Some("nginx.service"));
         assert_eq!(
-            identify("/user.slice/user-1000.slice/session-3.scope").unit.as_deref(),
+            identify("/system.slice/nginx.service").unit.as_deref(),
+            Some("nginx.service")
+        );
+        assert_eq!(
+            identify("/user.slice/user-1000.slice/session-3.scope")
+                .unit
+                .as_deref(),
             Some("session-3.scope")
         );
         assert_eq!(
@@ -90,13 +104,23 @@ mod tests {
 
     #[test]
     fn podman_and_lxc() {
-        let podman = format!("/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container");
+        let podman = format!(
+            "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container"
+        );
         assert_eq!(identify(&podman).container_id.as_deref(), Some(ID));
-        assert_eq!(identify("/lxc.payload.web1/system.slice/nginx.service").container_id.as_deref(), Some("web1"));
+        assert_eq!(
+            identify("/lxc.payload.web1/system.slice/nginx.service")
+                .container_id
+                .as_deref(),
+            Some("web1")
+        );
     }
 
     #[test]
     fn short_hex_is_not_a_container() {
-        assert_eq!(identify("/system.slice/docker-abc.scope").container_id, None);
+        assert_eq!(
+            identify("/system.slice/docker-abc.scope").container_id,
+            None
+        );
     }
 }

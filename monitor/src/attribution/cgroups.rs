@@ -20,7 +20,12 @@ const MAX_DEPTH: usize = 32;
 
 impl CgroupPaths {
     pub fn new(root: PathBuf) -> Self {
-        Self { root, by_id: HashMap::new(), last_walk: None, min_refresh: Duration::from_secs(1) }
+        Self {
+            root,
+            by_id: HashMap::new(),
+            last_walk: None,
+            min_refresh: Duration::from_secs(1),
+        }
     }
 
     /// The path (relative to the cgroup2 root, starting with `/`) of cgroup `id`.
@@ -31,7 +36,10 @@ impl CgroupPaths {
         if let Some(p) = self.by_id.get(&id) {
             return Some(p.clone());
         }
-        if self.last_walk.is_none_or(|t| t.elapsed() >= self.min_refresh) {
+        if self
+            .last_walk
+            .is_none_or(|t| t.elapsed() >= self.min_refresh)
+        {
             self.walk();
         }
         self.by_id.get(&id).cloned()
@@ -42,12 +50,16 @@ impl CgroupPaths {
         let mut by_id = HashMap::with_capacity(self.by_id.len().max(64));
         let mut stack = vec![(self.root.clone(), 0usize)];
         while let Some((dir, depth)) = stack.pop() {
-            let Ok(meta) = std::fs::metadata(&dir) else { continue };
+            let Ok(meta) = std::fs::metadata(&dir) else {
+                continue;
+            };
             by_id.insert(meta.ino(), relative(&self.root, &dir));
             if depth >= MAX_DEPTH {
                 continue;
             }
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
                     stack.push((entry.path(), depth + 1));
@@ -78,7 +90,10 @@ mod tests {
         let ino = std::fs::metadata(&unit).unwrap().ino();
         let root_ino = std::fs::metadata(&tmp).unwrap().ino();
         let mut paths = CgroupPaths::new(tmp.clone());
-        assert_eq!(paths.path(ino).as_deref(), Some("/system.slice/nginx.service"));
+        assert_eq!(
+            paths.path(ino).as_deref(),
+            Some("/system.slice/nginx.service")
+        );
         assert_eq!(paths.path(root_ino).as_deref(), Some("/"));
         assert_eq!(paths.path(0), None);
         std::fs::remove_dir_all(&tmp).unwrap();

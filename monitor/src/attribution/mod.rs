@@ -1,4 +1,4 @@
-//! Who sent a flow: the owner recorded by the kernel (or found through sock_diag for sockets
+//! Who sent a flow: the owner recorded by the kernel (or found through `sock_diag` for sockets
 //! older than the agent), enriched from /proc, the cgroup tree and the user database.
 
 pub mod cgroup_path;
@@ -67,18 +67,27 @@ impl Attributor {
                 // Read the process now: it may be gone by the first poll.
                 let _ = self.procs.get(pid);
             }
-            self.legacy.insert(s.cookie, LegacyOwner { pid, uid: Some(s.uid), tries: 1 });
+            self.legacy.insert(
+                s.cookie,
+                LegacyOwner {
+                    pid,
+                    uid: Some(s.uid),
+                    tries: 1,
+                },
+            );
         }
         (diag.len(), known)
     }
 
-    /// Looks up, in one sock_diag dump and one /proc scan, the owners of sockets the kernel
+    /// Looks up, in one `sock_diag` dump and one /proc scan, the owners of sockets the kernel
     /// has no owner for and the start-up snapshot did not name.
     pub fn resolve_legacy(&mut self, cookies: impl IntoIterator<Item = u64>) {
         let pending: HashSet<u64> = cookies
             .into_iter()
             .filter(|c| {
-                self.legacy.get(c).is_none_or(|o| o.pid.is_none() && o.tries < LEGACY_LOOKUP_TRIES)
+                self.legacy
+                    .get(c)
+                    .is_none_or(|o| o.pid.is_none() && o.tries < LEGACY_LOOKUP_TRIES)
             })
             .collect();
         if pending.is_empty() {
@@ -96,10 +105,18 @@ impl Attributor {
             .filter(|s| pending.contains(&s.cookie))
             .map(|s| (s.cookie, s))
             .collect();
-        let inodes: HashSet<u64> = by_cookie.values().map(|s| s.inode).filter(|i| *i != 0).collect();
+        let inodes: HashSet<u64> = by_cookie
+            .values()
+            .map(|s| s.inode)
+            .filter(|i| *i != 0)
+            .collect();
         let owners = sockdiag::owners_of(&self.proc_root, &inodes);
         for cookie in pending {
-            let entry = self.legacy.entry(cookie).or_insert(LegacyOwner { pid: None, uid: None, tries: 0 });
+            let entry = self.legacy.entry(cookie).or_insert(LegacyOwner {
+                pid: None,
+                uid: None,
+                tries: 0,
+            });
             entry.tries += 1;
             if let Some(s) = by_cookie.get(&cookie) {
                 entry.uid = Some(s.uid);
@@ -228,7 +245,10 @@ mod tests {
 
     #[test]
     fn service_identity_precedence() {
-        let mut o = Owner { comm: Some("python".into()), ..Owner::default() };
+        let mut o = Owner {
+            comm: Some("python".into()),
+            ..Owner::default()
+        };
         assert_eq!(service_identity(&o), "python");
         o.exe = Some("/usr/bin/python3.11".into());
         assert_eq!(service_identity(&o), "/usr/bin/python3.11");

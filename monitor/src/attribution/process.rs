@@ -31,7 +31,9 @@ pub fn read(proc_root: &Path, pid: u32) -> Option<ProcessInfo> {
         .map(|v| v.trim().to_owned());
     // exe is unreadable for kernel threads and without CAP_SYS_PTRACE for others' processes;
     // a deleted binary reads "/path (deleted)", which is worth keeping as is.
-    let exe = fs::read_link(dir.join("exe")).ok().map(|p| p.display().to_string());
+    let exe = fs::read_link(dir.join("exe"))
+        .ok()
+        .map(|p| p.display().to_string());
     let cmdline = fs::read(dir.join("cmdline"))
         .map(|raw| {
             raw.split(|b| *b == 0)
@@ -40,7 +42,12 @@ pub fn read(proc_root: &Path, pid: u32) -> Option<ProcessInfo> {
                 .collect()
         })
         .unwrap_or_default();
-    Some(ProcessInfo { comm, exe, cmdline, uid })
+    Some(ProcessInfo {
+        comm,
+        exe,
+        cmdline,
+        uid,
+    })
 }
 
 pub struct ProcessCache {
@@ -82,7 +89,8 @@ impl ProcessCache {
         }
         // A process that has exited keeps what was last read of it: its flows are still
         // reported after it is gone. (A re-used pid reads as the new process.)
-        let info = read(&self.proc_root, pid).or_else(|| self.entries.get(&pid).and_then(|(_, i)| i.clone()));
+        let info = read(&self.proc_root, pid)
+            .or_else(|| self.entries.get(&pid).and_then(|(_, i)| i.clone()));
         self.entries.insert(pid, (Instant::now(), info.clone()));
         info
     }
@@ -99,7 +107,7 @@ mod tests {
         let exe = std::env::current_exe().unwrap();
         assert_eq!(info.exe.as_deref(), Some(exe.to_str().unwrap()));
         assert_eq!(info.uid, Some(nix::unistd::getuid().as_raw()));
-        assert!(!info.cmdline.is_empty());
+        assert_ne!(info.cmdline, Vec::<String>::new());
         assert!(info.comm.is_some());
     }
 
@@ -108,7 +116,11 @@ mod tests {
         let root = std::env::temp_dir().join(format!("em-proc-{}", std::process::id()));
         let dir = root.join("4242");
         fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join("status"), "Name:\tsynapse\nUid:\t991\t991\t991\t991\n").unwrap();
+        fs::write(
+            dir.join("status"),
+            "Name:\tsynapse\nUid:\t991\t991\t991\t991\n",
+        )
+        .unwrap();
         fs::write(dir.join("cmdline"), b"python\0-m\0synapse.app.homeserver\0").unwrap();
         std::os::unix::fs::symlink("/usr/bin/python3.11", dir.join("exe")).unwrap();
         let info = read(&root, 4242).unwrap();

@@ -1,5 +1,5 @@
 //! Attribution of sockets created before the agent started (their creation was not seen by
-//! `cgroup/sock_create`): NETLINK_SOCK_DIAG gives each socket's cookie and inode, and
+//! `cgroup/sock_create`): `NETLINK_SOCK_DIAG` gives each socket's cookie and inode, and
 //! `/proc/*/fd` links name the inode's owner. Only sockets in the agent's network namespace
 //! are visible this way; the others keep their cgroup (unit / container) attribution.
 
@@ -59,7 +59,7 @@ struct Request {
 /// Size of `struct inet_diag_msg` up to and including `idiag_inode`.
 const INET_DIAG_MSG_LEN: usize = 72;
 
-/// One socket as sock_diag reports it.
+/// One socket as `sock_diag` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DiagSocket {
     pub cookie: u64,
@@ -67,16 +67,21 @@ pub struct DiagSocket {
     pub uid: u32,
 }
 
-/// Parses the payload of one SOCK_DIAG_BY_FAMILY answer (`struct inet_diag_msg`).
+/// Parses the payload of one `SOCK_DIAG_BY_FAMILY` answer (`struct inet_diag_msg`).
 pub fn parse_inet_diag_msg(payload: &[u8]) -> Option<DiagSocket> {
     if payload.len() < INET_DIAG_MSG_LEN {
         return None;
     }
-    let u32_at = |o: usize| u32::from_ne_bytes([payload[o], payload[o + 1], payload[o + 2], payload[o + 3]]);
+    let u32_at =
+        |o: usize| u32::from_ne_bytes([payload[o], payload[o + 1], payload[o + 2], payload[o + 3]]);
     // family, state, timer, retrans (4) + sockid: sport, dport (4), src (16), dst (16), if (4)
     let cookie = u64::from(u32_at(44)) | (u64::from(u32_at(48)) << 32);
     // expires, rqueue, wqueue at 52..64, then uid and inode.
-    Some(DiagSocket { cookie, uid: u32_at(64), inode: u64::from(u32_at(68)) })
+    Some(DiagSocket {
+        cookie,
+        uid: u32_at(64),
+        inode: u64::from(u32_at(68)),
+    })
 }
 
 /// Dumps every TCP and UDP socket (IPv4 and IPv6) of this network namespace.
@@ -93,7 +98,11 @@ pub fn dump_all() -> io::Result<Vec<DiagSocket>> {
 fn dump(family: u8, protocol: u8, out: &mut Vec<DiagSocket>) -> io::Result<()> {
     // SAFETY: plain socket(2); the fd is owned right away.
     let fd = unsafe {
-        libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            NETLINK_SOCK_DIAG,
+        )
     };
     if fd < 0 {
         return Err(io::Error::last_os_error());
@@ -108,11 +117,21 @@ fn dump(family: u8, protocol: u8, out: &mut Vec<DiagSocket>) -> io::Result<()> {
             seq: 1,
             pid: 0,
         },
-        req: InetDiagReqV2 { family, protocol, states: u32::MAX, ..InetDiagReqV2::default() },
+        req: InetDiagReqV2 {
+            family,
+            protocol,
+            states: u32::MAX,
+            ..InetDiagReqV2::default()
+        },
     };
     // SAFETY: sending a fully initialised repr(C) value of the given size.
     let sent = unsafe {
-        libc::send(fd.as_raw_fd(), (&raw const request).cast(), mem::size_of::<Request>(), 0)
+        libc::send(
+            fd.as_raw_fd(),
+            (&raw const request).cast(),
+            mem::size_of::<Request>(),
+            0,
+        )
     };
     if sent < 0 {
         return Err(io::Error::last_os_error());
@@ -129,7 +148,10 @@ fn dump(family: u8, protocol: u8, out: &mut Vec<DiagSocket>) -> io::Result<()> {
             let len = u32::from_ne_bytes([msgs[0], msgs[1], msgs[2], msgs[3]]) as usize;
             let kind = u16::from_ne_bytes([msgs[4], msgs[5]]);
             if len < mem::size_of::<NlMsgHdr>() || len > msgs.len() {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "bad netlink message length"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "bad netlink message length",
+                ));
             }
             match kind {
                 NLMSG_DONE => return Ok(()),
@@ -158,22 +180,33 @@ fn dump(family: u8, protocol: u8, out: &mut Vec<DiagSocket>) -> io::Result<()> {
 /// Finds which process holds each wanted socket inode by reading `proc_root/*/fd/*` links.
 /// Stops as soon as every inode is found. A socket shared by several processes (fork)
 /// is attributed to the lowest pid, normally the parent.
-pub fn owners_of(proc_root: &Path, wanted: &HashSet<u64>) -> HashMap<u64, u32> {
+pub fn owners_of<S: std::hash::BuildHasher>(
+    proc_root: &Path,
+    wanted: &HashSet<u64, S>,
+) -> HashMap<u64, u32> {
     let mut found = HashMap::new();
     if wanted.is_empty() {
         return found;
     }
-    let Ok(dir) = fs::read_dir(proc_root) else { return found };
+    let Ok(dir) = fs::read_dir(proc_root) else {
+        return found;
+    };
     let mut pids: Vec<u32> = dir
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect();
     pids.sort_unstable();
     for pid in pids {
-        let Ok(fds) = fs::read_dir(proc_root.join(pid.to_string()).join("fd")) else { continue };
+        let Ok(fds) = fs::read_dir(proc_root.join(pid.to_string()).join("fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
-            let Ok(target) = fs::read_link(fd.path()) else { continue };
-            let Some(inode) = socket_inode(&target.to_string_lossy()) else { continue };
+            let Ok(target) = fs::read_link(fd.path()) else {
+                continue;
+            };
+            let Some(inode) = socket_inode(&target.to_string_lossy()) else {
+                continue;
+            };
             if wanted.contains(&inode) {
                 found.entry(inode).or_insert(pid);
             }
@@ -187,7 +220,10 @@ pub fn owners_of(proc_root: &Path, wanted: &HashSet<u64>) -> HashMap<u64, u32> {
 
 /// `socket:[12345]` -> 12345.
 pub fn socket_inode(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -211,11 +247,18 @@ mod tests {
         p[64..68].copy_from_slice(&33u32.to_ne_bytes());
         p[68..72].copy_from_slice(&4242u32.to_ne_bytes());
         let s = parse_inet_diag_msg(&p).unwrap();
-        assert_eq!(s, DiagSocket { cookie: 0x5566_7788_1122_3344, inode: 4242, uid: 33 });
+        assert_eq!(
+            s,
+            DiagSocket {
+                cookie: 0x5566_7788_1122_3344,
+                inode: 4242,
+                uid: 33
+            }
+        );
         assert_eq!(parse_inet_diag_msg(&p[..71]), None);
     }
 
-    /// sock_diag needs no privilege for listing: this checks the real netlink exchange and
+    /// `sock_diag` needs no privilege for listing: this checks the real netlink exchange and
     /// the /proc scan against a socket this test owns.
     #[test]
     fn finds_this_process_listening_socket() {
@@ -226,7 +269,10 @@ mod tests {
             socket_inode(&link.to_string_lossy()).unwrap()
         };
         let all = dump_all().unwrap();
-        let mine = all.iter().find(|s| s.inode == inode).expect("listener in sock_diag dump");
+        let mine = all
+            .iter()
+            .find(|s| s.inode == inode)
+            .expect("listener in sock_diag dump");
         assert_ne!(mine.cookie, 0);
         let owners = owners_of(Path::new("/proc"), &HashSet::from([inode]));
         assert_eq!(owners.get(&inode), Some(&std::process::id()));

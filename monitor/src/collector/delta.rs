@@ -49,7 +49,11 @@ impl DeltaTracker {
         let delta = diff(self.reported.get(key), now);
         self.reported.insert(
             *key,
-            Reported { first_seen_ns: now.first_seen_ns, bytes: now.bytes, packets: now.packets },
+            Reported {
+                first_seen_ns: now.first_seen_ns,
+                bytes: now.bytes,
+                packets: now.packets,
+            },
         );
         delta
     }
@@ -76,11 +80,17 @@ fn diff(prev: Option<&Reported>, now: &FlowCounters) -> Delta {
                 && now.bytes >= p.bytes
                 && now.packets >= p.packets =>
         {
-            Delta { bytes: now.bytes - p.bytes, packets: now.packets - p.packets }
+            Delta {
+                bytes: now.bytes - p.bytes,
+                packets: now.packets - p.packets,
+            }
         }
         // First sight, or a new generation of the key (removed and re-created, cookie reuse):
         // everything it holds is new.
-        _ => Delta { bytes: now.bytes, packets: now.packets },
+        _ => Delta {
+            bytes: now.bytes,
+            packets: now.packets,
+        },
     }
 }
 
@@ -120,8 +130,20 @@ mod tests {
     fn growing_counters_report_only_the_increase() {
         let mut t = DeltaTracker::default();
         let k = key(1);
-        assert_eq!(t.observe(&k, &counters(10, 100, 2)), Delta { bytes: 100, packets: 2 });
-        assert_eq!(t.observe(&k, &counters(10, 250, 5)), Delta { bytes: 150, packets: 3 });
+        assert_eq!(
+            t.observe(&k, &counters(10, 100, 2)),
+            Delta {
+                bytes: 100,
+                packets: 2
+            }
+        );
+        assert_eq!(
+            t.observe(&k, &counters(10, 250, 5)),
+            Delta {
+                bytes: 150,
+                packets: 3
+            }
+        );
         assert!(t.observe(&k, &counters(10, 250, 5)).is_zero());
     }
 
@@ -130,10 +152,22 @@ mod tests {
         let mut t = DeltaTracker::default();
         let k = key(1);
         t.observe(&k, &counters(10, 100, 2));
-        assert_eq!(t.finish(&k, &counters(10, 180, 3)), Delta { bytes: 80, packets: 1 });
+        assert_eq!(
+            t.finish(&k, &counters(10, 180, 3)),
+            Delta {
+                bytes: 80,
+                packets: 1
+            }
+        );
         assert!(t.is_empty());
         // A flow that opened and closed between two polls: all of it is reported.
-        assert_eq!(t.finish(&key(2), &counters(20, 77, 1)), Delta { bytes: 77, packets: 1 });
+        assert_eq!(
+            t.finish(&key(2), &counters(20, 77, 1)),
+            Delta {
+                bytes: 77,
+                packets: 1
+            }
+        );
     }
 
     #[test]
@@ -143,9 +177,21 @@ mod tests {
         t.observe(&k, &counters(10, 1000, 10));
         // Removed behind our back and re-created with a smaller total: not a negative delta,
         // and not lost: all of the new generation counts.
-        assert_eq!(t.observe(&k, &counters(50, 300, 3)), Delta { bytes: 300, packets: 3 });
+        assert_eq!(
+            t.observe(&k, &counters(50, 300, 3)),
+            Delta {
+                bytes: 300,
+                packets: 3
+            }
+        );
         // Same size but a different generation: still all new.
-        assert_eq!(t.observe(&k, &counters(90, 300, 3)), Delta { bytes: 300, packets: 3 });
+        assert_eq!(
+            t.observe(&k, &counters(90, 300, 3)),
+            Delta {
+                bytes: 300,
+                packets: 3
+            }
+        );
     }
 
     #[test]

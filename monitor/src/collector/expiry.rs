@@ -43,9 +43,9 @@ impl Default for ExpiryPolicy {
 }
 
 /// Returns the indices into `flows` to remove, with the reason.
-pub fn plan(
+pub fn plan<S: std::hash::BuildHasher>(
     flows: &[(FlowKey, FlowCounters)],
-    released: &HashMap<u64, u64>,
+    released: &HashMap<u64, u64, S>,
     now_ns: u64,
     max_flows: u32,
     policy: &ExpiryPolicy,
@@ -72,7 +72,12 @@ pub fn plan(
         candidates.sort_by_key(|&i| flows[i].1.last_seen_ns);
         let live = flows.len() - out.len();
         let excess = live.saturating_sub(target);
-        out.extend(candidates.into_iter().take(excess).map(|i| (i, Removal::Pressure)));
+        out.extend(
+            candidates
+                .into_iter()
+                .take(excess)
+                .map(|i| (i, Removal::Pressure)),
+        );
     }
     out
 }
@@ -115,15 +120,21 @@ mod tests {
         let flows = [flow(1, 100 * S), flow(2, 100 * S)];
         let released = HashMap::from([(1, 99 * S)]);
         let p = ExpiryPolicy::default();
-        assert!(plan(&flows, &released, 100 * S + S / 2, 1000, &p).is_empty());
-        assert_eq!(plan(&flows, &released, 101 * S, 1000, &p), vec![(0, Removal::Closed)]);
+        assert_eq!(plan(&flows, &released, 100 * S + S / 2, 1000, &p), vec![]);
+        assert_eq!(
+            plan(&flows, &released, 101 * S, 1000, &p),
+            vec![(0, Removal::Closed)]
+        );
     }
 
     #[test]
     fn idle_flows_are_evicted() {
         let flows = [flow(1, 0), flow(2, 299 * S)];
         let p = ExpiryPolicy::default();
-        assert_eq!(plan(&flows, &HashMap::new(), 300 * S, 1000, &p), vec![(0, Removal::Idle)]);
+        assert_eq!(
+            plan(&flows, &HashMap::new(), 300 * S, 1000, &p),
+            vec![(0, Removal::Idle)]
+        );
     }
 
     #[test]

@@ -100,7 +100,11 @@ impl Collector {
         // The programs are attached: every socket created from now on gets its owner in the
         // kernel. Name the owners of those that already exist.
         let (sockets, owned) = attributor.snapshot_existing();
-        tracing::info!(sockets, owned, "owners of pre-existing sockets recorded (sock_diag + /proc)");
+        tracing::info!(
+            sockets,
+            owned,
+            "owners of pre-existing sockets recorded (sock_diag + /proc)"
+        );
         Self {
             kernel,
             reader: HashReader::new(BATCH),
@@ -135,13 +139,22 @@ impl Collector {
         self.reader
             .read_all(self.kernel.flows.fd().as_fd(), &mut flows)
             .map_err(CollectError::ReadFlows)?;
-        self.attributor
-            .resolve_legacy(flows.iter().filter(|(_, c)| !c.owner.is_known()).map(|(k, _)| k.cookie));
+        self.attributor.resolve_legacy(
+            flows
+                .iter()
+                .filter(|(_, c)| !c.owner.is_known())
+                .map(|(k, _)| k.cookie),
+        );
 
-        let removals: HashMap<usize, Removal> =
-            expiry::plan(&flows, &self.released, now_ns, self.kernel.max_flows, &self.expiry)
-                .into_iter()
-                .collect();
+        let removals: HashMap<usize, Removal> = expiry::plan(
+            &flows,
+            &self.released,
+            now_ns,
+            self.kernel.max_flows,
+            &self.expiry,
+        )
+        .into_iter()
+        .collect();
         let mut buckets: HashMap<SampleKey, FlowSample> = HashMap::new();
         let mut present = std::collections::HashSet::with_capacity(flows.len());
         for (i, (key, counters)) in flows.iter().enumerate() {
@@ -149,9 +162,10 @@ impl Collector {
                 self.count_removal(*reason);
                 // The final value, read and removed in one step; if something else removed it
                 // meanwhile, the value just read is the best there is.
-                let last = batch::take::<FlowKey, FlowCounters>(self.kernel.flows.fd().as_fd(), key)
-                    .map_err(CollectError::ReadFlows)?
-                    .unwrap_or(*counters);
+                let last =
+                    batch::take::<FlowKey, FlowCounters>(self.kernel.flows.fd().as_fd(), key)
+                        .map_err(CollectError::ReadFlows)?
+                        .unwrap_or(*counters);
                 (self.tracker.finish(key, &last), last)
             } else {
                 present.insert(*key);
@@ -172,7 +186,7 @@ impl Collector {
         for s in &samples {
             self.stats.bytes_reported += s.bytes;
         }
-        samples.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+        samples.sort_by_key(|s| std::cmp::Reverse(s.bytes));
         self.window_start = window_end;
         Ok(samples)
     }
@@ -198,8 +212,14 @@ impl Collector {
             owner_pid: c.owner.tgid,
             legacy_cookie: if c.owner.is_known() { 0 } else { key.cookie },
             cgroup_id: c.cgroup_id,
-            local: Endpoint { addr: ip_from_kernel(c.local_addr), port: c.local_port },
-            remote: Endpoint { addr: ip_from_kernel(key.remote_addr), port: key.remote_port },
+            local: Endpoint {
+                addr: ip_from_kernel(c.local_addr),
+                port: c.local_port,
+            },
+            remote: Endpoint {
+                addr: ip_from_kernel(key.remote_addr),
+                port: key.remote_port,
+            },
             protocol,
         };
         if let Some(sample) = buckets.get_mut(&sk) {
@@ -251,8 +271,8 @@ impl Collector {
     }
 
     /// The event ring buffer's file descriptor, readable when events are waiting.
-    pub fn events_fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.kernel.events)
+    pub fn events_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.kernel.events)
     }
 
     fn forget_old_releases(&mut self, now_ns: u64) {
@@ -274,9 +294,14 @@ impl Collector {
         window_end: Timestamp,
     ) -> Result<(), CollectError> {
         for why in Untracked::ALL {
-            let per_cpu = self.kernel.untracked.get(&(why as u32), 0).map_err(|source| {
-                CollectError::ReadCounters { name: monitor_common::UNTRACKED_MAP, source }
-            })?;
+            let per_cpu = self
+                .kernel
+                .untracked
+                .get(&(why as u32), 0)
+                .map_err(|source| CollectError::ReadCounters {
+                    name: monitor_common::UNTRACKED_MAP,
+                    source,
+                })?;
             let total = per_cpu.iter().fold(Volume::default(), |acc, v| Volume {
                 bytes: acc.bytes + v.bytes,
                 packets: acc.packets + v.packets,
@@ -314,10 +339,17 @@ impl Collector {
     fn read_errors(&mut self) -> Result<(), CollectError> {
         for err in ProgError::ALL {
             let per_cpu = self.kernel.errors.get(&(err as u32), 0).map_err(|source| {
-                CollectError::ReadCounters { name: monitor_common::ERRORS_MAP, source }
+                CollectError::ReadCounters {
+                    name: monitor_common::ERRORS_MAP,
+                    source,
+                }
             })?;
             let total: u64 = per_cpu.iter().sum();
-            let previous = self.stats.kernel_errors.insert(err.name(), total).unwrap_or(0);
+            let previous = self
+                .stats
+                .kernel_errors
+                .insert(err.name(), total)
+                .unwrap_or(0);
             if total > previous {
                 match err {
                     ProgError::MapFull => tracing::warn!(

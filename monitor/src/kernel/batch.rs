@@ -45,9 +45,18 @@ struct BatchAttr {
 fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
     // SAFETY: `attr` is a valid, fully initialised bpf_attr prefix of the given size.
     let ret = unsafe {
-        libc::syscall(libc::SYS_bpf, cmd, std::ptr::from_mut(attr), mem::size_of::<A>())
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr),
+            mem::size_of::<A>(),
+        )
     };
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 fn zeroed<T: Pod>() -> T {
@@ -121,7 +130,12 @@ impl<K: Pod, V: Pod> HashReader<K, V> {
                 }
                 Err(e) => return Err(e),
             };
-            out.extend(self.keys[..n].iter().copied().zip(self.values[..n].iter().copied()));
+            out.extend(
+                self.keys[..n]
+                    .iter()
+                    .copied()
+                    .zip(self.values[..n].iter().copied()),
+            );
             if done {
                 return Ok(());
             }
@@ -134,7 +148,10 @@ impl<K: Pod, V: Pod> HashReader<K, V> {
 const ENOTSUPP: i32 = 524;
 
 fn is_unsupported(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)
+    )
 }
 
 fn read_one_by_one<K: Pod, V: Pod>(map: BorrowedFd<'_>, out: &mut Vec<(K, V)>) -> io::Result<()> {
@@ -193,7 +210,9 @@ pub fn take<K: Pod, V: Pod>(map: BorrowedFd<'_>, key: &K) -> io::Result<Option<V
         Err(e) if is_unsupported(&e) => {}
         Err(e) => return Err(e),
     }
-    let Some(value) = lookup::<K, V>(map, key)? else { return Ok(None) };
+    let Some(value) = lookup::<K, V>(map, key)? else {
+        return Ok(None);
+    };
     let mut attr = ElemAttr {
         map_fd: map.as_raw_fd() as u32,
         key: std::ptr::from_ref(key) as u64,

@@ -66,8 +66,8 @@ impl CapSet {
         self.0 & (1 << cap as u64) != 0
     }
 
-    /// Capabilities the agent cannot run without, missing from this set. CAP_SYS_ADMIN stands
-    /// in for CAP_BPF and CAP_PERFMON (as on kernels before 5.8).
+    /// Capabilities the agent cannot run without, missing from this set. `CAP_SYS_ADMIN` stands
+    /// in for `CAP_BPF` and `CAP_PERFMON` (as on kernels before 5.8).
     pub fn missing_required(self) -> Vec<Capability> {
         let admin = self.has(Capability::SysAdmin);
         let mut missing = Vec::new();
@@ -99,8 +99,8 @@ mod tests {
     #[test]
     fn parses_cap_eff() {
         let root = CapSet::from_status("Name:\tx\nCapEff:\t000001ffffffffff\n");
-        assert!(root.missing_required().is_empty());
-        assert!(root.missing_recommended().is_empty());
+        assert_eq!(root.missing_required(), vec![]);
+        assert_eq!(root.missing_recommended(), vec![]);
         let none = CapSet::from_status("CapEff:\t0000000000000000\n");
         assert_eq!(
             none.missing_required(),

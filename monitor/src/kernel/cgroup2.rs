@@ -64,7 +64,9 @@ fn unescape_octal(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && i + 3 < bytes.len() + 1
-            && bytes.get(i + 1..i + 4).is_some_and(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            && bytes
+                .get(i + 1..i + 4)
+                .is_some_and(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)))
         {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v);
@@ -81,22 +83,32 @@ fn unescape_octal(s: &str) -> String {
 pub fn find_or_mount(fallback: &Path) -> Result<Cgroup2Root, Cgroup2Error> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(Cgroup2Error::MountInfo)?;
     if let Some(path) = find_in_mountinfo(&mountinfo) {
-        return Ok(Cgroup2Root { path, mounted_by_us: false });
+        return Ok(Cgroup2Root {
+            path,
+            mounted_by_us: false,
+        });
     }
     let mount = || -> nix::Result<()> {
-        fs::create_dir_all(fallback).map_err(|e| {
-            nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
-        })?;
+        fs::create_dir_all(fallback)
+            .map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
         nix::mount::mount(
             Some("cgroup2"),
             fallback,
             Some("cgroup2"),
-            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC,
+            nix::mount::MsFlags::MS_NOSUID
+                | nix::mount::MsFlags::MS_NODEV
+                | nix::mount::MsFlags::MS_NOEXEC,
             None::<&str>,
         )
     };
-    mount().map_err(|source| Cgroup2Error::Mount { path: fallback.to_owned(), source })?;
-    Ok(Cgroup2Root { path: fallback.to_owned(), mounted_by_us: true })
+    mount().map_err(|source| Cgroup2Error::Mount {
+        path: fallback.to_owned(),
+        source,
+    })?;
+    Ok(Cgroup2Root {
+        path: fallback.to_owned(),
+        mounted_by_us: true,
+    })
 }
 
 /// Only looks: the mount point, if any (for `doctor`).
@@ -106,7 +118,10 @@ pub fn find() -> Result<Option<PathBuf>, Cgroup2Error> {
 }
 
 pub fn open(root: &Path) -> Result<fs::File, Cgroup2Error> {
-    fs::File::open(root).map_err(|source| Cgroup2Error::Open { path: root.to_owned(), source })
+    fs::File::open(root).map_err(|source| Cgroup2Error::Open {
+        path: root.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -122,7 +137,10 @@ mod tests {
 
     #[test]
     fn finds_hybrid_layout() {
-        assert_eq!(find_in_mountinfo(HYBRID), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            find_in_mountinfo(HYBRID),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
     }
 
     #[test]
@@ -131,7 +149,10 @@ mod tests {
 40 30 0:35 /docker/abc /sys/fs/cgroup rw - cgroup2 cgroup2 rw
 41 30 0:35 / /run/my\\040cgroup rw - cgroup2 cgroup2 rw
 ";
-        assert_eq!(find_in_mountinfo(info), Some(PathBuf::from("/run/my cgroup")));
+        assert_eq!(
+            find_in_mountinfo(info),
+            Some(PathBuf::from("/run/my cgroup"))
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Loads the embedded kernel object, attaches its three programs to the cgroup v2 root and
 //! hands the maps to the collector. Dropping [`Attached`] detaches everything: the programs are
-//! attached through bpf_link file descriptors, which the kernel also releases if the agent is
-//! killed, so no program outlives the agent.
+//! attached through `bpf_link` file descriptors, which the kernel also releases if the agent
+//! is killed, so no program outlives the agent.
 
 use std::{
+    fs::File,
     io,
     path::{Path, PathBuf},
 };
@@ -11,20 +12,15 @@ use std::{
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Map, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, ProgramError,
-    },
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, ProgramError},
 };
-use monitor_common::{
-    ERRORS_MAP, FLOWS_MAP, PROG_EGRESS, PROG_SOCK_CREATE, PROG_SOCK_RELEASE, EVENTS_MAP,
-    UNTRACKED_MAP, Volume,
-};
+use monitor_common::{ERRORS_MAP, EVENTS_MAP, FLOWS_MAP, PROG_EGRESS, UNTRACKED_MAP, Volume};
 use thiserror::Error;
 
 use super::{
     caps::{CapSet, Capability},
     cgroup2::{self, Cgroup2Error},
-    compat,
+    compat::{self, ProgramSpec},
 };
 
 /// The kernel object built by `build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
@@ -46,7 +42,7 @@ pub enum LoadError {
     )]
     NoKernelObject,
     #[error("the kernel refused the BPF object ({0}); run `egress-monitor doctor` for details")]
-    Object(#[source] EbpfError),
+    Object(#[source] Box<EbpfError>),
     #[error("program {program} missing from the kernel object")]
     ProgramMissing { program: &'static str },
     #[error(
@@ -59,7 +55,7 @@ pub enum LoadError {
         feature: &'static str,
         min_kernel: &'static str,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("attaching {program} to {hook} on cgroup {cgroup}")]
     Attach {
@@ -67,7 +63,7 @@ pub enum LoadError {
         hook: &'static str,
         cgroup: PathBuf,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("map {name} missing from the kernel object or of the wrong type")]
     MapMissing { name: &'static str },
@@ -75,7 +71,7 @@ pub enum LoadError {
     Map {
         name: &'static str,
         #[source]
-        source: MapError,
+        source: Box<MapError>,
     },
     #[error("invalid option: {0}")]
     Option(String),
@@ -86,7 +82,7 @@ pub enum LoadError {
 pub struct LoadOptions {
     /// Maximum (socket, destination) flows tracked at once in the kernel.
     pub max_flows: u32,
-    /// Size of the release ring buffer in bytes (power of two, >= page size).
+    /// Size of the event ring buffer in bytes (power of two, >= page size).
     pub event_ring_bytes: u32,
 }
 
@@ -96,6 +92,21 @@ impl Default for LoadOptions {
             max_flows: monitor_common::DEFAULT_MAX_FLOWS,
             event_ring_bytes: monitor_common::DEFAULT_EVENT_RING_BYTES,
         }
+    }
+}
+
+impl LoadOptions {
+    fn validate(self) -> Result<(), LoadError> {
+        if self.max_flows == 0 {
+            return Err(LoadError::Option("--max-flows must be at least 1".into()));
+        }
+        if !self.event_ring_bytes.is_power_of_two() || self.event_ring_bytes < 4096 {
+            return Err(LoadError::Option(format!(
+                "event ring size {} must be a power of two of at least 4096 bytes",
+                self.event_ring_bytes
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -121,10 +132,13 @@ impl Attached {
     }
 }
 
-/// Raises RLIMIT_MEMLOCK for kernels before 5.11, which charge BPF memory to it. Newer kernels
-/// charge the memory cgroup instead, so a refusal is only worth a warning.
+/// Raises `RLIMIT_MEMLOCK` for kernels before 5.11, which charge BPF memory to it. Newer
+/// kernels charge the memory cgroup instead, so a refusal is only worth a debug line.
 fn raise_memlock() {
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: plain syscall with a valid pointer.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) } != 0 {
         tracing::debug!(
@@ -140,121 +154,132 @@ pub fn load_and_attach(opts: LoadOptions, cgroup_fallback: &Path) -> Result<Atta
     if let Some(&capability) = CapSet::current().missing_required().first() {
         return Err(LoadError::MissingCapability { capability });
     }
-    if KERNEL_OBJECT.is_empty() {
-        return Err(LoadError::NoKernelObject);
-    }
-    if opts.max_flows == 0 {
-        return Err(LoadError::Option("--max-flows must be at least 1".into()));
-    }
-    if !opts.event_ring_bytes.is_power_of_two() || opts.event_ring_bytes < 4096 {
-        return Err(LoadError::Option(format!(
-            "event ring size {} must be a power of two of at least 4096 bytes",
-            opts.event_ring_bytes
-        )));
-    }
+    opts.validate()?;
     let root = cgroup2::find_or_mount(cgroup_fallback)?;
     if root.mounted_by_us {
         tracing::warn!(path = %root.path.display(), "no cgroup v2 hierarchy was mounted: mounted one");
     }
-    raise_memlock();
-
-    let mut ebpf = EbpfLoader::new()
-        .map_max_entries(FLOWS_MAP, opts.max_flows)
-        .map_max_entries(EVENTS_MAP, opts.event_ring_bytes)
-        .load(KERNEL_OBJECT)
-        .map_err(LoadError::Object)?;
-
+    let mut ebpf = load_object(Some(opts))?;
     let cgroup = cgroup2::open(&root.path)?;
-    // Owner recording first, so sockets created while the rest attaches are already covered.
+    // In table order: owner recording first, so sockets created while the rest attaches are
+    // already covered.
     for spec in compat::PROGRAMS {
-        let program = ebpf
-            .program_mut(spec.name)
-            .ok_or(LoadError::ProgramMissing { program: spec.name })?;
-        let load_err = |source| LoadError::Load {
-            program: spec.name,
-            hook: spec.hook,
-            feature: spec.feature,
-            min_kernel: spec.min_kernel,
-            source,
-        };
-        let attach_err = |source| LoadError::Attach {
-            program: spec.name,
-            hook: spec.hook,
-            cgroup: root.path.clone(),
-            source,
-        };
-        if spec.name == PROG_EGRESS {
-            let p: &mut CgroupSkb = program.try_into().map_err(load_err)?;
-            p.load().map_err(load_err)?;
-            // With bpf_link (Linux >= 5.7, below our minimum) the kernel requires flags 0 and
-            // always attaches in multi mode: other cgroup programs (systemd IP accounting,
-            // container runtimes) keep running beside ours. `Single` is what passes flags 0.
-            p.attach(&cgroup, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
-                .map_err(attach_err)?;
-        } else {
-            debug_assert!(spec.name == PROG_SOCK_CREATE || spec.name == PROG_SOCK_RELEASE);
-            let p: &mut CgroupSock = program.try_into().map_err(load_err)?;
-            p.load().map_err(load_err)?;
-            p.attach(&cgroup, CgroupAttachMode::Single).map_err(attach_err)?;
-        }
+        attach(&mut ebpf, &spec, &cgroup, &root.path)?;
         tracing::debug!(program = spec.name, hook = spec.hook, "attached");
     }
-
-    let flows = match ebpf.take_map(FLOWS_MAP) {
-        Some(Map::HashMap(data)) => data,
-        _ => return Err(LoadError::MapMissing { name: FLOWS_MAP }),
+    let Some(Map::HashMap(flows)) = ebpf.take_map(FLOWS_MAP) else {
+        return Err(LoadError::MapMissing { name: FLOWS_MAP });
     };
-    let events = ebpf
-        .take_map(EVENTS_MAP)
-        .ok_or(LoadError::MapMissing { name: EVENTS_MAP })
-        .and_then(|m| {
-            RingBuf::try_from(m).map_err(|source| LoadError::Map { name: EVENTS_MAP, source })
-        })?;
-    let errors = ebpf
-        .take_map(ERRORS_MAP)
-        .ok_or(LoadError::MapMissing { name: ERRORS_MAP })
-        .and_then(|m| {
-            PerCpuArray::try_from(m).map_err(|source| LoadError::Map { name: ERRORS_MAP, source })
-        })?;
-    let untracked = ebpf
-        .take_map(UNTRACKED_MAP)
-        .ok_or(LoadError::MapMissing { name: UNTRACKED_MAP })
-        .and_then(|m| {
-            PerCpuArray::try_from(m)
-                .map_err(|source| LoadError::Map { name: UNTRACKED_MAP, source })
-        })?;
     Ok(Attached {
-        ebpf,
         flows,
-        events,
-        errors,
-        untracked,
+        events: take_map(&mut ebpf, EVENTS_MAP)?,
+        errors: take_map(&mut ebpf, ERRORS_MAP)?,
+        untracked: take_map(&mut ebpf, UNTRACKED_MAP)?,
+        ebpf,
         cgroup_root: root.path,
         max_flows: opts.max_flows,
     })
 }
 
-/// Loads every program into the kernel (verifier included) without attaching anything, and
-/// returns each program's outcome. Used by `doctor`.
-pub fn verify_programs() -> Result<Vec<(compat::ProgramSpec, Result<(), ProgramError>)>, LoadError> {
+fn load_object(opts: Option<LoadOptions>) -> Result<Ebpf, LoadError> {
     if KERNEL_OBJECT.is_empty() {
         return Err(LoadError::NoKernelObject);
     }
     raise_memlock();
-    let mut ebpf = EbpfLoader::new().load(KERNEL_OBJECT).map_err(LoadError::Object)?;
-    let mut out = Vec::new();
-    for spec in compat::PROGRAMS {
-        let program = ebpf
-            .program_mut(spec.name)
-            .ok_or(LoadError::ProgramMissing { program: spec.name })?;
-        let result = if spec.name == PROG_EGRESS {
-            <&mut CgroupSkb>::try_from(program).and_then(CgroupSkb::load)
-        } else {
-            <&mut CgroupSock>::try_from(program).and_then(CgroupSock::load)
-        };
-        out.push((spec, result));
+    let mut loader = EbpfLoader::new();
+    if let Some(opts) = opts {
+        loader
+            .map_max_entries(FLOWS_MAP, opts.max_flows)
+            .map_max_entries(EVENTS_MAP, opts.event_ring_bytes);
     }
-    Ok(out)
+    loader
+        .load(KERNEL_OBJECT)
+        .map_err(|e| LoadError::Object(Box::new(e)))
+}
+
+fn take_map<T: TryFrom<Map, Error = MapError>>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<T, LoadError> {
+    let map = ebpf.take_map(name).ok_or(LoadError::MapMissing { name })?;
+    T::try_from(map).map_err(|source| LoadError::Map {
+        name,
+        source: Box::new(source),
+    })
+}
+
+fn load_error(spec: &ProgramSpec, source: ProgramError) -> LoadError {
+    LoadError::Load {
+        program: spec.name,
+        hook: spec.hook,
+        feature: spec.feature,
+        min_kernel: spec.min_kernel,
+        source: Box::new(source),
+    }
+}
+
+/// Loads one program (verifier) and, when `cgroup` is given, attaches it.
+fn load_program(ebpf: &mut Ebpf, spec: &ProgramSpec) -> Result<(), LoadError> {
+    let program = ebpf
+        .program_mut(spec.name)
+        .ok_or(LoadError::ProgramMissing { program: spec.name })?;
+    let result = if spec.name == PROG_EGRESS {
+        <&mut CgroupSkb>::try_from(program).and_then(CgroupSkb::load)
+    } else {
+        <&mut CgroupSock>::try_from(program).and_then(CgroupSock::load)
+    };
+    result.map_err(|e| load_error(spec, e))
+}
+
+fn attach(
+    ebpf: &mut Ebpf,
+    spec: &ProgramSpec,
+    cgroup: &File,
+    path: &Path,
+) -> Result<(), LoadError> {
+    load_program(ebpf, spec)?;
+    let attach_err = |source| LoadError::Attach {
+        program: spec.name,
+        hook: spec.hook,
+        cgroup: path.to_owned(),
+        source: Box::new(source),
+    };
+    let program = ebpf
+        .program_mut(spec.name)
+        .ok_or(LoadError::ProgramMissing { program: spec.name })?;
+    // With bpf_link (Linux >= 5.7, below our minimum) the kernel requires flags 0 and always
+    // attaches in multi mode: other cgroup programs (systemd IP accounting, container
+    // runtimes) keep running beside ours. `Single` is what passes flags 0.
+    if spec.name == PROG_EGRESS {
+        let p: &mut CgroupSkb = program.try_into().map_err(attach_err)?;
+        p.attach(
+            cgroup,
+            CgroupSkbAttachType::Egress,
+            CgroupAttachMode::Single,
+        )
+        .map_err(attach_err)?;
+    } else {
+        let p: &mut CgroupSock = program.try_into().map_err(attach_err)?;
+        p.attach(cgroup, CgroupAttachMode::Single)
+            .map_err(attach_err)?;
+    }
+    Ok(())
+}
+
+/// Outcome of loading one program, for `doctor`.
+pub type ProgramCheck = (ProgramSpec, Result<(), LoadError>);
+
+/// Loads every program into the kernel (verifier included) without attaching anything, and
+/// returns each program's outcome. Used by `doctor`.
+pub fn verify_programs() -> Result<Vec<ProgramCheck>, LoadError> {
+    let mut ebpf = load_object(None)?;
+    Ok(compat::PROGRAMS
+        .into_iter()
+        .map(|spec| {
+            let result = load_program(&mut ebpf, &spec);
+            (spec, result)
+        })
+        .collect())
 }
 
 /// The embedded kernel object (for tests that load programs without attaching them).

@@ -14,7 +14,12 @@ fn main() {
     let arg = |i: usize| -> &str { args.get(i).map_or_else(|| usage(), String::as_str) };
     match arg(0) {
         "tcp-serve" => tcp_serve(arg(1), num(arg(2))),
-        "udp-send" => udp_send(addr(arg(1)), num(arg(2)), num(arg(3)) as usize, args.get(4).is_some_and(|a| a == "--socket-per-datagram")),
+        "udp-send" => udp_send(
+            addr(arg(1)),
+            num(arg(2)),
+            num(arg(3)) as usize,
+            args.get(4).is_some_and(|a| a == "--socket-per-datagram"),
+        ),
         "short-tcp" => short_tcp(num(arg(1)), num(arg(2)) as usize),
         "pre-existing" => pre_existing(num(arg(1))),
         "two-cpu-udp" => two_cpu_udp(addr(arg(1)), num(arg(2)), num(arg(3)) as usize),
@@ -24,7 +29,9 @@ fn main() {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: traffic tcp-serve BIND BYTES | udp-send TO COUNT SIZE [--socket-per-datagram] | short-tcp COUNT BYTES | pre-existing BYTES | two-cpu-udp TO COUNT SIZE | hold-udp TO SOCKETS SIZE");
+    eprintln!(
+        "usage: traffic tcp-serve BIND BYTES | udp-send TO COUNT SIZE [--socket-per-datagram] | short-tcp COUNT BYTES | pre-existing BYTES | two-cpu-udp TO COUNT SIZE | hold-udp TO SOCKETS SIZE"
+    );
     std::process::exit(2)
 }
 
@@ -71,17 +78,25 @@ fn drain(stream: &mut TcpStream) -> u64 {
 /// Listens, accepts one connection, sends `bytes` on the accepted socket, waits for EOF.
 fn tcp_serve(bind: &str, bytes: u64) {
     let listener = TcpListener::bind(bind).expect("bind");
-    say(&format!("port {}", listener.local_addr().expect("addr").port()));
+    say(&format!(
+        "port {}",
+        listener.local_addr().expect("addr").port()
+    ));
     let (mut conn, peer) = listener.accept().expect("accept");
     write_all_bytes(&mut conn, bytes);
     conn.shutdown(Shutdown::Write).expect("shutdown");
     drain(&mut conn);
     say(&format!("done {peer}"));
+    wait_for_go();
 }
 
 /// Sends `count` datagrams of `size` bytes, from one socket or a fresh socket each time.
 fn udp_send(to: SocketAddr, count: u64, size: usize, fresh: bool) {
-    let bind = if to.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+    let bind = if to.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    };
     let payload = vec![0xa5u8; size];
     let shared = UdpSocket::bind(bind).expect("bind");
     for _ in 0..count {
@@ -92,7 +107,12 @@ fn udp_send(to: SocketAddr, count: u64, size: usize, fresh: bool) {
             shared.send_to(&payload, to).expect("send");
         }
     }
-    say(&format!("done {}", shared.local_addr().expect("addr").port()));
+    say(&format!(
+        "done {}",
+        shared.local_addr().expect("addr").port()
+    ));
+    // Stay alive (as a service would) until the test has seen the agent report us.
+    wait_for_go();
 }
 
 /// `count` TCP connections, each: connect, server writes `bytes`, both close.
@@ -123,7 +143,10 @@ fn pre_existing(bytes: u64) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let mut client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
     let (mut server, _) = listener.accept().expect("accept");
-    say(&format!("ready {}", server.local_addr().expect("addr").port()));
+    say(&format!(
+        "ready {}",
+        server.local_addr().expect("addr").port()
+    ));
     wait_for_go();
     let reader = thread::spawn(move || drain(&mut client));
     write_all_bytes(&mut server, bytes);
@@ -141,7 +164,8 @@ fn two_cpu_udp(to: SocketAddr, count: u64, size: usize) {
             thread::spawn(move || {
                 let mut set = nix::sched::CpuSet::new();
                 set.set(cpu).expect("cpu set");
-                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("affinity");
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+                    .expect("affinity");
                 let payload = vec![0x11u8; size];
                 for _ in 0..count {
                     socket.send_to(&payload, to).expect("send");
@@ -152,7 +176,11 @@ fn two_cpu_udp(to: SocketAddr, count: u64, size: usize) {
     for t in threads {
         t.join().expect("sender");
     }
-    say(&format!("done {}", socket.local_addr().expect("addr").port()));
+    say(&format!(
+        "done {}",
+        socket.local_addr().expect("addr").port()
+    ));
+    wait_for_go();
 }
 
 /// Opens `sockets` UDP sockets, each sends one datagram, all stay open until stdin says go.
