@@ -24,6 +24,7 @@ fn main() {
         "pre-existing" => pre_existing(num(arg(1))),
         "two-cpu-udp" => two_cpu_udp(addr(arg(1)), num(arg(2)), num(arg(3)) as usize),
         "hold-udp" => hold_udp(addr(arg(1)), num(arg(2)), num(arg(3)) as usize),
+        "active-udp" => active_udp(addr(arg(1)), num(arg(2)) as usize, num(arg(3))),
         _ => usage(),
     }
 }
@@ -195,5 +196,31 @@ fn hold_udp(to: SocketAddr, sockets: u64, size: usize) {
         .collect();
     say(&format!("sent {}", held.len()));
     wait_for_go();
+    say("done");
+}
+
+/// Benchmark load: `sockets` UDP sockets, each sending one 64-byte datagram per second for
+/// `seconds`. Source addresses are spread over 127.0.0.2-127.0.0.9 so more sockets than one
+/// address's ephemeral port range can exist. Prints "ready" after the first round.
+fn active_udp(to: SocketAddr, sockets: usize, seconds: u64) {
+    let sources = 8;
+    let held: Vec<UdpSocket> = (0..sockets)
+        .map(|i| UdpSocket::bind(format!("127.0.0.{}:0", 2 + i % sources)).expect("bind (raise ulimit -n?)"))
+        .collect();
+    let payload = [0x42u8; 64];
+    let start = std::time::Instant::now();
+    for round in 0..seconds {
+        for s in &held {
+            // A full receive queue on the sink is fine: the datagram has left the socket.
+            let _ = s.send_to(&payload, to);
+        }
+        if round == 0 {
+            say(&format!("ready {}", held.len()));
+        }
+        let next = start + std::time::Duration::from_secs(round + 1);
+        if let Some(wait) = next.checked_duration_since(std::time::Instant::now()) {
+            thread::sleep(wait);
+        }
+    }
     say("done");
 }
