@@ -2,7 +2,10 @@
 //! line) is what `run --output json` prints and what `replay` reads: a stable contract,
 //! documented in the README. Add fields only as optional ones.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -15,8 +18,8 @@ pub struct FlowSample {
     pub window_start: Timestamp,
     /// End of the poll window (RFC 3339, UTC).
     pub window_end: Timestamp,
-    /// Who sent the bytes.
-    pub owner: Owner,
+    /// Who sent the bytes. Shared: every flow of one process points to the same owner.
+    pub owner: Arc<Owner>,
     /// Local end (source address/port of the first packet). `None` for untracked volume.
     pub local: Option<Endpoint>,
     /// Destination. `None` for untracked volume (see `untracked`).
@@ -154,7 +157,7 @@ mod tests {
         FlowSample {
             window_start: "2026-11-26T10:00:00Z".parse().unwrap(),
             window_end: "2026-11-26T10:00:01.5Z".parse().unwrap(),
-            owner: Owner {
+            owner: Arc::new(Owner {
                 attribution: Attribution::Kernel,
                 pid: Some(4242),
                 comm: Some("nginx".into()),
@@ -167,7 +170,7 @@ mod tests {
                 unit: Some("nginx.service".into()),
                 container_id: None,
                 service: "nginx.service".into(),
-            },
+            }),
             local: Some(Endpoint {
                 addr: "10.0.0.5".parse().unwrap(),
                 port: 443,
@@ -213,10 +216,10 @@ mod tests {
         s.remote = None;
         s.protocol = Protocol::Other(47);
         s.untracked = Some(UntrackedReason::MapFull);
-        s.owner = Owner {
+        s.owner = Arc::new(Owner {
             service: "unattributed".into(),
             ..Owner::default()
-        };
+        });
         let line = serde_json::to_string(&s).unwrap();
         assert!(line.contains(r#""untracked":"map_full""#), "{line}");
         assert!(line.contains(r#""protocol":47"#), "{line}");

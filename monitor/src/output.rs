@@ -1,8 +1,16 @@
 //! How `run` prints samples: JSON lines (the `FlowSample` contract) or one readable line each.
 
-use std::io::{self, Write};
+use std::{
+    collections::{HashMap, hash_map::Entry},
+    io::{self, Write},
+    sync::Arc,
+};
 
-use crate::flow::{FlowSample, Owner};
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::flow::{Endpoint, FlowSample, Owner, Protocol, UntrackedReason};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -19,16 +27,58 @@ pub fn write_samples(
     format: OutputFormat,
     samples: &[FlowSample],
 ) -> io::Result<()> {
-    for s in samples {
-        match format {
-            OutputFormat::Json => {
-                serde_json::to_writer(&mut *out, s)?;
-                out.write_all(b"\n")?;
+    match format {
+        OutputFormat::Json => write_json(out, samples)?,
+        OutputFormat::Text => {
+            for s in samples {
+                writeln!(out, "{}", text_line(s))?;
             }
-            OutputFormat::Text => writeln!(out, "{}", text_line(s))?,
         }
     }
     out.flush()
+}
+
+/// A [`FlowSample`] whose owner is already serialized. Same fields, same order, same JSON as
+/// `FlowSample`'s own `Serialize` (a unit test holds them equal): flows of one process share
+/// one owner, so it is serialized once per window instead of once per flow.
+#[derive(Serialize)]
+struct JsonSample<'a> {
+    window_start: Timestamp,
+    window_end: Timestamp,
+    owner: &'a RawValue,
+    local: Option<Endpoint>,
+    remote: Option<Endpoint>,
+    protocol: Protocol,
+    bytes: u64,
+    packets: u64,
+    flows: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    untracked: Option<UntrackedReason>,
+}
+
+fn write_json(out: &mut impl Write, samples: &[FlowSample]) -> io::Result<()> {
+    let mut owners: HashMap<*const Owner, Box<RawValue>> = HashMap::new();
+    for s in samples {
+        let owner = match owners.entry(Arc::as_ptr(&s.owner)) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(serde_json::value::to_raw_value(&*s.owner)?),
+        };
+        let line = JsonSample {
+            window_start: s.window_start,
+            window_end: s.window_end,
+            owner,
+            local: s.local,
+            remote: s.remote,
+            protocol: s.protocol,
+            bytes: s.bytes,
+            packets: s.packets,
+            flows: s.flows,
+            untracked: s.untracked,
+        };
+        serde_json::to_writer(&mut *out, &line)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 pub fn text_line(s: &FlowSample) -> String {
@@ -97,7 +147,49 @@ pub fn human_bytes(b: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
+
+    #[test]
+    fn json_output_is_exactly_the_flow_sample_serialization() {
+        let owner = Arc::new(Owner {
+            pid: Some(9),
+            comm: Some("nginx".into()),
+            exe: Some("/usr/sbin/nginx \"quoted\"".into()),
+            cmdline: vec!["nginx".into(), "-g".into()],
+            service: "nginx.service".into(),
+            ..Owner::default()
+        });
+        let mk = |port: u16, untracked| FlowSample {
+            window_start: "2026-11-26T10:00:00Z".parse().unwrap(),
+            window_end: "2026-11-26T10:00:01.000000001Z".parse().unwrap(),
+            owner: Arc::clone(&owner),
+            local: Some(Endpoint {
+                addr: IpAddr::from([10, 0, 0, 1]),
+                port: 443,
+            }),
+            remote: Some(Endpoint {
+                addr: "2001:db8::1".parse().unwrap(),
+                port,
+            }),
+            protocol: Protocol::Tcp,
+            bytes: 1,
+            packets: 1,
+            flows: 1,
+            untracked,
+        };
+        let samples = [mk(1, None), mk(2, Some(UntrackedReason::MapFull))];
+        let mut out = Vec::new();
+        write_samples(&mut out, OutputFormat::Json, &samples).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        for (line, sample) in lines.iter().zip(&samples) {
+            assert_eq!(*line, serde_json::to_string(sample).unwrap());
+            assert_eq!(&serde_json::from_str::<FlowSample>(line).unwrap(), sample);
+        }
+    }
 
     #[test]
     fn human_units() {

@@ -111,12 +111,12 @@ mod tests {
         FlowSample {
             window_start: "2026-11-26T10:00:00Z".parse().unwrap(),
             window_end: "2026-11-26T10:00:02Z".parse().unwrap(),
-            owner: Owner {
+            owner: std::sync::Arc::new(Owner {
                 pid: Some(7),
                 comm: Some("srv".into()),
                 service: service.into(),
                 ..Owner::default()
-            },
+            }),
             local: None,
             remote: Some(Endpoint {
                 addr: "192.0.2.1".parse().unwrap(),

@@ -13,7 +13,7 @@ use std::{
     fs,
     io::{BufRead as _, BufReader},
     net::UdpSocket,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::mpsc,
     thread,
@@ -28,6 +28,8 @@ use crate::{bootstrap::Tools, cmd};
 const IPERF_PORT: u16 = 15201;
 const IPERF_SECONDS: u32 = 3;
 const SOCKET_COUNTS: [usize; 3] = [1_000, 10_000, 100_000];
+/// Sockets per load-generator process (below common open-file limits).
+const PER_PROCESS_SOCKETS: usize = 15_000;
 /// Seconds of steady load measured for CPU, after a warm-up.
 const CPU_WINDOW: u64 = 10;
 
@@ -41,7 +43,14 @@ pub fn all(root: &Path, tools: &Tools, agent: &Path, rounds: u32) -> Result<()> 
         }
     }
     let traffic = cmd::step("build the load generator", || {
-        cmd::run(tools.cargo(root).args(["build", "--release", "--package", "integration-tests", "--bin", "traffic"]))?;
+        cmd::run(tools.cargo(root).args([
+            "build",
+            "--release",
+            "--package",
+            "integration-tests",
+            "--bin",
+            "traffic",
+        ]))?;
         Ok(root.join("target/release/traffic"))
     })?;
     let out_dir = root.join("target/bench");
@@ -51,50 +60,67 @@ pub fn all(root: &Path, tools: &Tools, agent: &Path, rounds: u32) -> Result<()> 
     let mut bulk = Vec::new();
     let mut small = Vec::new();
     let mut prog_cost: Vec<(String, u64, u64)> = Vec::new();
-    cmd::step(&format!("throughput A/B, {rounds} interleaved rounds"), || {
-        for round in 0..rounds {
-            // Alternate which side goes first so drift (thermal, noise) hits both equally.
-            let order = if round % 2 == 0 { [false, true] } else { [true, false] };
-            let mut pair = [(0.0, 0.0); 2];
-            for with_agent in order {
-                let running = if with_agent { Some(Agent::start(agent, &out_dir.join("ab-samples.jsonl"))?) } else { None };
-                let b = iperf_tcp_bulk()?;
-                let s = iperf_udp_small()?;
-                if let Some(a) = running {
-                    for (name, ns, cnt) in a.program_stats()? {
-                        match prog_cost.iter_mut().find(|(n, _, _)| *n == name) {
-                            Some(p) => {
-                                p.1 += ns;
-                                p.2 += cnt;
+    cmd::step(
+        &format!("throughput A/B, {rounds} interleaved rounds"),
+        || {
+            for round in 0..rounds {
+                // Alternate which side goes first so drift (thermal, noise) hits both equally.
+                let order = if round % 2 == 0 {
+                    [false, true]
+                } else {
+                    [true, false]
+                };
+                let mut pair = [(0.0, 0.0); 2];
+                for with_agent in order {
+                    let running = if with_agent {
+                        Some(Agent::start(agent, &out_dir.join("ab-samples.jsonl"))?)
+                    } else {
+                        None
+                    };
+                    let b = iperf_tcp_bulk()?;
+                    let s = iperf_udp_small()?;
+                    if let Some(a) = running {
+                        for (name, ns, cnt) in a.program_stats()? {
+                            match prog_cost.iter_mut().find(|(n, _, _)| *n == name) {
+                                Some(p) => {
+                                    p.1 += ns;
+                                    p.2 += cnt;
+                                }
+                                None => prog_cost.push((name, ns, cnt)),
                             }
-                            None => prog_cost.push((name, ns, cnt)),
                         }
+                        a.stop()?;
                     }
-                    a.stop()?;
+                    pair[usize::from(with_agent)] = (b, s);
                 }
-                pair[usize::from(with_agent)] = (b, s);
+                eprintln!(
+                    "    round {round}: bulk {:.2} -> {:.2} Gbit/s, small {:.0} -> {:.0} pkt/s",
+                    pair[0].0 / 1e9,
+                    pair[1].0 / 1e9,
+                    pair[0].1,
+                    pair[1].1
+                );
+                bulk.push((pair[0].0, pair[1].0));
+                small.push((pair[0].1, pair[1].1));
             }
-            eprintln!(
-                "    round {round}: bulk {:.2} -> {:.2} Gbit/s, small {:.0} -> {:.0} pkt/s",
-                pair[0].0 / 1e9, pair[1].0 / 1e9, pair[0].1, pair[1].1
-            );
-            bulk.push((pair[0].0, pair[1].0));
-            small.push((pair[0].1, pair[1].1));
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
 
     let mut scale = Vec::new();
     for n in SOCKET_COUNTS {
-        let r = cmd::step(&format!("agent CPU and RSS with {n} active sockets"), || {
-            socket_scale(agent, &traffic, n, &out_dir)
-        })?;
+        let r = cmd::step(
+            &format!("agent CPU and RSS with {n} active sockets"),
+            || socket_scale(agent, &traffic, n, &out_dir),
+        )?;
         eprintln!("    {r}");
         scale.push(r);
     }
 
     let report = report(&bulk, &small, &prog_cost, &scale);
-    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let text = serde_json::to_string_pretty(&report)?;
     fs::write(out_dir.join(format!("bench-{stamp}.json")), &text)?;
     fs::write(out_dir.join("latest.json"), &text)?;
@@ -111,8 +137,17 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn report(bulk: &[(f64, f64)], small: &[(f64, f64)], progs: &[(String, u64, u64)], scale: &[Value]) -> Value {
-    let ratios = |v: &[(f64, f64)]| -> Vec<f64> { v.iter().map(|(a, b)| if *a > 0.0 { b / a } else { 0.0 }).collect() };
+fn report(
+    bulk: &[(f64, f64)],
+    small: &[(f64, f64)],
+    progs: &[(String, u64, u64)],
+    scale: &[Value],
+) -> Value {
+    let ratios = |v: &[(f64, f64)]| -> Vec<f64> {
+        v.iter()
+            .map(|(a, b)| if *a > 0.0 { b / a } else { 0.0 })
+            .collect()
+    };
     let per_packet: Vec<Value> = progs
         .iter()
         .map(|(name, ns, cnt)| {
@@ -137,22 +172,48 @@ fn report(bulk: &[(f64, f64)], small: &[(f64, f64)], progs: &[(String, u64, u64)
 }
 
 fn print_summary(r: &Value) {
-    println!("\negress-monitor benchmark (kernel {}, {} CPUs)", r["kernel"].as_str().unwrap_or("?"), r["cpus"]);
+    println!(
+        "\negress-monitor benchmark (kernel {}, {} CPUs)",
+        r["kernel"].as_str().unwrap_or("?"),
+        r["cpus"]
+    );
     for p in r["per_program_cost"].as_array().into_iter().flatten() {
         let ns = p["ns_per_run"].as_f64().unwrap_or(0.0);
-        let verdict = if p["program"] == "count_egress" { if ns <= 80.0 { " (target <= 80: met)" } else { " (target <= 80: NOT met)" } } else { "" };
-        println!("  {:<16} {:>8.1} ns per run over {} runs{verdict}", p["program"].as_str().unwrap_or("?"), ns, p["run_cnt"]);
+        let verdict = if p["program"] == "count_egress" {
+            if ns <= 80.0 {
+                " (target <= 80: met)"
+            } else {
+                " (target <= 80: NOT met)"
+            }
+        } else {
+            ""
+        };
+        println!(
+            "  {:<16} {:>8.1} ns per run over {} runs{verdict}",
+            p["program"].as_str().unwrap_or("?"),
+            ns,
+            p["run_cnt"]
+        );
     }
     let t = &r["throughput"];
     let bulk = t["bulk_ratio_median"].as_f64().unwrap_or(0.0);
     let small = t["small_ratio_median"].as_f64().unwrap_or(0.0);
-    println!("  bulk TCP throughput ratio (with/without) {bulk:.3} (target >= 0.97: {})", met(bulk >= 0.97));
-    println!("  1-KiB UDP packet rate ratio (with/without) {small:.3} (target >= 0.95: {})", met(small >= 0.95));
+    println!(
+        "  bulk TCP throughput ratio (with/without) {bulk:.3} (target >= 0.97: {})",
+        met(bulk >= 0.97)
+    );
+    println!(
+        "  1-KiB UDP packet rate ratio (with/without) {small:.3} (target >= 0.95: {})",
+        met(small >= 0.95)
+    );
     for s in r["socket_scale"].as_array().into_iter().flatten() {
         println!(
             "  {:>6} active sockets: agent CPU {:.2} % of one core, RSS {:.1} MiB (peak {:.1}), flows reported {}",
-            s["sockets"], s["cpu_percent"].as_f64().unwrap_or(0.0), s["rss_mib"].as_f64().unwrap_or(0.0),
-            s["peak_rss_mib"].as_f64().unwrap_or(0.0), s["flows_in_last_window"]
+            s["sockets"],
+            s["cpu_percent"].as_f64().unwrap_or(0.0),
+            s["rss_mib"].as_f64().unwrap_or(0.0),
+            s["peak_rss_mib"].as_f64().unwrap_or(0.0),
+            s["flows_in_last_window"]
         );
     }
 }
@@ -168,7 +229,8 @@ impl BpfStats {
     const PATH: &'static str = "/proc/sys/kernel/bpf_stats_enabled";
 
     fn enable() -> Result<Self> {
-        let old = fs::read_to_string(Self::PATH).with_context(|| format!("reading {}", Self::PATH))?;
+        let old =
+            fs::read_to_string(Self::PATH).with_context(|| format!("reading {}", Self::PATH))?;
         fs::write(Self::PATH, "1").with_context(|| format!("enabling {}", Self::PATH))?;
         Ok(Self(old.trim().to_owned()))
     }
@@ -190,7 +252,15 @@ impl Agent {
     fn start(bin: &Path, samples: &Path) -> Result<Self> {
         let out = fs::File::create(samples)?;
         let mut child = Command::new(bin)
-            .args(["--log-format", "json", "run", "--output", "json", "--interval", "1s"])
+            .args([
+                "--log-format",
+                "json",
+                "run",
+                "--output",
+                "json",
+                "--interval",
+                "1s",
+            ])
             .stdout(out)
             .stderr(Stdio::piped())
             .spawn()
@@ -204,11 +274,17 @@ impl Agent {
         });
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).context("agent did not attach within 30 s")?;
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .context("agent did not attach within 30 s")?;
             let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
             if v["message"] == "attached: counting egress" {
                 let ids = v["programs"].as_str().unwrap_or_default();
-                let program_ids = ids.trim_matches(['[', ']']).split(',').filter_map(|s| s.trim().parse().ok()).collect();
+                let program_ids = ids
+                    .trim_matches(['[', ']'])
+                    .split(',')
+                    .filter_map(|s| s.trim().parse().ok())
+                    .collect();
                 // Keep draining stderr so the agent never blocks on a full pipe.
                 thread::spawn(move || while rx.recv().is_ok() {});
                 return Ok(Self { child, program_ids });
@@ -224,7 +300,13 @@ impl Agent {
     fn program_stats(&self) -> Result<Vec<(String, u64, u64)>> {
         let mut out = Vec::new();
         for id in &self.program_ids {
-            let text = cmd::output(Command::new("bpftool").args(["-j", "prog", "show", "id", &id.to_string()]))?;
+            let text = cmd::output(Command::new("bpftool").args([
+                "-j",
+                "prog",
+                "show",
+                "id",
+                &id.to_string(),
+            ]))?;
             let v: Value = serde_json::from_str(&text)?;
             out.push((
                 v["name"].as_str().unwrap_or("?").to_owned(),
@@ -242,6 +324,32 @@ impl Agent {
             bail!("agent exited with {status}");
         }
         Ok(())
+    }
+}
+
+impl Drop for Agent {
+    /// A failed measurement must not leave an agent (and its programs) running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Load generators, killed if the measurement fails half way.
+struct Loads(Vec<Child>);
+
+impl Drop for Loads {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            if let Ok(None) = c.try_wait() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
     }
 }
 
@@ -277,26 +385,36 @@ fn iperf(client_args: &[&str]) -> Result<Value> {
 
 fn iperf_tcp_bulk() -> Result<f64> {
     let v = iperf(&[])?;
-    v["end"]["sum_sent"]["bits_per_second"].as_f64().context("iperf3 JSON without end.sum_sent")
+    v["end"]["sum_sent"]["bits_per_second"]
+        .as_f64()
+        .context("iperf3 JSON without end.sum_sent")
 }
 
 fn iperf_udp_small() -> Result<f64> {
     let v = iperf(&["-u", "-b", "0", "-l", "1024"])?;
     let sum = &v["end"]["sum"];
-    let packets = sum["packets"].as_f64().context("iperf3 JSON without end.sum.packets")?;
+    let packets = sum["packets"]
+        .as_f64()
+        .context("iperf3 JSON without end.sum.packets")?;
     let seconds = sum["seconds"].as_f64().unwrap_or(f64::from(IPERF_SECONDS));
     Ok(packets / seconds)
 }
 
 fn clock_ticks_per_second() -> f64 {
-    cmd::output(Command::new("getconf").arg("CLK_TCK")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(100.0)
+    cmd::output(Command::new("getconf").arg("CLK_TCK"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 /// utime + stime of a process, in clock ticks.
 fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may contain spaces) start at ") ".
-    let rest = stat.rsplit_once(") ").map(|(_, r)| r).context("malformed /proc/PID/stat")?;
+    let rest = stat
+        .rsplit_once(") ")
+        .map(|(_, r)| r)
+        .context("malformed /proc/PID/stat")?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
 }
@@ -310,23 +428,40 @@ fn status_kib(pid: u32, field: &str) -> Result<f64> {
         .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
-fn socket_scale(agent_bin: &Path, traffic: &PathBuf, sockets: usize, out_dir: &Path) -> Result<Value> {
+fn socket_scale(agent_bin: &Path, traffic: &Path, sockets: usize, out_dir: &Path) -> Result<Value> {
     let sink = UdpSocket::bind("127.0.0.1:0")?;
     let to = sink.local_addr()?;
     let samples = out_dir.join(format!("scale-{sockets}.jsonl"));
     let agent = Agent::start(agent_bin, &samples)?;
     let seconds = CPU_WINDOW + 6;
-    let script = format!(
-        "ulimit -n {} && exec {} active-udp {to} {sockets} {seconds}",
-        sockets + 1024,
-        traffic.display()
-    );
-    let mut load = Command::new("sh").arg("-c").arg(&script).stdout(Stdio::piped()).spawn()?;
-    let mut lines = BufReader::new(load.stdout.take().context("load stdout")?).lines();
-    let ready = lines.next().transpose()?.unwrap_or_default();
-    if !ready.starts_with("ready") {
-        let _ = load.kill();
-        bail!("load generator did not start: {ready:?}");
+    // The open-files limit here may be low (and not raisable without CAP_SYS_RESOURCE):
+    // spread the sockets over several generator processes.
+    let per_process = PER_PROCESS_SOCKETS.min(sockets);
+    let mut loads = Loads(Vec::new());
+    let mut outputs = Vec::new();
+    let mut left = sockets;
+    while left > 0 {
+        let n = left.min(per_process);
+        left -= n;
+        let mut load = Command::new(traffic)
+            .args([
+                "active-udp",
+                &to.to_string(),
+                &n.to_string(),
+                &seconds.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut lines = BufReader::new(load.stdout.take().context("load stdout")?).lines();
+        loads.0.push(load);
+        let ready = lines.next().transpose()?.unwrap_or_default();
+        if !ready.starts_with("ready") {
+            bail!(
+                "load generator did not start ({ready:?}); is `ulimit -n` at least {}?",
+                n + 64
+            );
+        }
+        outputs.push(lines);
     }
     thread::sleep(Duration::from_secs(3)); // warm-up: every socket has sent and been read once
     let tck = clock_ticks_per_second();
@@ -336,12 +471,18 @@ fn socket_scale(agent_bin: &Path, traffic: &PathBuf, sockets: usize, out_dir: &P
     let rss = status_kib(agent.pid(), "VmRSS:")? / 1024.0;
     let peak = status_kib(agent.pid(), "VmHWM:")? / 1024.0;
     let cpu = (c1 - c0) as f64 / tck / (t1 - t0).as_secs_f64() * 100.0;
-    let _ = lines.next(); // "done"
-    load.wait()?;
+    for mut lines in outputs {
+        let _ = lines.next(); // "done"
+    }
+    for load in &mut loads.0 {
+        load.wait()?;
+    }
     agent.stop()?;
     let flows = flows_in_last_full_window(&samples, to.port())?;
-    Ok(json!({ "sockets": sockets, "cpu_percent": cpu, "rss_mib": rss, "peak_rss_mib": peak,
-               "flows_in_last_window": flows }))
+    Ok(
+        json!({ "sockets": sockets, "cpu_percent": cpu, "rss_mib": rss, "peak_rss_mib": peak,
+               "flows_in_last_window": flows }),
+    )
 }
 
 /// Number of flows to the sink reported in the busiest window: proves the agent really
@@ -352,7 +493,9 @@ fn flows_in_last_full_window(samples: &Path, port: u16) -> Result<u64> {
     for line in text.lines() {
         let v: Value = serde_json::from_str(line)?;
         if v["remote"]["port"] == port {
-            *per_window.entry(v["window_end"].as_str().unwrap_or_default().to_owned()).or_default() += v["flows"].as_u64().unwrap_or(0);
+            *per_window
+                .entry(v["window_end"].as_str().unwrap_or_default().to_owned())
+                .or_default() += v["flows"].as_u64().unwrap_or(0);
         }
     }
     Ok(per_window.values().copied().max().unwrap_or(0))

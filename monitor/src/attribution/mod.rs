@@ -9,6 +9,8 @@ pub mod sockdiag;
 use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 use monitor_common::FlowCounters;
@@ -25,7 +27,27 @@ struct LegacyOwner {
     tries: u8,
 }
 
+/// What makes two flows' owners the same, for the owner cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum OwnerKey {
+    /// Recorded by the kernel: the process, its name and user, and the socket's cgroup.
+    Kernel {
+        tgid: u32,
+        uid: u32,
+        comm: [u8; 16],
+        cgroup_id: u64,
+    },
+    /// A socket older than the agent: looked up per socket.
+    Legacy { cookie: u64, cgroup_id: u64 },
+}
+
+/// How long a resolved owner is reused before /proc and the cgroup tree are consulted again.
+const OWNER_TTL: Duration = Duration::from_secs(10);
+/// Bound on cached owners (the cache is cleared past it).
+const OWNER_CACHE_MAX: usize = 65_536;
+
 pub struct Attributor {
+    owners: HashMap<OwnerKey, (Instant, Arc<Owner>)>,
     proc_root: PathBuf,
     procs: process::ProcessCache,
     cgroups: cgroups::CgroupPaths,
@@ -37,6 +59,7 @@ impl Attributor {
     pub fn new(cgroup_root: PathBuf) -> Self {
         let proc_root = PathBuf::from("/proc");
         Self {
+            owners: HashMap::new(),
             procs: process::ProcessCache::new(proc_root.clone()),
             proc_root,
             cgroups: cgroups::CgroupPaths::new(cgroup_root),
@@ -133,11 +156,44 @@ impl Attributor {
 
     /// Drops what is remembered of a closed socket.
     pub fn forget_socket(&mut self, cookie: u64) {
-        self.legacy.remove(&cookie);
+        if self.legacy.remove(&cookie).is_some() {
+            self.owners
+                .retain(|k, _| !matches!(k, OwnerKey::Legacy { cookie: c, .. } if *c == cookie));
+        }
     }
 
     /// The owner of a flow of socket `cookie`.
-    pub fn owner(&mut self, cookie: u64, flow: &FlowCounters) -> Owner {
+    /// The owner of a flow of socket `cookie`, shared by all flows of the same owner.
+    pub fn owner(&mut self, cookie: u64, flow: &FlowCounters) -> Arc<Owner> {
+        let k = &flow.owner;
+        let key = if k.is_known() {
+            OwnerKey::Kernel {
+                tgid: k.tgid,
+                uid: k.uid,
+                comm: k.comm,
+                cgroup_id: flow.cgroup_id,
+            }
+        } else {
+            OwnerKey::Legacy {
+                cookie,
+                cgroup_id: flow.cgroup_id,
+            }
+        };
+        if let Some((at, owner)) = self.owners.get(&key)
+            && at.elapsed() < OWNER_TTL
+        {
+            return Arc::clone(owner);
+        }
+        if self.owners.len() >= OWNER_CACHE_MAX {
+            self.owners.clear();
+        }
+        let owner = Arc::new(self.resolve_owner(cookie, flow));
+        self.owners
+            .insert(key, (Instant::now(), Arc::clone(&owner)));
+        owner
+    }
+
+    fn resolve_owner(&mut self, cookie: u64, flow: &FlowCounters) -> Owner {
         let mut owner = Owner::default();
         let kernel = &flow.owner;
         if kernel.is_known() {
@@ -171,10 +227,10 @@ impl Attributor {
     }
 
     /// Owner of bytes that could not be kept per socket.
-    pub fn unattributed() -> Owner {
+    pub fn unattributed() -> Arc<Owner> {
         let mut owner = Owner::default();
         owner.service = service_identity(&owner);
-        owner
+        Arc::new(owner)
     }
 
     fn fill_cgroup(&mut self, owner: &mut Owner, cgroup_id: u64) {

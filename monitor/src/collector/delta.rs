@@ -5,9 +5,10 @@
 //! new. So a delta is never counted twice (we remember what we reported per generation) and
 //! never lost (a new generation reports everything it holds).
 
-use std::collections::HashMap;
-
 use monitor_common::{FlowCounters, FlowKey};
+// Keys are kernel-made, not attacker-chosen strings: a fast non-cryptographic hash is fine
+// and was the agent's largest CPU cost with SipHash at 10k flows.
+use rustc_hash::FxHashMap;
 
 /// Bytes and packets not yet reported.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,12 +28,20 @@ struct Reported {
     first_seen_ns: u64,
     bytes: u64,
     packets: u64,
+    /// The pass in which the flow was last seen in the kernel map.
+    pass: u64,
+    /// When (monotonic ns) its counters last grew: the agent's measure of activity.
+    active_ns: u64,
 }
 
 /// What has been reported so far for every live flow.
 #[derive(Debug, Default)]
 pub struct DeltaTracker {
-    reported: HashMap<FlowKey, Reported>,
+    reported: FxHashMap<FlowKey, Reported>,
+    /// Incremented by [`DeltaTracker::start_pass`] at every read of the kernel map.
+    pass: u64,
+    /// Time of the current pass (monotonic ns).
+    now_ns: u64,
 }
 
 impl DeltaTracker {
@@ -44,15 +53,34 @@ impl DeltaTracker {
         self.reported.is_empty()
     }
 
+    /// Starts a read of the kernel map: flows not observed until [`Self::forget_missing`]
+    /// are considered gone.
+    pub fn start_pass(&mut self, now_ns: u64) {
+        self.pass += 1;
+        self.now_ns = now_ns;
+    }
+
+    /// When the flow's counters last grew (monotonic ns), if it is tracked.
+    pub fn last_active_ns(&self, key: &FlowKey) -> Option<u64> {
+        self.reported.get(key).map(|r| r.active_ns)
+    }
+
     /// The part of `now` (a flow still in the kernel map) not reported yet.
     pub fn observe(&mut self, key: &FlowKey, now: &FlowCounters) -> Delta {
-        let delta = diff(self.reported.get(key), now);
+        let previous = self.reported.get(key);
+        let delta = diff(previous, now);
+        let active_ns = match previous {
+            Some(p) if delta.is_zero() => p.active_ns,
+            _ => self.now_ns,
+        };
         self.reported.insert(
             *key,
             Reported {
                 first_seen_ns: now.first_seen_ns,
                 bytes: now.bytes,
                 packets: now.packets,
+                pass: self.pass,
+                active_ns,
             },
         );
         delta
@@ -63,12 +91,13 @@ impl DeltaTracker {
         diff(self.reported.remove(key).as_ref(), last)
     }
 
-    /// Forgets flows that are no longer in the kernel map although the agent did not remove
-    /// them (another process deleted them). Returns how many were dropped: their bytes after
-    /// the last poll are unknowable, so the count is reported as lost entries.
-    pub fn forget_missing(&mut self, present: impl Fn(&FlowKey) -> bool) -> usize {
+    /// Forgets flows not observed in this pass: they are no longer in the kernel map
+    /// although the agent did not remove them (another process deleted them). Returns how
+    /// many: their bytes after the last poll are unknowable, so they are reported as lost.
+    pub fn forget_missing(&mut self) -> usize {
         let before = self.reported.len();
-        self.reported.retain(|k, _| present(k));
+        let pass = self.pass;
+        self.reported.retain(|_, r| r.pass == pass);
         before - self.reported.len()
     }
 }
@@ -116,7 +145,6 @@ mod tests {
             bytes,
             packets,
             first_seen_ns,
-            last_seen_ns: first_seen_ns,
             cgroup_id: 1,
             local_addr: [0; 16],
             local_port: 1,
@@ -171,6 +199,26 @@ mod tests {
     }
 
     #[test]
+    fn activity_is_when_counters_last_grew() {
+        let mut t = DeltaTracker::default();
+        let k = key(3);
+        t.start_pass(100);
+        t.observe(&k, &counters(1, 10, 1));
+        assert_eq!(t.last_active_ns(&k), Some(100));
+        t.start_pass(200);
+        t.observe(&k, &counters(1, 10, 1));
+        assert_eq!(
+            t.last_active_ns(&k),
+            Some(100),
+            "no growth: still idle since 100"
+        );
+        t.start_pass(300);
+        t.observe(&k, &counters(1, 11, 2));
+        assert_eq!(t.last_active_ns(&k), Some(300));
+        assert_eq!(t.last_active_ns(&key(4)), None);
+    }
+
+    #[test]
     fn a_recreated_entry_is_a_new_generation() {
         let mut t = DeltaTracker::default();
         let k = key(1);
@@ -209,9 +257,17 @@ mod tests {
     #[test]
     fn forget_missing_counts_vanished_flows() {
         let mut t = DeltaTracker::default();
+        t.start_pass(1);
         t.observe(&key(1), &counters(1, 1, 1));
         t.observe(&key(2), &counters(1, 1, 1));
-        assert_eq!(t.forget_missing(|k| k.cookie == 2), 1);
+        assert_eq!(t.forget_missing(), 0);
+        t.start_pass(2);
+        t.observe(&key(2), &counters(1, 2, 2));
+        assert_eq!(
+            t.forget_missing(),
+            1,
+            "flow 1 was not seen in the second pass"
+        );
         assert_eq!(t.len(), 1);
     }
 }

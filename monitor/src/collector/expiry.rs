@@ -42,21 +42,23 @@ impl Default for ExpiryPolicy {
     }
 }
 
-/// Returns the indices into `flows` to remove, with the reason.
+/// Returns the indices into `flows` to remove, with the reason. `last_active_ns[i]` is when
+/// flow `i`'s counters last grew (the agent's observation: the kernel keeps no per-packet time).
 pub fn plan<S: std::hash::BuildHasher>(
     flows: &[(FlowKey, FlowCounters)],
+    last_active_ns: &[u64],
     released: &HashMap<u64, u64, S>,
     now_ns: u64,
     max_flows: u32,
     policy: &ExpiryPolicy,
 ) -> Vec<(usize, Removal)> {
-    let idle_for = |c: &FlowCounters| now_ns.saturating_sub(c.last_seen_ns);
+    let idle_for = |i: usize| now_ns.saturating_sub(last_active_ns[i]);
     let mut out = Vec::new();
     let mut keep = Vec::new();
-    for (i, (key, c)) in flows.iter().enumerate() {
-        if released.contains_key(&key.cookie) && idle_for(c) >= policy.close_grace_ns {
+    for (i, (key, _)) in flows.iter().enumerate() {
+        if released.contains_key(&key.cookie) && idle_for(i) >= policy.close_grace_ns {
             out.push((i, Removal::Closed));
-        } else if idle_for(c) >= policy.idle_timeout_ns {
+        } else if idle_for(i) >= policy.idle_timeout_ns {
             out.push((i, Removal::Idle));
         } else {
             keep.push(i);
@@ -67,9 +69,9 @@ pub fn plan<S: std::hash::BuildHasher>(
         let target = (max * policy.low_water) as usize;
         let mut candidates: Vec<usize> = keep
             .into_iter()
-            .filter(|&i| idle_for(&flows[i].1) >= policy.min_idle_for_pressure_ns)
+            .filter(|&i| idle_for(i) >= policy.min_idle_for_pressure_ns)
             .collect();
-        candidates.sort_by_key(|&i| flows[i].1.last_seen_ns);
+        candidates.sort_by_key(|&i| last_active_ns[i]);
         let live = flows.len() - out.len();
         let excess = live.saturating_sub(target);
         out.extend(
@@ -90,49 +92,56 @@ mod tests {
 
     const S: u64 = 1_000_000_000;
 
-    fn flow(cookie: u64, last_seen_ns: u64) -> (FlowKey, FlowCounters) {
-        (
-            FlowKey {
-                cookie,
-                remote_addr: [0; 16],
-                remote_port: 1,
-                protocol: 17,
-                ip_version: 4,
-                _pad: 0,
-            },
-            FlowCounters {
-                bytes: 1,
-                packets: 1,
-                first_seen_ns: 0,
-                last_seen_ns,
-                cgroup_id: 0,
-                local_addr: [0; 16],
-                local_port: 0,
-                _pad0: 0,
-                _pad1: 0,
-                owner: SockOwner::EMPTY,
-            },
-        )
+    fn flows(n: u64) -> Vec<(FlowKey, FlowCounters)> {
+        (0..n)
+            .map(|cookie| {
+                (
+                    FlowKey {
+                        cookie,
+                        remote_addr: [0; 16],
+                        remote_port: 1,
+                        protocol: 17,
+                        ip_version: 4,
+                        _pad: 0,
+                    },
+                    FlowCounters {
+                        bytes: 1,
+                        packets: 1,
+                        first_seen_ns: 0,
+                        cgroup_id: 0,
+                        local_addr: [0; 16],
+                        local_port: 0,
+                        _pad0: 0,
+                        _pad1: 0,
+                        owner: SockOwner::EMPTY,
+                    },
+                )
+            })
+            .collect()
     }
 
     #[test]
     fn closed_flows_wait_for_the_grace_period() {
-        let flows = [flow(1, 100 * S), flow(2, 100 * S)];
-        let released = HashMap::from([(1, 99 * S)]);
+        let f = flows(2);
+        let active = [100 * S, 100 * S];
+        let released = HashMap::from([(0, 99 * S)]);
         let p = ExpiryPolicy::default();
-        assert_eq!(plan(&flows, &released, 100 * S + S / 2, 1000, &p), vec![]);
         assert_eq!(
-            plan(&flows, &released, 101 * S, 1000, &p),
+            plan(&f, &active, &released, 100 * S + S / 2, 1000, &p),
+            vec![]
+        );
+        assert_eq!(
+            plan(&f, &active, &released, 101 * S, 1000, &p),
             vec![(0, Removal::Closed)]
         );
     }
 
     #[test]
     fn idle_flows_are_evicted() {
-        let flows = [flow(1, 0), flow(2, 299 * S)];
+        let f = flows(2);
         let p = ExpiryPolicy::default();
         assert_eq!(
-            plan(&flows, &HashMap::new(), 300 * S, 1000, &p),
+            plan(&f, &[0, 299 * S], &HashMap::new(), 300 * S, 1000, &p),
             vec![(0, Removal::Idle)]
         );
     }
@@ -141,12 +150,17 @@ mod tests {
     fn pressure_evicts_the_oldest_down_to_low_water() {
         // 10 slots, 10 live flows: above 90%, evict down to 8, oldest first, but never one
         // that was active within the last second.
-        let flows: Vec<_> = (0..10).map(|i| flow(i, 100 * S + i * S / 10)).collect();
+        let f = flows(10);
+        let active: Vec<u64> = (0..10).map(|i| 100 * S + i * S / 10).collect();
         let p = ExpiryPolicy::default();
-        let now = 101 * S + S / 20; // flows 0..=0 are idle >= 1 s
-        let out = plan(&flows, &HashMap::new(), now, 10, &p);
-        assert_eq!(out, vec![(0, Removal::Pressure)]);
-        let out = plan(&flows, &HashMap::new(), 110 * S, 10, &p);
-        assert_eq!(out, vec![(0, Removal::Pressure), (1, Removal::Pressure)]);
+        let now = 101 * S + S / 20; // only flow 0 has been idle for >= 1 s
+        assert_eq!(
+            plan(&f, &active, &HashMap::new(), now, 10, &p),
+            vec![(0, Removal::Pressure)]
+        );
+        assert_eq!(
+            plan(&f, &active, &HashMap::new(), 110 * S, 10, &p),
+            vec![(0, Removal::Pressure), (1, Removal::Pressure)]
+        );
     }
 }

@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use monitor_common::{
     EVENT_NEW_PROCESS, EVENT_RELEASED, Event, FlowCounters, FlowKey, ProgError, Untracked, Volume,
 };
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use thiserror::Error;
 
@@ -146,41 +147,62 @@ impl Collector {
                 .map(|(k, _)| k.cookie),
         );
 
-        let removals: HashMap<usize, Removal> = expiry::plan(
+        // Deltas first: they also tell which flows were active (counters grew) since the
+        // last poll, which is what expiry decides on.
+        self.tracker.start_pass(now_ns);
+        let mut deltas: Vec<Delta> = Vec::with_capacity(flows.len());
+        let mut last_active: Vec<u64> = Vec::with_capacity(flows.len());
+        for (key, counters) in &flows {
+            deltas.push(self.tracker.observe(key, counters));
+            last_active.push(self.tracker.last_active_ns(key).unwrap_or(now_ns));
+        }
+        let mut removals: Vec<Option<Removal>> = vec![None; flows.len()];
+        let plan = expiry::plan(
             &flows,
+            &last_active,
             &self.released,
             now_ns,
             self.kernel.max_flows,
             &self.expiry,
-        )
-        .into_iter()
-        .collect();
-        let mut buckets: HashMap<SampleKey, FlowSample> = HashMap::new();
-        let mut present = std::collections::HashSet::with_capacity(flows.len());
+        );
+        drop(last_active);
+        for (i, reason) in plan {
+            removals[i] = Some(reason);
+        }
+
+        let mut samples: Vec<FlowSample> = Vec::new();
+        let mut index: FxHashMap<SampleKey, usize> = FxHashMap::default();
+        let mut live = 0u64;
         for (i, (key, counters)) in flows.iter().enumerate() {
-            let (delta, last) = if let Some(reason) = removals.get(&i) {
-                self.count_removal(*reason);
-                // The final value, read and removed in one step; if something else removed it
-                // meanwhile, the value just read is the best there is.
-                let last =
+            let mut delta = deltas[i];
+            let mut last = *counters;
+            if let Some(reason) = removals[i] {
+                self.count_removal(reason);
+                // The final value, read and removed in one step; what was added since the
+                // snapshot above is reported now. If something else removed it meanwhile,
+                // the snapshot is the best there is.
+                if let Some(final_value) =
                     batch::take::<FlowKey, FlowCounters>(self.kernel.flows.fd().as_fd(), key)
                         .map_err(CollectError::ReadFlows)?
-                        .unwrap_or(*counters);
-                (self.tracker.finish(key, &last), last)
+                {
+                    last = final_value;
+                }
+                let rest = self.tracker.finish(key, &last);
+                delta.bytes += rest.bytes;
+                delta.packets += rest.packets;
             } else {
-                present.insert(*key);
-                (self.tracker.observe(key, counters), *counters)
-            };
+                live += 1;
+            }
             if !delta.is_zero() {
-                self.add_to_bucket(&mut buckets, key, &last, delta, window_end);
+                self.add_sample(&mut samples, &mut index, key, &last, delta, window_end);
             }
         }
-        self.stats.flows_live = present.len() as u64;
-        self.stats.lost_entries += self.tracker.forget_missing(|k| present.contains(k)) as u64;
+        drop(index);
+        self.stats.flows_live = live;
+        self.stats.lost_entries += self.tracker.forget_missing() as u64;
         self.forget_old_releases(now_ns);
         self.flows = flows;
 
-        let mut samples: Vec<FlowSample> = buckets.into_values().collect();
         self.read_untracked(&mut samples, window_end)?;
         self.read_errors()?;
         for s in &samples {
@@ -199,9 +221,10 @@ impl Collector {
         }
     }
 
-    fn add_to_bucket(
+    fn add_sample(
         &mut self,
-        buckets: &mut HashMap<SampleKey, FlowSample>,
+        samples: &mut Vec<FlowSample>,
+        index: &mut FxHashMap<SampleKey, usize>,
         key: &FlowKey,
         c: &FlowCounters,
         delta: Delta,
@@ -222,28 +245,27 @@ impl Collector {
             },
             protocol,
         };
-        if let Some(sample) = buckets.get_mut(&sk) {
+        if let Some(&i) = index.get(&sk) {
+            let sample = &mut samples[i];
             sample.bytes += delta.bytes;
             sample.packets += delta.packets;
             sample.flows += 1;
             return;
         }
         let owner = self.attributor.owner(key.cookie, c);
-        buckets.insert(
-            sk,
-            FlowSample {
-                window_start: self.window_start,
-                window_end,
-                owner,
-                local: Some(sk.local),
-                remote: Some(sk.remote),
-                protocol,
-                bytes: delta.bytes,
-                packets: delta.packets,
-                flows: 1,
-                untracked: None,
-            },
-        );
+        index.insert(sk, samples.len());
+        samples.push(FlowSample {
+            window_start: self.window_start,
+            window_end,
+            owner,
+            local: Some(sk.local),
+            remote: Some(sk.remote),
+            protocol,
+            bytes: delta.bytes,
+            packets: delta.packets,
+            flows: 1,
+            untracked: None,
+        });
     }
 
     /// Handles the kernel's events: released sockets (removed at the next poll) and new

@@ -205,7 +205,10 @@ fn hold_udp(to: SocketAddr, sockets: u64, size: usize) {
 fn active_udp(to: SocketAddr, sockets: usize, seconds: u64) {
     let sources = 8;
     let held: Vec<UdpSocket> = (0..sockets)
-        .map(|i| UdpSocket::bind(format!("127.0.0.{}:0", 2 + i % sources)).expect("bind (raise ulimit -n?)"))
+        .map(|i| {
+            UdpSocket::bind(format!("127.0.0.{}:0", 2 + i % sources))
+                .expect("bind (raise ulimit -n?)")
+        })
         .collect();
     let payload = [0x42u8; 64];
     let start = std::time::Instant::now();
