@@ -57,6 +57,18 @@ impl EgressUnderTest {
     /// Runs the program `repeat` times on `ip_packet` (an Ethernet header is prepended, as
     /// the test-run interface requires); returns the program's verdict.
     pub fn run(&mut self, ethertype: u16, ip_packet: &[u8], repeat: u32) -> io::Result<u32> {
+        self.run_timed(ethertype, ip_packet, repeat)
+            .map(|(verdict, _)| verdict)
+    }
+
+    /// Like [`Self::run`], also returning the kernel's average run time in ns (measured around
+    /// the whole repeat loop, so without the per-run clock reads of `bpf_stats`).
+    pub fn run_timed(
+        &mut self,
+        ethertype: u16,
+        ip_packet: &[u8],
+        repeat: u32,
+    ) -> io::Result<(u32, u32)> {
         let mut frame = vec![0u8; 14];
         frame[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
         frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
@@ -88,7 +100,7 @@ impl EgressUnderTest {
         if ret < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(attr.retval)
+        Ok((attr.retval, attr.duration))
     }
 
     pub fn flows(&self) -> Vec<(FlowKey, FlowCounters)> {

@@ -92,3 +92,19 @@ fn unparsable_packets_pass_and_are_counted() {
     let v = prog.untracked(Untracked::Unparsed as u32);
     assert_eq!((v.bytes, v.packets), (bad.len() as u64, 1));
 }
+
+/// Average cost of one run of the egress program on an existing flow, measured by the kernel
+/// around a loop of 1M runs (`cargo xtask test --filter cost -- --ignored --nocapture`). A
+/// measurement, not a pass/fail check: it prints, and only fails if the program misbehaves.
+#[test]
+#[ignore = "measurement; run on demand"]
+fn cost_of_one_run_on_an_existing_flow() {
+    require_root();
+    let mut prog = EgressUnderTest::load();
+    let pkt = ipv4_udp([192, 0, 2, 7], 443, 1000);
+    for _ in 0..3 {
+        let (verdict, ns) = prog.run_timed(0x0800, &pkt, 1_000_000).unwrap();
+        assert_eq!(verdict, 1);
+        println!("count_egress, IPv4 UDP, existing flow: {ns} ns per run (BPF_PROG_TEST_RUN)");
+    }
+}

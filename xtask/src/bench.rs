@@ -107,6 +107,12 @@ pub fn all(root: &Path, tools: &Tools, agent: &Path, rounds: u32) -> Result<()> 
         },
     )?;
 
+    let test_run = cmd::step(
+        "count_egress cost via BPF_PROG_TEST_RUN, stats off and on",
+        || test_run_cost(root, tools),
+    )?;
+    eprintln!("    {test_run}");
+
     let mut scale = Vec::new();
     for n in SOCKET_COUNTS {
         let r = cmd::step(
@@ -117,7 +123,8 @@ pub fn all(root: &Path, tools: &Tools, agent: &Path, rounds: u32) -> Result<()> 
         scale.push(r);
     }
 
-    let report = report(&bulk, &small, &prog_cost, &scale);
+    let mut report = report(&bulk, &small, &prog_cost, &scale);
+    report["test_run_cost"] = test_run;
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -127,6 +134,47 @@ pub fn all(root: &Path, tools: &Tools, agent: &Path, rounds: u32) -> Result<()> 
     print_summary(&report);
     eprintln!("==> saved {}", out_dir.join("latest.json").display());
     Ok(())
+}
+
+/// Runs the egress program 1M times on one packet in the kernel (`BPF_PROG_TEST_RUN`, timed
+/// by the kernel around the loop) with BPF statistics off, then on. The difference is what
+/// the statistics themselves add to every run, which `run_time_ns / run_cnt` includes.
+fn test_run_cost(root: &Path, tools: &Tools) -> Result<Value> {
+    let mut medians = [0.0f64; 2];
+    for (i, on) in ["0", "1"].into_iter().enumerate() {
+        fs::write(BpfStats::PATH, on)?;
+        let out = cmd::output(tools.cargo(root).args([
+            "test",
+            "--release",
+            "--package",
+            "integration-tests",
+            "--test",
+            "parser_test_run",
+            "--",
+            "--ignored",
+            "--nocapture",
+            "cost_of_one_run",
+        ]))?;
+        let runs: Vec<f64> = out
+            .lines()
+            .filter_map(|l| {
+                l.split(": ")
+                    .nth(1)?
+                    .strip_suffix(" ns per run (BPF_PROG_TEST_RUN)")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        if runs.is_empty() {
+            bail!("no measurement in the test output:\n{out}");
+        }
+        medians[i] = median(runs);
+    }
+    fs::write(BpfStats::PATH, "1")?;
+    Ok(
+        json!({ "ns_per_run_stats_off": medians[0], "ns_per_run_stats_on": medians[1],
+               "stats_overhead_ns": medians[1] - medians[0] }),
+    )
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -195,6 +243,14 @@ fn print_summary(r: &Value) {
             p["run_cnt"]
         );
     }
+    let tr = &r["test_run_cost"];
+    println!(
+        "  count_egress via BPF_PROG_TEST_RUN: {:.0} ns per run with stats off, {:.0} with stats on \
+         (the statistics add {:.0} ns per run on this machine)",
+        tr["ns_per_run_stats_off"].as_f64().unwrap_or(0.0),
+        tr["ns_per_run_stats_on"].as_f64().unwrap_or(0.0),
+        tr["stats_overhead_ns"].as_f64().unwrap_or(0.0)
+    );
     let t = &r["throughput"];
     let bulk = t["bulk_ratio_median"].as_f64().unwrap_or(0.0);
     let small = t["small_ratio_median"].as_f64().unwrap_or(0.0);
