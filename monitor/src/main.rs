@@ -76,21 +76,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Top(args) => {
             let mut table = TopTable::default();
             let tty = std::io::stdout().is_terminal();
-            let mut left = args.iterations;
+            let mut shown = 0u64;
             runtime()?.block_on(agent::run(&args.collect, |samples| {
                 table.update(samples);
+                // The agent's last poll at shutdown comes after the last refresh: not shown.
+                if args.iterations.is_some_and(|n| shown >= n) {
+                    return ControlFlow::Break(());
+                }
                 if tty {
                     // Clear the screen and home the cursor, like top.
                     print!("\x1b[H\x1b[2J");
                 }
                 println!("{}", table.render(args.limit));
-                match left.as_mut() {
-                    Some(0 | 1) => ControlFlow::Break(()),
-                    Some(n) => {
-                        *n -= 1;
-                        ControlFlow::Continue(())
-                    }
-                    None => ControlFlow::Continue(()),
+                shown += 1;
+                if args.iterations.is_some_and(|n| shown >= n) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
                 }
             }))?;
             Ok(ExitCode::SUCCESS)
