@@ -112,10 +112,12 @@ pub struct FlowCounters {
     /// Packets; a GSO/TSO super-packet counts as the number of segments it becomes.
     pub packets: u64,
     /// `bpf_ktime_get_ns` of the first packet (`CLOCK_MONOTONIC`). Also the entry's generation:
-    /// a re-created entry for the same key has a different value. (There is deliberately no
-    /// per-packet "last seen" time: the agent sees activity as counters that grow between
-    /// polls, which saves a helper call on every packet.)
+    /// a re-created entry for the same key has a different value.
     pub first_seen_ns: u64,
+    /// `bpf_ktime_get_coarse_ns` of the latest packet (`CLOCK_MONOTONIC`, jiffy resolution;
+    /// the coarse clock costs next to nothing per packet). A plain store: with several CPUs
+    /// the last writer wins, which is as recent as any.
+    pub last_seen_ns: u64,
     /// cgroup v2 id of the socket (`bpf_skb_cgroup_id`).
     pub cgroup_id: u64,
     /// Source address of the first packet (v4-mapped for IPv4).
@@ -127,7 +129,7 @@ pub struct FlowCounters {
     /// Copy of the socket's owner at the time of the first packet (`EMPTY` if unknown).
     pub owner: SockOwner,
 }
-const _: () = assert!(size_of::<FlowCounters>() == 104);
+const _: () = assert!(size_of::<FlowCounters>() == 112);
 
 /// `Event::kind`: a socket that had flows was released (`cgroup/sock_release`).
 pub const EVENT_RELEASED: u32 = 1;

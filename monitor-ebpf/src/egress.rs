@@ -7,7 +7,8 @@ use aya_ebpf::{
     EbpfContext as _,
     bindings::{__sk_buff, BPF_NOEXIST, bpf_sock},
     helpers::generated::{
-        bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_sk_fullsock, bpf_skb_cgroup_id,
+        bpf_get_socket_cookie, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_sk_fullsock,
+        bpf_skb_cgroup_id,
     },
     programs::SkBuffContext,
 };
@@ -66,6 +67,7 @@ fn add(flow: *mut FlowCounters, bytes: u64, packets: u64) {
     unsafe {
         atomic_add(&raw mut (*flow).bytes, bytes);
         atomic_add(&raw mut (*flow).packets, packets);
+        (*flow).last_seen_ns = bpf_ktime_get_coarse_ns();
     }
 }
 
@@ -190,6 +192,7 @@ fn insert(
         bytes,
         packets,
         first_seen_ns: now,
+        last_seen_ns: now,
         cgroup_id,
         local_addr,
         local_port,

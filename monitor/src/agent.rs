@@ -64,10 +64,15 @@ pub async fn run(
     let mut ticker = tokio::time::interval(args.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await; // the first tick is immediate
+    let mut last_report = std::time::Instant::now();
     let signal = loop {
         tokio::select! {
             _ = ticker.tick() => {
                 let samples = collector.poll()?;
+                if last_report.elapsed() >= STATS_EVERY {
+                    log_stats("collector totals", collector.stats(), None);
+                    last_report = std::time::Instant::now();
+                }
                 if consume(&samples).is_break() {
                     break None;
                 }
@@ -87,9 +92,19 @@ pub async fn run(
     let _ = consume(&samples);
     let stats = collector.stats().clone();
     drop(collector); // closes the bpf_link fds: the programs are detached here
+    log_stats("detached all programs; stopped", &stats, signal);
+    Ok(stats)
+}
+
+/// How often the running agent logs its totals (evictions, errors, untracked volume).
+const STATS_EVERY: Duration = Duration::from_secs(60);
+
+/// Logs the collector's totals; `signal` names what stopped the agent, for the last one.
+fn log_stats(message: &'static str, stats: &CollectorStats, signal: Option<&str>) {
     tracing::info!(
         signal = signal.unwrap_or("none"),
         polls = stats.polls,
+        flows_live = stats.flows_live,
         bytes_reported = stats.bytes_reported,
         untracked_bytes = stats.untracked_bytes,
         flows_closed = stats.flows_closed,
@@ -99,9 +114,8 @@ pub async fn run(
         release_events = stats.release_events,
         process_events = stats.process_events,
         kernel_errors = %serde_json::to_string(&stats.kernel_errors).unwrap_or_default(),
-        "detached all programs; stopped"
+        "{message}"
     );
-    Ok(stats)
 }
 
 fn duration_ns(d: Duration) -> u64 {

@@ -31,6 +31,13 @@ pub struct FlowSample {
     pub packets: u64,
     /// Number of kernel flows (socket, destination) merged into this sample.
     pub flows: u32,
+    /// First packet of the oldest merged flow (kernel time, RFC 3339). Absent for untracked
+    /// volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<Timestamp>,
+    /// Latest packet of the merged flows (kernel coarse clock: a few ms of resolution).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Timestamp>,
     /// Set when the bytes could not be kept per socket, with the reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub untracked: Option<UntrackedReason>,
@@ -183,6 +190,8 @@ mod tests {
             bytes: 1_234_567,
             packets: 900,
             flows: 1,
+            first_seen: Some("2026-11-26T09:59:58.5Z".parse().unwrap()),
+            last_seen: Some("2026-11-26T10:00:01.25Z".parse().unwrap()),
             untracked: None,
         }
     }
@@ -206,6 +215,8 @@ mod tests {
         assert_eq!(v["remote"]["port"], 51234);
         assert_eq!(v["protocol"], "tcp");
         assert_eq!(v["bytes"], 1_234_567);
+        assert_eq!(v["first_seen"], "2026-11-26T09:59:58.5Z");
+        assert_eq!(v["last_seen"], "2026-11-26T10:00:01.25Z");
         assert!(v.get("untracked").is_none());
     }
 
@@ -216,6 +227,8 @@ mod tests {
         s.remote = None;
         s.protocol = Protocol::Other(47);
         s.untracked = Some(UntrackedReason::MapFull);
+        s.first_seen = None;
+        s.last_seen = None;
         s.owner = Arc::new(Owner {
             service: "unattributed".into(),
             ..Owner::default()

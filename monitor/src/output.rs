@@ -53,6 +53,10 @@ struct JsonSample<'a> {
     packets: u64,
     flows: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
+    first_seen: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     untracked: Option<UntrackedReason>,
 }
 
@@ -73,6 +77,8 @@ fn write_json(out: &mut impl Write, samples: &[FlowSample]) -> io::Result<()> {
             bytes: s.bytes,
             packets: s.packets,
             flows: s.flows,
+            first_seen: s.first_seen,
+            last_seen: s.last_seen,
             untracked: s.untracked,
         };
         serde_json::to_writer(&mut *out, &line)?;
@@ -177,6 +183,8 @@ mod tests {
             bytes: 1,
             packets: 1,
             flows: 1,
+            first_seen: Some("2026-11-26T09:59:00Z".parse().unwrap()),
+            last_seen: None,
             untracked,
         };
         let samples = [mk(1, None), mk(2, Some(UntrackedReason::MapFull))];

@@ -126,6 +126,8 @@ mod tests {
             bytes,
             packets: 1,
             flows: 1,
+            first_seen: None,
+            last_seen: None,
             untracked: None,
         }
     }

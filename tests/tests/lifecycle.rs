@@ -116,6 +116,29 @@ fn sigterm_detaches_every_program() {
     assert_eq!(run.summary()["signal"], "SIGTERM");
 }
 
+/// Ctrl-C (SIGINT) stops the agent as cleanly as SIGTERM: last poll, detach, exit 0.
+#[test]
+fn sigint_detaches_every_program() {
+    let root = cgroup2_root();
+    let agent = Agent::start(&["--interval", "200ms"]);
+    let ids = agent.program_ids();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.pid() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let run = agent.stop_after_kill();
+    assert!(run.status.success(), "exit status {}", run.status);
+    assert_eq!(run.summary()["signal"], "SIGINT");
+    let attached = cgroup_attached_ids(&root);
+    let loaded = loaded_program_ids();
+    assert!(
+        ids.iter()
+            .all(|id| !attached.contains(id) && !loaded.contains(id)),
+        "{ids:?} left behind"
+    );
+}
+
 /// SIGKILL leaves nothing behind either (the `bpf_link` fds die
 /// with the process).
 #[test]

@@ -35,6 +35,18 @@ fn send_and_count(sink_addr: &str, count: u64, size: u64, fresh: bool, ip_overhe
         "bytes"
     );
     assert_eq!(run.packets_where(mine), count, "packets");
+    for s in run.samples.iter().filter(|s| mine(s)) {
+        let (first, last) = (
+            s.first_seen.expect("first_seen"),
+            s.last_seen.expect("last_seen"),
+        );
+        assert!(first <= last, "{s:?}");
+        // The coarse clock may lag a few ms behind the precise one, never run ahead of it.
+        assert!(
+            last <= s.window_end,
+            "last packet after the window closed: {s:?}"
+        );
+    }
     let s = run.samples.iter().find(|s| mine(s)).expect("sample");
     assert_eq!(s.protocol, Protocol::Udp);
     assert_eq!(s.remote.unwrap().addr, to.ip());

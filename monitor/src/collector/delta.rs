@@ -145,6 +145,7 @@ mod tests {
             bytes,
             packets,
             first_seen_ns,
+            last_seen_ns: first_seen_ns,
             cgroup_id: 1,
             local_addr: [0; 16],
             local_port: 1,

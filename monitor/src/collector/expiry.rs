@@ -108,6 +108,7 @@ mod tests {
                         bytes: 1,
                         packets: 1,
                         first_seen_ns: 0,
+                        last_seen_ns: 0,
                         cgroup_id: 0,
                         local_addr: [0; 16],
                         local_port: 0,

@@ -130,6 +130,7 @@ impl Collector {
 
     /// Reads the kernel, returns the samples of the window that ends now.
     pub fn poll(&mut self) -> Result<Vec<FlowSample>, CollectError> {
+        let clock = clock::WallClock::now();
         let window_end = Timestamp::now();
         let now_ns = clock::monotonic_ns();
         self.stats.polls += 1;
@@ -194,7 +195,14 @@ impl Collector {
                 live += 1;
             }
             if !delta.is_zero() {
-                self.add_sample(&mut samples, &mut index, key, &last, delta, window_end);
+                self.add_sample(
+                    &mut samples,
+                    &mut index,
+                    (key, &last),
+                    delta,
+                    window_end,
+                    &clock,
+                );
             }
         }
         drop(index);
@@ -225,11 +233,13 @@ impl Collector {
         &mut self,
         samples: &mut Vec<FlowSample>,
         index: &mut FxHashMap<SampleKey, usize>,
-        key: &FlowKey,
-        c: &FlowCounters,
+        (key, c): (&FlowKey, &FlowCounters),
         delta: Delta,
         window_end: Timestamp,
+        clock: &clock::WallClock,
     ) {
+        let first_seen = clock.wall(c.first_seen_ns);
+        let last_seen = clock.wall(c.last_seen_ns.max(c.first_seen_ns));
         let protocol = Protocol::from_number(key.protocol);
         let sk = SampleKey {
             owner_pid: c.owner.tgid,
@@ -250,6 +260,8 @@ impl Collector {
             sample.bytes += delta.bytes;
             sample.packets += delta.packets;
             sample.flows += 1;
+            sample.first_seen = sample.first_seen.min(Some(first_seen));
+            sample.last_seen = sample.last_seen.max(Some(last_seen));
             return;
         }
         let owner = self.attributor.owner(key.cookie, c);
@@ -264,6 +276,8 @@ impl Collector {
             bytes: delta.bytes,
             packets: delta.packets,
             flows: 1,
+            first_seen: Some(first_seen),
+            last_seen: Some(last_seen),
             untracked: None,
         });
     }
@@ -348,6 +362,8 @@ impl Collector {
                 bytes: delta.bytes,
                 packets: delta.packets,
                 flows: 0,
+                first_seen: None,
+                last_seen: None,
                 untracked: Some(match why {
                     Untracked::MapFull => UntrackedReason::MapFull,
                     Untracked::NoFullSocket => UntrackedReason::NoFullSocket,

@@ -178,8 +178,13 @@ fn read_one_by_one<K: Pod, V: Pod>(map: BorrowedFd<'_>, out: &mut Vec<(K, V)>) -
     }
 }
 
-/// Looks up one key; `None` if absent.
-pub fn lookup<K: Pod, V: Pod>(map: BorrowedFd<'_>, key: &K) -> io::Result<Option<V>> {
+/// Runs a single-element command that fills a value (`BPF_MAP_LOOKUP_ELEM`,
+/// `BPF_MAP_LOOKUP_AND_DELETE_ELEM`); `None` if the key is absent.
+fn elem_with_value<K: Pod, V: Pod>(
+    cmd: libc::c_long,
+    map: BorrowedFd<'_>,
+    key: &K,
+) -> io::Result<Option<V>> {
     let mut value: V = zeroed();
     let mut attr = ElemAttr {
         map_fd: map.as_raw_fd() as u32,
@@ -187,28 +192,24 @@ pub fn lookup<K: Pod, V: Pod>(map: BorrowedFd<'_>, key: &K) -> io::Result<Option
         value_or_next_key: (&raw mut value) as u64,
         ..ElemAttr::default()
     };
-    match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+    match bpf(cmd, &mut attr) {
         Ok(()) => Ok(Some(value)),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(e),
     }
 }
 
+/// Looks up one key; `None` if absent.
+pub fn lookup<K: Pod, V: Pod>(map: BorrowedFd<'_>, key: &K) -> io::Result<Option<V>> {
+    elem_with_value(BPF_MAP_LOOKUP_ELEM, map, key)
+}
+
 /// Removes `key` and returns its last value, atomically where the kernel allows (5.14+), else
 /// by a lookup followed by a delete. `None` if the key was absent.
 pub fn take<K: Pod, V: Pod>(map: BorrowedFd<'_>, key: &K) -> io::Result<Option<V>> {
-    let mut value: V = zeroed();
-    let mut attr = ElemAttr {
-        map_fd: map.as_raw_fd() as u32,
-        key: std::ptr::from_ref(key) as u64,
-        value_or_next_key: (&raw mut value) as u64,
-        ..ElemAttr::default()
-    };
-    match bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) {
-        Ok(()) => return Ok(Some(value)),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+    match elem_with_value(BPF_MAP_LOOKUP_AND_DELETE_ELEM, map, key) {
         Err(e) if is_unsupported(&e) => {}
-        Err(e) => return Err(e),
+        other => return other,
     }
     let Some(value) = lookup::<K, V>(map, key)? else {
         return Ok(None);

@@ -155,6 +155,14 @@ pub fn load_and_attach(opts: LoadOptions, cgroup_fallback: &Path) -> Result<Atta
         return Err(LoadError::MissingCapability { capability });
     }
     opts.validate()?;
+    let release = compat::running_release();
+    if compat::parse_release(&release).is_some_and(|v| v < compat::MIN_KERNEL) {
+        let (major, minor) = compat::MIN_KERNEL;
+        tracing::warn!(
+            kernel = %release,
+            "kernel older than {major}.{minor}: some programs may be refused (see `egress-monitor doctor`)"
+        );
+    }
     let root = cgroup2::find_or_mount(cgroup_fallback)?;
     if root.mounted_by_us {
         tracing::warn!(path = %root.path.display(), "no cgroup v2 hierarchy was mounted: mounted one");

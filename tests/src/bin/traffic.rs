@@ -24,6 +24,7 @@ fn main() {
         "pre-existing" => pre_existing(num(arg(1))),
         "two-cpu-udp" => two_cpu_udp(addr(arg(1)), num(arg(2)), num(arg(3)) as usize),
         "hold-udp" => hold_udp(addr(arg(1)), num(arg(2)), num(arg(3)) as usize),
+        "udp-twice" => udp_twice(addr(arg(1)), num(arg(2)) as usize, num(arg(3))),
         "active-udp" => active_udp(addr(arg(1)), num(arg(2)) as usize, num(arg(3))),
         _ => usage(),
     }
@@ -226,4 +227,17 @@ fn active_udp(to: SocketAddr, sockets: usize, seconds: u64) {
         }
     }
     say("done");
+}
+
+/// One socket sends a datagram, pauses, sends another, then waits for go (an idle socket that
+/// comes back).
+fn udp_twice(to: SocketAddr, size: usize, pause_ms: u64) {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let payload = vec![0x24u8; size];
+    s.send_to(&payload, to).expect("send");
+    say("first");
+    thread::sleep(std::time::Duration::from_millis(pause_ms));
+    s.send_to(&payload, to).expect("send");
+    say(&format!("done {}", s.local_addr().expect("addr").port()));
+    wait_for_go();
 }
