@@ -43,8 +43,8 @@ pub fn write_samples(
 /// one owner, so it is serialized once per window instead of once per flow.
 #[derive(Serialize)]
 struct JsonSample<'a> {
-    window_start: Timestamp,
-    window_end: Timestamp,
+    window_start: &'a RawValue,
+    window_end: &'a RawValue,
     owner: &'a RawValue,
     local: Option<Endpoint>,
     remote: Option<Endpoint>,
@@ -62,14 +62,21 @@ struct JsonSample<'a> {
 
 fn write_json(out: &mut impl Write, samples: &[FlowSample]) -> io::Result<()> {
     let mut owners: HashMap<*const Owner, Box<RawValue>> = HashMap::new();
+    // All samples of a window share its bounds: format each once.
+    let mut windows: HashMap<Timestamp, Box<RawValue>> = HashMap::new();
     for s in samples {
+        for t in [s.window_start, s.window_end] {
+            if let Entry::Vacant(e) = windows.entry(t) {
+                e.insert(serde_json::value::to_raw_value(&t)?);
+            }
+        }
         let owner = match owners.entry(Arc::as_ptr(&s.owner)) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => e.insert(serde_json::value::to_raw_value(&*s.owner)?),
         };
         let line = JsonSample {
-            window_start: s.window_start,
-            window_end: s.window_end,
+            window_start: &windows[&s.window_start],
+            window_end: &windows[&s.window_end],
             owner,
             local: s.local,
             remote: s.remote,

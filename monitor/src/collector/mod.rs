@@ -171,8 +171,12 @@ impl Collector {
             removals[i] = Some(reason);
         }
 
-        let mut samples: Vec<FlowSample> = Vec::new();
-        let mut index: FxHashMap<SampleKey, usize> = FxHashMap::default();
+        // Sized up front: growing these by doubling at 100k flows would briefly hold two
+        // copies, which is what the agent's peak memory is made of.
+        let mut samples: Vec<FlowSample> =
+            Vec::with_capacity(flows.len() + Untracked::COUNT as usize);
+        let mut index: FxHashMap<SampleKey, usize> =
+            FxHashMap::with_capacity_and_hasher(flows.len(), rustc_hash::FxBuildHasher);
         let mut live = 0u64;
         for (i, (key, counters)) in flows.iter().enumerate() {
             let mut delta = deltas[i];
