@@ -269,8 +269,25 @@ pub struct Traffic {
 
 impl Traffic {
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(Self::exe())
-            .args(args)
+        Self::spawn(Command::new(Self::exe()).args(args))
+    }
+
+    /// Starts the helper inside the cgroup v2 directory `cgroup` (it moves itself there
+    /// before `exec`, so every socket it creates belongs to that cgroup).
+    pub fn start_in_cgroup(cgroup: &std::path::Path, args: &[&str]) -> Self {
+        use std::os::unix::process::CommandExt as _;
+        let procs = cgroup.join("cgroup.procs");
+        let mut cmd = Command::new(Self::exe());
+        cmd.args(args);
+        // SAFETY: the closure only writes "0" (this process) to a path built before fork.
+        unsafe {
+            cmd.pre_exec(move || std::fs::write(&procs, b"0"));
+        }
+        Self::spawn(&mut cmd)
+    }
+
+    fn spawn(cmd: &mut Command) -> Self {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
