@@ -1,5 +1,7 @@
 //! Counter updates that stay exact when several CPUs touch the same value.
 
+use aya_ebpf::EbpfContext;
+use aya_log_ebpf::warn;
 use monitor_common::{ProgError, Untracked, Volume};
 
 use crate::maps::{ERRORS, UNTRACKED};
@@ -16,12 +18,29 @@ pub fn atomic_add(dst: *mut u64, v: u64) {
     }
 }
 
-/// Counts one occurrence of `err` on this CPU (per-CPU slot: no atomics needed).
+/// Counts one occurrence of `err` on this CPU (per-CPU slot: no atomics needed). The first
+/// occurrence on each CPU is also logged (aya-log), so the operator hears of it at once;
+/// later ones are only counted, never logged per packet.
 #[inline(always)]
-pub fn count_error(err: ProgError) {
+pub fn count_error<C: EbpfContext>(ctx: &C, err: ProgError) {
     if let Some(slot) = ERRORS.get_ptr_mut(err as u32) {
         // SAFETY: per-CPU slot, only this program on this CPU writes it (no preemption).
-        unsafe { *slot += 1 };
+        let first = unsafe {
+            *slot += 1;
+            *slot == 1
+        };
+        if first
+            && matches!(
+                err,
+                ProgError::MapFull | ProgError::RingFull | ProgError::StorageFull
+            )
+        {
+            warn!(
+                ctx,
+                "first {} error on this CPU (further ones are counted, not logged)",
+                err.name()
+            );
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use monitor_common::{
 
 use crate::{
     counters::{atomic_add, count_error, count_untracked},
-    maps::{FLOWS, SOCK_OWNERS},
+    maps::{FLOWS, NEW_FLOW, SOCK_OWNERS},
     skb_bytes::SkbBytes,
 };
 
@@ -44,12 +44,12 @@ pub fn count(ctx: &SkBuffContext) {
     };
     if sk.is_null() {
         // Request sockets (SYN-ACK) and timewait sockets carry no payload and no owner.
-        count_error(ProgError::NoSocket);
+        count_error(ctx, ProgError::NoSocket);
         count_untracked(Untracked::NoFullSocket, bytes, packets);
         return;
     }
     let Some((key, local_addr, local_port)) = flow_key(ctx, sk) else {
-        count_error(ProgError::Parse);
+        count_error(ctx, ProgError::Parse);
         count_untracked(Untracked::Unparsed, bytes, packets);
         return;
     };
@@ -58,7 +58,7 @@ pub fn count(ctx: &SkBuffContext) {
         add(flow, bytes, packets);
         return;
     }
-    insert(skb, sk, &key, local_addr, local_port, bytes, packets);
+    insert(ctx, sk, &key, (local_addr, local_port), bytes, packets);
 }
 
 #[inline(always)]
@@ -177,30 +177,35 @@ fn is_v4_mapped(a: &[u8; 16]) -> bool {
 /// First packet of a flow: create its entry with the owner and endpoints.
 #[inline(always)]
 fn insert(
-    skb: *mut __sk_buff,
+    ctx: &SkBuffContext,
     sk: *mut bpf_sock,
     key: &FlowKey,
-    local_addr: [u8; 16],
-    local_port: u16,
+    (local_addr, local_port): ([u8; 16], u16),
     bytes: u64,
     packets: u64,
 ) {
-    let owner = mark_has_flows(sk);
-    // SAFETY: helpers with the program's own context.
-    let (now, cgroup_id) = unsafe { (bpf_ktime_get_ns(), bpf_skb_cgroup_id(skb.cast())) };
-    let value = FlowCounters {
-        bytes,
-        packets,
-        first_seen_ns: now,
-        last_seen_ns: now,
-        cgroup_id,
-        local_addr,
-        local_port,
-        _pad0: 0,
-        _pad1: 0,
-        owner,
+    // The new value is assembled in a per-CPU scratch slot: its 112 bytes on the 512-byte
+    // BPF stack would leave no room for the parser's buffers and the log call's frame.
+    let Some(value) = NEW_FLOW.get_ptr_mut(0) else {
+        count_untracked(Untracked::MapFull, bytes, packets);
+        return;
     };
-    match FLOWS.insert(key, &value, u64::from(BPF_NOEXIST)) {
+    let owner = mark_has_flows(ctx, sk);
+    // SAFETY: `value` is this CPU's scratch slot (the program is not preempted); the helpers
+    // take the program's own context.
+    let value: &FlowCounters = unsafe {
+        let now = bpf_ktime_get_ns();
+        (*value).bytes = bytes;
+        (*value).packets = packets;
+        (*value).first_seen_ns = now;
+        (*value).last_seen_ns = now;
+        (*value).cgroup_id = bpf_skb_cgroup_id(ctx.as_ptr().cast());
+        (*value).local_addr = local_addr;
+        (*value).local_port = local_port;
+        (*value).owner = owner;
+        &*value
+    };
+    match FLOWS.insert(key, value, u64::from(BPF_NOEXIST)) {
         Ok(()) => {}
         Err(EEXIST) => {
             // Another CPU created it first: add to theirs.
@@ -210,7 +215,7 @@ fn insert(
         }
         Err(_) => {
             // Table full (-E2BIG) or out of memory: keep the bytes, lose only the detail.
-            count_error(ProgError::MapFull);
+            count_error(ctx, ProgError::MapFull);
             count_untracked(Untracked::MapFull, bytes, packets);
         }
     }
@@ -220,11 +225,11 @@ fn insert(
 /// Sockets created before the agent started have no storage yet: it is created empty (owner
 /// unknown, the agent attributes them through `sock_diag`) just to carry the flag.
 #[inline(always)]
-fn mark_has_flows(sk: *mut bpf_sock) -> SockOwner {
+fn mark_has_flows(ctx: &SkBuffContext, sk: *mut bpf_sock) -> SockOwner {
     let mut init = SockOwner::EMPTY;
     let stored = SOCK_OWNERS.get(sk.cast(), Some(&mut init));
     if stored.is_null() {
-        count_error(ProgError::StorageFull);
+        count_error(ctx, ProgError::StorageFull);
         return SockOwner::EMPTY;
     }
     // SAFETY: non-null storage pointer owned by this socket.

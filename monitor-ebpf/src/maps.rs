@@ -20,6 +20,10 @@ pub static FLOWS: HashMap<
     { BPF_F_NO_PREALLOC as usize },
 > = HashMap::new();
 
+/// Per-CPU scratch slot where a new flow's value is assembled before insertion.
+#[btf_map]
+pub static NEW_FLOW: PerCpuArray<FlowCounters, 1> = PerCpuArray::new();
+
 #[btf_map]
 pub static ERRORS: PerCpuArray<u64, { ProgError::COUNT as usize }> = PerCpuArray::new();
 

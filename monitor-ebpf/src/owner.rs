@@ -33,15 +33,15 @@ pub fn record(ctx: &SockContext) {
     owner.flags = OWNER_FROM_SOCK_CREATE;
     let stored = SOCK_OWNERS.get(ctx.sock.cast(), Some(&mut owner));
     if stored.is_null() {
-        count_error(ProgError::StorageFull);
+        count_error(ctx, ProgError::StorageFull);
     }
-    announce(&owner);
+    announce(ctx, &owner);
 }
 
 /// Tells the agent about a process the first time it creates a socket, so /proc is read
 /// while the process is alive. One LRU lookup per socket creation; an event per new process.
 #[inline(always)]
-fn announce(owner: &SockOwner) {
+fn announce(ctx: &SockContext, owner: &SockOwner) {
     let key = ProcessKey {
         tgid: owner.tgid,
         comm: owner.comm,
@@ -60,6 +60,6 @@ fn announce(owner: &SockOwner) {
         ts_ns: unsafe { bpf_ktime_get_ns() },
     };
     if EVENTS.output(&event, 0).is_err() {
-        count_error(ProgError::RingFull);
+        count_error(ctx, ProgError::RingFull);
     }
 }

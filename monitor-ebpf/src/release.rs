@@ -30,6 +30,6 @@ pub fn report(ctx: &SockContext) {
         }
     };
     if EVENTS.output(&event, 0).is_err() {
-        count_error(ProgError::RingFull);
+        count_error(ctx, ProgError::RingFull);
     }
 }

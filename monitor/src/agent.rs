@@ -61,6 +61,17 @@ pub async fn run(
         tokio::io::unix::AsyncFd::register_with_interest(events_fd, tokio::io::Interest::READABLE)
     }
     .map_err(|e| AgentError::Signals(e.into()))?;
+    let kernel_log = match collector.kernel_log_fd() {
+        Some(fd) => {
+            let fd = fd.try_clone_to_owned().map_err(AgentError::Signals)?;
+            // SAFETY: as above, a duplicate owned by the AsyncFd.
+            let registered = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            };
+            Some(registered.map_err(|e| AgentError::Signals(e.into()))?)
+        }
+        None => None,
+    };
     let mut ticker = tokio::time::interval(args.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await; // the first tick is immediate
@@ -82,18 +93,35 @@ pub async fn run(
                 collector.drain_events();
                 guard.clear_ready();
             }
+            ready = readable(kernel_log.as_ref()) => {
+                let mut guard = ready.map_err(AgentError::Signals)?;
+                collector.flush_kernel_log();
+                guard.clear_ready();
+            }
             _ = sigterm.recv() => break Some("SIGTERM"),
             _ = sigint.recv() => break Some("SIGINT"),
         }
     };
     // Last window: what was counted since the previous poll is not lost on shutdown.
     drop(events);
+    drop(kernel_log);
+    collector.flush_kernel_log();
     let samples = collector.poll()?;
     let _ = consume(&samples);
     let stats = collector.stats().clone();
     drop(collector); // closes the bpf_link fds: the programs are detached here
     log_stats("detached all programs; stopped", &stats, signal);
     Ok(stats)
+}
+
+/// Waits until `fd` is readable; never, if there is none.
+async fn readable(
+    fd: Option<&tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, std::os::fd::OwnedFd>> {
+    match fd {
+        Some(fd) => fd.readable().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// How often the running agent logs its totals (evictions, errors, untracked volume).

@@ -68,6 +68,22 @@ fn a_full_flow_table_counts_overflow_and_loses_no_byte() {
     let overflow = run.bytes_where(|s| s.untracked == Some(UntrackedReason::MapFull));
     let map_full = run.kernel_error("map_full");
     assert!(map_full > 0, "map_full must be counted");
+    // The kernel program logged the first occurrence (aya-log), once per CPU at most.
+    let kernel_warnings = run
+        .logs
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("first map_full error on this CPU"))
+        })
+        .count();
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    assert!(
+        (1..=cpus).contains(&kernel_warnings),
+        "{kernel_warnings} kernel warnings: {:?}",
+        run.logs
+    );
     assert!(
         per_socket < SOCKETS * (SIZE + 28),
         "some sockets must have overflowed"

@@ -310,6 +310,21 @@ impl Collector {
         }
     }
 
+    /// The kernel log buffer's file descriptor, readable when records are waiting.
+    pub fn kernel_log_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.kernel
+            .kernel_log
+            .as_ref()
+            .map(std::os::fd::AsFd::as_fd)
+    }
+
+    /// Forwards the kernel programs' log records to the agent's log.
+    pub fn flush_kernel_log(&mut self) {
+        if let Some(log) = self.kernel.kernel_log.as_mut() {
+            log.flush();
+        }
+    }
+
     /// The event ring buffer's file descriptor, readable when events are waiting.
     pub fn events_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         std::os::fd::AsFd::as_fd(&self.kernel.events)

@@ -120,7 +120,13 @@ pub struct Attached {
     pub untracked: PerCpuArray<MapData, Volume>,
     pub cgroup_root: PathBuf,
     pub max_flows: u32,
+    /// Reads the kernel programs' aya-log records (first occurrence of each error per CPU)
+    /// into the agent's log. `None` if the object has no log buffer.
+    pub kernel_log: Option<KernelLog>,
 }
+
+/// The kernel programs' log records, forwarded to `tracing` through the `log` bridge.
+pub type KernelLog = aya_log::EbpfLogger<&'static dyn log::Log>;
 
 impl Attached {
     /// Kernel ids of the attached programs (what `bpftool prog` shows).
@@ -168,6 +174,13 @@ pub fn load_and_attach(opts: LoadOptions, cgroup_fallback: &Path) -> Result<Atta
         tracing::warn!(path = %root.path.display(), "no cgroup v2 hierarchy was mounted: mounted one");
     }
     let mut ebpf = load_object(Some(opts))?;
+    let kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
+        Ok(logger) => Some(logger),
+        Err(error) => {
+            tracing::warn!(%error, "kernel program logs unavailable (errors are still counted)");
+            None
+        }
+    };
     let cgroup = cgroup2::open(&root.path)?;
     // In table order: owner recording first, so sockets created while the rest attaches are
     // already covered.
@@ -186,6 +199,7 @@ pub fn load_and_attach(opts: LoadOptions, cgroup_fallback: &Path) -> Result<Atta
         ebpf,
         cgroup_root: root.path,
         max_flows: opts.max_flows,
+        kernel_log,
     })
 }
 
