@@ -45,7 +45,7 @@ enum Command {
     /// Benchmarks: per-packet cost, throughput ratio, agent CPU and memory.
     Bench {
         /// Repetitions of each A/B pair.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 9)]
         rounds: u32,
     },
 }
