@@ -1,0 +1,194 @@
+//! `cargo xtask bench`: measures, in one run, what the agent costs.
+//!
+//! - per-packet cost of each kernel program, from the kernel's BPF run-time statistics
+//!   (`run_time_ns / run_cnt`, `kernel.bpf_stats_enabled` switched on for that phase only),
+//!   and of the egress program under `BPF_PROG_TEST_RUN` with the statistics off and on;
+//! - loopback throughput with and without the agent, as a ratio, for bulk TCP (iperf3) and for
+//!   1-KiB UDP datagrams (packets per second), in interleaved A/B rounds;
+//! - the agent's CPU and RSS with 1,000 / 10,000 / 100,000 active sockets (each sends one
+//!   datagram per second) at a 1 s poll.
+//!
+//! Results are printed and saved as JSON under `target/bench/`. Traffic stays on loopback.
+
+use std::{
+    fs,
+    path::Path,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+use crate::{bootstrap::Tools, cmd};
+
+mod iperf;
+mod procs;
+mod report;
+mod scale;
+
+use self::{
+    iperf::{iperf_tcp_bulk, iperf_udp_small},
+    procs::{Agent, BpfStats},
+    report::{median, print_summary, report},
+    scale::socket_scale,
+};
+
+const IPERF_PORT: u16 = 15201;
+const IPERF_SECONDS: u32 = 5;
+const SOCKET_COUNTS: [usize; 3] = [1_000, 10_000, 100_000];
+/// Sockets per load-generator process (below common open-file limits).
+const PER_PROCESS_SOCKETS: usize = 15_000;
+/// Seconds of steady load measured for CPU, after a warm-up.
+const CPU_WINDOW: u64 = 10;
+
+pub fn all(root: &Path, tools: &Tools, agent: &Path, rounds: u32) -> Result<()> {
+    if !cmd::is_root() {
+        bail!("the benchmark loads BPF programs and needs root: run `sudo cargo xtask bench`");
+    }
+    for tool in ["iperf3", "bpftool"] {
+        if !cmd::exists(tool) {
+            bail!("{tool} is missing (cargo xtask bootstrap installs it as root)");
+        }
+    }
+    let traffic = cmd::step("build the load generator", || {
+        cmd::run(tools.cargo(root).args([
+            "build",
+            "--release",
+            "--package",
+            "integration-tests",
+            "--bin",
+            "traffic",
+        ]))?;
+        Ok(root.join("target/release/traffic"))
+    })?;
+    let out_dir = root.join("target/bench");
+    fs::create_dir_all(&out_dir)?;
+    // Statistics cost every BPF program run a clock read or two (60-80 ns in this guest):
+    // they are on only while per-program cost is measured, off for the A/B throughput and
+    // the agent's CPU, so those measure the agent and not the measurement.
+    let stats = BpfStats::save()?;
+    stats.set(false)?;
+
+    let mut bulk = Vec::new();
+    let mut small = Vec::new();
+    cmd::step(
+        &format!("throughput A/B, {rounds} interleaved rounds (BPF stats off)"),
+        || {
+            for round in 0..rounds {
+                // Alternate which side goes first so drift (thermal, noise) hits both equally.
+                let order = if round % 2 == 0 {
+                    [false, true]
+                } else {
+                    [true, false]
+                };
+                let mut pair = [(0.0, 0.0); 2];
+                for with_agent in order {
+                    let running = if with_agent {
+                        Some(Agent::start(agent, &out_dir.join("ab-samples.jsonl"))?)
+                    } else {
+                        None
+                    };
+                    let b = iperf_tcp_bulk()?;
+                    let s = iperf_udp_small()?;
+                    if let Some(a) = running {
+                        a.stop()?;
+                    }
+                    pair[usize::from(with_agent)] = (b, s);
+                }
+                eprintln!(
+                    "    round {round}: bulk {:.2} -> {:.2} Gbit/s, small {:.0} -> {:.0} pkt/s",
+                    pair[0].0 / 1e9,
+                    pair[1].0 / 1e9,
+                    pair[0].1,
+                    pair[1].1
+                );
+                bulk.push((pair[0].0, pair[1].0));
+                small.push((pair[0].1, pair[1].1));
+            }
+            Ok(())
+        },
+    )?;
+
+    let prog_cost = cmd::step(
+        "per-program cost from BPF stats (stats on, agent attached, iperf3 bulk + small)",
+        || {
+            stats.set(true)?;
+            let a = Agent::start(agent, &out_dir.join("cost-samples.jsonl"))?;
+            iperf_tcp_bulk()?;
+            iperf_udp_small()?;
+            let costs = a.program_stats()?;
+            a.stop()?;
+            stats.set(false)?;
+            Ok(costs)
+        },
+    )?;
+
+    let test_run = cmd::step(
+        "count_egress cost via BPF_PROG_TEST_RUN, stats off and on",
+        || test_run_cost(root, tools),
+    )?;
+    eprintln!("    {test_run}");
+
+    let mut scale = Vec::new();
+    for n in SOCKET_COUNTS {
+        let r = cmd::step(
+            &format!("agent CPU and RSS with {n} active sockets"),
+            || socket_scale(agent, &traffic, n, &out_dir),
+        )?;
+        eprintln!("    {r}");
+        scale.push(r);
+    }
+
+    let mut report = report(&bulk, &small, &prog_cost, &scale);
+    report["test_run_cost"] = test_run;
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let text = serde_json::to_string_pretty(&report)?;
+    fs::write(out_dir.join(format!("bench-{stamp}.json")), &text)?;
+    fs::write(out_dir.join("latest.json"), &text)?;
+    print_summary(&report);
+    eprintln!("==> saved {}", out_dir.join("latest.json").display());
+    Ok(())
+}
+
+/// Runs the egress program 1M times on one packet in the kernel (`BPF_PROG_TEST_RUN`, timed
+/// by the kernel around the loop) with BPF statistics off, then on. The difference is what
+/// the statistics themselves add to every run, which `run_time_ns / run_cnt` includes.
+fn test_run_cost(root: &Path, tools: &Tools) -> Result<Value> {
+    let mut medians = [0.0f64; 2];
+    for (i, on) in ["0", "1"].into_iter().enumerate() {
+        fs::write(BpfStats::PATH, on).with_context(|| format!("writing {}", BpfStats::PATH))?;
+        let out = cmd::output(tools.cargo(root).args([
+            "test",
+            "--release",
+            "--package",
+            "integration-tests",
+            "--test",
+            "parser_test_run",
+            "--",
+            "--ignored",
+            "--nocapture",
+            "cost_of_one_run",
+        ]))?;
+        let runs: Vec<f64> = out
+            .lines()
+            .filter_map(|l| {
+                l.split(": ")
+                    .nth(1)?
+                    .strip_suffix(" ns per run (BPF_PROG_TEST_RUN)")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        if runs.is_empty() {
+            bail!("no measurement in the test output:\n{out}");
+        }
+        medians[i] = median(runs);
+    }
+    fs::write(BpfStats::PATH, "0")?;
+    Ok(
+        json!({ "ns_per_run_stats_off": medians[0], "ns_per_run_stats_on": medians[1],
+               "stats_overhead_ns": medians[1] - medians[0] }),
+    )
+}

@@ -1,0 +1,125 @@
+//! The benchmark's JSON report and its printed summary.
+
+use std::{fs, thread};
+
+use serde_json::{Value, json};
+
+/// [min, max] of the A/B pair ratios: how much of the median is noise.
+pub(super) fn range(v: &[f64]) -> [f64; 2] {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if v.is_empty() { [0.0, 0.0] } else { [min, max] }
+}
+
+pub(super) fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub(super) fn report(
+    bulk: &[(f64, f64)],
+    small: &[(f64, f64)],
+    progs: &[(String, u64, u64)],
+    scale: &[Value],
+) -> Value {
+    let ratios = |v: &[(f64, f64)]| -> Vec<f64> {
+        v.iter()
+            .map(|(a, b)| if *a > 0.0 { b / a } else { 0.0 })
+            .collect()
+    };
+    let per_packet: Vec<Value> = progs
+        .iter()
+        .map(|(name, ns, cnt)| {
+            json!({ "program": name, "run_time_ns": ns, "run_cnt": cnt,
+                    "ns_per_run": if *cnt > 0 { *ns as f64 / *cnt as f64 } else { 0.0 } })
+        })
+        .collect();
+    json!({
+        "kernel": fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "cpus": thread::available_parallelism().map_or(0, usize::from),
+        "per_program_cost": per_packet,
+        "targets": { "egress_ns_per_packet": 80, "bulk_ratio": 0.97, "small_ratio": 0.95,
+                     "rss_mib_at_100k": 64, "cpu_percent_at_10k": 2.0 },
+        "throughput": {
+            "bulk_tcp_bits_per_second": bulk.iter().map(|(a, b)| json!({"without": a, "with": b})).collect::<Vec<_>>(),
+            "small_udp_packets_per_second": small.iter().map(|(a, b)| json!({"without": a, "with": b})).collect::<Vec<_>>(),
+            "bulk_ratio_median": median(ratios(bulk)),
+            "small_ratio_median": median(ratios(small)),
+            "bulk_pair_ratio_range": range(&ratios(bulk)),
+            "small_pair_ratio_range": range(&ratios(small)),
+        },
+        "socket_scale": scale,
+    })
+}
+
+pub(super) fn print_summary(r: &Value) {
+    println!(
+        "\negress-monitor benchmark (kernel {}, {} CPUs)",
+        r["kernel"].as_str().unwrap_or("?"),
+        r["cpus"]
+    );
+    for p in r["per_program_cost"].as_array().into_iter().flatten() {
+        let ns = p["ns_per_run"].as_f64().unwrap_or(0.0);
+        let verdict = if p["program"] == "count_egress" {
+            if ns <= 80.0 {
+                " (target <= 80: met)"
+            } else {
+                " (target <= 80: NOT met)"
+            }
+        } else {
+            ""
+        };
+        println!(
+            "  {:<16} {:>8.1} ns per run over {} runs{verdict}",
+            p["program"].as_str().unwrap_or("?"),
+            ns,
+            p["run_cnt"]
+        );
+    }
+    let tr = &r["test_run_cost"];
+    println!(
+        "  count_egress via BPF_PROG_TEST_RUN: {:.0} ns per run with stats off, {:.0} with stats on \
+         (the statistics add {:.0} ns per run on this machine)",
+        tr["ns_per_run_stats_off"].as_f64().unwrap_or(0.0),
+        tr["ns_per_run_stats_on"].as_f64().unwrap_or(0.0),
+        tr["stats_overhead_ns"].as_f64().unwrap_or(0.0)
+    );
+    let t = &r["throughput"];
+    let bulk = t["bulk_ratio_median"].as_f64().unwrap_or(0.0);
+    let small = t["small_ratio_median"].as_f64().unwrap_or(0.0);
+    let spread = |k: &str| {
+        let r = &t[k];
+        format!(
+            "{:.2}-{:.2}",
+            r[0].as_f64().unwrap_or(0.0),
+            r[1].as_f64().unwrap_or(0.0)
+        )
+    };
+    println!(
+        "  bulk TCP throughput ratio (with/without), median of pairs {bulk:.3} (target >= 0.97: {}; pairs ranged {})",
+        met(bulk >= 0.97),
+        spread("bulk_pair_ratio_range")
+    );
+    println!(
+        "  1-KiB UDP packet rate ratio (with/without), median of pairs {small:.3} (target >= 0.95: {}; pairs ranged {})",
+        met(small >= 0.95),
+        spread("small_pair_ratio_range")
+    );
+    for s in r["socket_scale"].as_array().into_iter().flatten() {
+        println!(
+            "  {:>6} active sockets: agent CPU {:.2} % of one core, RSS {:.1} MiB (peak {:.1}), flows reported {}",
+            s["sockets"],
+            s["cpu_percent"].as_f64().unwrap_or(0.0),
+            s["rss_mib"].as_f64().unwrap_or(0.0),
+            s["peak_rss_mib"].as_f64().unwrap_or(0.0),
+            s["flows_in_last_window"]
+        );
+    }
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}
