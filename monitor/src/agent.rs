@@ -6,7 +6,7 @@ use std::{ops::ControlFlow, time::Duration};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    cli::CollectArgs,
+    cli::Settings,
     collector::{Collector, CollectorStats, expiry::ExpiryPolicy},
     flow::FlowSample,
     kernel::loader::{self, LoadOptions},
@@ -25,7 +25,7 @@ pub enum AgentError {
 /// Runs until a signal, or until `consume` returns `Break`. Returns the collector's totals,
 /// after the programs have been detached.
 pub async fn run(
-    args: &CollectArgs,
+    args: &Settings,
     mut consume: impl FnMut(&[FlowSample]) -> ControlFlow<()>,
 ) -> Result<CollectorStats, AgentError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;

@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::output::OutputFormat;
+use crate::{config::Config, output::OutputFormat};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,6 +19,10 @@ pub struct Cli {
     /// Log filter (tracing-subscriber syntax), overrides `RUST_LOG`.
     #[arg(long, global = true)]
     pub log: Option<String>,
+    /// Configuration file (TOML); without it, the embedded default. Options given on the
+    /// command line override the file.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -37,33 +41,61 @@ pub enum Command {
     Top(TopArgs),
     /// Check what this kernel and these privileges allow, and why something will not work.
     Doctor(DoctorArgs),
+    /// Print the effective configuration (the embedded default, or `--config PATH`).
+    Config,
 }
 
-/// Options shared by every command that attaches to the kernel.
-#[derive(Clone, Debug, Args)]
+/// Options shared by every command that attaches to the kernel. Each overrides the same key
+/// of the configuration's `[agent]` table.
+#[derive(Clone, Debug, Default, Args)]
 pub struct CollectArgs {
-    /// Poll interval (e.g. 1s, 500ms).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    /// Poll interval (e.g. 1s, 500ms) [config: `agent.interval`, default 1s].
+    #[arg(long, value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// Maximum (socket, destination) flows tracked at once in the kernel; beyond it bytes are
+    /// still counted, as unattributed volume [config: `agent.max_flows`, default 131072].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_flows: Option<u32>,
+    /// A flow with no packet for this long is removed from the kernel table, counted
+    /// [config: `agent.idle_timeout`, default 5m].
+    #[arg(long, value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Where to mount cgroup2 if the host has none mounted [config: `agent.cgroup_mount`].
+    #[arg(long)]
+    pub cgroup_mount: Option<PathBuf>,
+}
+
+/// What the agent runs with: the configuration, overridden by the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
     pub interval: Duration,
-    /// Maximum (socket, destination) flows tracked at once in the kernel. Beyond it bytes are
-    /// still counted, as unattributed volume.
-    #[arg(long, default_value_t = monitor_common::DEFAULT_MAX_FLOWS, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_flows: u32,
-    /// A flow with no packet for this long is removed from the kernel table (counted).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
-    /// Where to mount cgroup2 if the host has no cgroup v2 hierarchy mounted.
-    #[arg(long, default_value = "/sys/fs/cgroup/unified")]
     pub cgroup_mount: PathBuf,
+}
+
+impl CollectArgs {
+    pub fn resolve(&self, config: &Config) -> Settings {
+        let a = &config.agent;
+        Settings {
+            interval: self.interval.unwrap_or(a.interval.get_ref().0),
+            max_flows: self.max_flows.unwrap_or(*a.max_flows.get_ref()),
+            idle_timeout: self.idle_timeout.unwrap_or(a.idle_timeout.get_ref().0),
+            cgroup_mount: self
+                .cgroup_mount
+                .clone()
+                .unwrap_or_else(|| a.cgroup_mount.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub collect: CollectArgs,
-    /// Output format of the samples on stdout.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    /// Output format of the samples on stdout [config: `agent.output`, default text].
+    #[arg(long, value_enum)]
+    pub output: Option<OutputFormat>,
 }
 
 #[derive(Debug, Args)]
@@ -121,14 +153,31 @@ mod tests {
     }
 
     #[test]
-    fn run_defaults() {
+    fn run_defaults_come_from_the_config_and_flags_override_it() {
         let cli = Cli::try_parse_from(["egress-monitor", "run", "--output", "json"]).unwrap();
         let Command::Run(run) = cli.command else {
             panic!("not run")
         };
-        assert_eq!(run.output, OutputFormat::Json);
-        assert_eq!(run.collect.interval, Duration::from_secs(1));
-        assert_eq!(run.collect.max_flows, monitor_common::DEFAULT_MAX_FLOWS);
+        assert_eq!(run.output, Some(OutputFormat::Json));
+        let config = Config::load(None).unwrap();
+        let s = run.collect.resolve(&config);
+        assert_eq!(s.interval, Duration::from_secs(1));
+        assert_eq!(s.max_flows, monitor_common::DEFAULT_MAX_FLOWS);
+        let cli = Cli::try_parse_from([
+            "egress-monitor",
+            "run",
+            "--interval",
+            "3s",
+            "--max-flows",
+            "7",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        let s = run.collect.resolve(&config);
+        assert_eq!((s.interval, s.max_flows), (Duration::from_secs(3), 7));
+        assert_eq!(s.idle_timeout, Duration::from_secs(300));
         let err = Cli::try_parse_from(["egress-monitor", "run", "--max-flows", "0"]).unwrap_err();
         assert!(err.to_string().contains("--max-flows"), "{err}");
     }

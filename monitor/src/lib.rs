@@ -7,6 +7,7 @@ pub mod agent;
 pub mod attribution;
 pub mod cli;
 pub mod collector;
+pub mod config;
 pub mod doctor;
 pub mod flow;
 pub mod kernel;

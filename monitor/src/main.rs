@@ -7,6 +7,7 @@ use clap::Parser as _;
 use monitor::{
     agent,
     cli::{Cli, Command, LogFormat},
+    config::Config,
     doctor, output,
     top::TopTable,
 };
@@ -50,14 +51,21 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
     match cli.command {
+        Command::Config => {
+            print!("{}", config.to_toml());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run(args) => {
+            let settings = args.collect.resolve(&config);
+            let format = args.output.unwrap_or(config.agent.output);
             // One write per window, not per line: at 10k flows a second, line-buffered stdout
             // alone costs several percent of a core.
             let mut stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
             let mut write_error = None;
-            runtime()?.block_on(agent::run(&args.collect, |samples| {
-                match output::write_samples(&mut stdout, args.output, samples) {
+            runtime()?.block_on(agent::run(&settings, |samples| {
+                match output::write_samples(&mut stdout, format, samples) {
                     Ok(()) => ControlFlow::Continue(()),
                     Err(e) => {
                         // stdout closed (e.g. `| head`): stop cleanly, detaching everything.
@@ -74,10 +82,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Top(args) => {
+            let settings = args.collect.resolve(&config);
             let mut table = TopTable::default();
             let tty = std::io::stdout().is_terminal();
             let mut shown = 0u64;
-            runtime()?.block_on(agent::run(&args.collect, |samples| {
+            runtime()?.block_on(agent::run(&settings, |samples| {
                 table.update(samples);
                 // The agent's last poll at shutdown comes after the last refresh: not shown.
                 if args.iterations.is_some_and(|n| shown >= n) {

@@ -12,7 +12,8 @@ use serde_json::value::RawValue;
 
 use crate::flow::{Endpoint, FlowSample, Owner, Protocol, UntrackedReason};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     /// One readable line per sample.
     Text,

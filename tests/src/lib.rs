@@ -143,6 +143,15 @@ impl Agent {
         self.child.id()
     }
 
+    /// The agent's start-up log line (it carries the settings in effect).
+    pub fn attach_log(&self) -> Value {
+        let logs = self.logs.lock().unwrap();
+        logs.iter()
+            .find(|l| l["message"] == "attached: counting egress")
+            .cloned()
+            .expect("attach log")
+    }
+
     /// Kernel ids of the programs the agent attached (from its start-up log).
     pub fn program_ids(&self) -> Vec<u32> {
         let logs = self.logs.lock().unwrap();

@@ -240,3 +240,34 @@ fn doctor_reports_ready_on_this_host() {
         .unwrap();
     assert!(String::from_utf8_lossy(&text.stdout).contains("ready: the agent can run here"));
 }
+
+/// A configuration file sets the agent's parameters (here the poll interval and the flow
+/// table size), and a bad one is refused with the file, line and key, before anything loads.
+#[test]
+fn a_config_file_sets_the_agent_and_a_bad_one_is_refused() {
+    let dir = std::env::temp_dir();
+    let good = dir.join(format!("egress-config-{}.toml", std::process::id()));
+    std::fs::write(&good, "[agent]\ninterval = \"300ms\"\nmax_flows = 512\n").unwrap();
+    let agent = Agent::start(&["--config", good.to_str().unwrap()]);
+    let attach = agent.attach_log();
+    assert_eq!(attach["max_flows"], 512, "{attach}");
+    assert_eq!(attach["interval"], "300ms", "{attach}");
+    let run = agent.stop();
+    assert!(run.status.success());
+
+    let bad = dir.join(format!("egress-config-bad-{}.toml", std::process::id()));
+    std::fs::write(&bad, "[agent]\n# comment\nmax_flows = -3\n").unwrap();
+    let out = Command::new(integration_tests::agent_bin())
+        .args(["--config", bad.to_str().unwrap(), "run"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&good);
+    let _ = std::fs::remove_file(&bad);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("config {}:3:", bad.display()))
+            && stderr.contains("agent.max_flows"),
+        "{stderr}"
+    );
+}
