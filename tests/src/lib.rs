@@ -436,3 +436,24 @@ pub fn cgroup2_root() -> String {
         .display()
         .to_string()
 }
+
+/// The host's count of retransmitted TCP segments (`/proc/net/snmp`, `Tcp: RetransSegs`).
+/// Retransmissions are real egress and are counted by the agent; tests that expect exact TCP
+/// byte counts check this to tell a retransmission from an accounting error.
+pub fn tcp_retransmitted_segments() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").expect("/proc/net/snmp");
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (
+        tcp.next().expect("Tcp header"),
+        tcp.next().expect("Tcp values"),
+    );
+    let column = names
+        .split_whitespace()
+        .position(|n| n == "RetransSegs")
+        .expect("RetransSegs column");
+    values
+        .split_whitespace()
+        .nth(column)
+        .and_then(|v| v.parse().ok())
+        .expect("RetransSegs value")
+}

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use integration_tests::{Agent, Traffic};
+use integration_tests::{Agent, Traffic, tcp_retransmitted_segments};
 use monitor::flow::FlowSample;
 
 #[test]
@@ -11,6 +11,7 @@ fn five_thousand_short_tcp_connections_are_all_counted() {
     const CONNS: u64 = 5000;
     const PAYLOAD: u64 = 1000;
     let agent = Agent::start(&["--interval", "30s"]);
+    let retrans_before = tcp_retransmitted_segments();
     let t = Traffic::start(&["short-tcp", &CONNS.to_string(), &PAYLOAD.to_string()]);
     let port: u16 = t.expect_line("port", Duration::from_secs(10))[1]
         .parse()
@@ -52,11 +53,18 @@ fn five_thousand_short_tcp_connections_are_all_counted() {
     );
     // Exact: the payload, 52 bytes of IPv4 + TCP-with-timestamps header per packet, and the
     // 8 more option bytes (MSS, SACK-permitted, window scale) of one SYN-ACK per connection.
-    assert_eq!(
-        bytes,
-        CONNS * PAYLOAD + packets * 52 + CONNS * 8,
-        "{packets} packets"
-    );
+    // A retransmission (rare on loopback) really leaves again and is counted, so with one the
+    // sum can only be bounded: each adds at most a payload, a header and SYN-ACK options.
+    let exact = CONNS * PAYLOAD + packets * 52 + CONNS * 8;
+    let retransmitted = tcp_retransmitted_segments() - retrans_before;
+    if retransmitted == 0 {
+        assert_eq!(bytes, exact, "{packets} packets");
+    } else {
+        assert!(
+            bytes >= exact - retransmitted * 8 && bytes <= exact + retransmitted * (PAYLOAD + 8),
+            "{bytes} bytes, {packets} packets, {retransmitted} retransmissions"
+        );
+    }
     assert!(
         (CONNS..=CONNS * 4).contains(&packets),
         "{packets} packets for {CONNS} connections"
