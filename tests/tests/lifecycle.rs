@@ -27,7 +27,16 @@ fn socket_created_before_the_agent_is_attributed() {
     let counted = run.bytes_where(server);
     assert!(counted >= N, "counted {counted} < {N}");
     let s = run.samples.iter().find(|s| server(s)).expect("sample");
-    assert_eq!(s.owner.attribution, Attribution::SockDiag, "{s:?}");
+    let snapshot = run.logs.iter().find(|l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("owners of pre-existing sockets"))
+    });
+    assert_eq!(
+        s.owner.attribution,
+        Attribution::SockDiag,
+        "{s:?}\nstart-up snapshot: {snapshot:?}"
+    );
     assert_eq!(s.owner.pid, Some(pid));
     assert_eq!(s.owner.exe.as_deref(), Some(traffic_exe().as_str()));
     assert_eq!(s.owner.uid, Some(0));

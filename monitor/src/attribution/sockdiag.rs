@@ -196,7 +196,9 @@ pub fn owners_of<S: std::hash::BuildHasher>(
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect();
     pids.sort_unstable();
+    let (mut scanned, mut sockets_seen) = (0usize, 0usize);
     for pid in pids {
+        scanned += 1;
         let Ok(fds) = fs::read_dir(proc_root.join(pid.to_string()).join("fd")) else {
             continue;
         };
@@ -207,6 +209,7 @@ pub fn owners_of<S: std::hash::BuildHasher>(
             let Some(inode) = socket_inode(&target.to_string_lossy()) else {
                 continue;
             };
+            sockets_seen += 1;
             if wanted.contains(&inode) {
                 found.entry(inode).or_insert(pid);
             }
@@ -215,6 +218,13 @@ pub fn owners_of<S: std::hash::BuildHasher>(
             break;
         }
     }
+    tracing::debug!(
+        processes = scanned,
+        socket_fds = sockets_seen,
+        wanted = wanted.len(),
+        found = found.len(),
+        "scanned /proc/*/fd"
+    );
     found
 }
 
