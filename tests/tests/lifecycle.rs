@@ -20,10 +20,18 @@ fn socket_created_before_the_agent_is_attributed() {
     let agent = Agent::start(&["--interval", "200ms"]);
     t.go();
     t.expect_line("done", Duration::from_secs(30));
-    t.wait();
-    std::thread::sleep(Duration::from_millis(500));
-    let run = agent.stop();
     let server = |s: &FlowSample| s.local.is_some_and(|l| l.port == port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !agent.samples_so_far().iter().any(server) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no sample of the pre-existing socket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t.go();
+    t.wait();
+    let run = agent.stop();
     let counted = run.bytes_where(server);
     assert!(counted >= N, "counted {counted} < {N}");
     let s = run.samples.iter().find(|s| server(s)).expect("sample");

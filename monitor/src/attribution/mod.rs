@@ -81,7 +81,17 @@ impl Attributor {
             }
         };
         let inodes: HashSet<u64> = diag.iter().map(|s| s.inode).filter(|i| *i != 0).collect();
-        let owners = sockdiag::owners_of(&self.proc_root, &inodes);
+        let mut owners = sockdiag::owners_of(&self.proc_root, &inodes);
+        if owners.is_empty() && !inodes.is_empty() {
+            // Every socket with a file has an owner somewhere in /proc: finding none means
+            // the scan failed as a whole (seen once, transiently, in testing). Try again.
+            tracing::warn!(
+                sockets = inodes.len(),
+                "no owner found in /proc/*/fd for any socket; scanning again"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            owners = sockdiag::owners_of(&self.proc_root, &inodes);
+        }
         let mut known = 0;
         for s in &diag {
             let pid = owners.get(&s.inode).copied();

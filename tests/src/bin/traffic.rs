@@ -155,6 +155,8 @@ fn pre_existing(bytes: u64) {
     server.shutdown(Shutdown::Write).expect("shutdown");
     let got = reader.join().expect("reader");
     say(&format!("done {got}"));
+    // A service keeps running: stay until the test has seen the agent report us.
+    wait_for_go();
 }
 
 /// Two threads pinned to CPUs 0 and 1 send on one shared UDP socket.
