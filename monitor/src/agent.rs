@@ -19,7 +19,7 @@ pub enum AgentError {
     #[error(transparent)]
     Collect(#[from] crate::collector::CollectError),
     #[error("setting up signal and event notification")]
-    Signals(#[source] std::io::Error),
+    Notify(#[source] std::io::Error),
 }
 
 /// Runs until a signal, or until `consume` returns `Break`. Returns the collector's totals,
@@ -28,8 +28,8 @@ pub async fn run(
     args: &Settings,
     mut consume: impl FnMut(&[FlowSample]) -> ControlFlow<()>,
 ) -> Result<CollectorStats, AgentError> {
-    let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Notify)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Notify)?;
 
     let opts = LoadOptions {
         max_flows: args.max_flows,
@@ -54,21 +54,21 @@ pub async fn run(
     let events_fd = collector
         .events_fd()
         .try_clone_to_owned()
-        .map_err(AgentError::Signals)?;
+        .map_err(AgentError::Notify)?;
     // SAFETY: `events_fd` is a duplicate owned by the AsyncFd: it stays open and refers to
     // the ring buffer for the AsyncFd's whole life.
     let events = unsafe {
         tokio::io::unix::AsyncFd::register_with_interest(events_fd, tokio::io::Interest::READABLE)
     }
-    .map_err(|e| AgentError::Signals(e.into()))?;
+    .map_err(|e| AgentError::Notify(e.into()))?;
     let kernel_log = match collector.kernel_log_fd() {
         Some(fd) => {
-            let fd = fd.try_clone_to_owned().map_err(AgentError::Signals)?;
+            let fd = fd.try_clone_to_owned().map_err(AgentError::Notify)?;
             // SAFETY: as above, a duplicate owned by the AsyncFd.
             let registered = unsafe {
                 tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
             };
-            Some(registered.map_err(|e| AgentError::Signals(e.into()))?)
+            Some(registered.map_err(|e| AgentError::Notify(e.into()))?)
         }
         None => None,
     };
@@ -89,12 +89,12 @@ pub async fn run(
                 }
             }
             ready = events.readable() => {
-                let mut guard = ready.map_err(AgentError::Signals)?;
+                let mut guard = ready.map_err(AgentError::Notify)?;
                 collector.drain_events();
                 guard.clear_ready();
             }
             ready = readable(kernel_log.as_ref()) => {
-                let mut guard = ready.map_err(AgentError::Signals)?;
+                let mut guard = ready.map_err(AgentError::Notify)?;
                 collector.flush_kernel_log();
                 guard.clear_ready();
             }

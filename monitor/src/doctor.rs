@@ -66,12 +66,7 @@ pub fn run_checks() -> Vec<Check> {
         "not needed by the agent (it pins nothing); `mount -t bpf bpf /sys/fs/bpf` for bpftool",
     ));
     checks.push(mount_check("tracefs", "tracefs", "/sys/kernel/tracing", "not needed by the agent; `mount -t tracefs nodev /sys/kernel/tracing` for tracepoint tools"));
-    checks.push(file_check(
-        "BPF run-time stats (kernel.bpf_stats_enabled)",
-        "/proc/sys/kernel/bpf_stats_enabled",
-        Status::Warn,
-        "cannot read; `cargo xtask bench` needs it",
-    ));
+    checks.push(bpf_stats_check());
     if caps.missing_required().is_empty() {
         checks.extend(kernel_probes());
     } else {
@@ -163,21 +158,27 @@ fn cgroup_v2() -> Check {
 }
 
 fn file_check(name: &str, path: &str, missing: Status, why: &str) -> Check {
-    match fs::read(path) {
-        Ok(content) if path.ends_with("bpf_stats_enabled") => {
-            let on = content.first() == Some(&b'1');
-            check(
-                name,
-                if on { Status::Ok } else { Status::Warn },
-                if on {
-                    "enabled".to_owned()
-                } else {
-                    "disabled: `cargo xtask bench` enables it while measuring".to_owned()
-                },
-            )
-        }
+    match fs::metadata(path) {
         Ok(_) => check(name, Status::Ok, format!("{path} present")),
         Err(e) => check(name, missing, format!("{path}: {e}; {why}")),
+    }
+}
+
+fn bpf_stats_check() -> Check {
+    const NAME: &str = "BPF run-time stats (kernel.bpf_stats_enabled)";
+    const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    match fs::read(PATH) {
+        Ok(v) if v.first() == Some(&b'1') => check(NAME, Status::Ok, "enabled"),
+        Ok(_) => check(
+            NAME,
+            Status::Warn,
+            "disabled: `cargo xtask bench` enables it while measuring",
+        ),
+        Err(e) => check(
+            NAME,
+            Status::Warn,
+            format!("{PATH}: {e}; `cargo xtask bench` needs it"),
+        ),
     }
 }
 

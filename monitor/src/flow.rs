@@ -3,7 +3,7 @@
 //! documented in the README. Add fields only as optional ones.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv6Addr},
     sync::Arc,
 };
 
@@ -138,21 +138,23 @@ pub enum UntrackedReason {
     Unparsed,
 }
 
+impl UntrackedReason {
+    /// The name used in the JSON contract (`map_full`, `no_full_socket`, `unparsed`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::MapFull => "map_full",
+            Self::NoFullSocket => "no_full_socket",
+            Self::Unparsed => "unparsed",
+        }
+    }
+}
+
 /// Converts a 16-byte address as stored by the kernel (IPv4 v4-mapped) to an `IpAddr`.
 pub fn ip_from_kernel(addr: [u8; 16]) -> IpAddr {
     let v6 = Ipv6Addr::from(addr);
     match v6.to_ipv4_mapped() {
         Some(v4) => IpAddr::V4(v4),
         None => IpAddr::V6(v6),
-    }
-}
-
-/// The unspecified address of the given IP version.
-pub fn unspecified(ip_version: u8) -> IpAddr {
-    if ip_version == 4 {
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-    } else {
-        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
     }
 }
 
@@ -218,6 +220,17 @@ mod tests {
         assert_eq!(v["first_seen"], "2026-11-26T09:59:58.5Z");
         assert_eq!(v["last_seen"], "2026-11-26T10:00:01.25Z");
         assert!(v.get("untracked").is_none());
+    }
+
+    #[test]
+    fn untracked_reason_names_are_the_json_names() {
+        for why in [
+            UntrackedReason::MapFull,
+            UntrackedReason::NoFullSocket,
+            UntrackedReason::Unparsed,
+        ] {
+            assert_eq!(serde_json::to_value(why).unwrap(), why.name());
+        }
     }
 
     #[test]

@@ -98,13 +98,7 @@ fn write_json(out: &mut impl Write, samples: &[FlowSample]) -> io::Result<()> {
 pub fn text_line(s: &FlowSample) -> String {
     let dest = match (&s.remote, s.untracked) {
         (Some(r), _) => format!("{}:{}", r.addr, r.port),
-        (None, Some(why)) => format!(
-            "(untracked: {})",
-            serde_json::to_value(why)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
-        ),
+        (None, Some(why)) => format!("(untracked: {})", why.name()),
         (None, None) => "?".to_owned(),
     };
     format!(

@@ -40,7 +40,7 @@ impl TopTable {
             secs = secs.max(s.window_end.duration_since(s.window_start).as_secs_f64());
             let destination = match (&s.remote, s.untracked) {
                 (Some(r), _) => format!("{}:{}", r.addr, r.port),
-                (None, Some(why)) => format!("untracked ({why:?})"),
+                (None, Some(why)) => format!("untracked ({})", why.name()),
                 (None, None) => "?".into(),
             };
             let key = TopKey {

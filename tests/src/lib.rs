@@ -199,6 +199,12 @@ impl Agent {
         self.wait_exit()
     }
 
+    /// Sends `signal` to the agent (use [`Self::stop_after_kill`] to collect it).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal)
+            .expect("signal the agent");
+    }
+
     /// Waits for an agent that was killed some other way.
     pub fn stop_after_kill(self) -> Finished {
         self.wait_exit()
@@ -387,34 +393,16 @@ pub fn traffic_exe() -> String {
         .to_string()
 }
 
-/// Names of BPF programs currently loaded, from bpftool (the tool an operator would use).
-pub fn loaded_program_ids() -> Vec<u32> {
+/// Program ids in the JSON of a `bpftool -j ...` command (empty output: none).
+fn bpftool_ids(args: &[&str]) -> Vec<u32> {
     let out = Command::new("bpftool")
-        .args(["-j", "prog", "show"])
+        .arg("-j")
+        .args(args)
         .output()
         .expect("bpftool must be installed (cargo xtask test installs it)");
     assert!(
         out.status.success(),
-        "bpftool prog show failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    v.as_array()
-        .expect("array")
-        .iter()
-        .filter_map(|p| p["id"].as_u64().map(|i| i as u32))
-        .collect()
-}
-
-/// Program ids attached to a cgroup, from `bpftool cgroup show`.
-pub fn cgroup_attached_ids(cgroup: &str) -> Vec<u32> {
-    let out = Command::new("bpftool")
-        .args(["-j", "cgroup", "show", cgroup])
-        .output()
-        .expect("bpftool");
-    assert!(
-        out.status.success(),
-        "bpftool cgroup show failed: {}",
+        "bpftool {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     if out.stdout.iter().all(u8::is_ascii_whitespace) {
@@ -426,6 +414,25 @@ pub fn cgroup_attached_ids(cgroup: &str) -> Vec<u32> {
             .filter_map(|p| p["id"].as_u64().map(|i| i as u32))
             .collect()
     })
+}
+
+/// Ids of the BPF programs currently loaded (`bpftool prog show`).
+pub fn loaded_program_ids() -> Vec<u32> {
+    bpftool_ids(&["prog", "show"])
+}
+
+/// Program ids attached to a cgroup (`bpftool cgroup show`).
+pub fn cgroup_attached_ids(cgroup: &str) -> Vec<u32> {
+    bpftool_ids(&["cgroup", "show", cgroup])
+}
+
+/// Those of `ids` still loaded or attached to `cgroup`.
+pub fn left_behind(ids: &[u32], cgroup: &str) -> Vec<u32> {
+    let (loaded, attached) = (loaded_program_ids(), cgroup_attached_ids(cgroup));
+    ids.iter()
+        .copied()
+        .filter(|id| loaded.contains(id) || attached.contains(id))
+        .collect()
 }
 
 /// The cgroup v2 root, as the agent finds it.

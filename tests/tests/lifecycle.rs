@@ -3,7 +3,8 @@
 use std::{process::Command, time::Duration};
 
 use integration_tests::{
-    Agent, Traffic, cgroup_attached_ids, cgroup2_root, loaded_program_ids, traffic_exe, udp_sink,
+    Agent, Traffic, cgroup_attached_ids, cgroup2_root, left_behind, loaded_program_ids,
+    traffic_exe, udp_sink,
 };
 use monitor::flow::{Attribution, FlowSample, UntrackedReason};
 
@@ -155,21 +156,12 @@ fn sigint_detaches_every_program() {
     let root = cgroup2_root();
     let agent = Agent::start(&["--interval", "200ms"]);
     let ids = agent.program_ids();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.pid() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    agent.signal(nix::sys::signal::Signal::SIGINT);
     let run = agent.stop_after_kill();
     assert!(run.status.success(), "exit status {}", run.status);
     assert_eq!(run.summary()["signal"], "SIGINT");
-    let attached = cgroup_attached_ids(&root);
-    let loaded = loaded_program_ids();
-    assert!(
-        ids.iter()
-            .all(|id| !attached.contains(id) && !loaded.contains(id)),
-        "{ids:?} left behind"
-    );
+    let left = left_behind(&ids, &root);
+    assert!(left.is_empty(), "{left:?} of {ids:?} left behind");
 }
 
 /// SIGKILL leaves nothing behind either (the `bpf_link` fds die
@@ -179,23 +171,11 @@ fn sigkill_leaves_no_program_attached() {
     let root = cgroup2_root();
     let agent = Agent::start(&["--interval", "200ms"]);
     let ids = agent.program_ids();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.pid() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    agent.signal(nix::sys::signal::Signal::SIGKILL);
     let _ = agent.stop_after_kill();
     // Program teardown after the last fd closes is asynchronous (RCU): give it a moment.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let attached = cgroup_attached_ids(&root);
-        let loaded = loaded_program_ids();
-        if ids
-            .iter()
-            .all(|id| !attached.contains(id) && !loaded.contains(id))
-        {
-            break;
-        }
+    while !left_behind(&ids, &root).is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "programs {ids:?} still present after SIGKILL"

@@ -67,6 +67,12 @@ impl DeltaTracker {
 
     /// The part of `now` (a flow still in the kernel map) not reported yet.
     pub fn observe(&mut self, key: &FlowKey, now: &FlowCounters) -> Delta {
+        self.observe_with_activity(key, now).0
+    }
+
+    /// [`Self::observe`], also returning when the flow's counters last grew (monotonic ns),
+    /// from the same lookup.
+    pub fn observe_with_activity(&mut self, key: &FlowKey, now: &FlowCounters) -> (Delta, u64) {
         let previous = self.reported.get(key);
         let delta = diff(previous, now);
         let active_ns = match previous {
@@ -83,7 +89,7 @@ impl DeltaTracker {
                 active_ns,
             },
         );
-        delta
+        (delta, active_ns)
     }
 
     /// Final counts of a flow removed from the kernel map: report the rest and forget it.

@@ -154,8 +154,9 @@ impl Collector {
         let mut deltas: Vec<Delta> = Vec::with_capacity(flows.len());
         let mut last_active: Vec<u64> = Vec::with_capacity(flows.len());
         for (key, counters) in &flows {
-            deltas.push(self.tracker.observe(key, counters));
-            last_active.push(self.tracker.last_active_ns(key).unwrap_or(now_ns));
+            let (delta, active_ns) = self.tracker.observe_with_activity(key, counters);
+            deltas.push(delta);
+            last_active.push(active_ns);
         }
         let mut removals: Vec<Option<Removal>> = vec![None; flows.len()];
         let plan = expiry::plan(
