@@ -58,7 +58,7 @@ mod tests {
     }
 
     #[test]
-    fn monotonic_clock_is_the_kernel_one() {
+    fn monotonic_clock_reads_and_never_goes_back() {
         let a = monotonic_ns();
         let b = monotonic_ns();
         assert!(a > 0 && b >= a);

@@ -115,7 +115,7 @@ pub(super) fn print_summary(r: &Value) {
             s["cpu_percent"].as_f64().unwrap_or(0.0),
             s["rss_mib"].as_f64().unwrap_or(0.0),
             s["peak_rss_mib"].as_f64().unwrap_or(0.0),
-            s["flows_in_last_window"]
+            s["flows_in_busiest_window"]
         );
     }
 }

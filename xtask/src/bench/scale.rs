@@ -102,16 +102,16 @@ pub(super) fn socket_scale(
         load.wait()?;
     }
     agent.stop()?;
-    let flows = flows_in_last_full_window(&samples, to.port())?;
+    let flows = busiest_window_flows(&samples, to.port())?;
     Ok(
         json!({ "sockets": sockets, "cpu_percent": cpu, "rss_mib": rss, "peak_rss_mib": peak,
-               "flows_in_last_window": flows }),
+               "flows_in_busiest_window": flows }),
     )
 }
 
 /// Number of flows to the sink reported in the busiest window: proves the agent really
 /// tracked the sockets it was measured with.
-fn flows_in_last_full_window(samples: &Path, port: u16) -> Result<u64> {
+fn busiest_window_flows(samples: &Path, port: u16) -> Result<u64> {
     let text = fs::read_to_string(samples)?;
     let mut per_window: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     for line in text.lines() {
