@@ -13,15 +13,27 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 use toml::Spanned;
 
-use crate::output::OutputFormat;
+use crate::{
+    detect::settings::{
+        self, AlertsConfig, DestinationsConfig, DetectConfig, RulesConfig, ServiceConfig,
+        StateConfig,
+    },
+    output::OutputFormat,
+};
 
 /// The embedded default configuration, as shipped (comments included).
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub agent: AgentConfig,
+    pub state: StateConfig,
+    pub detect: DetectConfig,
+    pub services: Vec<ServiceConfig>,
+    pub destinations: DestinationsConfig,
+    pub rules: RulesConfig,
+    pub alerts: AlertsConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +65,16 @@ fn unspanned<T>(v: T) -> Spanned<T> {
 /// A duration written the human way in the file: "1s", "500ms", "5m", "1h 30m".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub const fn secs(secs: u64) -> Self {
+        Self(Duration::from_secs(secs))
+    }
+
+    pub const fn hours(hours: u64) -> Self {
+        Self(Duration::from_secs(hours * 3600))
+    }
+}
 
 impl Serialize for HumanDuration {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -150,6 +172,15 @@ impl Config {
         config
             .validate()
             .map_err(|(span, key, message)| invalid(Some(span), key.to_owned(), message))?;
+        settings::validate(
+            &config.detect,
+            &config.state,
+            &config.services,
+            &config.destinations,
+            &config.rules,
+            &config.alerts,
+        )
+        .map_err(|(span, key, message)| invalid(Some(span), key, message))?;
         Ok(config)
     }
 

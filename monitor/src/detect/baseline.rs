@@ -1,0 +1,224 @@
+//! Learned distributions (hdrhistogram): per service, the per-peer window volumes (rule 2)
+//! and the per-minute totals by hour of day (rule 3).
+
+use hdrhistogram::{
+    Histogram,
+    serialization::{Deserializer, Serializer as _, V2Serializer},
+};
+use thiserror::Error;
+
+/// Largest value recorded: 16 TiB per window (larger values are clamped).
+const MAX_VALUE: u64 = 1 << 44;
+
+#[derive(Debug, Error)]
+pub enum BaselineError {
+    #[error("decoding a stored histogram")]
+    Decode(#[source] hdrhistogram::serialization::DeserializeError),
+    #[error("creating a histogram")]
+    Create(#[source] hdrhistogram::CreationError),
+}
+
+/// A distribution of byte volumes with a cached threshold.
+#[derive(Clone, Debug)]
+pub struct Distribution {
+    hist: Histogram<u32>,
+    /// (threshold source value, count when computed).
+    cached: Option<(u64, u64)>,
+}
+
+impl Distribution {
+    /// `sigfig` 2 gives 1 % resolution (about 19 KiB); 1 gives 10 % (about 2.5 KiB), enough
+    /// for the 25 time-of-day histograms of every service.
+    pub fn new(sigfig: u8) -> Self {
+        Self {
+            hist: Histogram::new_with_bounds(1, MAX_VALUE, sigfig)
+                .expect("static histogram bounds are valid"),
+            cached: None,
+        }
+    }
+
+    pub fn record(&mut self, bytes: u64) {
+        self.hist.saturating_record(bytes.clamp(1, MAX_VALUE));
+    }
+
+    pub fn len(&self) -> u64 {
+        self.hist.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hist.is_empty()
+    }
+
+    /// The value at `quantile`, cached until the distribution grew by 1 % (quantiles of a
+    /// histogram with thousands of buckets are too slow to compute per sample).
+    pub fn quantile(&mut self, quantile: f64) -> u64 {
+        let len = self.hist.len();
+        if let Some((value, at)) = self.cached
+            && len <= at + at / 100
+        {
+            return value;
+        }
+        let value = self.hist.value_at_quantile(quantile);
+        self.cached = Some((value, len));
+        value
+    }
+
+    /// Compressed V2 encoding, for the state database.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Serializing into a Vec cannot fail on I/O; an encoding error would be a bug.
+        if let Err(e) = V2Serializer::new().serialize(&self.hist, &mut out) {
+            tracing::error!(error = %e, "encoding a histogram");
+            out.clear();
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8], sigfig: u8) -> Result<Self, BaselineError> {
+        let stored: Histogram<u32> = Deserializer::new()
+            .deserialize(&mut &bytes[..])
+            .map_err(BaselineError::Decode)?;
+        let mut hist =
+            Histogram::new_with_bounds(1, MAX_VALUE, sigfig).map_err(BaselineError::Create)?;
+        // Re-bucket into the bounds used now (stored ones may come from another version).
+        for v in stored.iter_recorded() {
+            hist.saturating_record_n(
+                v.value_iterated_to().clamp(1, MAX_VALUE),
+                v.count_at_value(),
+            );
+        }
+        Ok(Self { hist, cached: None })
+    }
+}
+
+/// Threshold = max(floor, value at quantile x factor), or `None` while fewer than
+/// `min_samples` values were learned.
+pub fn threshold(
+    dist: &mut Distribution,
+    quantile: f64,
+    factor: f64,
+    floor: u64,
+    min_samples: u64,
+) -> Option<(u64, u64)> {
+    if dist.len() < min_samples.max(1) {
+        return None;
+    }
+    let q = dist.quantile(quantile);
+    let scaled = (q as f64 * factor).min(u64::MAX as f64) as u64;
+    Some((scaled.max(floor), q))
+}
+
+/// Hour of day (UTC) of a Unix time.
+pub fn hour_of_day(secs: u64) -> usize {
+    ((secs / 3600) % 24) as usize
+}
+
+/// Rule 3's baseline: per-minute service totals, by UTC hour of day, plus the whole day as
+/// the fallback for hours not yet learned. Hours are allocated when first seen.
+#[derive(Clone, Debug)]
+pub struct TimeOfDay {
+    pub hours: Vec<Option<Distribution>>,
+    pub all_day: Distribution,
+}
+
+impl Default for TimeOfDay {
+    fn default() -> Self {
+        Self {
+            hours: vec![None; 24],
+            all_day: Distribution::new(TIME_OF_DAY_SIGFIG),
+        }
+    }
+}
+
+pub const TIME_OF_DAY_SIGFIG: u8 = 1;
+pub const PEER_SIGFIG: u8 = 2;
+
+impl TimeOfDay {
+    pub fn record(&mut self, minute_start_secs: u64, bytes: u64) {
+        let slot = &mut self.hours[hour_of_day(minute_start_secs)];
+        slot.get_or_insert_with(|| Distribution::new(TIME_OF_DAY_SIGFIG))
+            .record(bytes);
+        self.all_day.record(bytes);
+    }
+
+    /// The hour's threshold when that hour has `min_samples`, else the whole day's.
+    pub fn threshold(
+        &mut self,
+        secs: u64,
+        quantile: f64,
+        factor: f64,
+        floor: u64,
+        min_samples: u64,
+    ) -> Option<(u64, u64, u64)> {
+        if let Some(hour) = self.hours[hour_of_day(secs)].as_mut()
+            && let Some((t, q)) = threshold(hour, quantile, factor, floor, min_samples)
+        {
+            return Some((t, q, hour.len()));
+        }
+        let len = self.all_day.len();
+        threshold(&mut self.all_day, quantile, factor, floor, min_samples).map(|(t, q)| (t, q, len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threshold_is_quantile_times_factor_or_floor() {
+        let mut d = Distribution::new(PEER_SIGFIG);
+        assert_eq!(threshold(&mut d, 0.99, 10.0, 1000, 10), None, "not armed");
+        for v in 1..=1000u64 {
+            d.record(v * 1000);
+        }
+        let (t, q) = threshold(&mut d, 0.99, 10.0, 1000, 10).unwrap();
+        assert!((985_000..=995_000).contains(&q), "{q}");
+        assert_eq!(t, (q as f64 * 10.0) as u64);
+        let (t, _) = threshold(&mut d, 0.99, 10.0, 50_000_000, 10).unwrap();
+        assert_eq!(t, 50_000_000, "floor wins");
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        let mut d = Distribution::new(PEER_SIGFIG);
+        for v in [5u64, 5_000, 5_000_000, 1 << 50] {
+            d.record(v);
+        }
+        let back = Distribution::decode(&d.encode(), PEER_SIGFIG).unwrap();
+        assert_eq!(back.len(), 4);
+        assert_eq!(back.hist.max(), d.hist.max());
+        assert!(Distribution::decode(b"not a histogram", PEER_SIGFIG).is_err());
+    }
+
+    #[test]
+    fn time_of_day_uses_the_hour_once_learned() {
+        let mut t = TimeOfDay::default();
+        // Nights are quiet (1 kB/min), days busy (1 MB/min).
+        for day in 0..2u64 {
+            for minute in 0..1440u64 {
+                let secs = day * 86_400 + minute * 60;
+                let bytes = if (8..20).contains(&hour_of_day(secs)) {
+                    1_000_000
+                } else {
+                    1_000
+                };
+                t.record(secs, bytes);
+            }
+        }
+        let (night, _, n) = t.threshold(3 * 3600, 0.99, 4.0, 1, 30).unwrap();
+        let (day, _, _) = t.threshold(12 * 3600, 0.99, 4.0, 1, 30).unwrap();
+        assert_eq!(n, 120);
+        assert!(
+            night < 10_000 && day > 3_000_000,
+            "night {night}, day {day}"
+        );
+        let mut fresh = TimeOfDay::default();
+        for m in 0..40 {
+            fresh.record(12 * 3600 + m * 60, 1000);
+        }
+        assert!(
+            fresh.threshold(3 * 3600, 0.99, 4.0, 1, 30).is_some(),
+            "whole-day fallback"
+        );
+    }
+}

@@ -1,0 +1,517 @@
+//! The detection part of the TOML configuration: services, destinations, rules and alerts.
+//! Parsed by serde (unknown keys refused), then checked by [`validate`] for what serde cannot
+//! see (ranges, globs, CIDRs); every error names the key and, through `Spanned`, the line.
+
+use std::{ops::Range, path::PathBuf};
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::{rules::Severity, window::WindowLen};
+use crate::config::HumanDuration;
+
+/// `[detect]`: learning.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectConfig {
+    /// How long a service is observed, without alerts, before rules arm. Destinations seen
+    /// during that time become `learned` for that service; baselines start from it.
+    pub learning_period: Spanned<HumanDuration>,
+    /// Processes that match no `[[services]]` entry form one service per identity
+    /// (container, unit, executable). When false they are not analysed at all.
+    pub group_unmatched: bool,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        Self {
+            learning_period: unspanned(HumanDuration::hours(24)),
+            group_unmatched: true,
+        }
+    }
+}
+
+/// `[state]`: where the database lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// Directory of `state.db` (learned destinations, baselines, alerts).
+    pub dir: PathBuf,
+    /// How often the detector's windows are saved while running (also saved on stop).
+    pub checkpoint_every: Spanned<HumanDuration>,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/var/lib/egress-monitor"),
+            checkpoint_every: unspanned(HumanDuration::secs(60)),
+        }
+    }
+}
+
+/// One `[[services]]` entry: processes matching any of `match` form the service `name`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub name: Spanned<String>,
+    #[serde(rename = "match")]
+    pub matchers: Vec<Spanned<MatcherConfig>>,
+}
+
+/// All keys given must match (AND). Strings are globs (`*`, `?`, `[...]`) except `uid`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatcherConfig {
+    /// systemd unit, e.g. `nginx.service`, `matrix-synapse.service`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// cgroup v2 path, e.g. `/system.slice/docker-*.scope`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// Executable path, e.g. `/usr/sbin/nginx`, `/opt/venvs/*/bin/python3*`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    /// Kernel command name (15 bytes at most), e.g. `nginx`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    /// The command line joined with spaces, e.g. `*synapse.app.homeserver*`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// User name, e.g. `www-data`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Container id (full or a glob such as `3f2a*`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+}
+
+impl MatcherConfig {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// `[destinations]`: how peers are classed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DestinationsConfig {
+    /// Networks of class `internal` (never alerted on). Replaces the default list.
+    pub internal: Vec<Spanned<String>>,
+    /// How often allowlisted host names are resolved again.
+    pub resolve_every: Spanned<HumanDuration>,
+    pub allow: Vec<Spanned<AllowConfig>>,
+}
+
+impl Default for DestinationsConfig {
+    fn default() -> Self {
+        Self {
+            internal: [
+                "127.0.0.0/8",
+                "::1/128",
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "169.254.0.0/16",
+                "fe80::/10",
+                "fc00::/7",
+            ]
+            .into_iter()
+            .map(|s| unspanned(s.to_owned()))
+            .collect(),
+            resolve_every: unspanned(HumanDuration::secs(300)),
+            allow: Vec::new(),
+        }
+    }
+}
+
+/// One `[[destinations.allow]]` entry: exactly one of `cidr` and `host`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AllowConfig {
+    /// An address or network, `203.0.113.7` or `2001:db8::/32`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cidr: Option<Spanned<String>>,
+    /// A host name (resolved periodically and matched against the names the host resolved,
+    /// see passive DNS) or a suffix pattern `*.example.org`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<Spanned<String>>,
+    /// Only these remote ports (any when empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    /// Only for these services (all when empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+}
+
+/// `[rules.*]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesConfig {
+    pub unknown_volume: UnknownVolumeConfig,
+    pub peer_outlier: PeerOutlierConfig,
+    pub service_baseline: ServiceBaselineConfig,
+    pub new_destinations: NewDestinationsConfig,
+    pub slow_drip: SlowDripConfig,
+}
+
+/// Rule 1: bytes to one `unknown` peer over sliding windows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UnknownVolumeConfig {
+    pub enabled: bool,
+    pub severity: Severity,
+    /// Alert when the volume to one unknown peer in the last minute exceeds this.
+    #[serde(rename = "1m")]
+    pub one_minute: ByteSize,
+    #[serde(rename = "10m")]
+    pub ten_minutes: ByteSize,
+    #[serde(rename = "1h")]
+    pub one_hour: ByteSize,
+}
+
+impl Default for UnknownVolumeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            severity: Severity::High,
+            one_minute: ByteSize::mib(32),
+            ten_minutes: ByteSize::mib(128),
+            one_hour: ByteSize::mib(256),
+        }
+    }
+}
+
+/// Rule 2: one peer's volume against the service's distribution of per-peer volumes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeerOutlierConfig {
+    pub enabled: bool,
+    pub severity: Severity,
+    pub window: Spanned<WindowLen>,
+    /// The quantile of per-peer window volumes the threshold starts from.
+    pub quantile: Spanned<f64>,
+    /// Threshold = max(floor, quantile value x factor).
+    pub factor: Spanned<f64>,
+    pub floor: ByteSize,
+    /// Per-peer windows the service must have recorded before the rule arms.
+    pub min_samples: u64,
+}
+
+impl Default for PeerOutlierConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            severity: Severity::High,
+            window: unspanned(WindowLen::OneMinute),
+            quantile: unspanned(0.999),
+            factor: unspanned(10.0),
+            floor: ByteSize::mib(64),
+            min_samples: 500,
+        }
+    }
+}
+
+/// Rule 3: the service's total per minute against its own baseline for that hour of day.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceBaselineConfig {
+    pub enabled: bool,
+    pub severity: Severity,
+    pub quantile: Spanned<f64>,
+    pub factor: Spanned<f64>,
+    pub floor: ByteSize,
+    /// Minutes recorded in an hour-of-day slot before it is used (else the whole-day
+    /// baseline is).
+    pub min_samples: u64,
+}
+
+impl Default for ServiceBaselineConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            severity: Severity::Medium,
+            quantile: unspanned(0.99),
+            factor: unspanned(4.0),
+            floor: ByteSize::mib(256),
+            min_samples: 30,
+        }
+    }
+}
+
+/// Rule 4: many destinations never seen before in one window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NewDestinationsConfig {
+    pub enabled: bool,
+    pub severity: Severity,
+    pub window: Spanned<WindowLen>,
+    /// Alert when more first-seen unknown destinations than this appear in the window.
+    pub max_new: Spanned<u32>,
+}
+
+impl Default for NewDestinationsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            severity: Severity::Medium,
+            window: unspanned(WindowLen::TenMinutes),
+            max_new: unspanned(50),
+        }
+    }
+}
+
+/// Rule 5: cumulative bytes to one non-allowlisted peer over 24 hours.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlowDripConfig {
+    pub enabled: bool,
+    pub severity: Severity,
+    pub threshold: ByteSize,
+}
+
+impl Default for SlowDripConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            severity: Severity::Medium,
+            threshold: ByteSize::mib(256),
+        }
+    }
+}
+
+/// `[alerts]`: lifecycle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// An open alert whose condition has not held for this long is resolved.
+    pub resolve_after: Spanned<HumanDuration>,
+    /// An open alert is re-emitted (updated) at most this often while its totals grow.
+    pub update_every: Spanned<HumanDuration>,
+    /// New alerts per minute beyond which further ones are counted and logged, not raised.
+    pub max_new_per_minute: Spanned<u32>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            resolve_after: unspanned(HumanDuration::secs(900)),
+            update_every: unspanned(HumanDuration::secs(60)),
+            max_new_per_minute: unspanned(30),
+        }
+    }
+}
+
+fn unspanned<T>(v: T) -> Spanned<T> {
+    Spanned::new(0..0, v)
+}
+
+/// A validation failure: where, which key, what.
+pub type Invalid = (Range<usize>, String, String);
+
+fn invalid(span: Range<usize>, key: impl Into<String>, message: impl Into<String>) -> Invalid {
+    (span, key.into(), message.into())
+}
+
+/// Checks what serde cannot: globs compile, CIDRs parse, ranges hold.
+pub fn validate(
+    detect: &DetectConfig,
+    state: &StateConfig,
+    services: &[ServiceConfig],
+    destinations: &DestinationsConfig,
+    rules: &RulesConfig,
+    alerts: &AlertsConfig,
+) -> Result<(), Invalid> {
+    let learning = detect.learning_period.get_ref().0;
+    if learning.as_secs() > 90 * 86_400 {
+        return Err(invalid(
+            detect.learning_period.span(),
+            "detect.learning_period",
+            "longer than 90 days",
+        ));
+    }
+    if state.checkpoint_every.get_ref().0.as_secs() == 0 {
+        return Err(invalid(
+            state.checkpoint_every.span(),
+            "state.checkpoint_every",
+            "must be at least 1s",
+        ));
+    }
+    validate_services(services)?;
+    validate_destinations(destinations)?;
+    validate_rules(rules)?;
+    validate_alerts(alerts)
+}
+
+fn validate_services(services: &[ServiceConfig]) -> Result<(), Invalid> {
+    for (i, service) in services.iter().enumerate() {
+        let key = format!("services[{i}]");
+        if service.name.get_ref().trim().is_empty() {
+            return Err(invalid(service.name.span(), format!("{key}.name"), "empty"));
+        }
+        if let Some(dup) = services[..i]
+            .iter()
+            .find(|s| s.name.get_ref() == service.name.get_ref())
+        {
+            return Err(invalid(
+                service.name.span(),
+                format!("{key}.name"),
+                format!(
+                    "service {:?} is defined twice (merge the match lists)",
+                    dup.name.get_ref()
+                ),
+            ));
+        }
+        if service.matchers.is_empty() {
+            return Err(invalid(
+                service.name.span(),
+                format!("{key}.match"),
+                "a service needs at least one [[services.match]]",
+            ));
+        }
+        for (j, m) in service.matchers.iter().enumerate() {
+            let mkey = format!("{key}.match[{j}]");
+            if m.get_ref().is_empty() {
+                return Err(invalid(
+                    m.span(),
+                    mkey,
+                    "an empty matcher would match every process",
+                ));
+            }
+            if let Err((field, e)) = super::services::compile_matcher(m.get_ref()) {
+                return Err(invalid(m.span(), format!("{mkey}.{field}"), e));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_destinations(destinations: &DestinationsConfig) -> Result<(), Invalid> {
+    for (i, net) in destinations.internal.iter().enumerate() {
+        if let Err(e) = super::classes::parse_net(net.get_ref()) {
+            return Err(invalid(
+                net.span(),
+                format!("destinations.internal[{i}]"),
+                e,
+            ));
+        }
+    }
+    if destinations.resolve_every.get_ref().0.as_secs() < 1 {
+        return Err(invalid(
+            destinations.resolve_every.span(),
+            "destinations.resolve_every",
+            "must be at least 1s",
+        ));
+    }
+    for (i, entry) in destinations.allow.iter().enumerate() {
+        let key = format!("destinations.allow[{i}]");
+        let allow = entry.get_ref();
+        match (&allow.cidr, &allow.host) {
+            (Some(cidr), None) => {
+                if let Err(e) = super::classes::parse_net(cidr.get_ref()) {
+                    return Err(invalid(cidr.span(), format!("{key}.cidr"), e));
+                }
+            }
+            (None, Some(host)) => {
+                if let Err(e) = super::classes::check_host_pattern(host.get_ref()) {
+                    return Err(invalid(host.span(), format!("{key}.host"), e));
+                }
+            }
+            (Some(cidr), Some(_)) => {
+                return Err(invalid(
+                    cidr.span(),
+                    key,
+                    "give either cidr or host, not both (use two entries)",
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(entry.span(), key, "needs cidr or host"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_alerts(a: &AlertsConfig) -> Result<(), Invalid> {
+    if a.resolve_after.get_ref().0.as_secs() < 60 {
+        return Err(invalid(
+            a.resolve_after.span(),
+            "alerts.resolve_after",
+            "must be at least 1m (shorter would resolve alerts between two windows)",
+        ));
+    }
+    if a.update_every.get_ref().0.as_secs() < 1 {
+        return Err(invalid(
+            a.update_every.span(),
+            "alerts.update_every",
+            "must be at least 1s",
+        ));
+    }
+    if *a.max_new_per_minute.get_ref() == 0 {
+        return Err(invalid(
+            a.max_new_per_minute.span(),
+            "alerts.max_new_per_minute",
+            "0 would silence every alert (disable rules instead)",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_rules(rules: &RulesConfig) -> Result<(), Invalid> {
+    let check_quantile = |q: &Spanned<f64>, key: &str| {
+        let v = *q.get_ref();
+        if v > 0.0 && v < 1.0 {
+            Ok(())
+        } else {
+            Err(invalid(
+                q.span(),
+                key,
+                format!("{v} is not a quantile strictly between 0 and 1"),
+            ))
+        }
+    };
+    let check_factor = |f: &Spanned<f64>, key: &str| {
+        let v = *f.get_ref();
+        if v.is_finite() && v >= 1.0 {
+            Ok(())
+        } else {
+            Err(invalid(
+                f.span(),
+                key,
+                format!("{v} must be a finite number >= 1"),
+            ))
+        }
+    };
+    let p = &rules.peer_outlier;
+    check_quantile(&p.quantile, "rules.peer_outlier.quantile")?;
+    check_factor(&p.factor, "rules.peer_outlier.factor")?;
+    if *p.window.get_ref() == WindowLen::OneDay {
+        return Err(invalid(
+            p.window.span(),
+            "rules.peer_outlier.window",
+            "24h is the slow-drip window; use 1m, 10m or 1h",
+        ));
+    }
+    let s = &rules.service_baseline;
+    check_quantile(&s.quantile, "rules.service_baseline.quantile")?;
+    check_factor(&s.factor, "rules.service_baseline.factor")?;
+    let n = &rules.new_destinations;
+    if *n.window.get_ref() == WindowLen::OneDay {
+        return Err(invalid(
+            n.window.span(),
+            "rules.new_destinations.window",
+            "use 1m, 10m or 1h",
+        ));
+    }
+    if *n.max_new.get_ref() == 0 {
+        return Err(invalid(
+            n.max_new.span(),
+            "rules.new_destinations.max_new",
+            "0 would alert on every new destination",
+        ));
+    }
+    Ok(())
+}

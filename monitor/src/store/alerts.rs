@@ -1,0 +1,438 @@
+//! Alerts in the database: each event is written with the alert's latest state in one
+//! transaction; operators' decisions (`alerts ack|suppress`) are written here by the CLI and
+//! picked up by a running agent through `operator_actions`.
+
+use std::{net::IpAddr, str::FromStr as _};
+
+use jiff::Timestamp;
+use rusqlite::{OptionalExtension as _, params};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Store, StoreError};
+use crate::detect::{
+    Learned,
+    alerts::{Alert, AlertEvent, AlertEventKind, AlertStatus, Suppression},
+    rules::RuleId,
+};
+
+/// A decision made with the CLI, applied by the running agent (and already reflected in the
+/// tables, so an agent that starts later loads it from there).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum OperatorAction {
+    Acknowledge { alert: Uuid },
+    Suppress { suppression: Suppression },
+    Learn { service: String, addr: IpAddr },
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AlertFilter {
+    pub status: Option<AlertStatus>,
+    pub rule: Option<RuleId>,
+    pub service: Option<String>,
+    pub limit: usize,
+}
+
+fn ms(t: Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+fn from_ms(v: i64) -> Timestamp {
+    Timestamp::from_millisecond(v).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+impl Store {
+    /// Writes alert events and newly learned destinations in one transaction.
+    pub fn record(&mut self, events: &[AlertEvent], learned: &[Learned]) -> Result<(), StoreError> {
+        if events.is_empty() && learned.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let err = |e| super::classify(&path, e);
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO alerts (id, rule, service, peer, severity, status, acknowledged,
+                        opened_at, updated_at, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     ON CONFLICT (id) DO UPDATE SET status = excluded.status,
+                        acknowledged = excluded.acknowledged, updated_at = excluded.updated_at,
+                        body = excluded.body",
+                )
+                .map_err(err)?;
+            let mut history = tx
+                .prepare_cached(
+                    "INSERT INTO alert_events (alert_id, event, at, body) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(err)?;
+            for e in events {
+                let a = &e.alert;
+                let body = serde_json::to_string(a).unwrap_or_default();
+                upsert
+                    .execute(params![
+                        a.id.to_string(),
+                        a.rule.id(),
+                        a.service,
+                        a.peer.as_ref().map(|p| p.addr.to_string()),
+                        a.severity.name(),
+                        status_name(a.status),
+                        a.acknowledged,
+                        ms(a.opened_at),
+                        ms(a.updated_at),
+                        body,
+                    ])
+                    .map_err(err)?;
+                history
+                    .execute(params![
+                        a.id.to_string(),
+                        e.event.name(),
+                        ms(e.at),
+                        serde_json::to_string(e).unwrap_or_default(),
+                    ])
+                    .map_err(err)?;
+            }
+            let mut learn = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO learned (service, addr, source, learned_at)
+                     VALUES (?1, ?2, 'learning', ?3)",
+                )
+                .map_err(err)?;
+            for l in learned {
+                learn
+                    .execute(params![&*l.service, l.addr.to_string(), ms(l.at)])
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Alerts, newest first.
+    pub fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT body FROM alerts
+                 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR rule = ?2)
+                   AND (?3 IS NULL OR service = ?3)
+                 ORDER BY opened_at DESC, id LIMIT ?4",
+            )
+            .map_err(|e| self.sql(e))?;
+        let limit = if filter.limit == 0 {
+            -1
+        } else {
+            filter.limit as i64
+        };
+        let rows = stmt
+            .query_map(
+                params![
+                    filter.status.map(status_name),
+                    filter.rule.map(RuleId::id),
+                    filter.service,
+                    limit
+                ],
+                |r| r.get::<_, String>(0),
+            )
+            .map_err(|e| self.sql(e))?;
+        let mut out = Vec::new();
+        for body in rows {
+            out.push(self.decode_alert(&body.map_err(|e| self.sql(e))?)?);
+        }
+        Ok(out)
+    }
+
+    /// Open alerts (to restore the detector's alert book after a restart).
+    pub fn open_alerts(&self) -> Result<Vec<Alert>, StoreError> {
+        self.list_alerts(&AlertFilter {
+            status: Some(AlertStatus::Open),
+            ..AlertFilter::default()
+        })
+    }
+
+    fn decode_alert(&self, body: &str) -> Result<Alert, StoreError> {
+        serde_json::from_str(body).map_err(|e| StoreError::Decode {
+            path: self.path.clone(),
+            what: "alert",
+            detail: e.to_string(),
+        })
+    }
+
+    /// Finds one alert by id or unique id prefix.
+    pub fn find_alert(&self, id: &str) -> Result<Alert, StoreError> {
+        let prefix = id.trim().to_ascii_lowercase();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT body FROM alerts WHERE id >= ?1 AND id < ?1 || 'g' LIMIT 2")
+            .map_err(|e| self.sql(e))?;
+        let bodies: Vec<String> = stmt
+            .query_map([&prefix], |r| r.get(0))
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.sql(e))?;
+        match bodies.as_slice() {
+            [] => Err(StoreError::NoSuchAlert(id.to_owned())),
+            [one] => self.decode_alert(one),
+            _ => {
+                let count: i64 = self
+                    .conn
+                    .query_row(
+                        "SELECT count(*) FROM alerts WHERE id >= ?1 AND id < ?1 || 'g'",
+                        [&prefix],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| self.sql(e))?;
+                Err(StoreError::AmbiguousAlert {
+                    prefix,
+                    count: count as usize,
+                })
+            }
+        }
+    }
+
+    /// An alert's history, oldest first.
+    pub fn alert_history(&self, id: Uuid) -> Result<Vec<AlertEvent>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT body FROM alert_events WHERE alert_id = ?1 ORDER BY seq")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([id.to_string()], |r| r.get::<_, String>(0))
+            .map_err(|e| self.sql(e))?;
+        let mut out = Vec::new();
+        for body in rows {
+            let body = body.map_err(|e| self.sql(e))?;
+            out.push(serde_json::from_str(&body).map_err(|e| StoreError::Decode {
+                path: self.path.clone(),
+                what: "alert event",
+                detail: e.to_string(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Acknowledges an open alert (and, with `learn`, makes its peer a learned destination
+    /// of its service). Returns the alert as stored now.
+    pub fn acknowledge(
+        &mut self,
+        id: &str,
+        learn: bool,
+        now: Timestamp,
+    ) -> Result<Alert, StoreError> {
+        let mut alert = self.find_alert(id)?;
+        let mut actions = Vec::new();
+        let mut events = Vec::new();
+        if alert.status == AlertStatus::Open && !alert.acknowledged {
+            alert.acknowledged = true;
+            alert.updated_at = now;
+            actions.push(OperatorAction::Acknowledge { alert: alert.id });
+            events.push(AlertEvent {
+                event: AlertEventKind::Acknowledged,
+                at: now,
+                alert: alert.clone(),
+            });
+        }
+        if learn && let Some(peer) = &alert.peer {
+            actions.push(OperatorAction::Learn {
+                service: alert.service.clone(),
+                addr: peer.addr,
+            });
+        }
+        self.apply_operator(&events, &actions, now)?;
+        Ok(alert)
+    }
+
+    /// Records a suppression; open alerts it covers are closed as suppressed. Returns them.
+    pub fn suppress(
+        &mut self,
+        suppression: Suppression,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<Alert>, StoreError> {
+        let covered: Vec<Alert> = self
+            .open_alerts()?
+            .into_iter()
+            .filter(|a| {
+                suppression.covers(
+                    &crate::detect::alerts::AlertKey {
+                        rule: a.rule,
+                        service: a.service.clone(),
+                        peer: a.peer.as_ref().map(|p| p.addr),
+                    },
+                    now,
+                )
+            })
+            .map(|mut a| {
+                a.status = AlertStatus::Resolved;
+                a.resolved_at = Some(now);
+                a.updated_at = now;
+                a
+            })
+            .collect();
+        let events: Vec<AlertEvent> = covered
+            .iter()
+            .map(|a| AlertEvent {
+                event: AlertEventKind::Suppressed,
+                at: now,
+                alert: a.clone(),
+            })
+            .collect();
+        {
+            let s = &suppression;
+            self.conn
+                .execute(
+                    "INSERT INTO suppressions (rule, service, peer, until, reason, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        s.rule.map(RuleId::id),
+                        s.service,
+                        s.peer.map(|p| p.to_string()),
+                        s.until.map(ms),
+                        reason,
+                        ms(now)
+                    ],
+                )
+                .map_err(|e| self.sql(e))?;
+        }
+        self.apply_operator(&events, &[OperatorAction::Suppress { suppression }], now)?;
+        Ok(covered)
+    }
+
+    fn apply_operator(
+        &mut self,
+        events: &[AlertEvent],
+        actions: &[OperatorAction],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.record(events, &[])?;
+        let path = self.path.clone();
+        let err = |e| super::classify(&path, e);
+        let tx = self.conn.transaction().map_err(err)?;
+        for action in actions {
+            if let OperatorAction::Learn { service, addr } = action {
+                tx.execute(
+                    "INSERT INTO learned (service, addr, source, learned_at)
+                     VALUES (?1, ?2, 'operator', ?3)
+                     ON CONFLICT (service, addr) DO UPDATE SET source = 'operator'",
+                    params![service, addr.to_string(), ms(now)],
+                )
+                .map_err(err)?;
+            }
+            tx.execute(
+                "INSERT INTO operator_actions (body, created_at) VALUES (?1, ?2)",
+                params![serde_json::to_string(action).unwrap_or_default(), ms(now)],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Operator actions not yet applied by the agent; marks them applied.
+    pub fn take_operator_actions(&mut self) -> Result<Vec<OperatorAction>, StoreError> {
+        let path = self.path.clone();
+        let err = |e| super::classify(&path, e);
+        let tx = self.conn.transaction().map_err(err)?;
+        let mut out = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT seq, body FROM operator_actions WHERE applied = 0 ORDER BY seq",
+                )
+                .map_err(err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .map_err(err)?;
+            for row in rows {
+                let (seq, body) = row.map_err(err)?;
+                match serde_json::from_str(&body) {
+                    Ok(action) => out.push(action),
+                    Err(e) => {
+                        tracing::warn!(seq, error = %e, "skipping an unreadable operator action");
+                    }
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE operator_actions SET applied = 1 WHERE applied = 0",
+            [],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(out)
+    }
+
+    /// Suppressions still in force at `now`.
+    pub fn active_suppressions(&self, now: Timestamp) -> Result<Vec<Suppression>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT rule, service, peer, until FROM suppressions WHERE until IS NULL OR until > ?1")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([ms(now)], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                ))
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (rule, service, peer, until) = row.map_err(|e| self.sql(e))?;
+            let decode = |what: &'static str, detail: String| StoreError::Decode {
+                path: self.path.clone(),
+                what,
+                detail,
+            };
+            let rule = rule
+                .map(|r| {
+                    serde_json::from_value::<RuleId>(serde_json::Value::String(r.clone()))
+                        .map_err(|_| decode("suppression rule", r))
+                })
+                .transpose()?;
+            let peer = peer
+                .map(|p| IpAddr::from_str(&p).map_err(|_| decode("suppression peer", p)))
+                .transpose()?;
+            out.push(Suppression {
+                rule,
+                service,
+                peer,
+                until: until.map(from_ms),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Marks every pending operator action applied (a starting agent loads their effects
+    /// from the tables instead).
+    pub fn discard_operator_actions(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE operator_actions SET applied = 1 WHERE applied = 0",
+                [],
+            )
+            .map(drop)
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Count of alerts by status (for `doctor`-like summaries and tests).
+    pub fn alert_count(&self, status: Option<AlertStatus>) -> Result<u64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM alerts WHERE ?1 IS NULL OR status = ?1",
+                [status.map(status_name)],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|n| n.unwrap_or_default() as u64)
+            .map_err(|e| self.sql(e))
+    }
+}
+
+const fn status_name(s: AlertStatus) -> &'static str {
+    match s {
+        AlertStatus::Open => "open",
+        AlertStatus::Resolved => "resolved",
+    }
+}

@@ -1,0 +1,283 @@
+//! What the detector learned, saved and loaded: services (learning period, baselines),
+//! learned destinations, the per-peer windows (checkpoints, so a restart mid-window keeps the
+//! bytes already counted) and the open alerts.
+
+use std::{net::IpAddr, str::FromStr as _, sync::Arc};
+
+use jiff::Timestamp;
+use rusqlite::params;
+
+use super::{Store, StoreError};
+use crate::detect::{
+    Detector,
+    baseline::{Distribution, PEER_SIGFIG, TIME_OF_DAY_SIGFIG, TimeOfDay},
+    peers::{DIRTY, LEARNED, PeerKey, PeerState},
+};
+
+/// What a load restored, for the start-up log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub services: usize,
+    pub learned: usize,
+    pub peers: usize,
+    pub open_alerts: usize,
+    pub suppressions: usize,
+}
+
+/// What a checkpoint wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Checkpointed {
+    pub services: usize,
+    pub peers: usize,
+}
+
+impl Store {
+    /// Loads everything into a fresh detector.
+    pub fn load_into(
+        &mut self,
+        detector: &mut Detector,
+        now: Timestamp,
+    ) -> Result<Restored, StoreError> {
+        let mut restored = Restored {
+            services: self.load_services(detector)?,
+            learned: self.load_learned(detector)?,
+            peers: self.load_peers(detector)?,
+            ..Restored::default()
+        };
+        let open = self.open_alerts()?;
+        restored.open_alerts = open.len();
+        for alert in open {
+            detector.book_mut().restore(alert);
+        }
+        let suppressions = self.active_suppressions(now)?;
+        restored.suppressions = suppressions.len();
+        detector.book_mut().set_suppressions(suppressions);
+        self.discard_operator_actions()?;
+        Ok(restored)
+    }
+
+    fn decode_error(&self, what: &'static str, detail: String) -> StoreError {
+        StoreError::Decode {
+            path: self.path.clone(),
+            what,
+            detail,
+        }
+    }
+
+    fn load_services(&self, detector: &mut Detector) -> Result<usize, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT name, first_seen, learn_until, peer_volumes, time_of_day FROM services",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<Vec<u8>>>(3)?,
+                    r.get::<_, Option<Vec<u8>>>(4)?,
+                ))
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut count = 0;
+        for row in rows {
+            let (name, first_seen, learn_until, volumes, tod) = row.map_err(|e| self.sql(e))?;
+            let sid = detector.service_id(&name);
+            let svc = &mut detector.services_mut()[sid as usize];
+            svc.first_seen = first_seen.max(0) as u64;
+            svc.learn_until = learn_until.max(0) as u64;
+            if let Some(bytes) = volumes {
+                svc.peer_volumes = Distribution::decode(&bytes, PEER_SIGFIG)
+                    .map_err(|e| self.decode_error("peer-volume baseline", e.to_string()))?;
+            }
+            if let Some(bytes) = tod {
+                svc.time_of_day = decode_time_of_day(&bytes)
+                    .map_err(|detail| self.decode_error("time-of-day baseline", detail))?;
+            }
+            svc.dirty = false;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    fn load_learned(&self, detector: &mut Detector) -> Result<usize, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT service, addr FROM learned")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.sql(e))?;
+        let mut count = 0;
+        for row in rows {
+            let (service, addr) = row.map_err(|e| self.sql(e))?;
+            let addr = IpAddr::from_str(&addr)
+                .map_err(|_| self.decode_error("learned address", addr.clone()))?;
+            detector.learn(&service, addr);
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    fn load_peers(&self, detector: &mut Detector) -> Result<usize, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT service, addr, state FROM peer_windows")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut count = 0;
+        for row in rows {
+            let (service, addr, state) = row.map_err(|e| self.sql(e))?;
+            let addr = IpAddr::from_str(&addr)
+                .map_err(|_| self.decode_error("peer address", addr.clone()))?;
+            let mut state = PeerState::decode(&state)
+                .ok_or_else(|| self.decode_error("peer windows", format!("{service} {addr}")))?;
+            let sid = detector.service_id(&service);
+            let key = PeerKey::new(sid, addr);
+            let peers = detector.peers_mut();
+            if peers.get(&key).is_some_and(PeerState::learned) {
+                state.flags |= LEARNED;
+            }
+            peers.insert(key, state);
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Saves what changed since the last checkpoint (everything changed, on the first).
+    pub fn checkpoint(&mut self, detector: &mut Detector) -> Result<Checkpointed, StoreError> {
+        let path = self.path.clone();
+        let err = |e| super::classify(&path, e);
+        let mut written = Checkpointed::default();
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut service = tx
+                .prepare_cached(
+                    "INSERT INTO services (name, first_seen, learn_until, peer_volumes, time_of_day)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (name) DO UPDATE SET first_seen = excluded.first_seen,
+                        learn_until = excluded.learn_until, peer_volumes = excluded.peer_volumes,
+                        time_of_day = excluded.time_of_day",
+                )
+                .map_err(err)?;
+            let names: Vec<Arc<str>> = detector.services().iter().map(|s| s.name.clone()).collect();
+            for svc in detector.services_mut() {
+                if !svc.dirty || svc.first_seen == 0 {
+                    continue;
+                }
+                service
+                    .execute(params![
+                        &*svc.name,
+                        svc.first_seen as i64,
+                        svc.learn_until as i64,
+                        svc.peer_volumes.encode(),
+                        encode_time_of_day(&svc.time_of_day),
+                    ])
+                    .map_err(err)?;
+                svc.dirty = false;
+                written.services += 1;
+            }
+            let mut peer = tx
+                .prepare_cached(
+                    "INSERT INTO peer_windows (service, addr, state) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (service, addr) DO UPDATE SET state = excluded.state",
+                )
+                .map_err(err)?;
+            for (key, state) in detector.peers_mut().iter_mut() {
+                if state.flags & DIRTY == 0 || state.first_seen == 0 {
+                    continue;
+                }
+                let Some(name) = names.get(key.service as usize) else {
+                    continue;
+                };
+                peer.execute(params![&**name, key.ip().to_string(), state.encode()])
+                    .map_err(err)?;
+                state.flags &= !DIRTY;
+                written.peers += 1;
+            }
+            // Open alerts' latest totals and last-exceeded time, so a restart resolves them
+            // when the run without a restart would have.
+            let mut alert = tx
+                .prepare_cached("UPDATE alerts SET body = ?2 WHERE id = ?1 AND status = 'open'")
+                .map_err(err)?;
+            for a in detector.book().open_alerts() {
+                alert
+                    .execute(params![
+                        a.id.to_string(),
+                        serde_json::to_string(a).unwrap_or_default()
+                    ])
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(written)
+    }
+}
+
+/// 25 length-prefixed V2 histograms (24 hours, then the whole day); an empty hour is a zero
+/// length.
+fn encode_time_of_day(t: &TimeOfDay) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut push = |bytes: &[u8]| {
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(bytes);
+    };
+    for hour in &t.hours {
+        push(&hour.as_ref().map(Distribution::encode).unwrap_or_default());
+    }
+    push(&t.all_day.encode());
+    out
+}
+
+fn decode_time_of_day(mut bytes: &[u8]) -> Result<TimeOfDay, String> {
+    let mut next = || -> Result<Option<Distribution>, String> {
+        let len_bytes: [u8; 4] = bytes
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or("truncated")?;
+        let len = u32::from_le_bytes(len_bytes) as usize;
+        let body = bytes.get(4..4 + len).ok_or("truncated")?;
+        bytes = &bytes[4 + len..];
+        if len == 0 {
+            return Ok(None);
+        }
+        Distribution::decode(body, TIME_OF_DAY_SIGFIG)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    };
+    let mut t = TimeOfDay::default();
+    for hour in 0..24 {
+        t.hours[hour] = next()?;
+    }
+    t.all_day = next()?.unwrap_or_else(|| Distribution::new(TIME_OF_DAY_SIGFIG));
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_of_day_encoding_round_trips() {
+        let mut t = TimeOfDay::default();
+        t.record(3 * 3600, 1000);
+        t.record(3 * 3600 + 60, 2000);
+        t.record(15 * 3600, 5_000_000);
+        let back = decode_time_of_day(&encode_time_of_day(&t)).unwrap();
+        assert_eq!(back.all_day.len(), 3);
+        assert_eq!(back.hours[3].as_ref().unwrap().len(), 2);
+        assert!(back.hours[4].is_none());
+        assert!(decode_time_of_day(&[1, 2]).is_err());
+    }
+}

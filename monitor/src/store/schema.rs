@@ -1,0 +1,71 @@
+//! The state database's schema, versioned by `PRAGMA user_version`. Migrations only ever
+//! append: a released step is never edited, a new one is added at the end.
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: learned destinations, baselines, checkpointed windows, alerts and their history,
+    // operator decisions.
+    "
+    CREATE TABLE services (
+        name TEXT PRIMARY KEY,
+        first_seen INTEGER NOT NULL,      -- Unix seconds
+        learn_until INTEGER NOT NULL,     -- Unix seconds
+        peer_volumes BLOB,                -- hdrhistogram V2 (rule 2)
+        time_of_day BLOB                  -- 25 hdrhistograms (rule 3), see store/detector_state.rs
+    ) STRICT;
+    CREATE TABLE learned (
+        service TEXT NOT NULL,
+        addr TEXT NOT NULL,
+        source TEXT NOT NULL CHECK (source IN ('learning', 'operator')),
+        learned_at INTEGER NOT NULL,      -- Unix milliseconds
+        PRIMARY KEY (service, addr)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE peer_windows (
+        service TEXT NOT NULL,
+        addr TEXT NOT NULL,
+        state BLOB NOT NULL,              -- PeerState::encode
+        PRIMARY KEY (service, addr)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE alerts (
+        id TEXT PRIMARY KEY,
+        rule TEXT NOT NULL,
+        service TEXT NOT NULL,
+        peer TEXT,
+        severity TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('open', 'resolved')),
+        acknowledged INTEGER NOT NULL,
+        opened_at INTEGER NOT NULL,       -- Unix milliseconds
+        updated_at INTEGER NOT NULL,
+        body TEXT NOT NULL                -- the alert as JSON (the agent's alert schema)
+    ) STRICT;
+    CREATE INDEX alerts_by_status ON alerts (status, opened_at);
+    CREATE TABLE alert_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        alert_id TEXT NOT NULL REFERENCES alerts (id),
+        event TEXT NOT NULL,
+        at INTEGER NOT NULL,              -- Unix milliseconds
+        body TEXT NOT NULL                -- the AlertEvent as JSON
+    ) STRICT;
+    CREATE INDEX alert_events_by_alert ON alert_events (alert_id, seq);
+    CREATE TABLE suppressions (
+        id INTEGER PRIMARY KEY,
+        rule TEXT,
+        service TEXT,
+        peer TEXT,
+        until INTEGER,                    -- Unix milliseconds; NULL = forever
+        reason TEXT,
+        created_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE operator_actions (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        body TEXT NOT NULL,               -- OperatorAction as JSON
+        created_at INTEGER NOT NULL,
+        applied INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    ",
+];
+
+/// The schema version this build writes.
+pub fn current_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
