@@ -4,7 +4,9 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{config::Config, output::OutputFormat};
+use crate::{
+    config::Config, detect::rules::RuleId, output::OutputFormat, replay::synthetic::Scenario,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,6 +45,134 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Print the effective configuration (the embedded default, or `--config PATH`).
     Config,
+    /// Run recorded `FlowSample` JSON lines (what `run --output json` prints) through the
+    /// detector on their own time, and print the alerts. Needs no privilege.
+    Replay(ReplayArgs),
+    /// List, show, acknowledge or suppress alerts (in the state database).
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
+    /// Print a synthetic two-day trace of a messaging server (`FlowSample` JSON lines), for
+    /// `replay`: `normal`, `bulk-download`, `upload` or `slow-drip`.
+    #[command(hide = true)]
+    Synthesize(SynthesizeArgs),
+}
+
+/// Where the state database lives; `--state-dir` overrides `state.dir` of the config.
+#[derive(Clone, Debug, Default, Args)]
+pub struct StateArgs {
+    /// Directory of the state database [config: `state.dir`, default /var/lib/egress-monitor].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl StateArgs {
+    pub fn dir(&self, config: &Config) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| config.state.dir.clone())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The trace: JSON lines, `-` for standard input.
+    pub file: PathBuf,
+    /// Keep the detector's state in this directory, so learning carries over between
+    /// replays (default: in memory, forgotten at the end).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Alert output: readable lines or `AlertEvent` JSON lines.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Alerts, newest first.
+    List(AlertsListArgs),
+    /// One alert in full, with its history (the id or a unique prefix of it).
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Acknowledge an open alert: it stays open but sends no more updates.
+    Ack {
+        id: String,
+        /// Also make the alert's peer a learned destination of its service.
+        #[arg(long)]
+        learn: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Stop alerting for an alert's (rule, service, peer), or for what the options select;
+    /// open alerts it covers are closed.
+    Suppress(AlertsSuppressArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AlertsListArgs {
+    #[arg(long, value_enum)]
+    pub status: Option<StatusArg>,
+    /// Rule id (`unknown_volume`, `peer_outlier`, `service_baseline`, `new_destinations`,
+    /// `slow_drip`).
+    #[arg(long, value_parser = parse_rule)]
+    pub rule: Option<RuleId>,
+    #[arg(long)]
+    pub service: Option<String>,
+    /// At most this many (0: all).
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StatusArg {
+    Open,
+    Resolved,
+}
+
+#[derive(Debug, Args)]
+pub struct AlertsSuppressArgs {
+    /// Suppress this alert's (rule, service, peer).
+    #[arg(required_unless_present_any = ["rule", "service", "peer"])]
+    pub id: Option<String>,
+    #[arg(long, value_parser = parse_rule, conflicts_with = "id")]
+    pub rule: Option<RuleId>,
+    #[arg(long, conflicts_with = "id")]
+    pub service: Option<String>,
+    #[arg(long, conflicts_with = "id")]
+    pub peer: Option<std::net::IpAddr>,
+    /// For how long (e.g. 24h, 7d); forever without it.
+    #[arg(long = "for", value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SynthesizeArgs {
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+pub fn parse_rule(s: &str) -> Result<RuleId, String> {
+    RuleId::ALL
+        .into_iter()
+        .find(|r| r.id() == s)
+        .ok_or_else(|| {
+            let ids: Vec<&str> = RuleId::ALL.iter().map(|r| r.id()).collect();
+            format!("unknown rule {s:?} (rules: {})", ids.join(", "))
+        })
 }
 
 /// Options shared by every command that attaches to the kernel. Each overrides the same key
@@ -93,6 +223,12 @@ impl CollectArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub collect: CollectArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Move the state database aside (renamed `state.db.reset-<time>`, never deleted) and
+    /// start with an empty one: the recovery from a corrupt or unreadable state.
+    #[arg(long)]
+    pub reset_state: bool,
     /// Output format of the samples on stdout [config: `agent.output`, default text].
     #[arg(long, value_enum)]
     pub output: Option<OutputFormat>,

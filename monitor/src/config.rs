@@ -30,6 +30,7 @@ pub struct Config {
     pub agent: AgentConfig,
     pub state: StateConfig,
     pub detect: DetectConfig,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ServiceConfig>,
     pub destinations: DestinationsConfig,
     pub rules: RulesConfig,
@@ -90,6 +91,61 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 "invalid duration {text:?}: {e} (write e.g. \"1s\", \"500ms\", \"5m\")"
             ))
         })
+    }
+}
+
+/// A size in bytes, written "64MiB", "1.5GB" or a plain number in the file; printed back
+/// exactly (the largest binary unit that divides it, else bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Bytes(pub u64);
+
+impl Bytes {
+    pub const fn mib(n: u64) -> Self {
+        Self(n << 20)
+    }
+
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        const UNITS: [(u64, &str); 4] = [
+            (1 << 40, "TiB"),
+            (1 << 30, "GiB"),
+            (1 << 20, "MiB"),
+            (1 << 10, "KiB"),
+        ];
+        match UNITS
+            .iter()
+            .find(|(unit, _)| self.0 != 0 && self.0.is_multiple_of(*unit))
+        {
+            Some((unit, name)) => s.collect_str(&format_args!("{}{name}", self.0 / unit)),
+            None => s.serialize_u64(self.0),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(Self(n)),
+            Raw::Text(text) => text
+                .parse::<bytesize::ByteSize>()
+                .map(|b| Self(b.as_u64()))
+                .map_err(|e| {
+                    serde::de::Error::custom(format!(
+                        "invalid size {text:?}: {e} (write e.g. \"64MiB\", \"1GB\" or a number of bytes)"
+                    ))
+                }),
+        }
     }
 }
 
@@ -332,6 +388,167 @@ mod tests {
         let text = c.to_toml();
         assert!(text.contains("interval = \"5s\""), "{text}");
         assert_eq!(parse(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn the_default_round_trips_through_the_printed_form() {
+        let c = Config::load(None).unwrap();
+        let text = c.to_toml();
+        assert!(text.contains("1m = \"32MiB\""), "{text}");
+        assert!(text.contains("learning_period = \"1day\""), "{text}");
+        assert_eq!(parse(&text).unwrap(), c);
+        assert_eq!(c.rules.unknown_volume.one_minute.as_u64(), 32 << 20);
+    }
+
+    #[test]
+    fn detection_sections_are_read() {
+        let c = parse(
+            r#"
+            [detect]
+            learning_period = "2h"
+            [[services]]
+            name = "messaging"
+            [[services.match]]
+            unit = "nginx.service"
+            [[services.match]]
+            cmdline = "*synapse*"
+            uid = 998
+            [[destinations.allow]]
+            cidr = "203.0.113.0/24"
+            ports = [443]
+            [[destinations.allow]]
+            host = "*.example.org"
+            [rules.peer_outlier]
+            floor = "1GB"
+            factor = 3
+            [rules.slow_drip]
+            threshold = 1000
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.detect.learning_period.get_ref().0,
+            Duration::from_secs(7200)
+        );
+        assert_eq!(c.services[0].name.get_ref(), "messaging");
+        assert_eq!(c.services[0].matchers[1].get_ref().uid, Some(998));
+        assert_eq!(c.destinations.allow.len(), 2);
+        assert_eq!(c.rules.peer_outlier.floor.as_u64(), 1_000_000_000);
+        assert!((c.rules.peer_outlier.factor.get_ref() - 3.0).abs() < f64::EPSILON);
+        assert_eq!(c.rules.slow_drip.threshold.as_u64(), 1000);
+        assert_eq!(parse(&c.to_toml()).unwrap(), c, "round trip with services");
+    }
+
+    /// (file, line, what the error must say).
+    const BAD_DETECTION_CONFIGS: &[(&str, &str, &str)] = &[
+        (
+            "[rules.peer_outlier]\nquantile = 1.5\n",
+            ":2:",
+            "rules.peer_outlier.quantile: 1.5 is not a quantile",
+        ),
+        (
+            "[rules.peer_outlier]\n\nfactor = 0.5\n",
+            ":3:",
+            "rules.peer_outlier.factor",
+        ),
+        (
+            "[rules.slow_drip]\nthreshold = \"lots\"\n",
+            ":2:",
+            "rules.slow_drip.threshold: invalid size",
+        ),
+        (
+            "[rules.unknown_volume]\n2m = \"1MiB\"\n",
+            ":2:",
+            "unknown field `2m`",
+        ),
+        (
+            "[destinations]\ninternal = [\"10.0.0.0/33\"]\n",
+            ":2:",
+            "destinations.internal[0]: \"10.0.0.0/33\" is not an address",
+        ),
+        (
+            "[[destinations.allow]]\ncidr = \"1.2.3.4\"\nhost = \"a.org\"\n",
+            ":2:",
+            "either cidr or host",
+        ),
+        (
+            "[[destinations.allow]]\nports = [443]\n",
+            ":1:",
+            "needs cidr or host",
+        ),
+        (
+            "[[destinations.allow]]\nhost = \"bad host\"\n",
+            ":2:",
+            "destinations.allow[0].host",
+        ),
+        (
+            "[[services]]\nname = \"x\"\n[[services.match]]\nexe = \"/usr/[bin\"\n",
+            ":3:",
+            "services[0].match[0].exe: invalid glob",
+        ),
+        (
+            "[[services]]\nname = \"x\"\n[[services.match]]\n",
+            ":3:",
+            "empty matcher",
+        ),
+        (
+            "[[services]]\nname = \"x\"\n",
+            ":1:",
+            "services[0]: missing field `match`",
+        ),
+        (
+            "[[services]]\nname = \"x\"\n[[services.match]]\ncomm = \"a\"\n[[services]]\nname = \"x\"\n[[services.match]]\ncomm = \"b\"\n",
+            ":6:",
+            "defined twice",
+        ),
+        (
+            "[[services]]\nname = \"x\"\n[[services.match]]\nuid = -1\n",
+            ":4:",
+            "services[0].match[0].uid",
+        ),
+        (
+            "[rules.new_destinations]\nwindow = \"24h\"\n",
+            ":2:",
+            "rules.new_destinations.window",
+        ),
+        (
+            "[rules.peer_outlier]\nwindow = \"5m\"\n",
+            ":2:",
+            "rules.peer_outlier.window",
+        ),
+        (
+            "[alerts]\nresolve_after = \"10s\"\n",
+            ":2:",
+            "alerts.resolve_after",
+        ),
+        (
+            "[alerts]\nmax_new_per_minute = 0\n",
+            ":2:",
+            "alerts.max_new_per_minute",
+        ),
+        (
+            "[detect]\nlearning_period = \"100days\"\n",
+            ":2:",
+            "detect.learning_period",
+        ),
+        (
+            "[rules.slow_drip]\nseverity = \"urgent\"\n",
+            ":2:",
+            "rules.slow_drip.severity",
+        ),
+    ];
+
+    #[test]
+    fn detection_errors_name_line_and_key() {
+        for (text, line, needle) in BAD_DETECTION_CONFIGS {
+            let e = error(text);
+            assert!(
+                e.starts_with("config /etc/egress-monitor/config.toml")
+                    && e.contains(line)
+                    && e.contains(needle),
+                "{text:?} gave: {e}"
+            );
+        }
     }
 
     #[test]

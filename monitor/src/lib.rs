@@ -4,11 +4,13 @@
 //! (owners) -> [`flow::FlowSample`] -> outputs (`run`, `top`).
 
 pub mod agent;
+pub mod alert_output;
 pub mod attribution;
 pub mod cli;
 pub mod collector;
 pub mod config;
 pub mod detect;
+pub mod detection;
 pub mod doctor;
 pub mod flow;
 pub mod kernel;

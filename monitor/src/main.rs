@@ -1,14 +1,22 @@
 //! `egress-monitor`: the binary. Parses the command line, sets up logging and dispatches.
 
-use std::{io::IsTerminal as _, ops::ControlFlow, process::ExitCode};
+use std::{
+    io::{IsTerminal as _, Write as _},
+    ops::ControlFlow,
+    process::ExitCode,
+};
 
 use anyhow::Context as _;
 use clap::Parser as _;
 use monitor::{
-    agent,
-    cli::{Cli, Command, LogFormat},
+    agent, alert_output,
+    cli::{AlertsCommand, Cli, Command, LogFormat, ReplayArgs, StatusArg},
     config::Config,
+    detect::alerts::{AlertStatus, Suppression},
+    detection::LiveDetector,
     doctor, output,
+    replay::{self, Replayer, synthetic},
+    store::{AlertFilter, Store},
     top::TopTable,
 };
 use tracing_subscriber::EnvFilter;
@@ -60,11 +68,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => {
             let settings = args.collect.resolve(&config);
             let format = args.output.unwrap_or(config.agent.output);
+            let mut detection =
+                LiveDetector::start(&config, &args.state.dir(&config), args.reset_state)?;
             // One write per window, not per line: at 10k flows a second, line-buffered stdout
             // alone costs several percent of a core.
             let mut stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
             let mut write_error = None;
             runtime()?.block_on(agent::run(&settings, |samples| {
+                for e in detection.observe(samples) {
+                    log_alert(e);
+                }
                 match output::write_samples(&mut stdout, format, samples) {
                     Ok(()) => ControlFlow::Continue(()),
                     Err(e) => {
@@ -74,6 +87,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             }))?;
+            detection.finish();
             if let Some(e) = write_error
                 && e.kind() != std::io::ErrorKind::BrokenPipe
             {
@@ -106,6 +120,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Replay(args) => replay_trace(&config, &args),
+        Command::Alerts(cmd) => alerts(&config, cmd),
+        Command::Synthesize(args) => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut result = Ok(());
+            synthetic::generate(args.scenario, args.seed, |batch| {
+                if result.is_ok() {
+                    result = output::write_samples(&mut out, output::OutputFormat::Json, batch);
+                }
+            });
+            match result {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(e).context("writing the trace")
+                }
+                _ => Ok(ExitCode::SUCCESS),
+            }
+        }
         Command::Doctor(args) => {
             let checks = doctor::run_checks();
             if args.json {
@@ -121,4 +152,158 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// Alerts of the live agent go to the log (stderr) until the export sinks exist; they are
+/// also in the state database (`egress-monitor alerts list`).
+fn log_alert(e: &monitor::detect::alerts::AlertEvent) {
+    let a = &e.alert;
+    tracing::warn!(
+        event = e.event.name(),
+        alert_id = %a.id,
+        rule = a.rule.id(),
+        severity = a.severity.name(),
+        service = %a.service,
+        peer = a.peer.as_ref().map(|p| p.addr.to_string()).unwrap_or_default(),
+        bytes = a.bytes,
+        window = a.window.name(),
+        threshold = a.threshold.bytes,
+        total_bytes = a.total_bytes,
+        "alert: {}",
+        alert_output::summary(a)
+    );
+}
+
+fn replay_trace(config: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+    let mut store = match &args.state_dir {
+        Some(dir) => Store::open(dir)?,
+        None => Store::in_memory()?,
+    };
+    let mut replayer = Replayer::new(config, &mut store)?;
+    let input: Box<dyn std::io::BufRead> = if args.file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(&args.file)
+            .with_context(|| format!("opening {}", args.file.display()))?;
+        Box::new(std::io::BufReader::with_capacity(1 << 20, file))
+    };
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let started = std::time::Instant::now();
+    replay::replay_lines(input, &mut replayer, |e| {
+        alert_output::write_event(&mut stdout, args.output, e)
+    })
+    .with_context(|| format!("replaying {}", args.file.display()))?;
+    let summary = replayer.finish()?;
+    std::io::Write::flush(&mut stdout).context("writing alerts")?;
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(
+        lines = summary.lines,
+        windows = summary.windows,
+        services = summary.detector.services,
+        peers = summary.detector.peers,
+        learned = summary.detector.learned,
+        opened = summary.opened,
+        updated = summary.updated,
+        resolved = summary.resolved,
+        seconds = format!("{secs:.2}"),
+        samples_per_second = (summary.lines as f64 / secs.max(1e-9)) as u64,
+        "replay done"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn alerts(config: &Config, cmd: AlertsCommand) -> anyhow::Result<ExitCode> {
+    let now = jiff::Timestamp::now();
+    let mut stdout = std::io::stdout().lock();
+    match cmd {
+        AlertsCommand::List(args) => {
+            let store = Store::open(&args.state.dir(config))?;
+            let list = store.list_alerts(&AlertFilter {
+                status: args.status.map(|s| match s {
+                    StatusArg::Open => AlertStatus::Open,
+                    StatusArg::Resolved => AlertStatus::Resolved,
+                }),
+                rule: args.rule,
+                service: args.service,
+                limit: args.limit,
+            })?;
+            for a in &list {
+                if args.json {
+                    serde_json::to_writer(&mut stdout, a)?;
+                    writeln!(stdout)?;
+                } else {
+                    let status = match a.status {
+                        AlertStatus::Open => "open",
+                        AlertStatus::Resolved => "resolved",
+                    };
+                    writeln!(
+                        stdout,
+                        "{} {status:<8} {}",
+                        a.opened_at,
+                        alert_output::summary(a)
+                    )?;
+                }
+            }
+            if list.is_empty() && !args.json {
+                eprintln!("no alerts in {}", store.path().display());
+            }
+        }
+        AlertsCommand::Show { id, json, state } => {
+            let store = Store::open(&state.dir(config))?;
+            let alert = store.find_alert(&id)?;
+            let history = store.alert_history(alert.id)?;
+            if json {
+                let doc = serde_json::json!({ "alert": alert, "history": history });
+                writeln!(stdout, "{}", serde_json::to_string_pretty(&doc)?)?;
+            } else {
+                write!(stdout, "{}", alert_output::detail(&alert, &history))?;
+            }
+        }
+        AlertsCommand::Ack { id, learn, state } => {
+            let mut store = Store::open(&state.dir(config))?;
+            let alert = store.acknowledge(&id, learn, now)?;
+            writeln!(stdout, "acknowledged {}", alert_output::summary(&alert))?;
+            if learn && let Some(p) = &alert.peer {
+                writeln!(stdout, "learned {} for service {}", p.addr, alert.service)?;
+            }
+        }
+        AlertsCommand::Suppress(args) => {
+            let mut store = Store::open(&args.state.dir(config))?;
+            let until = args
+                .duration
+                .map(|d| now.checked_add(d))
+                .transpose()
+                .context("suppression end is out of range")?;
+            let suppression = match &args.id {
+                Some(id) => {
+                    let a = store.find_alert(id)?;
+                    Suppression {
+                        rule: Some(a.rule),
+                        service: Some(a.service.clone()),
+                        peer: a.peer.as_ref().map(|p| p.addr),
+                        until,
+                    }
+                }
+                None => Suppression {
+                    rule: args.rule,
+                    service: args.service.clone(),
+                    peer: args.peer,
+                    until,
+                },
+            };
+            let closed = store.suppress(suppression.clone(), args.reason.as_deref(), now)?;
+            writeln!(
+                stdout,
+                "suppressed rule={} service={} peer={} until={} ({} open alert(s) closed)",
+                suppression.rule.map_or("*", |r| r.id()),
+                suppression.service.as_deref().unwrap_or("*"),
+                suppression.peer.map_or("*".into(), |p| p.to_string()),
+                suppression
+                    .until
+                    .map_or("forever".into(), |u| u.to_string()),
+                closed.len()
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

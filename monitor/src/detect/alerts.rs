@@ -312,7 +312,10 @@ impl AlertBook {
             }
             let due =
                 now.as_second() - t.last_emitted.as_second() >= self.lifecycle.update_every_secs;
-            if a.acknowledged || !due || a.total_bytes <= t.emitted_total {
+            // Growing totals: at least 10 % more than the last emitted, so a long alert
+            // reports its progress without an update per trickle.
+            let grown = a.total_bytes > t.emitted_total + t.emitted_total / 10;
+            if a.acknowledged || !due || !grown {
                 return None;
             }
             a.updated_at = now;

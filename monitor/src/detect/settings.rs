@@ -4,12 +4,11 @@
 
 use std::{ops::Range, path::PathBuf};
 
-use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::{rules::Severity, window::WindowLen};
-use crate::config::HumanDuration;
+use crate::config::{Bytes, HumanDuration};
 
 /// `[detect]`: learning.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +102,7 @@ pub struct DestinationsConfig {
     pub internal: Vec<Spanned<String>>,
     /// How often allowlisted host names are resolved again.
     pub resolve_every: Spanned<HumanDuration>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<Spanned<AllowConfig>>,
 }
 
@@ -166,11 +166,11 @@ pub struct UnknownVolumeConfig {
     pub severity: Severity,
     /// Alert when the volume to one unknown peer in the last minute exceeds this.
     #[serde(rename = "1m")]
-    pub one_minute: ByteSize,
+    pub one_minute: Bytes,
     #[serde(rename = "10m")]
-    pub ten_minutes: ByteSize,
+    pub ten_minutes: Bytes,
     #[serde(rename = "1h")]
-    pub one_hour: ByteSize,
+    pub one_hour: Bytes,
 }
 
 impl Default for UnknownVolumeConfig {
@@ -178,9 +178,9 @@ impl Default for UnknownVolumeConfig {
         Self {
             enabled: true,
             severity: Severity::High,
-            one_minute: ByteSize::mib(32),
-            ten_minutes: ByteSize::mib(128),
-            one_hour: ByteSize::mib(256),
+            one_minute: Bytes::mib(32),
+            ten_minutes: Bytes::mib(128),
+            one_hour: Bytes::mib(256),
         }
     }
 }
@@ -196,7 +196,7 @@ pub struct PeerOutlierConfig {
     pub quantile: Spanned<f64>,
     /// Threshold = max(floor, quantile value x factor).
     pub factor: Spanned<f64>,
-    pub floor: ByteSize,
+    pub floor: Bytes,
     /// Per-peer windows the service must have recorded before the rule arms.
     pub min_samples: u64,
 }
@@ -209,7 +209,7 @@ impl Default for PeerOutlierConfig {
             window: unspanned(WindowLen::OneMinute),
             quantile: unspanned(0.999),
             factor: unspanned(10.0),
-            floor: ByteSize::mib(64),
+            floor: Bytes::mib(64),
             min_samples: 500,
         }
     }
@@ -223,7 +223,7 @@ pub struct ServiceBaselineConfig {
     pub severity: Severity,
     pub quantile: Spanned<f64>,
     pub factor: Spanned<f64>,
-    pub floor: ByteSize,
+    pub floor: Bytes,
     /// Minutes recorded in an hour-of-day slot before it is used (else the whole-day
     /// baseline is).
     pub min_samples: u64,
@@ -236,7 +236,7 @@ impl Default for ServiceBaselineConfig {
             severity: Severity::Medium,
             quantile: unspanned(0.99),
             factor: unspanned(4.0),
-            floor: ByteSize::mib(256),
+            floor: Bytes::mib(256),
             min_samples: 30,
         }
     }
@@ -270,7 +270,7 @@ impl Default for NewDestinationsConfig {
 pub struct SlowDripConfig {
     pub enabled: bool,
     pub severity: Severity,
-    pub threshold: ByteSize,
+    pub threshold: Bytes,
 }
 
 impl Default for SlowDripConfig {
@@ -278,7 +278,7 @@ impl Default for SlowDripConfig {
         Self {
             enabled: true,
             severity: Severity::Medium,
-            threshold: ByteSize::mib(256),
+            threshold: Bytes::mib(256),
         }
     }
 }

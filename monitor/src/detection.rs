@@ -1,0 +1,204 @@
+//! Detection inside the running agent: the pure detector plus what a live host needs around
+//! it: the state database (alerts and learning written as they happen, windows checkpointed
+//! every `state.checkpoint_every` and on stop), operators' decisions taken from the database
+//! while running, and the allowlist's host names re-resolved in a background thread.
+
+use std::{
+    net::{IpAddr, ToSocketAddrs as _},
+    path::Path,
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use jiff::Timestamp;
+
+use crate::{
+    config::Config,
+    detect::{Detector, alerts::AlertEvent},
+    store::{self, OperatorAction, Store, StoreError},
+};
+
+pub struct LiveDetector {
+    detector: Detector,
+    store: Store,
+    events: Vec<AlertEvent>,
+    checkpoint_every: Duration,
+    last_checkpoint: Instant,
+    resolved: Option<mpsc::Receiver<(String, Vec<IpAddr>)>>,
+    /// Store writes that failed (logged each time; the alerts were still printed).
+    pub store_errors: u64,
+}
+
+impl LiveDetector {
+    /// Opens the state in `state_dir` (moving an old one aside first with `reset`), loads what
+    /// was learned, and starts resolving allowlisted host names.
+    pub fn start(config: &Config, state_dir: &Path, reset: bool) -> Result<Self, StoreError> {
+        if reset && let Some(moved) = store::reset(state_dir, Timestamp::now())? {
+            tracing::warn!(
+                moved_to = %moved.display(),
+                "--reset-state: the previous state database was moved aside; starting empty"
+            );
+        }
+        let mut store = Store::open(state_dir)?;
+        let mut detector = Detector::new(config);
+        let restored = store.load_into(&mut detector, Timestamp::now())?;
+        tracing::info!(
+            path = %store.path().display(),
+            services = restored.services,
+            learned = restored.learned,
+            peers = restored.peers,
+            open_alerts = restored.open_alerts,
+            suppressions = restored.suppressions,
+            learning_period = %humantime::format_duration(config.detect.learning_period.get_ref().0),
+            "detector state loaded"
+        );
+        let hosts = detector.classifier_mut().hosts_to_resolve();
+        let resolved = (!hosts.is_empty())
+            .then(|| spawn_resolver(hosts, config.destinations.resolve_every.get_ref().0));
+        Ok(Self {
+            detector,
+            store,
+            events: Vec::new(),
+            checkpoint_every: config.state.checkpoint_every.get_ref().0,
+            last_checkpoint: Instant::now(),
+            resolved,
+            store_errors: 0,
+        })
+    }
+
+    /// One poll window: operator actions and resolutions first, then detection; the events
+    /// are stored before they are returned.
+    pub fn observe(&mut self, samples: &[crate::flow::FlowSample]) -> &[AlertEvent] {
+        self.apply_resolutions();
+        self.apply_operator_actions();
+        self.events.clear();
+        self.detector.observe(samples, &mut self.events);
+        let learned = self.detector.take_learned();
+        if let Err(e) = self.store.record(&self.events, &learned) {
+            self.store_error("recording alerts", &e);
+        }
+        if self.last_checkpoint.elapsed() >= self.checkpoint_every {
+            self.checkpoint();
+        }
+        &self.events
+    }
+
+    /// Final checkpoint (on stop).
+    pub fn finish(mut self) {
+        self.checkpoint();
+        let stats = &self.detector.stats;
+        let book = &self.detector.book().stats;
+        tracing::info!(
+            samples = stats.samples,
+            services = stats.services,
+            peers = stats.peers,
+            learned = stats.learned,
+            alerts_opened = book.opened,
+            alerts_updated = book.updated,
+            alerts_resolved = book.resolved,
+            suppressed = book.suppressed,
+            rate_limited = book.rate_limited,
+            store_errors = self.store_errors,
+            "detector state saved"
+        );
+    }
+
+    fn checkpoint(&mut self) {
+        let started = Instant::now();
+        match self.store.checkpoint(&mut self.detector) {
+            Ok(written) => tracing::debug!(
+                services = written.services,
+                peers = written.peers,
+                took_ms = started.elapsed().as_millis() as u64,
+                "state checkpoint"
+            ),
+            Err(e) => self.store_error("checkpointing the detector", &e),
+        }
+        self.last_checkpoint = Instant::now();
+    }
+
+    fn apply_operator_actions(&mut self) {
+        let actions = match self.store.take_operator_actions() {
+            Ok(a) => a,
+            Err(e) => {
+                self.store_error("reading operator actions", &e);
+                return;
+            }
+        };
+        let now = self.detector.now();
+        for action in actions {
+            tracing::info!(?action, "applying an operator decision");
+            // The CLI already wrote the resulting events: only the in-memory state changes.
+            match action {
+                OperatorAction::Acknowledge { alert } => {
+                    let _ = self.detector.book_mut().acknowledge(alert, now);
+                }
+                OperatorAction::Suppress { suppression } => {
+                    let _ = self.detector.book_mut().suppress(suppression, now);
+                }
+                OperatorAction::Learn { service, addr } => self.detector.learn(&service, addr),
+            }
+        }
+    }
+
+    fn apply_resolutions(&mut self) {
+        let Some(rx) = &self.resolved else {
+            return;
+        };
+        while let Ok((host, addrs)) = rx.try_recv() {
+            self.detector.classifier_mut().set_resolved(&host, &addrs);
+        }
+    }
+
+    fn store_error(&mut self, what: &'static str, e: &StoreError) {
+        self.store_errors += 1;
+        tracing::error!(error = %error_chain(e), "{what}: state database write failed");
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// Resolves `hosts` now and every `every`, in a thread (getaddrinfo blocks); stops when the
+/// agent drops the receiver.
+fn spawn_resolver(hosts: Vec<String>, every: Duration) -> mpsc::Receiver<(String, Vec<IpAddr>)> {
+    let (tx, rx) = mpsc::channel();
+    let spawned = thread::Builder::new()
+        .name("allowlist-dns".into())
+        .spawn(move || {
+            loop {
+                for host in &hosts {
+                    match (host.as_str(), 0).to_socket_addrs() {
+                        Ok(addrs) => {
+                            let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+                            ips.sort();
+                            ips.dedup();
+                            tracing::debug!(host, addrs = ?ips, "allowlisted host resolved");
+                            if tx.send((host.clone(), ips)).is_err() {
+                                return;
+                            }
+                        }
+                        // Keep the previous addresses: a resolver outage must not turn
+                        // allowlisted peers into unknown ones.
+                        Err(e) => {
+                            tracing::warn!(host, error = %e, "cannot resolve allowlisted host");
+                        }
+                    }
+                }
+                thread::sleep(every);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the allowlist resolver thread");
+    }
+    rx
+}
