@@ -39,9 +39,46 @@ pub fn require_root() {
     );
 }
 
+/// A state directory for one agent run, removed when dropped.
+pub struct StateDir(PathBuf);
+
+impl StateDir {
+    pub fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("egress-monitor-it-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create state dir");
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    pub fn arg(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp dir")
+    }
+}
+
+impl Default for StateDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A running agent.
 pub struct Agent {
     child: Child,
+    /// The state directory the agent was given when the test did not choose one.
+    _state: Option<StateDir>,
     samples: Arc<Mutex<Vec<FlowSample>>>,
     logs: Arc<Mutex<Vec<Value>>>,
     readers: Vec<thread::JoinHandle<()>>,
@@ -56,9 +93,15 @@ pub struct Finished {
 
 impl Agent {
     /// Starts `egress-monitor run --output json` with `extra` arguments and waits until its
-    /// programs are attached.
+    /// programs are attached. Without `--state-dir` in `extra`, the agent gets a fresh state
+    /// directory of its own (never the host's /var/lib/egress-monitor).
     pub fn start(extra: &[&str]) -> Self {
         require_root();
+        let state = (!extra.contains(&"--state-dir")).then(StateDir::new);
+        let state_args: Vec<&str> = state
+            .as_ref()
+            .map(|s| vec!["--state-dir", s.arg()])
+            .unwrap_or_default();
         let mut child = Command::new(agent_bin())
             .args([
                 "--log-format",
@@ -70,6 +113,7 @@ impl Agent {
                 "json",
             ])
             .args(extra)
+            .args(&state_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -103,12 +147,34 @@ impl Agent {
         });
         let mut agent = Self {
             child,
+            _state: state,
             samples,
             logs,
             readers: vec![out_reader, err_reader],
         };
         agent.wait_for_log("attached: counting egress", Duration::from_secs(30));
         agent
+    }
+
+    /// Log lines so far.
+    pub fn logs_so_far(&self) -> Vec<Value> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line satisfies `f`; returns it.
+    pub fn wait_for_log_where(&self, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.logs.lock().unwrap().iter().find(|l| f(l)) {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no matching log line within {timeout:?}: {:?}",
+                self.logs.lock().unwrap()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn wait_for_log(&mut self, message: &str, timeout: Duration) {

@@ -1,0 +1,203 @@
+//! Detection on the real kernel, end to end: bytes counted by the kernel programs reach the
+//! detector, a destination seen during learning stays quiet, a never-seen one that receives
+//! more than the threshold raises an alert naming the process; the alert is in the state
+//! database, survives a restart, and an operator's `alerts ack` reaches the running agent.
+
+use std::{
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use integration_tests::{Agent, StateDir, Traffic, agent_bin, traffic_exe, udp_sink};
+use serde_json::Value;
+
+/// Loopback is `internal` by default: here it is treated as the outside world, with rules 2
+/// to 5 off so that only rule 1 can speak.
+const CONFIG: &str = r#"
+[detect]
+learning_period = "3s"
+[destinations]
+internal = []
+[rules.unknown_volume]
+1m = "1MiB"
+[rules.peer_outlier]
+enabled = false
+[rules.service_baseline]
+enabled = false
+[rules.new_destinations]
+enabled = false
+[rules.slow_drip]
+enabled = false
+"#;
+
+/// Sends and waits until the agent reported the sender while it is alive: a process read
+/// from /proc after it exited has no executable, hence another service identity.
+fn send(agent: &Agent, to: std::net::SocketAddr, count: u64, size: u64) -> u32 {
+    let mut sender = Traffic::start(&[
+        "udp-send",
+        &to.to_string(),
+        &count.to_string(),
+        &size.to_string(),
+    ]);
+    let pid = sender.pid();
+    sender.expect_line("done", Duration::from_secs(60));
+    agent.wait_for_sample_of(pid, Duration::from_secs(10));
+    sender.go();
+    sender.wait();
+    pid
+}
+
+fn alerts_json(state: &StateDir) -> Vec<Value> {
+    let out = Command::new(agent_bin())
+        .args(["alerts", "list", "--json", "--state-dir", state.arg()])
+        .output()
+        .expect("run alerts list");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("alert JSON"))
+        .collect()
+}
+
+fn is_alert(l: &Value, event: &str) -> bool {
+    l["event"] == event && l["rule"] == "unknown_volume"
+}
+
+#[test]
+fn an_unknown_destination_over_threshold_raises_an_alert_that_survives_a_restart() {
+    let state = StateDir::new();
+    let config = state.path().join("config.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let config = config.to_str().unwrap();
+    let known_sink = udp_sink("127.0.0.1:0");
+    let known = known_sink.local_addr().unwrap();
+    let stranger_sink = udp_sink("127.0.0.2:0");
+    let stranger = stranger_sink.local_addr().unwrap();
+
+    let agent = Agent::start(&[
+        "--config",
+        config,
+        "--interval",
+        "200ms",
+        "--state-dir",
+        state.arg(),
+    ]);
+    // Learning: a small exchange with `known`.
+    send(&agent, known, 10, 100);
+    let learned_at = Instant::now();
+    thread::sleep(Duration::from_millis(3500));
+    assert!(
+        !agent.logs_so_far().iter().any(|l| is_alert(l, "opened")),
+        "no alert during learning"
+    );
+    // After learning: 2 MB to the learned peer (quiet), then 2 MB to a stranger (alert).
+    let quiet = send(&agent, known, 2000, 1000);
+    let loud = send(&agent, stranger, 2000, 1000);
+    let opened = agent.wait_for_log_where(Duration::from_secs(10), |l| is_alert(l, "opened"));
+    assert!(learned_at.elapsed() < Duration::from_secs(30));
+    assert_eq!(opened["peer"], stranger.ip().to_string(), "{opened}");
+    assert!(opened["bytes"].as_u64().unwrap() > 1 << 20, "{opened}");
+    assert_eq!(opened["threshold"], 1 << 20, "{opened}");
+    let run = agent.stop();
+    let opened_logs: Vec<&Value> = run.logs.iter().filter(|l| is_alert(l, "opened")).collect();
+    assert_eq!(opened_logs.len(), 1, "only the stranger: {opened_logs:?}");
+    assert!(run.samples.iter().any(|s| s.owner.pid == Some(quiet)));
+
+    // The database has it, with the process that sent the bytes.
+    let alerts = alerts_json(&state);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let a = &alerts[0];
+    assert_eq!(a["rule"], "unknown_volume");
+    assert_eq!(a["status"], "open");
+    assert_eq!(a["peer"]["addr"], stranger.ip().to_string());
+    assert_eq!(a["peer"]["port"], stranger.port());
+    assert_eq!(a["peer"]["class"], "unknown");
+    assert_eq!(a["process"]["pid"], loud);
+    assert_eq!(a["process"]["exe"], traffic_exe());
+    assert_eq!(a["attack"]["tactic_id"], "TA0010");
+    let id = a["id"].as_str().unwrap().to_owned();
+
+    // A restart loads the learning and the open alert; an acknowledgement reaches it.
+    let agent = Agent::start(&[
+        "--config",
+        config,
+        "--interval",
+        "200ms",
+        "--state-dir",
+        state.arg(),
+    ]);
+    let loaded = agent.wait_for_log_where(Duration::from_secs(10), |l| {
+        l["message"] == "detector state loaded"
+    });
+    assert_eq!(loaded["open_alerts"], 1, "{loaded}");
+    assert!(loaded["learned"].as_u64().unwrap() >= 1, "{loaded}");
+    let ack = Command::new(agent_bin())
+        .args(["alerts", "ack", &id[..8], "--state-dir", state.arg()])
+        .output()
+        .unwrap();
+    assert!(
+        ack.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ack.stderr)
+    );
+    agent.wait_for_log_where(Duration::from_secs(10), |l| {
+        l["message"] == "applying an operator decision"
+    });
+    // More bytes to the stranger: the alert is open and acknowledged, so no new alert.
+    send(&agent, stranger, 2000, 1000);
+    thread::sleep(Duration::from_secs(1));
+    let run = agent.stop();
+    assert!(
+        !run.logs.iter().any(|l| is_alert(l, "opened")),
+        "the reloaded alert is still open: no second alert"
+    );
+    let alerts = alerts_json(&state);
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0]["acknowledged"], true);
+    drop((known_sink, stranger_sink));
+}
+
+#[test]
+fn a_corrupt_state_file_is_refused_and_reset_moves_it_aside() {
+    let state = StateDir::new();
+    std::fs::write(state.path().join("state.db"), vec![7u8; 4096]).unwrap();
+    let out = Command::new(agent_bin())
+        .args(["run", "--state-dir", state.arg()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("corrupt or not a database") && err.contains("--reset-state"),
+        "{err}"
+    );
+    let agent = Agent::start(&["--state-dir", state.arg(), "--reset-state"]);
+    agent.wait_for_log_where(Duration::from_secs(10), |l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("--reset-state"))
+    });
+    let run = agent.stop();
+    assert!(run.status.success());
+    let kept: Vec<_> = std::fs::read_dir(state.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("state.db.reset-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        std::fs::read(kept[0].path()).unwrap(),
+        vec![7u8; 4096],
+        "kept as it was"
+    );
+}
