@@ -187,7 +187,7 @@ fn a_corrupt_state_file_is_refused_and_reset_moves_it_aside() {
     assert!(run.status.success());
     let kept: Vec<_> = std::fs::read_dir(state.path())
         .unwrap()
-        .filter_map(|e| e.ok())
+        .filter_map(Result::ok)
         .filter(|e| {
             e.file_name()
                 .to_string_lossy()
