@@ -11,7 +11,7 @@ mod test;
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -47,6 +47,17 @@ enum Command {
         /// Repetitions of each A/B pair.
         #[arg(long, default_value_t = 9)]
         rounds: u32,
+        /// Only the detector benchmark (no root, no kernel).
+        #[arg(long)]
+        detector_only: bool,
+    },
+    /// Write a synthetic two-day trace of a messaging server for `egress-monitor replay`:
+    /// normal, bulk-download, upload or slow-drip.
+    Trace {
+        scenario: String,
+        /// Output file (JSON lines).
+        #[arg(long, default_value = "trace.jsonl")]
+        out: PathBuf,
     },
 }
 
@@ -76,10 +87,38 @@ fn main() -> Result<()> {
             let tools = bootstrap::all(&root)?;
             test::all(&root, &tools, !no_lint, filter.as_deref())
         }
-        Command::Bench { rounds } => {
+        Command::Bench {
+            rounds,
+            detector_only,
+        } => {
             let tools = bootstrap::all(&root)?;
+            if detector_only {
+                return bench::detector_only(&root, &tools);
+            }
             let bin = build::release(&root, &tools)?;
             bench::all(&root, &tools, &bin, rounds)
+        }
+        Command::Trace { scenario, out } => {
+            let tools = bootstrap::all(&root)?;
+            let bin = build::release(&root, &tools)?;
+            let file = std::fs::File::create(&out)
+                .with_context(|| format!("creating {}", out.display()))?;
+            let status = std::process::Command::new(&bin)
+                .args(["synthesize", &scenario])
+                .stdout(file)
+                .status()
+                .context("running egress-monitor synthesize")?;
+            anyhow::ensure!(
+                status.success(),
+                "egress-monitor synthesize {scenario} failed"
+            );
+            eprintln!(
+                "==> {} written; replay it with: {} replay {}",
+                out.display(),
+                bin.display(),
+                out.display()
+            );
+            Ok(())
         }
     }
 }

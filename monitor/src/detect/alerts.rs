@@ -169,7 +169,7 @@ pub struct AlertEvent {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AlertKey {
     pub rule: RuleId,
-    pub service: String,
+    pub service: Arc<str>,
     pub peer: Option<IpAddr>,
 }
 
@@ -205,7 +205,7 @@ impl Suppression {
     pub fn covers(&self, key: &AlertKey, now: Timestamp) -> bool {
         self.until.is_none_or(|u| now < u)
             && self.rule.is_none_or(|r| r == key.rule)
-            && self.service.as_ref().is_none_or(|s| *s == key.service)
+            && self.service.as_deref().is_none_or(|s| s == &*key.service)
             && self.peer.is_none_or(|p| Some(p) == key.peer)
     }
 }
@@ -270,7 +270,7 @@ impl AlertBook {
     pub fn restore(&mut self, alert: Alert) {
         let key = AlertKey {
             rule: alert.rule,
-            service: alert.service.clone(),
+            service: Arc::from(alert.service.as_str()),
             peer: alert.peer.as_ref().map(|p| p.addr),
         };
         self.open.insert(
@@ -351,7 +351,7 @@ impl AlertBook {
             attack: c.key.rule.into(),
             status: AlertStatus::Open,
             acknowledged: false,
-            service: c.key.service.clone(),
+            service: c.key.service.to_string(),
             process: c.process,
             peer: c.peer,
             window: c.window,
@@ -504,7 +504,7 @@ mod tests {
         Condition {
             key: AlertKey {
                 rule: RuleId::PeerOutlier,
-                service: "messaging".into(),
+                service: Arc::from("messaging"),
                 peer: Some(addr),
             },
             severity: Severity::High,

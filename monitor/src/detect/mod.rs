@@ -304,7 +304,7 @@ impl Detector {
         }
         self.last_tick = now.as_second();
         for (key, len, threshold) in self.book.open_conditions() {
-            let Some(&sid) = self.service_ids.get(key.service.as_str()) else {
+            let Some(&sid) = self.service_ids.get(&*key.service) else {
                 continue;
             };
             let window = match key.peer {
@@ -482,7 +482,7 @@ impl Detector {
                 Condition {
                     key: AlertKey {
                         rule,
-                        service: svc.name.to_string(),
+                        service: svc.name.clone(),
                         peer: Some(addr),
                     },
                     severity,
@@ -562,7 +562,7 @@ impl Detector {
                 Condition {
                     key: AlertKey {
                         rule,
-                        service: svc.name.to_string(),
+                        service: svc.name.clone(),
                         peer: None,
                     },
                     severity,

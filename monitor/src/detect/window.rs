@@ -68,8 +68,10 @@ impl fmt::Display for WindowLen {
     }
 }
 
-/// Bytes and packets of one window, as two aligned buckets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Bytes and packets of one window, as two aligned buckets. Packed to 4-byte alignment: 28
+/// bytes instead of 32, 16 bytes less per peer (fields are only ever copied, never borrowed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C, packed(4))]
 pub struct Window {
     /// Epoch (`t / len`) of the current bucket.
     epoch: u32,

@@ -256,7 +256,7 @@ impl Store {
                 suppression.covers(
                     &crate::detect::alerts::AlertKey {
                         rule: a.rule,
-                        service: a.service.clone(),
+                        service: std::sync::Arc::from(a.service.as_str()),
                         peer: a.peer.as_ref().map(|p| p.addr),
                     },
                     now,

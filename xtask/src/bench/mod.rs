@@ -6,7 +6,9 @@
 //! - loopback throughput with and without the agent, as a ratio, for bulk TCP (iperf3) and for
 //!   1-KiB UDP datagrams (packets per second), in interleaved A/B rounds;
 //! - the agent's CPU and RSS with 1,000 / 10,000 / 100,000 active sockets (each sends one
-//!   datagram per second) at a 1 s poll.
+//!   datagram per second) at a 1 s poll;
+//! - the detector alone (no root needed): `FlowSample`s per second on one core and heap bytes
+//!   per tracked (service, peer) pair, at 10,000 and 1,000,000 peers.
 //!
 //! Results are printed and saved as JSON under `target/bench/`. Traffic stays on loopback.
 
@@ -129,18 +131,15 @@ pub fn all(root: &Path, tools: &Tools, agent: &Path, rounds: u32) -> Result<()> 
     )?;
     eprintln!("    {test_run}");
 
-    let mut scale = Vec::new();
-    for n in SOCKET_COUNTS {
-        let r = cmd::step(
-            &format!("agent CPU and RSS with {n} active sockets"),
-            || socket_scale(agent, &traffic, n, &out_dir),
-        )?;
-        eprintln!("    {r}");
-        scale.push(r);
-    }
+    let scale = scale_all(agent, &traffic, &out_dir)?;
+
+    let detector = cmd::step("detector throughput and memory per pair", || {
+        detector_bench(root, tools)
+    })?;
 
     let mut report = report(&bulk, &small, &prog_cost, &scale);
     report["test_run_cost"] = test_run;
+    report["detector"] = detector;
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -150,6 +149,82 @@ pub fn all(root: &Path, tools: &Tools, agent: &Path, rounds: u32) -> Result<()> 
     print_summary(&report);
     eprintln!("==> saved {}", out_dir.join("latest.json").display());
     Ok(())
+}
+
+/// The agent's CPU and RSS at each of `SOCKET_COUNTS`.
+fn scale_all(agent: &Path, traffic: &Path, out_dir: &Path) -> Result<Vec<Value>> {
+    let mut scale = Vec::new();
+    for n in SOCKET_COUNTS {
+        let r = cmd::step(
+            &format!("agent CPU and RSS with {n} active sockets"),
+            || socket_scale(agent, traffic, n, out_dir),
+        )?;
+        eprintln!("    {r}");
+        scale.push(r);
+    }
+    Ok(scale)
+}
+
+/// `cargo xtask bench --detector-only`: the detector part alone, saved as
+/// `target/bench/detector.json`.
+pub fn detector_only(root: &Path, tools: &Tools) -> Result<()> {
+    let detector = cmd::step("detector throughput and memory per pair", || {
+        detector_bench(root, tools)
+    })?;
+    let out_dir = root.join("target/bench");
+    fs::create_dir_all(&out_dir)?;
+    let report = json!({ "detector": detector });
+    fs::write(
+        out_dir.join("detector.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    report::print_detector(&report);
+    Ok(())
+}
+
+/// Peers of the detector benchmark (the 10k and 1M).
+const DETECTOR_PEERS: [u64; 2] = [10_000, 1_000_000];
+
+/// Runs `monitor/examples/detector_bench` (see its header) for each peer count; three runs
+/// each, the median throughput kept (the machine is noisy), memory from the last.
+fn detector_bench(root: &Path, tools: &Tools) -> Result<Value> {
+    cmd::run(tools.cargo(root).args([
+        "build",
+        "--release",
+        "--package",
+        "monitor",
+        "--example",
+        "detector_bench",
+    ]))?;
+    let bin = root.join("target/release/examples/detector_bench");
+    let mut results = Vec::new();
+    for peers in DETECTOR_PEERS {
+        let mut rates = Vec::new();
+        let mut last = Value::Null;
+        for _ in 0..3 {
+            let out = cmd::output(
+                std::process::Command::new(&bin).args(["--peers", &peers.to_string()]),
+            )?;
+            let v: Value = serde_json::from_str(out.trim())
+                .with_context(|| format!("detector_bench output: {out}"))?;
+            rates.push(v["samples_per_second"].as_f64().unwrap_or(0.0));
+            last = v;
+        }
+        eprintln!(
+            "    {peers} peers: {:.0} samples/s (runs {rates:.0?}), {:.0} bytes per pair",
+            median(rates.clone()),
+            last["bytes_per_pair"].as_f64().unwrap_or(0.0)
+        );
+        results.push(json!({
+            "peers": peers,
+            "samples_per_second_median": median(rates.clone()),
+            "samples_per_second_runs": rates,
+            "bytes_per_pair": last["bytes_per_pair"],
+            "pairs_tracked": last["pairs_tracked"],
+            "samples_timed": last["samples_timed"],
+        }));
+    }
+    Ok(json!(results))
 }
 
 /// Runs the egress program 1M times on one packet in the kernel (`BPF_PROG_TEST_RUN`, timed

@@ -42,7 +42,8 @@ pub(super) fn report(
         "cpus": thread::available_parallelism().map_or(0, usize::from),
         "per_program_cost": per_packet,
         "targets": { "egress_ns_per_packet": 80, "bulk_ratio": 0.97, "small_ratio": 0.95,
-                     "rss_mib_at_100k": 64, "cpu_percent_at_10k": 2.0 },
+                     "rss_mib_at_100k": 64, "cpu_percent_at_10k": 2.0,
+                     "detector_samples_per_second": 1_000_000, "detector_bytes_per_pair": 512 },
         "throughput": {
             "bulk_tcp_bits_per_second": bulk.iter().map(|(a, b)| json!({"without": a, "with": b})).collect::<Vec<_>>(),
             "small_udp_packets_per_second": small.iter().map(|(a, b)| json!({"without": a, "with": b})).collect::<Vec<_>>(),
@@ -116,6 +117,22 @@ pub(super) fn print_summary(r: &Value) {
             s["rss_mib"].as_f64().unwrap_or(0.0),
             s["peak_rss_mib"].as_f64().unwrap_or(0.0),
             s["flows_in_busiest_window"]
+        );
+    }
+    print_detector(r);
+}
+
+pub(super) fn print_detector(r: &Value) {
+    for d in r["detector"].as_array().into_iter().flatten() {
+        let rate = d["samples_per_second_median"].as_f64().unwrap_or(0.0);
+        let bytes = d["bytes_per_pair"].as_f64().unwrap_or(f64::MAX);
+        println!(
+            "  detector at {:>7} peers: {:.2} M samples/s on one core (target >= 1: {}), {:.0} bytes per (service, peer) (target <= 512: {})",
+            d["peers"],
+            rate / 1e6,
+            met(rate >= 1e6),
+            bytes,
+            met(bytes <= 512.0)
         );
     }
 }

@@ -1,0 +1,225 @@
+//! Detector benchmark (run by `cargo xtask bench`): FlowSamples per second through
+//! `Detector::observe` on one core, and memory per tracked (service, peer) pair.
+//!
+//! `detector_bench --peers N [--samples M]` prints one JSON object. Samples go to N peers of
+//! one service (eight processes), 1,000 per one-second window: first one sample per peer
+//! during the learning period (90 % of peers become learned), then M samples to peers drawn
+//! at random, after learning, so every rule is evaluated. Only `observe` is timed; building
+//! the samples is not. Memory is counted by a counting allocator: bytes allocated by the
+//! detector, divided by the pairs it tracks.
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    net::{IpAddr, Ipv6Addr},
+    sync::{
+        Arc,
+        atomic::{AtomicIsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use jiff::Timestamp;
+use monitor::{
+    config::{Config, Origin},
+    detect::Detector,
+    flow::{Attribution, Endpoint, FlowSample, Owner, Protocol},
+};
+
+/// Counts live heap bytes.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator, only counting sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+const WINDOW: usize = 1_000;
+const START: i64 = 1_780_272_000;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str, default: u64| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map_or(default, |v| v.parse().expect("a number"))
+    };
+    let peers = value("--peers", 10_000) as usize;
+    let samples = value("--samples", 5_000_000) as usize;
+
+    let config = Config::parse(
+        "[detect]\nlearning_period = \"2h\"\n[destinations]\ninternal = []\n",
+        &Origin::Embedded,
+    )
+    .expect("bench config");
+    let owners: Vec<Arc<Owner>> = (0..8)
+        .map(|i| {
+            Arc::new(Owner {
+                attribution: Attribution::Kernel,
+                pid: Some(1000 + i),
+                comm: Some("nginx".into()),
+                exe: Some("/usr/sbin/nginx".into()),
+                cmdline: vec!["nginx: worker process".into()],
+                uid: Some(33),
+                user: Some("www-data".into()),
+                cgroup_id: Some(77),
+                cgroup: Some("/system.slice/nginx.service".into()),
+                unit: Some("nginx.service".into()),
+                container_id: None,
+                service: "nginx.service".into(),
+            })
+        })
+        .collect();
+    let mut batch: Vec<FlowSample> = (0..WINDOW)
+        .map(|i| FlowSample {
+            window_start: Timestamp::UNIX_EPOCH,
+            window_end: Timestamp::UNIX_EPOCH,
+            owner: owners[i % owners.len()].clone(),
+            local: Some(Endpoint {
+                addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+                port: 443,
+            }),
+            remote: None,
+            protocol: Protocol::Tcp,
+            bytes: 0,
+            packets: 0,
+            flows: 1,
+            first_seen: None,
+            last_seen: None,
+            untracked: None,
+        })
+        .collect();
+    let mut rng = 0x1234_5678_u64;
+    let mut next = || {
+        rng = rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let peer = |i: usize| {
+        IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            (i >> 32) as u16,
+            (i >> 16) as u16,
+            i as u16,
+            0,
+            0,
+            1,
+        ))
+    };
+
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut detector = Detector::new(&config);
+    let mut events = Vec::new();
+    let mut timed = Duration::ZERO;
+    let mut run_window = |second: i64,
+                          batch: &mut Vec<FlowSample>,
+                          fill: &mut dyn FnMut(usize, &mut FlowSample),
+                          timed: &mut Duration| {
+        let t = Timestamp::from_second(START + second).expect("time");
+        let end = Timestamp::from_second(START + second + 1).expect("time");
+        for (i, s) in batch.iter_mut().enumerate() {
+            s.window_start = t;
+            s.window_end = end;
+            fill(i, s);
+        }
+        let started = Instant::now();
+        detector.observe(batch, &mut events);
+        *timed += started.elapsed();
+        events.clear();
+    };
+
+    // Learning: one sample to each of 90 % of the peers (spread over at most 2 h).
+    let learned = peers * 9 / 10;
+    let mut learn_timed = Duration::ZERO;
+    let mut next_peer = 0usize;
+    let mut second = 0;
+    while next_peer < learned {
+        let start = next_peer;
+        second += 1;
+        run_window(
+            second,
+            &mut batch,
+            &mut |i, s| {
+                let p = (start + i).min(learned - 1);
+                s.remote = Some(Endpoint {
+                    addr: peer(p),
+                    port: 40_000,
+                });
+                s.bytes = 2_000;
+                s.packets = 3;
+            },
+            &mut learn_timed,
+        );
+        next_peer += WINDOW;
+    }
+    // Past the learning period.
+    let after_learning = 2 * 3600 + 60;
+    let windows = samples.div_ceil(WINDOW);
+    for w in 0..windows {
+        let draws: Vec<(usize, u64)> = (0..WINDOW)
+            .map(|_| {
+                let r = next();
+                ((r % peers as u64) as usize, 500 + (r >> 40) % 20_000)
+            })
+            .collect();
+        run_window(
+            after_learning + w as i64,
+            &mut batch,
+            &mut |i, s| {
+                let (p, bytes) = draws[i];
+                s.remote = Some(Endpoint {
+                    addr: peer(p),
+                    port: 40_000 + (p % 20_000) as u16,
+                });
+                s.bytes = bytes;
+                s.packets = bytes.div_ceil(1448);
+            },
+            &mut timed,
+        );
+    }
+    let pairs = detector.stats.peers.max(1);
+    let bytes = LIVE.load(Ordering::Relaxed) - before;
+    let measured = windows * WINDOW;
+    let opened = detector.book().stats.opened;
+    println!(
+        "{}",
+        serde_json::json!({
+            "peers": peers,
+            "pairs_tracked": pairs,
+            "samples_timed": measured,
+            "seconds": timed.as_secs_f64(),
+            "samples_per_second": measured as f64 / timed.as_secs_f64(),
+            "learning_samples_per_second": learned as f64 / learn_timed.as_secs_f64().max(1e-9),
+            "heap_bytes": bytes,
+            "bytes_per_pair": bytes as f64 / pairs as f64,
+            "alerts_opened": opened,
+        })
+    );
+}
