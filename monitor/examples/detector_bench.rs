@@ -1,4 +1,4 @@
-//! Detector benchmark (run by `cargo xtask bench`): FlowSamples per second through
+//! Detector benchmark (run by `cargo xtask bench`): `FlowSample`s per second through
 //! `Detector::observe` on one core, and memory per tracked (service, peer) pair.
 //!
 //! `detector_bench --peers N [--samples M]` prints one JSON object. Samples go to N peers of
@@ -71,68 +71,9 @@ fn main() {
     let peers = value("--peers", 10_000) as usize;
     let samples = value("--samples", 5_000_000) as usize;
 
-    let config = Config::parse(
-        "[detect]\nlearning_period = \"2h\"\n[destinations]\ninternal = []\n",
-        &Origin::Embedded,
-    )
-    .expect("bench config");
-    let owners: Vec<Arc<Owner>> = (0..8)
-        .map(|i| {
-            Arc::new(Owner {
-                attribution: Attribution::Kernel,
-                pid: Some(1000 + i),
-                comm: Some("nginx".into()),
-                exe: Some("/usr/sbin/nginx".into()),
-                cmdline: vec!["nginx: worker process".into()],
-                uid: Some(33),
-                user: Some("www-data".into()),
-                cgroup_id: Some(77),
-                cgroup: Some("/system.slice/nginx.service".into()),
-                unit: Some("nginx.service".into()),
-                container_id: None,
-                service: "nginx.service".into(),
-            })
-        })
-        .collect();
-    let mut batch: Vec<FlowSample> = (0..WINDOW)
-        .map(|i| FlowSample {
-            window_start: Timestamp::UNIX_EPOCH,
-            window_end: Timestamp::UNIX_EPOCH,
-            owner: owners[i % owners.len()].clone(),
-            local: Some(Endpoint {
-                addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
-                port: 443,
-            }),
-            remote: None,
-            protocol: Protocol::Tcp,
-            bytes: 0,
-            packets: 0,
-            flows: 1,
-            first_seen: None,
-            last_seen: None,
-            untracked: None,
-        })
-        .collect();
-    let mut rng = 0x1234_5678_u64;
-    let mut next = || {
-        rng = rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    let peer = |i: usize| {
-        IpAddr::V6(Ipv6Addr::new(
-            0x2001,
-            0xdb8,
-            (i >> 32) as u16,
-            (i >> 16) as u16,
-            i as u16,
-            0,
-            0,
-            1,
-        ))
-    };
+    let config = bench_config();
+    let mut batch = blank_batch();
+    let mut rng = SplitMix(0x1234_5678);
 
     let before = LIVE.load(Ordering::Relaxed);
     let mut detector = Detector::new(&config);
@@ -185,7 +126,7 @@ fn main() {
     for w in 0..windows {
         let draws: Vec<(usize, u64)> = (0..WINDOW)
             .map(|_| {
-                let r = next();
+                let r = rng.next();
                 ((r % peers as u64) as usize, 500 + (r >> 40) % 20_000)
             })
             .collect();
@@ -222,4 +163,81 @@ fn main() {
             "alerts_opened": opened,
         })
     );
+}
+
+/// One window of samples from eight nginx workers; the loop fills in time and peer.
+fn blank_batch() -> Vec<FlowSample> {
+    let owners: Vec<Arc<Owner>> = (0..8)
+        .map(|i| {
+            Arc::new(Owner {
+                attribution: Attribution::Kernel,
+                pid: Some(1000 + i),
+                comm: Some("nginx".into()),
+                exe: Some("/usr/sbin/nginx".into()),
+                cmdline: vec!["nginx: worker process".into()],
+                uid: Some(33),
+                user: Some("www-data".into()),
+                cgroup_id: Some(77),
+                cgroup: Some("/system.slice/nginx.service".into()),
+                unit: Some("nginx.service".into()),
+                container_id: None,
+                service: "nginx.service".into(),
+            })
+        })
+        .collect();
+    (0..WINDOW)
+        .map(|i| FlowSample {
+            window_start: Timestamp::UNIX_EPOCH,
+            window_end: Timestamp::UNIX_EPOCH,
+            owner: owners[i % owners.len()].clone(),
+            local: Some(Endpoint {
+                addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+                port: 443,
+            }),
+            remote: None,
+            protocol: Protocol::Tcp,
+            bytes: 0,
+            packets: 0,
+            flows: 1,
+            first_seen: None,
+            last_seen: None,
+            untracked: None,
+        })
+        .collect()
+}
+
+/// Peer `i`: a documentation IPv6 address.
+fn peer(i: usize) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        (i >> 32) as u16,
+        (i >> 16) as u16,
+        i as u16,
+        0,
+        0,
+        1,
+    ))
+}
+
+/// `SplitMix64`, for peer choice and sizes.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// The default rules, a 2-hour learning period, and no internal networks (every peer counts).
+fn bench_config() -> Config {
+    Config::parse(
+        "[detect]\nlearning_period = \"2h\"\n[destinations]\ninternal = []\n",
+        &Origin::Embedded,
+    )
+    .expect("bench config")
 }
