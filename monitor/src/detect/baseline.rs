@@ -141,8 +141,35 @@ impl TimeOfDay {
         self.all_day.record(bytes);
     }
 
-    /// The hour's threshold when that hour has `min_samples`, else the whole day's.
+    /// The threshold at `secs`: the larger of this hour's and the previous minute's hour's
+    /// (a one-minute window at 20:00:30 still holds 19:59's traffic).
     pub fn threshold(
+        &mut self,
+        secs: u64,
+        quantile: f64,
+        factor: f64,
+        floor: u64,
+        min_samples: u64,
+    ) -> Option<(u64, u64, u64)> {
+        let now = self.hour_threshold(secs, quantile, factor, floor, min_samples);
+        if hour_of_day(secs) == hour_of_day(secs.saturating_sub(60)) {
+            return now;
+        }
+        let before = self.hour_threshold(
+            secs.saturating_sub(60),
+            quantile,
+            factor,
+            floor,
+            min_samples,
+        );
+        match (now, before) {
+            (Some(a), Some(b)) => Some(if b.0 > a.0 { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The hour's threshold when that hour has `min_samples`, else the whole day's.
+    fn hour_threshold(
         &mut self,
         secs: u64,
         quantile: f64,

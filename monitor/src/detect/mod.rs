@@ -10,6 +10,8 @@ pub mod peers;
 pub mod rules;
 pub mod services;
 pub mod settings;
+#[cfg(test)]
+mod tests;
 pub mod window;
 
 use std::{collections::HashMap, net::IpAddr, sync::Arc};

@@ -436,3 +436,144 @@ const fn status_name(s: AlertStatus) -> &'static str {
         AlertStatus::Resolved => "resolved",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        config::{Config, Origin},
+        detect::{
+            Detector,
+            alerts::{AlertBook, AlertKey, Condition, Lifecycle, Peer, Threshold, ThresholdKind},
+            classes::DestinationClass,
+            rules::Severity,
+            window::WindowLen,
+        },
+    };
+
+    fn ts(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_790_000_000 + secs).unwrap()
+    }
+
+    fn opened(peer: &str, at: i64) -> AlertEvent {
+        let addr: IpAddr = peer.parse().unwrap();
+        let mut book = AlertBook::new(Lifecycle {
+            resolve_after_secs: 900,
+            update_every_secs: 60,
+            max_new_per_minute: 10,
+        });
+        book.raise(
+            Condition {
+                key: AlertKey {
+                    rule: RuleId::UnknownVolume,
+                    service: Arc::from("backup.service"),
+                    peer: Some(addr),
+                },
+                severity: Severity::High,
+                process: None,
+                peer: Some(Peer {
+                    addr,
+                    port: 443,
+                    name: Some("x.example.org".into()),
+                    class: DestinationClass::Unknown,
+                }),
+                window: WindowLen::OneMinute,
+                bytes: 50 << 20,
+                packets: 40_000,
+                sample_bytes: 50 << 20,
+                threshold: Threshold {
+                    bytes: 32 << 20,
+                    kind: ThresholdKind::Absolute,
+                    baseline_bytes: None,
+                    quantile: None,
+                    factor: None,
+                    samples: None,
+                },
+                new_destinations: None,
+                examples: vec![],
+                first_seen: ts(at),
+                last_seen: ts(at),
+            },
+            ts(at),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn alerts_are_listed_found_acknowledged_and_suppressed() {
+        let mut store = Store::in_memory().unwrap();
+        let a = opened("203.0.113.9", 0);
+        let b = opened("203.0.113.10", 10);
+        store.record(&[a.clone(), b.clone()], &[]).unwrap();
+        let list = store.list_alerts(&AlertFilter::default()).unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].id, b.alert.id, "newest first");
+        assert_eq!(
+            store.find_alert(&a.alert.id.to_string()[..6]).unwrap(),
+            a.alert
+        );
+        assert!(matches!(
+            store.find_alert(""),
+            Err(StoreError::AmbiguousAlert { count: 2, .. })
+        ));
+        assert!(matches!(
+            store.find_alert("ffff"),
+            Err(StoreError::NoSuchAlert(_))
+        ));
+
+        let acked = store
+            .acknowledge(&a.alert.id.to_string(), true, ts(20))
+            .unwrap();
+        assert!(acked.acknowledged);
+        let history = store.alert_history(a.alert.id).unwrap();
+        assert_eq!(
+            history.iter().map(|e| e.event).collect::<Vec<_>>(),
+            vec![AlertEventKind::Opened, AlertEventKind::Acknowledged]
+        );
+        let actions = store.take_operator_actions().unwrap();
+        assert_eq!(actions.len(), 2, "{actions:?}");
+        assert!(
+            store.take_operator_actions().unwrap().is_empty(),
+            "taken once"
+        );
+
+        let closed = store
+            .suppress(
+                Suppression {
+                    rule: None,
+                    service: Some("backup.service".into()),
+                    peer: Some("203.0.113.10".parse().unwrap()),
+                    until: Some(ts(3600)),
+                },
+                Some("known migration"),
+                ts(30),
+            )
+            .unwrap();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].id, b.alert.id);
+        assert_eq!(store.alert_count(Some(AlertStatus::Open)).unwrap(), 1);
+        assert_eq!(store.active_suppressions(ts(40)).unwrap().len(), 1);
+        assert_eq!(
+            store.active_suppressions(ts(4000)).unwrap().len(),
+            0,
+            "expired"
+        );
+
+        // A detector loaded from this state knows all of it.
+        let config = Config::parse("", &Origin::Embedded).unwrap();
+        let mut detector = Detector::new(&config);
+        let restored = store.load_into(&mut detector, ts(40)).unwrap();
+        assert_eq!(
+            (
+                restored.open_alerts,
+                restored.suppressions,
+                restored.learned
+            ),
+            (1, 1, 1)
+        );
+        let open: Vec<_> = detector.book().open_alerts().collect();
+        assert!(open[0].acknowledged);
+    }
+}

@@ -1,0 +1,203 @@
+//! Rule-by-rule tests of the detector on small hand-made streams: what fires, what does not,
+//! and what classes of destination silence it.
+
+use std::{net::IpAddr, sync::Arc};
+
+use jiff::Timestamp;
+
+use super::{Detector, alerts::AlertEvent, classes::DestinationClass, rules::RuleId};
+use crate::{
+    config::{Config, Origin},
+    flow::{Endpoint, FlowSample, Owner, Protocol},
+};
+
+const T0: i64 = 1_780_272_000; // 2026-06-01T00:00:00Z
+
+fn config(text: &str) -> Config {
+    Config::parse(text, &Origin::Embedded).unwrap()
+}
+
+fn owner() -> Arc<Owner> {
+    Arc::new(Owner {
+        pid: Some(4242),
+        comm: Some("backup".into()),
+        exe: Some("/usr/bin/backup".into()),
+        unit: Some("backup.service".into()),
+        service: "backup.service".into(),
+        ..Owner::default()
+    })
+}
+
+fn sample(owner: &Arc<Owner>, at: i64, peer: &str, port: u16, bytes: u64) -> FlowSample {
+    FlowSample {
+        window_start: Timestamp::from_second(at - 1).unwrap(),
+        window_end: Timestamp::from_second(at).unwrap(),
+        owner: owner.clone(),
+        local: None,
+        remote: Some(Endpoint {
+            addr: peer.parse().unwrap(),
+            port,
+        }),
+        protocol: Protocol::Tcp,
+        bytes,
+        packets: bytes.div_ceil(1448),
+        flows: 1,
+        first_seen: None,
+        last_seen: None,
+        untracked: None,
+    }
+}
+
+struct Run {
+    detector: Detector,
+    owner: Arc<Owner>,
+    events: Vec<AlertEvent>,
+}
+
+impl Run {
+    fn new(text: &str) -> Self {
+        Self {
+            detector: Detector::new(&config(text)),
+            owner: owner(),
+            events: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, at: i64, peer: &str, port: u16, bytes: u64) {
+        let s = sample(&self.owner, T0 + at, peer, port, bytes);
+        self.detector.observe(&[s], &mut self.events);
+    }
+
+    fn opened(&self) -> Vec<(RuleId, Option<IpAddr>)> {
+        self.events
+            .iter()
+            .filter(|e| e.event == super::alerts::AlertEventKind::Opened)
+            .map(|e| (e.alert.rule, e.alert.peer.as_ref().map(|p| p.addr)))
+            .collect()
+    }
+}
+
+/// A one-hour learning period with one small exchange, so the service exists.
+const LEARN: &str = "[detect]\nlearning_period = \"1h\"\n";
+
+#[test]
+fn unknown_volume_fires_on_unknown_only() {
+    let mut r = Run::new(LEARN);
+    r.send(0, "198.51.100.1", 443, 1000); // learned
+    for i in 0..60 {
+        // 60 MB in 60 s, to a learned, an unknown and an internal peer.
+        r.send(3700 + i, "198.51.100.1", 443, 1_000_000);
+        r.send(3700 + i, "203.0.113.9", 443, 1_000_000);
+        r.send(3700 + i, "10.1.1.1", 5432, 1_000_000); // internal
+    }
+    assert_eq!(
+        r.opened(),
+        vec![(RuleId::UnknownVolume, Some("203.0.113.9".parse().unwrap()))]
+    );
+    let e = &r.events[0].alert;
+    assert_eq!(e.peer.as_ref().unwrap().class, DestinationClass::Unknown);
+    assert_eq!(e.threshold.bytes, 32 << 20);
+    assert!(e.bytes > 32 << 20 && e.bytes < 60_000_000, "{}", e.bytes);
+    assert_eq!(e.process.as_ref().unwrap().pid, Some(4242));
+}
+
+#[test]
+fn nothing_fires_while_learning() {
+    let mut r = Run::new(LEARN);
+    for i in 0..100 {
+        r.send(i, "203.0.113.9", 443, 10_000_000);
+    }
+    assert_eq!(r.opened(), vec![]);
+}
+
+#[test]
+fn allowlisted_destinations_are_silent_by_cidr_port_and_service() {
+    let text = format!(
+        "{LEARN}[[destinations.allow]]\ncidr = \"203.0.113.0/24\"\nports = [443]\nservices = [\"backup.service\"]\n"
+    );
+    let mut r = Run::new(&text);
+    r.send(0, "198.51.100.1", 443, 1000);
+    for i in 0..40 {
+        r.send(3700 + i, "203.0.113.9", 443, 1_000_000);
+    }
+    assert_eq!(r.opened(), vec![], "allowlisted on 443");
+    for i in 0..40 {
+        r.send(3800 + i, "203.0.113.9", 8443, 1_000_000);
+    }
+    assert_eq!(r.opened().len(), 1, "not on 8443");
+}
+
+#[test]
+fn operator_learned_destinations_are_not_unknown() {
+    let mut r = Run::new(LEARN);
+    r.send(0, "198.51.100.1", 443, 1000);
+    r.detector
+        .learn("backup.service", "203.0.113.9".parse().unwrap());
+    for i in 0..40 {
+        r.send(3700 + i, "203.0.113.9", 443, 1_000_000);
+    }
+    assert_eq!(r.opened(), vec![]);
+}
+
+#[test]
+fn a_burst_of_new_destinations_fires_rule_4_with_examples() {
+    let mut r = Run::new(LEARN);
+    r.send(0, "198.51.100.1", 443, 1000);
+    // 40 new hosts in 10 minutes: under the default 50.
+    for i in 0..40 {
+        r.send(3700 + i * 15, &format!("2001:db8:5::{i:x}"), 443, 5000);
+    }
+    assert_eq!(r.opened(), vec![]);
+    // An hour later, 60 in two minutes.
+    for i in 0..60 {
+        r.send(8000 + i * 2, &format!("2001:db8:6::{i:x}"), 443, 5000);
+    }
+    assert_eq!(r.opened(), vec![(RuleId::NewDestinations, None)]);
+    let a = &r.events[0].alert;
+    assert_eq!(a.new_destinations, Some(51));
+    assert_eq!(a.examples.len(), 5);
+    assert_eq!(a.examples[4], "2001:db8:6::32".parse::<IpAddr>().unwrap());
+}
+
+#[test]
+fn service_baseline_knows_the_time_of_day() {
+    // Days are busy (200 MB per minute over many learned peers), nights quiet (1 MB).
+    let text = "[detect]\nlearning_period = \"2days\"\n\
+                [rules.service_baseline]\nfloor = \"10MiB\"\n\
+                [rules.peer_outlier]\nenabled = false\n\
+                [rules.slow_drip]\nenabled = false\n";
+    let mut r = Run::new(text);
+    let busy = |minute: i64| (8..20).contains(&((minute / 60) % 24));
+    for minute in 0..(3 * 1440) {
+        let per_peer = if busy(minute) { 20_000_000 } else { 100_000 };
+        for p in 0..10 {
+            r.send(
+                minute * 60 + 30,
+                &format!("198.51.100.{}", p + 1),
+                443,
+                per_peer,
+            );
+        }
+    }
+    assert_eq!(r.opened(), vec![], "the days' own volumes");
+    // Day 4, 03:00: the day's volume at night, to the same learned peers.
+    let night = 3 * 86_400 + 3 * 3600;
+    for m in 0..3 {
+        for p in 0..10 {
+            r.send(
+                night + m * 60 + 30,
+                &format!("198.51.100.{}", p + 1),
+                443,
+                20_000_000,
+            );
+        }
+    }
+    assert_eq!(r.opened(), vec![(RuleId::ServiceBaseline, None)]);
+    let a = &r.events[0].alert;
+    assert!(a.threshold.samples.unwrap() >= 30, "{:?}", a.threshold);
+    assert!(
+        a.threshold.bytes < 20_000_000,
+        "the night's threshold: {:?}",
+        a.threshold
+    );
+}
