@@ -154,12 +154,20 @@ fn raise_memlock() {
     }
 }
 
+/// The first required capability this process lacks, as the error the agent stops with.
+/// Checked before anything else (opening the state database included), so an unprivileged
+/// start names the capability, not a side effect of lacking it.
+pub fn check_privileges() -> Result<(), LoadError> {
+    match CapSet::current().missing_required().first() {
+        Some(&capability) => Err(LoadError::MissingCapability { capability }),
+        None => Ok(()),
+    }
+}
+
 /// Checks privileges up front, then loads and attaches everything to the cgroup v2 root
 /// (found, or mounted under `cgroup_fallback`).
 pub fn load_and_attach(opts: LoadOptions, cgroup_fallback: &Path) -> Result<Attached, LoadError> {
-    if let Some(&capability) = CapSet::current().missing_required().first() {
-        return Err(LoadError::MissingCapability { capability });
-    }
+    check_privileges()?;
     opts.validate()?;
     let release = compat::running_release();
     if compat::parse_release(&release).is_some_and(|v| v < compat::MIN_KERNEL) {
