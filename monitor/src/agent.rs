@@ -41,6 +41,7 @@ pub async fn run(
         programs = ?attached.program_ids(),
         max_flows = args.max_flows,
         interval = ?args.interval,
+        passive_dns = attached.dns_answers.is_some(),
         "attached: counting egress"
     );
     let expiry = ExpiryPolicy {

@@ -120,7 +120,11 @@ fn sigterm_detaches_every_program() {
     let root = cgroup2_root();
     let agent = Agent::start(&["--interval", "200ms"]);
     let ids = agent.program_ids();
-    assert_eq!(ids.len(), 4, "four programs (passive DNS included): {ids:?}");
+    assert_eq!(
+        ids.len(),
+        4,
+        "four programs (passive DNS included): {ids:?}"
+    );
     let loaded = loaded_program_ids();
     let attached = cgroup_attached_ids(&root);
     for id in &ids {

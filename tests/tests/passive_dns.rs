@@ -31,6 +31,7 @@ fn a_dns_answer_names_the_destination() {
     let sink = udp_sink("127.0.0.9:0");
     let dest = sink.local_addr().unwrap();
     let agent = Agent::start(&["--interval", "200ms"]);
+    assert_eq!(agent.attach_log()["passive_dns"], true);
     let first = resolve_then_send(&agent, "127.0.0.2:53", "exfil.example.test", dest);
     let run = agent.stop();
     assert_eq!(
