@@ -217,7 +217,8 @@ pub enum ProgError {
     StorageFull = 4,
     /// The DNS answer ring buffer was full: that answer's names are missing.
     DnsRingFull = 5,
-    /// A UDP packet reaching a local socket had headers or a payload that could not be read.
+    /// `capture_dns`: a packet reaching a local socket had unreadable IP/UDP headers, or a
+    /// DNS answer was empty or its payload could not be copied.
     DnsParse = 6,
 }
 
