@@ -1,7 +1,8 @@
 //! Loads the embedded kernel object, attaches its programs to the cgroup v2 root (three
-//! required, one optional: passive DNS) and hands the maps to the collector. Dropping [`Attached`] detaches everything: the programs are
-//! attached through `bpf_link` file descriptors, which the kernel also releases if the agent
-//! is killed, so no program outlives the agent.
+//! required, one optional: passive DNS) and hands the maps to the collector. Dropping
+//! [`Attached`] detaches everything: the programs are attached through `bpf_link` file
+//! descriptors, which the kernel also releases if the agent is killed, so no program outlives
+//! the agent.
 
 use std::{
     fs::File,
@@ -210,9 +211,10 @@ pub fn load_and_attach(opts: LoadOptions, cgroup_fallback: &Path) -> Result<Atta
 /// Attaches `capture_dns` and returns its ring buffer, or `None` with a warning.
 ///
 /// Passive DNS only adds names to destinations: every byte is counted without it. So a kernel
-/// that refuses this one program (a verifier older than the others need, or no memory for its
-/// ring) costs the names, logged once here, not the agent: refusing to start would lose the
-/// egress accounting the agent exists for.
+/// that refuses this one program (an older verifier that rejects its variable-length copy
+/// into ring buffer memory, or a refused attach) costs the names, logged once here, not the
+/// agent: refusing to start would lose the egress accounting the agent exists for. (Its ring
+/// is created with the other maps, so a kernel without ring buffers fails earlier, for all.)
 fn attach_passive_dns(ebpf: &mut Ebpf, cgroup: &File, path: &Path) -> Option<RingBuf<MapData>> {
     let spec = compat::DNS_PROGRAM;
     // The map is taken first (it stays open while the program loads): if the program is then
