@@ -22,11 +22,14 @@ pub const ANNOUNCED_MAP: &str = "ANNOUNCED";
 pub const ERRORS_MAP: &str = "ERRORS";
 /// Per-CPU array of bytes/packets that could not be kept per socket, indexed by [`Untracked`].
 pub const UNTRACKED_MAP: &str = "UNTRACKED";
+/// Ring buffer of [`DnsCapture`]s: DNS answers (UDP from port 53) received by local sockets.
+pub const DNS_ANSWERS_MAP: &str = "DNS_ANSWERS";
 
 /// Program names, as the agent looks them up in the object and `bpftool prog` shows them.
 pub const PROG_EGRESS: &str = "count_egress";
 pub const PROG_SOCK_CREATE: &str = "record_owner";
 pub const PROG_SOCK_RELEASE: &str = "report_release";
+pub const PROG_DNS: &str = "capture_dns";
 
 /// Default number of (socket, destination) entries the kernel can track at once.
 pub const DEFAULT_MAX_FLOWS: u32 = 131_072;
@@ -34,6 +37,15 @@ pub const DEFAULT_MAX_FLOWS: u32 = 131_072;
 pub const DEFAULT_EVENT_RING_BYTES: u32 = 1 << 20;
 /// Processes remembered as already announced (LRU: the oldest are forgotten first).
 pub const ANNOUNCED_ENTRIES: u32 = 16_384;
+/// Size of the DNS answer ring buffer in bytes (a power of two, multiple of the page size):
+/// room for about 1,000 answers between two reads by the agent.
+pub const DNS_RING_BYTES: u32 = 1 << 19;
+/// Bytes of a DNS answer's UDP payload copied into a [`DnsCapture`]: the classic DNS-over-UDP
+/// maximum. Header, question and answer sections come first in a message, so a longer answer
+/// (EDNS) cut here still carries its first addresses; the agent reads what fits.
+pub const DNS_CAPTURE_BYTES: usize = 512;
+/// UDP source port of the packets the DNS program copies.
+pub const DNS_PORT: u16 = 53;
 
 /// `FlowKey::protocol` values (IANA protocol numbers).
 pub const IPPROTO_TCP: u8 = 6;
@@ -153,6 +165,32 @@ pub struct Event {
 }
 const _: () = assert!(size_of::<Event>() == 24);
 
+/// One message of the `DNS_ANSWERS` ring buffer: the start of a DNS answer's UDP payload.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsCapture {
+    /// UDP payload length on the wire (may exceed [`DNS_CAPTURE_BYTES`]).
+    pub len: u16,
+    /// Bytes of `data` filled: `min(len, DNS_CAPTURE_BYTES)`.
+    pub captured: u16,
+    pub _pad: u32,
+    pub data: [u8; DNS_CAPTURE_BYTES],
+}
+const _: () = assert!(size_of::<DnsCapture>() == 8 + DNS_CAPTURE_BYTES);
+
+impl DnsCapture {
+    /// The copied bytes (never more than `data` holds, whatever `captured` says).
+    pub fn payload(&self) -> &[u8] {
+        let n = usize::from(self.captured).min(DNS_CAPTURE_BYTES);
+        &self.data[..n]
+    }
+
+    /// True when the answer was longer than what was copied.
+    pub const fn is_cut(&self) -> bool {
+        self.len > self.captured
+    }
+}
+
 /// Key of `ANNOUNCED`: a process and its name (a new program exec'd under the same pid, or a
 /// re-used pid, usually has another name and is announced again).
 #[repr(C)]
@@ -177,16 +215,23 @@ pub enum ProgError {
     RingFull = 3,
     /// Socket storage could not be created for a new socket (memory pressure).
     StorageFull = 4,
+    /// The DNS answer ring buffer was full: that answer's names are missing.
+    DnsRingFull = 5,
+    /// `capture_dns`: a packet reaching a local socket had unreadable IP/UDP headers, or a
+    /// DNS answer was empty or its payload could not be copied.
+    DnsParse = 6,
 }
 
 impl ProgError {
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 7;
     pub const ALL: [Self; Self::COUNT as usize] = [
         Self::MapFull,
         Self::NoSocket,
         Self::Parse,
         Self::RingFull,
         Self::StorageFull,
+        Self::DnsRingFull,
+        Self::DnsParse,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -196,6 +241,8 @@ impl ProgError {
             Self::Parse => "parse",
             Self::RingFull => "ring_full",
             Self::StorageFull => "storage_full",
+            Self::DnsRingFull => "dns_ring_full",
+            Self::DnsParse => "dns_parse",
         }
     }
 }
@@ -245,4 +292,35 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::ProcessKey {}
     unsafe impl aya::Pod for super::Volume {}
+    unsafe impl aya::Pod for super::DnsCapture {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The agent reads `ERRORS` by index: an index, once given, never moves.
+    #[test]
+    fn error_indices_are_stable() {
+        for (i, err) in ProgError::ALL.iter().enumerate() {
+            assert_eq!(*err as usize, i, "{}", err.name());
+        }
+        assert_eq!(ProgError::StorageFull as u32, 4);
+        assert_eq!(ProgError::DnsRingFull as u32, 5);
+        assert_eq!(ProgError::DnsParse as u32, 6);
+    }
+
+    #[test]
+    fn dns_capture_payload_never_exceeds_the_buffer() {
+        let mut c = DnsCapture {
+            len: 600,
+            captured: 600, // a lie: the payload is still bounded by the buffer
+            _pad: 0,
+            data: [7; DNS_CAPTURE_BYTES],
+        };
+        assert_eq!(c.payload().len(), DNS_CAPTURE_BYTES);
+        c.captured = 12;
+        assert_eq!(c.payload(), &[7; 12]);
+        assert!(c.is_cut());
+    }
 }

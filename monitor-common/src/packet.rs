@@ -77,6 +77,16 @@ pub const fn v4_mapped(addr: [u8; 4]) -> [u8; 16] {
 /// protocol is `ethertype` (host byte order).
 #[inline(always)]
 pub fn parse<P: PacketBytes + ?Sized>(pkt: &P, ethertype: u16) -> Result<Endpoints, ParseError> {
+    parse_with_transport_offset(pkt, ethertype).map(|(ends, _)| ends)
+}
+
+/// Like [`parse`], also returning the offset of the transport header (after IPv4 options and
+/// IPv6 extension headers), where a UDP payload starts 8 bytes later.
+#[inline(always)]
+pub fn parse_with_transport_offset<P: PacketBytes + ?Sized>(
+    pkt: &P,
+    ethertype: u16,
+) -> Result<(Endpoints, usize), ParseError> {
     match ethertype {
         ETH_P_IP => parse_ipv4(pkt),
         ETH_P_IPV6 => parse_ipv6(pkt),
@@ -85,7 +95,7 @@ pub fn parse<P: PacketBytes + ?Sized>(pkt: &P, ethertype: u16) -> Result<Endpoin
 }
 
 #[inline(always)]
-fn parse_ipv4<P: PacketBytes + ?Sized>(pkt: &P) -> Result<Endpoints, ParseError> {
+fn parse_ipv4<P: PacketBytes + ?Sized>(pkt: &P) -> Result<(Endpoints, usize), ParseError> {
     let hdr: [u8; 20] = pkt.read(0).ok_or(ParseError::Truncated)?;
     if hdr[0] >> 4 != 4 {
         return Err(ParseError::Malformed);
@@ -102,18 +112,19 @@ fn parse_ipv4<P: PacketBytes + ?Sized>(pkt: &P) -> Result<Endpoints, ParseError>
     } else {
         (0, 0)
     };
-    Ok(Endpoints {
+    let ends = Endpoints {
         ip_version: 4,
         protocol,
         src_addr: v4_mapped([hdr[12], hdr[13], hdr[14], hdr[15]]),
         dst_addr: v4_mapped([hdr[16], hdr[17], hdr[18], hdr[19]]),
         src_port,
         dst_port,
-    })
+    };
+    Ok((ends, ihl))
 }
 
 #[inline(always)]
-fn parse_ipv6<P: PacketBytes + ?Sized>(pkt: &P) -> Result<Endpoints, ParseError> {
+fn parse_ipv6<P: PacketBytes + ?Sized>(pkt: &P) -> Result<(Endpoints, usize), ParseError> {
     let hdr: [u8; 40] = pkt.read(0).ok_or(ParseError::Truncated)?;
     if hdr[0] >> 4 != 6 {
         return Err(ParseError::Malformed);
@@ -155,14 +166,15 @@ fn parse_ipv6<P: PacketBytes + ?Sized>(pkt: &P) -> Result<Endpoints, ParseError>
     } else {
         (0, 0)
     };
-    Ok(Endpoints {
+    let ends = Endpoints {
         ip_version: 6,
         protocol: next,
         src_addr,
         dst_addr,
         src_port,
         dst_port,
-    })
+    };
+    Ok((ends, offset))
 }
 
 #[inline(always)]
@@ -310,6 +322,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!((e.protocol, e.dst_port), (17, 0));
+    }
+
+    #[test]
+    fn transport_offset_follows_options_and_extension_headers() {
+        let (_, off) =
+            parse_with_transport_offset(ipv4(17, 7, 0, &PORTS).as_slice(), ETH_P_IP).unwrap();
+        assert_eq!(off, 28, "IPv4 with 8 bytes of options");
+        let mut ext = std::vec![IPPROTO_DSTOPTS, 0, 0, 0, 0, 0, 0, 0];
+        ext.extend_from_slice(&[17, 1]);
+        ext.extend_from_slice(&[0u8; 14]);
+        let (e, off) =
+            parse_with_transport_offset(ipv6(IPPROTO_HOPOPTS, &ext, &PORTS).as_slice(), ETH_P_IPV6)
+                .unwrap();
+        assert_eq!((e.protocol, off), (17, 40 + 8 + 16));
     }
 
     #[test]

@@ -32,7 +32,10 @@ pub fn count_error<C: EbpfContext>(ctx: &C, err: ProgError) {
         if first
             && matches!(
                 err,
-                ProgError::MapFull | ProgError::RingFull | ProgError::StorageFull
+                ProgError::MapFull
+                    | ProgError::RingFull
+                    | ProgError::StorageFull
+                    | ProgError::DnsRingFull
             )
         {
             warn!(

@@ -6,6 +6,9 @@
 //! - `record_owner` (`cgroup/sock_create`): stores the creating process in socket storage that is
 //!   cloned to accepted sockets.
 //! - `report_release` (`cgroup/sock_release`): tells the agent a socket with flows has closed.
+//! - `capture_dns` (`cgroup_skb/ingress` on the same root, optional): copies DNS answers that
+//!   reach local sockets to `DNS_ANSWERS`, so the agent can name destinations. Always lets the
+//!   packet pass.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -24,6 +27,7 @@
 )]
 
 mod counters;
+mod dns;
 mod egress;
 mod maps;
 mod owner;
@@ -41,6 +45,12 @@ const PASS: i32 = 1;
 #[cgroup_skb(egress)]
 pub fn count_egress(ctx: SkBuffContext) -> i32 {
     egress::count(&ctx);
+    PASS
+}
+
+#[cgroup_skb(ingress)]
+pub fn capture_dns(ctx: SkBuffContext) -> i32 {
+    dns::capture(&ctx);
     PASS
 }
 

@@ -7,8 +7,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use monitor_common::{
-    ANNOUNCED_ENTRIES, DEFAULT_EVENT_RING_BYTES, DEFAULT_MAX_FLOWS, Event, FlowCounters, FlowKey,
-    ProcessKey, ProgError, SockOwner, Untracked, Volume,
+    ANNOUNCED_ENTRIES, DEFAULT_EVENT_RING_BYTES, DEFAULT_MAX_FLOWS, DNS_RING_BYTES, DnsCapture,
+    Event, FlowCounters, FlowKey, ProcessKey, ProgError, SockOwner, Untracked, Volume,
 };
 
 /// Allocated on insert (no preallocation): memory follows the number of live flows.
@@ -32,6 +32,11 @@ pub static UNTRACKED: PerCpuArray<Volume, { Untracked::COUNT as usize }> = PerCp
 
 #[btf_map]
 pub static EVENTS: RingBuf<Event, { DEFAULT_EVENT_RING_BYTES as usize }> = RingBuf::new();
+
+/// DNS answers for the agent's name table. Separate from `EVENTS`: a burst of answers must
+/// not crowd out socket release events, and each has its own full counter.
+#[btf_map]
+pub static DNS_ANSWERS: RingBuf<DnsCapture, { DNS_RING_BYTES as usize }> = RingBuf::new();
 
 #[btf_map]
 pub static ANNOUNCED: LruHashMap<ProcessKey, u8, { ANNOUNCED_ENTRIES as usize }> =

@@ -195,6 +195,7 @@ fn blank_batch() -> Vec<FlowSample> {
                 port: 443,
             }),
             remote: None,
+            remote_name: None,
             protocol: Protocol::Tcp,
             bytes: 0,
             packets: 0,

@@ -41,6 +41,7 @@ pub async fn run(
         programs = ?attached.program_ids(),
         max_flows = args.max_flows,
         interval = ?args.interval,
+        passive_dns = attached.dns_answers.is_some(),
         "attached: counting egress"
     );
     let expiry = ExpiryPolicy {
@@ -61,17 +62,10 @@ pub async fn run(
         tokio::io::unix::AsyncFd::register_with_interest(events_fd, tokio::io::Interest::READABLE)
     }
     .map_err(|e| AgentError::Notify(e.into()))?;
-    let kernel_log = match collector.kernel_log_fd() {
-        Some(fd) => {
-            let fd = fd.try_clone_to_owned().map_err(AgentError::Notify)?;
-            // SAFETY: as above, a duplicate owned by the AsyncFd.
-            let registered = unsafe {
-                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-            };
-            Some(registered.map_err(|e| AgentError::Notify(e.into()))?)
-        }
-        None => None,
-    };
+    let kernel_log = watch(collector.kernel_log_fd())?;
+    // DNS answers are read as they come, like events: the ring must not fill up between
+    // polls, and a name is learned before the connection it names is first reported.
+    let dns = watch(collector.dns_fd())?;
     let mut ticker = tokio::time::interval(args.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await; // the first tick is immediate
@@ -98,6 +92,11 @@ pub async fn run(
                 collector.flush_kernel_log();
                 guard.clear_ready();
             }
+            ready = readable(dns.as_ref()) => {
+                let mut guard = ready.map_err(AgentError::Notify)?;
+                collector.drain_dns();
+                guard.clear_ready();
+            }
             _ = sigterm.recv() => break Some("SIGTERM"),
             _ = sigint.recv() => break Some("SIGINT"),
         }
@@ -105,6 +104,7 @@ pub async fn run(
     // Last window: what was counted since the previous poll is not lost on shutdown.
     drop(events);
     drop(kernel_log);
+    drop(dns);
     collector.flush_kernel_log();
     let samples = collector.poll()?;
     let _ = consume(&samples);
@@ -112,6 +112,24 @@ pub async fn run(
     drop(collector); // closes the bpf_link fds: the programs are detached here
     log_stats("detached all programs; stopped", &stats, signal);
     Ok(stats)
+}
+
+type Watched = tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>;
+
+/// Registers a duplicate of `fd` (if any) for readiness notifications.
+fn watch(fd: Option<std::os::fd::BorrowedFd<'_>>) -> Result<Option<Watched>, AgentError> {
+    let Some(fd) = fd else {
+        return Ok(None);
+    };
+    let fd = fd.try_clone_to_owned().map_err(AgentError::Notify)?;
+    // SAFETY: `fd` is a duplicate owned by the AsyncFd: it stays open and refers to the same
+    // buffer for the AsyncFd's whole life.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    };
+    registered
+        .map(Some)
+        .map_err(|e| AgentError::Notify(e.into()))
 }
 
 /// Waits until `fd` is readable; never, if there is none.
@@ -142,6 +160,7 @@ fn log_stats(message: &'static str, stats: &CollectorStats, signal: Option<&str>
         release_events = stats.release_events,
         process_events = stats.process_events,
         kernel_errors = %serde_json::to_string(&stats.kernel_errors).unwrap_or_default(),
+        dns = %serde_json::to_string(&stats.dns).unwrap_or_default(),
         "{message}"
     );
 }

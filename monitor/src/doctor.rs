@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use crate::kernel::{
     caps::{CapSet, Capability},
-    cgroup2, compat, loader,
+    cgroup2, compat,
+    loader::{self, error_chain},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -282,6 +283,12 @@ fn helper_probes() -> Vec<Check> {
             "bpf_skb_load_bytes",
         ),
         (
+            ProgramType::CgroupSkb,
+            "cgroup_skb",
+            BpfHelper::BPF_FUNC_ringbuf_reserve,
+            "bpf_ringbuf_reserve",
+        ),
+        (
             ProgramType::CgroupSock,
             "cgroup_sock",
             BpfHelper::BPF_FUNC_sk_storage_get,
@@ -308,14 +315,24 @@ fn helper_probes() -> Vec<Check> {
     ];
     for (ty, ty_name, helper, helper_name) in helpers {
         let name = format!("helper {helper_name} in {ty_name}");
-        out.push(match is_helper_supported(ty, helper) {
-            Ok(true) => check(name, Status::Ok, "available"),
-            Ok(false) => check(
-                name,
+        // Only the optional passive DNS program reserves ring buffer space in cgroup_skb:
+        // without it the agent runs, without names.
+        let optional = helper_name == "bpf_ringbuf_reserve";
+        let (missing, why) = if optional {
+            (
+                Status::Warn,
+                "not available to this program type on this kernel (optional: passive DNS)",
+            )
+        } else {
+            (
                 Status::Fail,
                 "not available to this program type on this kernel",
-            ),
-            Err(e) => check(name, Status::Fail, format!("probe failed: {e}")),
+            )
+        };
+        out.push(match is_helper_supported(ty, helper) {
+            Ok(true) => check(name, Status::Ok, "available"),
+            Ok(false) => check(name, missing, why),
+            Err(e) => check(name, missing, format!("probe failed: {e}")),
         });
     }
     out
@@ -328,26 +345,28 @@ fn program_loads() -> Vec<Check> {
             for (spec, result) in results {
                 let name = format!("load {} ({})", spec.name, spec.hook);
                 out.push(match result {
-                    Ok(()) => check(name, Status::Ok, "accepted by the verifier"),
-                    Err(e) => check(name, Status::Fail, error_chain(&e)),
+                    Ok(()) if spec.required => check(name, Status::Ok, "accepted by the verifier"),
+                    Ok(()) => check(
+                        name,
+                        Status::Ok,
+                        "accepted by the verifier (optional: passive DNS names destinations)",
+                    ),
+                    Err(e) if spec.required => check(name, Status::Fail, error_chain(&e)),
+                    // The agent runs without it: a warning, not a failure.
+                    Err(e) => check(
+                        name,
+                        Status::Warn,
+                        format!(
+                            "optional, refused: the agent runs, destinations have no names: {}",
+                            error_chain(&e)
+                        ),
+                    ),
                 });
             }
         }
         Err(e) => out.push(check("load kernel object", Status::Fail, error_chain(&e))),
     }
     out
-}
-
-/// An error and its causes on one line (the verifier log is the last cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }
 
 pub fn render(checks: &[Check]) -> String {

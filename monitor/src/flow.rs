@@ -24,6 +24,11 @@ pub struct FlowSample {
     pub local: Option<Endpoint>,
     /// Destination. `None` for untracked volume (see `untracked`).
     pub remote: Option<Endpoint>,
+    /// The name the host resolved for the destination address (the question of the latest
+    /// DNS answer that carried it; a CNAME chain gives the name asked for). Absent when no
+    /// answer was seen. Shared: every sample to one address points to the same string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_name: Option<Arc<str>>,
     pub protocol: Protocol,
     /// IP-level bytes (IP headers included) sent during the window.
     pub bytes: u64,
@@ -188,6 +193,7 @@ mod tests {
                 addr: "2001:db8::7".parse().unwrap(),
                 port: 51234,
             }),
+            remote_name: Some(Arc::from("media.example.org")),
             protocol: Protocol::Tcp,
             bytes: 1_234_567,
             packets: 900,
@@ -215,6 +221,7 @@ mod tests {
         assert_eq!(v["owner"]["service"], "nginx.service");
         assert_eq!(v["remote"]["addr"], "2001:db8::7");
         assert_eq!(v["remote"]["port"], 51234);
+        assert_eq!(v["remote_name"], "media.example.org");
         assert_eq!(v["protocol"], "tcp");
         assert_eq!(v["bytes"], 1_234_567);
         assert_eq!(v["first_seen"], "2026-11-26T09:59:58.5Z");
@@ -242,6 +249,7 @@ mod tests {
         s.untracked = Some(UntrackedReason::MapFull);
         s.first_seen = None;
         s.last_seen = None;
+        s.remote_name = None;
         s.owner = Arc::new(Owner {
             service: "unattributed".into(),
             ..Owner::default()
@@ -249,7 +257,19 @@ mod tests {
         let line = serde_json::to_string(&s).unwrap();
         assert!(line.contains(r#""untracked":"map_full""#), "{line}");
         assert!(line.contains(r#""protocol":47"#), "{line}");
+        assert!(!line.contains("remote_name"), "absent, not null: {line}");
         assert_eq!(serde_json::from_str::<FlowSample>(&line).unwrap(), s);
+    }
+
+    /// `remote_name` was added after the first release of the contract: lines written
+    /// before it (without the field) still read, as "no name".
+    #[test]
+    fn lines_without_remote_name_still_read() {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v.as_object_mut().unwrap().remove("remote_name");
+        let back: FlowSample = serde_json::from_value(v).unwrap();
+        assert_eq!(back.remote_name, None);
+        assert_eq!(back.bytes, sample().bytes);
     }
 
     #[test]

@@ -49,6 +49,8 @@ struct JsonSample<'a> {
     owner: &'a RawValue,
     local: Option<Endpoint>,
     remote: Option<Endpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote_name: Option<&'a str>,
     protocol: Protocol,
     bytes: u64,
     packets: u64,
@@ -81,6 +83,7 @@ fn write_json(out: &mut impl Write, samples: &[FlowSample]) -> io::Result<()> {
             owner,
             local: s.local,
             remote: s.remote,
+            remote_name: s.remote_name.as_deref(),
             protocol: s.protocol,
             bytes: s.bytes,
             packets: s.packets,
@@ -97,7 +100,10 @@ fn write_json(out: &mut impl Write, samples: &[FlowSample]) -> io::Result<()> {
 
 pub fn text_line(s: &FlowSample) -> String {
     let dest = match (&s.remote, s.untracked) {
-        (Some(r), _) => format!("{}:{}", r.addr, r.port),
+        (Some(r), _) => match &s.remote_name {
+            Some(name) => format!("{}:{} ({name})", r.addr, r.port),
+            None => format!("{}:{}", r.addr, r.port),
+        },
         (None, Some(why)) => format!("(untracked: {})", why.name()),
         (None, None) => "?".to_owned(),
     };
@@ -169,7 +175,7 @@ mod tests {
             service: "nginx.service".into(),
             ..Owner::default()
         });
-        let mk = |port: u16, untracked| FlowSample {
+        let mk = |port: u16, untracked, remote_name: Option<&str>| FlowSample {
             window_start: "2026-11-26T10:00:00Z".parse().unwrap(),
             window_end: "2026-11-26T10:00:01.000000001Z".parse().unwrap(),
             owner: Arc::clone(&owner),
@@ -181,6 +187,7 @@ mod tests {
                 addr: "2001:db8::1".parse().unwrap(),
                 port,
             }),
+            remote_name: remote_name.map(Arc::from),
             protocol: Protocol::Tcp,
             bytes: 1,
             packets: 1,
@@ -189,16 +196,51 @@ mod tests {
             last_seen: None,
             untracked,
         };
-        let samples = [mk(1, None), mk(2, Some(UntrackedReason::MapFull))];
+        let samples = [
+            mk(1, None, None),
+            mk(2, Some(UntrackedReason::MapFull), None),
+            mk(3, None, Some("exfil.example.test")),
+        ];
         let mut out = Vec::new();
         write_samples(&mut out, OutputFormat::Json, &samples).unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2);
+        assert_eq!(lines.len(), 3);
+        assert!(lines[2].contains(r#""remote_name":"exfil.example.test""#));
         for (line, sample) in lines.iter().zip(&samples) {
             assert_eq!(*line, serde_json::to_string(sample).unwrap());
             assert_eq!(&serde_json::from_str::<FlowSample>(line).unwrap(), sample);
         }
+    }
+
+    #[test]
+    fn text_shows_the_name_next_to_the_address() {
+        let mut s = FlowSample {
+            window_start: "2026-11-26T10:00:00Z".parse().unwrap(),
+            window_end: "2026-11-26T10:00:01Z".parse().unwrap(),
+            owner: Arc::new(Owner::default()),
+            local: None,
+            remote: Some(Endpoint {
+                addr: IpAddr::from([127, 0, 0, 9]),
+                port: 4000,
+            }),
+            remote_name: Some(Arc::from("exfil.example.test")),
+            protocol: Protocol::Udp,
+            bytes: 10,
+            packets: 1,
+            flows: 1,
+            first_seen: None,
+            last_seen: None,
+            untracked: None,
+        };
+        assert!(
+            text_line(&s).contains("-> 127.0.0.9:4000 (exfil.example.test)"),
+            "{}",
+            text_line(&s)
+        );
+        s.remote_name = None;
+        assert!(text_line(&s).contains("-> 127.0.0.9:4000 "));
+        assert!(!text_line(&s).contains('('));
     }
 
     #[test]

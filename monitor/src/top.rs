@@ -122,6 +122,7 @@ mod tests {
                 addr: "192.0.2.1".parse().unwrap(),
                 port,
             }),
+            remote_name: None,
             protocol: Protocol::Tcp,
             bytes,
             packets: 1,

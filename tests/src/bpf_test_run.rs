@@ -1,15 +1,20 @@
-//! Runs the real `count_egress` program on crafted packets with `BPF_PROG_TEST_RUN`, without
-//! attaching it anywhere: the parser is exercised inside the kernel, under the verifier.
+//! Runs the real `count_egress` and `capture_dns` programs on crafted packets with
+//! `BPF_PROG_TEST_RUN`, without attaching them anywhere: the parser is exercised inside the
+//! kernel, under the verifier.
 
-use std::{io, os::fd::AsRawFd as _};
+use std::{
+    io,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
 
 use aya::{
     Ebpf,
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, PerCpuArray, RingBuf},
     programs::CgroupSkb,
 };
 use monitor_common::{
-    ERRORS_MAP, FLOWS_MAP, FlowCounters, FlowKey, PROG_EGRESS, UNTRACKED_MAP, Volume,
+    DNS_ANSWERS_MAP, DnsCapture, ERRORS_MAP, FLOWS_MAP, FlowCounters, FlowKey, PROG_DNS,
+    PROG_EGRESS, UNTRACKED_MAP, Volume,
 };
 
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
@@ -43,15 +48,9 @@ pub struct EgressUnderTest {
 
 impl EgressUnderTest {
     pub fn load() -> Self {
-        let mut ebpf =
-            Ebpf::load(monitor::kernel::loader::kernel_object()).expect("load kernel object");
-        let prog: &mut CgroupSkb = ebpf
-            .program_mut(PROG_EGRESS)
-            .expect("program")
-            .try_into()
-            .expect("cgroup_skb");
-        prog.load().expect("verifier accepts count_egress");
-        Self { ebpf }
+        Self {
+            ebpf: load_skb_program(PROG_EGRESS),
+        }
     }
 
     /// Runs the program `repeat` times on `ip_packet` (an Ethernet header is prepended, as
@@ -69,38 +68,7 @@ impl EgressUnderTest {
         ip_packet: &[u8],
         repeat: u32,
     ) -> io::Result<(u32, u32)> {
-        let mut frame = vec![0u8; 14];
-        frame[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
-        frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
-        frame[12..14].copy_from_slice(&ethertype.to_be_bytes());
-        frame.extend_from_slice(ip_packet);
-        let prog: &mut CgroupSkb = self
-            .ebpf
-            .program_mut(PROG_EGRESS)
-            .expect("program")
-            .try_into()
-            .expect("type");
-        let fd = prog.fd().expect("loaded").as_fd().as_raw_fd();
-        let mut attr = TestRunAttr {
-            prog_fd: fd as u32,
-            data_size_in: frame.len() as u32,
-            data_in: frame.as_ptr() as u64,
-            repeat,
-            ..TestRunAttr::default()
-        };
-        // SAFETY: attr is a valid bpf_attr prefix; data_in points to `frame`, alive here.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_TEST_RUN,
-                &raw mut attr,
-                size_of::<TestRunAttr>(),
-            )
-        };
-        if ret < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok((attr.retval, attr.duration))
+        test_run(&mut self.ebpf, PROG_EGRESS, ethertype, ip_packet, repeat)
     }
 
     pub fn flows(&self) -> Vec<(FlowKey, FlowCounters)> {
@@ -110,9 +78,7 @@ impl EgressUnderTest {
     }
 
     pub fn error(&self, index: u32) -> u64 {
-        let map: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.ebpf.map(ERRORS_MAP).expect("ERRORS")).expect("array");
-        map.get(&index, 0).expect("read").iter().sum()
+        error_count(&self.ebpf, index)
     }
 
     pub fn untracked(&self, index: u32) -> Volume {
@@ -128,4 +94,117 @@ impl EgressUnderTest {
     }
 }
 
-use std::os::fd::AsFd as _;
+/// The DNS program loaded (not attached) with its own maps.
+pub struct DnsUnderTest {
+    ebpf: Ebpf,
+}
+
+/// One record the DNS program wrote: (UDP payload length, bytes copied).
+pub type Captured = (u16, Vec<u8>);
+
+impl DnsUnderTest {
+    pub fn load() -> Self {
+        Self {
+            ebpf: load_skb_program(PROG_DNS),
+        }
+    }
+
+    /// Runs the program once on `ip_packet`; returns its verdict.
+    pub fn run(&mut self, ethertype: u16, ip_packet: &[u8]) -> io::Result<u32> {
+        test_run(&mut self.ebpf, PROG_DNS, ethertype, ip_packet, 1).map(|(verdict, _)| verdict)
+    }
+
+    /// Like [`EgressUnderTest::run_timed`].
+    pub fn run_timed(
+        &mut self,
+        ethertype: u16,
+        ip_packet: &[u8],
+        repeat: u32,
+    ) -> io::Result<(u32, u32)> {
+        test_run(&mut self.ebpf, PROG_DNS, ethertype, ip_packet, repeat)
+    }
+
+    /// Drains the ring buffer: every capture since the last call.
+    pub fn captures(&mut self) -> Vec<Captured> {
+        let mut ring = RingBuf::try_from(self.ebpf.map_mut(DNS_ANSWERS_MAP).expect("DNS_ANSWERS"))
+            .expect("ring buffer");
+        let mut out = Vec::new();
+        while let Some(item) = ring.next() {
+            assert_eq!(item.len(), size_of::<DnsCapture>(), "record size");
+            let (payload, _) =
+                monitor::attribution::names::decode_capture(&item).expect("decodable capture");
+            let len = u16::from_ne_bytes([item[0], item[1]]);
+            out.push((len, payload.to_vec()));
+        }
+        out
+    }
+
+    pub fn error(&self, index: u32) -> u64 {
+        error_count(&self.ebpf, index)
+    }
+}
+
+/// Loads the kernel object with its own maps and one `cgroup_skb` program through the
+/// verifier.
+fn load_skb_program(name: &str) -> Ebpf {
+    let mut ebpf =
+        Ebpf::load(monitor::kernel::loader::kernel_object()).expect("load kernel object");
+    let prog: &mut CgroupSkb = ebpf
+        .program_mut(name)
+        .expect("program")
+        .try_into()
+        .expect("cgroup_skb");
+    prog.load()
+        .unwrap_or_else(|e| panic!("verifier refuses {name}: {e}"));
+    ebpf
+}
+
+/// Runs program `name` `repeat` times on `ip_packet` (an Ethernet header is prepended, as the
+/// test-run interface requires); returns the verdict and the kernel's average run time in ns
+/// (measured around the whole repeat loop, so without the per-run clock reads of
+/// `bpf_stats`).
+fn test_run(
+    ebpf: &mut Ebpf,
+    name: &str,
+    ethertype: u16,
+    ip_packet: &[u8],
+    repeat: u32,
+) -> io::Result<(u32, u32)> {
+    let mut frame = vec![0u8; 14];
+    frame[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+    frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+    frame[12..14].copy_from_slice(&ethertype.to_be_bytes());
+    frame.extend_from_slice(ip_packet);
+    let prog: &mut CgroupSkb = ebpf
+        .program_mut(name)
+        .expect("program")
+        .try_into()
+        .expect("type");
+    let fd = prog.fd().expect("loaded").as_fd().as_raw_fd();
+    let mut attr = TestRunAttr {
+        prog_fd: fd as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat,
+        ..TestRunAttr::default()
+    };
+    // SAFETY: attr is a valid bpf_attr prefix; data_in points to `frame`, alive here.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &raw mut attr,
+            size_of::<TestRunAttr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((attr.retval, attr.duration))
+}
+
+fn error_count(ebpf: &Ebpf, index: u32) -> u64 {
+    let map: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(ebpf.map(ERRORS_MAP).expect("ERRORS")).expect("array");
+    map.get(&index, 0).expect("read").iter().sum()
+}

@@ -17,6 +17,7 @@ use monitor::flow::FlowSample;
 use serde_json::Value;
 
 pub mod bpf_test_run;
+pub mod dns;
 
 /// The agent binary: `EGRESS_MONITOR_BIN` (set by `cargo xtask test`), else the release build.
 pub fn agent_bin() -> PathBuf {
@@ -250,6 +251,27 @@ impl Agent {
         }
     }
 
+    /// Waits (at most `timeout`) until the agent has printed a sample that `matches`; returns
+    /// the first one.
+    pub fn wait_for_sample(
+        &self,
+        what: &str,
+        matches: impl Fn(&FlowSample) -> bool,
+        timeout: Duration,
+    ) -> FlowSample {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.samples.lock().unwrap().iter().find(|s| matches(s)) {
+                return s.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no sample {what} within {timeout:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Samples printed so far.
     pub fn samples_so_far(&self) -> Vec<FlowSample> {
         self.samples.lock().unwrap().clone()
@@ -328,6 +350,12 @@ impl Finished {
             .iter()
             .find(|l| l["message"] == "detached all programs; stopped")
             .unwrap_or_else(|| panic!("no shutdown summary in logs: {:?}", self.logs))
+    }
+
+    /// The passive DNS counters of the shutdown summary (`answers`, `learned`, ...).
+    pub fn dns_stats(&self) -> Value {
+        let text = self.summary()["dns"].as_str().expect("dns stats");
+        serde_json::from_str(text).expect("dns stats JSON")
     }
 
     pub fn kernel_error(&self, name: &str) -> u64 {

@@ -120,7 +120,11 @@ fn sigterm_detaches_every_program() {
     let root = cgroup2_root();
     let agent = Agent::start(&["--interval", "200ms"]);
     let ids = agent.program_ids();
-    assert_eq!(ids.len(), 3, "three programs: {ids:?}");
+    assert_eq!(
+        ids.len(),
+        4,
+        "four programs (passive DNS included): {ids:?}"
+    );
     let loaded = loaded_program_ids();
     let attached = cgroup_attached_ids(&root);
     for id in &ids {
@@ -219,6 +223,7 @@ fn doctor_reports_ready_on_this_host() {
         "load count_egress (cgroup_skb/egress)",
         "load record_owner (cgroup/sock_create)",
         "load report_release (cgroup/sock_release)",
+        "load capture_dns (cgroup_skb/ingress)",
     ] {
         let c = checks
             .iter()

@@ -1,8 +1,10 @@
 //! Who sent a flow: the owner recorded by the kernel (or found through `sock_diag` for sockets
-//! older than the agent), enriched from /proc, the cgroup tree and the user database.
+//! older than the agent), enriched from /proc, the cgroup tree and the user database; and to
+//! whom, by name, from the DNS answers the host received ([`names`]).
 
 pub mod cgroup_path;
 pub mod cgroups;
+pub mod names;
 pub mod process;
 pub mod sockdiag;
 

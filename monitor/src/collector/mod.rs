@@ -6,7 +6,7 @@
 pub mod delta;
 pub mod expiry;
 
-use std::{collections::HashMap, os::fd::AsFd as _};
+use std::{collections::HashMap, os::fd::AsFd as _, time::Instant};
 
 use jiff::Timestamp;
 use monitor_common::{
@@ -21,7 +21,10 @@ use self::{
     expiry::{ExpiryPolicy, Removal},
 };
 use crate::{
-    attribution::Attributor,
+    attribution::{
+        Attributor,
+        names::{self, NameStats, NameTable},
+    },
     flow::{Endpoint, FlowSample, Protocol, UntrackedReason, ip_from_kernel},
     kernel::{
         batch::{self, HashReader},
@@ -59,6 +62,8 @@ pub struct CollectorStats {
     pub untracked_bytes: u64,
     /// Kernel program error counters (summed over CPUs), by name.
     pub kernel_errors: HashMap<&'static str, u64>,
+    /// Passive DNS: answers read, names learned, evicted... (all zero without `capture_dns`).
+    pub dns: NameStats,
 }
 
 pub struct Collector {
@@ -68,6 +73,8 @@ pub struct Collector {
     /// Released socket cookies and when (monotonic ns).
     released: HashMap<u64, u64>,
     attributor: Attributor,
+    /// Destination names from the DNS answers the host received.
+    names: NameTable,
     untracked_seen: [Volume; Untracked::COUNT as usize],
     expiry: ExpiryPolicy,
     window_start: Timestamp,
@@ -112,6 +119,7 @@ impl Collector {
             tracker: DeltaTracker::default(),
             released: HashMap::new(),
             attributor,
+            names: NameTable::default(),
             untracked_seen: [Volume::default(); Untracked::COUNT as usize],
             expiry,
             window_start: Timestamp::now(),
@@ -135,6 +143,11 @@ impl Collector {
         let now_ns = clock::monotonic_ns();
         self.stats.polls += 1;
         self.drain_events();
+        // Answers received before the flows they name: the name is there for the first
+        // sample of a connection opened right after its lookup.
+        self.drain_dns();
+        let name_time = Instant::now();
+        self.names.expire(name_time);
 
         let mut flows = std::mem::take(&mut self.flows);
         flows.clear();
@@ -205,7 +218,7 @@ impl Collector {
                     &mut index,
                     (key, &last),
                     delta,
-                    window_end,
+                    (window_end, name_time),
                     &clock,
                 );
             }
@@ -218,6 +231,7 @@ impl Collector {
 
         self.read_untracked(&mut samples, window_end)?;
         self.read_errors()?;
+        self.stats.dns = self.names.stats();
         for s in &samples {
             self.stats.bytes_reported += s.bytes;
         }
@@ -240,7 +254,7 @@ impl Collector {
         index: &mut FxHashMap<SampleKey, usize>,
         (key, c): (&FlowKey, &FlowCounters),
         delta: Delta,
-        window_end: Timestamp,
+        (window_end, now): (Timestamp, Instant),
         clock: &clock::WallClock,
     ) {
         let first_seen = clock.wall(c.first_seen_ns);
@@ -270,6 +284,7 @@ impl Collector {
             return;
         }
         let owner = self.attributor.owner(key.cookie, c);
+        let remote_name = self.names.lookup(&sk.remote.addr, now);
         index.insert(sk, samples.len());
         samples.push(FlowSample {
             window_start: self.window_start,
@@ -277,6 +292,7 @@ impl Collector {
             owner,
             local: Some(sk.local),
             remote: Some(sk.remote),
+            remote_name,
             protocol,
             bytes: delta.bytes,
             packets: delta.packets,
@@ -309,6 +325,31 @@ impl Collector {
                 _ => {}
             }
         }
+    }
+
+    /// Reads the DNS answers the kernel copied and learns their names. Called at every poll
+    /// and whenever the DNS ring buffer signals data.
+    pub fn drain_dns(&mut self) {
+        let Some(ring) = self.kernel.dns_answers.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        while let Some(record) = ring.next() {
+            match names::decode_capture(&record) {
+                Some((payload, cut)) => {
+                    self.names.learn(payload, cut, now);
+                }
+                None => self.names.count_undecodable(),
+            }
+        }
+    }
+
+    /// The DNS answer ring buffer's file descriptor, when passive DNS is attached.
+    pub fn dns_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.kernel
+            .dns_answers
+            .as_ref()
+            .map(std::os::fd::AsFd::as_fd)
     }
 
     /// The kernel log buffer's file descriptor, readable when records are waiting.
@@ -378,6 +419,7 @@ impl Collector {
                 owner: Attributor::unattributed(),
                 local: None,
                 remote: None,
+                remote_name: None,
                 protocol: Protocol::Unknown,
                 bytes: delta.bytes,
                 packets: delta.packets,
@@ -425,7 +467,12 @@ impl Collector {
                         total,
                         "socket storage could not be allocated: some sockets lack an owner"
                     ),
-                    ProgError::NoSocket | ProgError::Parse => {}
+                    ProgError::DnsRingFull => tracing::warn!(
+                        new = total - previous,
+                        total,
+                        "DNS answer ring buffer full: some destinations stay without a name"
+                    ),
+                    ProgError::NoSocket | ProgError::Parse | ProgError::DnsParse => {}
                 }
             }
         }

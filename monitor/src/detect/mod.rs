@@ -392,6 +392,11 @@ impl Detector {
         {
             peer.owner = Some(s.owner.clone());
         }
+        if let Some(name) = &s.remote_name
+            && peer.name.as_ref().is_none_or(|n| !Arc::ptr_eq(n, name))
+        {
+            peer.name = Some(name.clone());
+        }
         let name = peer.name.as_deref();
         let class = match self
             .classifier

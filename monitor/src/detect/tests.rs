@@ -38,6 +38,7 @@ fn sample(owner: &Arc<Owner>, at: i64, peer: &str, port: u16, bytes: u64) -> Flo
             addr: peer.parse().unwrap(),
             port,
         }),
+        remote_name: None,
         protocol: Protocol::Tcp,
         bytes,
         packets: bytes.div_ceil(1448),
@@ -200,4 +201,26 @@ fn service_baseline_knows_the_time_of_day() {
         "the night's threshold: {:?}",
         a.threshold
     );
+}
+
+#[test]
+fn names_from_passive_dns_allowlist_and_label_peers() {
+    let text = format!("{LEARN}[[destinations.allow]]\nhost = \"*.backup.example.org\"\n");
+    let mut r = Run::new(&text);
+    r.send(0, "198.51.100.1", 443, 1000);
+    let named = |r: &mut Run, at: i64, peer: &str, name: &str| {
+        let mut s = sample(&r.owner, T0 + at, peer, 443, 1_000_000);
+        s.remote_name = Some(Arc::from(name));
+        r.detector.observe(&[s], &mut r.events);
+    };
+    for i in 0..60 {
+        named(&mut r, 3700 + i, "203.0.113.7", "eu1.backup.example.org");
+        named(&mut r, 3700 + i, "203.0.113.8", "files.example.net");
+    }
+    assert_eq!(
+        r.opened(),
+        vec![(RuleId::UnknownVolume, Some("203.0.113.8".parse().unwrap()))]
+    );
+    let peer = r.events[0].alert.peer.as_ref().unwrap();
+    assert_eq!(peer.name.as_deref(), Some("files.example.net"));
 }

@@ -5,7 +5,7 @@
 //! Verified by the test suite on Linux 6.18 (host); older minimums come from the kernel's
 //! history of each feature and are checked by probing at run time.
 
-use monitor_common::{PROG_EGRESS, PROG_SOCK_CREATE, PROG_SOCK_RELEASE};
+use monitor_common::{PROG_DNS, PROG_EGRESS, PROG_SOCK_CREATE, PROG_SOCK_RELEASE};
 
 /// One program of the agent.
 #[derive(Clone, Copy, Debug)]
@@ -16,28 +16,58 @@ pub struct ProgramSpec {
     /// The kernel feature that has to be there.
     pub feature: &'static str,
     pub min_kernel: &'static str,
+    /// Where it attaches on the cgroup v2 root.
+    pub attach: AttachPoint,
+    /// The agent refuses to start without it. An optional program only adds detail: when
+    /// the kernel refuses it the agent logs a warning and runs without (and `doctor` warns).
+    pub required: bool,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachPoint {
+    SkbEgress,
+    SkbIngress,
+    /// A `cgroup/sock_*` hook (which one is set by the program's section).
+    Sock,
+}
+
+/// Passive DNS: optional, see [`ProgramSpec::required`].
+pub const DNS_PROGRAM: ProgramSpec = ProgramSpec {
+    name: PROG_DNS,
+    hook: "cgroup_skb/ingress",
+    feature: "BPF_PROG_TYPE_CGROUP_SKB (ingress) with bpf_skb_load_bytes into a BPF ring buffer reservation",
+    min_kernel: "5.8",
+    attach: AttachPoint::SkbIngress,
+    required: false,
+};
+
 /// In attach order.
-pub const PROGRAMS: [ProgramSpec; 3] = [
+pub const PROGRAMS: [ProgramSpec; 4] = [
     ProgramSpec {
         name: PROG_SOCK_CREATE,
         hook: "cgroup/sock_create",
         feature: "BPF_PROG_TYPE_CGROUP_SOCK with bpf_sk_storage_get (socket storage)",
         min_kernel: "5.11",
+        attach: AttachPoint::Sock,
+        required: true,
     },
     ProgramSpec {
         name: PROG_EGRESS,
         hook: "cgroup_skb/egress",
         feature: "BPF_PROG_TYPE_CGROUP_SKB with bpf_sk_fullsock, bpf_skb_cgroup_id, bpf_ktime_get_coarse_ns",
         min_kernel: "5.11",
+        attach: AttachPoint::SkbEgress,
+        required: true,
     },
     ProgramSpec {
         name: PROG_SOCK_RELEASE,
         hook: "cgroup/sock_release",
         feature: "BPF_CGROUP_INET_SOCK_RELEASE attach type and BPF ring buffer",
         min_kernel: "5.9",
+        attach: AttachPoint::Sock,
+        required: true,
     },
+    DNS_PROGRAM,
 ];
 
 /// Other kernel features the agent relies on.
@@ -72,7 +102,7 @@ pub const FEATURES: [FeatureSpec; 7] = [
     FeatureSpec {
         feature: "BPF_MAP_TYPE_RINGBUF",
         min_kernel: "5.8",
-        used_for: "socket release events",
+        used_for: "socket release events, DNS answers",
     },
     FeatureSpec {
         feature: "BPF_MAP_LOOKUP_BATCH on hash maps",
@@ -86,7 +116,7 @@ pub const FEATURES: [FeatureSpec; 7] = [
     },
 ];
 
-/// Overall minimum kernel for the agent.
+/// Overall minimum kernel for the agent (its required programs).
 pub const MIN_KERNEL: (u32, u32) = (5, 11);
 
 /// Parses "6.18.44-fc-v657" (the `uname -r` form) into (major, minor).
@@ -120,9 +150,22 @@ mod tests {
     fn minimum_matches_the_table() {
         let max = PROGRAMS
             .iter()
+            .filter(|p| p.required)
             .filter_map(|p| parse_release(p.min_kernel))
             .max()
             .unwrap();
         assert_eq!(max, MIN_KERNEL);
+    }
+
+    #[test]
+    fn passive_dns_is_the_only_optional_program() {
+        let optional: Vec<&str> = PROGRAMS
+            .iter()
+            .filter(|p| !p.required)
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(optional, [PROG_DNS]);
+        // Optional programs come last, so every required one is attached before them.
+        assert!(!PROGRAMS[PROGRAMS.len() - 1].required);
     }
 }

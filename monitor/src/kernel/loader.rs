@@ -1,7 +1,8 @@
-//! Loads the embedded kernel object, attaches its three programs to the cgroup v2 root and
-//! hands the maps to the collector. Dropping [`Attached`] detaches everything: the programs are
-//! attached through `bpf_link` file descriptors, which the kernel also releases if the agent
-//! is killed, so no program outlives the agent.
+//! Loads the embedded kernel object, attaches its programs to the cgroup v2 root (three
+//! required, one optional: passive DNS) and hands the maps to the collector. Dropping
+//! [`Attached`] detaches everything: the programs are attached through `bpf_link` file
+//! descriptors, which the kernel also releases if the agent is killed, so no program outlives
+//! the agent.
 
 use std::{
     fs::File,
@@ -14,13 +15,13 @@ use aya::{
     maps::{Map, MapData, MapError, PerCpuArray, RingBuf},
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, ProgramError},
 };
-use monitor_common::{ERRORS_MAP, EVENTS_MAP, FLOWS_MAP, PROG_EGRESS, UNTRACKED_MAP, Volume};
+use monitor_common::{DNS_ANSWERS_MAP, ERRORS_MAP, EVENTS_MAP, FLOWS_MAP, UNTRACKED_MAP, Volume};
 use thiserror::Error;
 
 use super::{
     caps::{CapSet, Capability},
     cgroup2::{self, Cgroup2Error},
-    compat::{self, ProgramSpec},
+    compat::{self, AttachPoint, ProgramSpec},
 };
 
 /// The kernel object built by `build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
@@ -118,6 +119,8 @@ pub struct Attached {
     pub events: RingBuf<MapData>,
     pub errors: PerCpuArray<MapData, u64>,
     pub untracked: PerCpuArray<MapData, Volume>,
+    /// DNS answers copied by `capture_dns`; `None` when the kernel refused that program.
+    pub dns_answers: Option<RingBuf<MapData>>,
     pub cgroup_root: PathBuf,
     pub max_flows: u32,
     /// Reads the kernel programs' aya-log records (first occurrence of each error per CPU)
@@ -192,10 +195,11 @@ pub fn load_and_attach(opts: LoadOptions, cgroup_fallback: &Path) -> Result<Atta
     let cgroup = cgroup2::open(&root.path)?;
     // In table order: owner recording first, so sockets created while the rest attaches are
     // already covered.
-    for spec in compat::PROGRAMS {
-        attach(&mut ebpf, &spec, &cgroup, &root.path)?;
+    for spec in compat::PROGRAMS.iter().filter(|s| s.required) {
+        attach(&mut ebpf, spec, &cgroup, &root.path)?;
         tracing::debug!(program = spec.name, hook = spec.hook, "attached");
     }
+    let dns_answers = attach_passive_dns(&mut ebpf, &cgroup, &root.path);
     let Some(Map::HashMap(flows)) = ebpf.take_map(FLOWS_MAP) else {
         return Err(LoadError::MapMissing { name: FLOWS_MAP });
     };
@@ -204,11 +208,55 @@ pub fn load_and_attach(opts: LoadOptions, cgroup_fallback: &Path) -> Result<Atta
         events: take_map(&mut ebpf, EVENTS_MAP)?,
         errors: take_map(&mut ebpf, ERRORS_MAP)?,
         untracked: take_map(&mut ebpf, UNTRACKED_MAP)?,
+        dns_answers,
         ebpf,
         cgroup_root: root.path,
         max_flows: opts.max_flows,
         kernel_log,
     })
+}
+
+/// Attaches `capture_dns` and returns its ring buffer, or `None` with a warning.
+///
+/// Passive DNS only adds names to destinations: every byte is counted without it. So a kernel
+/// that refuses this one program (an older verifier that rejects its variable-length copy
+/// into ring buffer memory, or a refused attach) costs the names, logged once here, not the
+/// agent: refusing to start would lose the egress accounting the agent exists for. (Its ring
+/// is created with the other maps, so a kernel without ring buffers fails earlier, for all.)
+fn attach_passive_dns(ebpf: &mut Ebpf, cgroup: &File, path: &Path) -> Option<RingBuf<MapData>> {
+    let spec = compat::DNS_PROGRAM;
+    // The map is taken first (it stays open while the program loads): if the program is then
+    // refused, nothing was attached and dropping the map frees it.
+    let attached = take_map(ebpf, DNS_ANSWERS_MAP).and_then(|ring| {
+        attach(ebpf, &spec, cgroup, path)?;
+        Ok(ring)
+    });
+    match attached {
+        Ok(ring) => {
+            tracing::debug!(program = spec.name, hook = spec.hook, "attached");
+            Some(ring)
+        }
+        Err(error) => {
+            tracing::warn!(
+                program = spec.name,
+                error = %error_chain(&error),
+                "passive DNS unavailable: destinations are reported without names"
+            );
+            None
+        }
+    }
+}
+
+/// An error and its causes on one line (for a verifier refusal, the log is the last cause).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
 fn load_object(opts: Option<LoadOptions>) -> Result<Ebpf, LoadError> {
@@ -253,10 +301,11 @@ fn load_program(ebpf: &mut Ebpf, spec: &ProgramSpec) -> Result<(), LoadError> {
     let program = ebpf
         .program_mut(spec.name)
         .ok_or(LoadError::ProgramMissing { program: spec.name })?;
-    let result = if spec.name == PROG_EGRESS {
-        <&mut CgroupSkb>::try_from(program).and_then(CgroupSkb::load)
-    } else {
-        <&mut CgroupSock>::try_from(program).and_then(CgroupSock::load)
+    let result = match spec.attach {
+        AttachPoint::SkbEgress | AttachPoint::SkbIngress => {
+            <&mut CgroupSkb>::try_from(program).and_then(CgroupSkb::load)
+        }
+        AttachPoint::Sock => <&mut CgroupSock>::try_from(program).and_then(CgroupSock::load),
     };
     result.map_err(|e| load_error(spec, e))
 }
@@ -280,18 +329,22 @@ fn attach(
     // With bpf_link (Linux >= 5.7, below our minimum) the kernel requires flags 0 and always
     // attaches in multi mode: other cgroup programs (systemd IP accounting, container
     // runtimes) keep running beside ours. `Single` is what passes flags 0.
-    if spec.name == PROG_EGRESS {
-        let p: &mut CgroupSkb = program.try_into().map_err(attach_err)?;
-        p.attach(
-            cgroup,
-            CgroupSkbAttachType::Egress,
-            CgroupAttachMode::Single,
-        )
-        .map_err(attach_err)?;
-    } else {
-        let p: &mut CgroupSock = program.try_into().map_err(attach_err)?;
-        p.attach(cgroup, CgroupAttachMode::Single)
-            .map_err(attach_err)?;
+    match spec.attach {
+        AttachPoint::SkbEgress | AttachPoint::SkbIngress => {
+            let direction = if spec.attach == AttachPoint::SkbEgress {
+                CgroupSkbAttachType::Egress
+            } else {
+                CgroupSkbAttachType::Ingress
+            };
+            let p: &mut CgroupSkb = program.try_into().map_err(attach_err)?;
+            p.attach(cgroup, direction, CgroupAttachMode::Single)
+                .map_err(attach_err)?;
+        }
+        AttachPoint::Sock => {
+            let p: &mut CgroupSock = program.try_into().map_err(attach_err)?;
+            p.attach(cgroup, CgroupAttachMode::Single)
+                .map_err(attach_err)?;
+        }
     }
     Ok(())
 }

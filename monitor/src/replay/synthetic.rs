@@ -231,6 +231,9 @@ pub fn generate(scenario: Scenario, seed: u64, mut emit: impl FnMut(&[FlowSample
     let clients: Vec<(f64, f64)> = (0..CLIENTS)
         .map(|_| (0.3 + rng.unit() * 1.4, 0.01 + rng.unit() * 0.07))
         .collect();
+    let federation_names: Vec<Arc<str>> = (0..FEDERATION_PEERS)
+        .map(|i| Arc::from(format!("hs{i}.matrix.example.org")))
+        .collect();
     let mut batch = Vec::new();
     let windows = 2 * DAY_SECS / WINDOW_SECS;
     for w in 0..windows {
@@ -311,8 +314,20 @@ pub fn generate(scenario: Scenario, seed: u64, mut emit: impl FnMut(&[FlowSample
                 );
             }
         }
+        // The host resolved the federation peers' names (passive DNS).
+        for s in &mut batch {
+            if let Some(r) = s.remote
+                && let Some(i) = federation_index(r.addr)
+            {
+                s.remote_name = Some(federation_names[i].clone());
+            }
+        }
         emit(&batch);
     }
+}
+
+fn federation_index(addr: IpAddr) -> Option<usize> {
+    (0..FEDERATION_PEERS).find(|&i| federation_addr(i) == addr)
 }
 
 fn attack(
@@ -374,6 +389,7 @@ fn sample(
             port: local_port,
         }),
         remote: Some(Endpoint { addr, port }),
+        remote_name: None,
         protocol: Protocol::Tcp,
         bytes,
         // IP packets of up to 1500 bytes.
