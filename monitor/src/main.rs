@@ -44,7 +44,8 @@ fn init_logging(cli: &Cli) {
         .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -68,6 +69,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => {
             let settings = args.collect.resolve(&config);
             let format = args.output.unwrap_or(config.agent.output);
+            // Privileges first: an unprivileged start names the missing capability rather
+            // than failing on the state directory.
+            monitor::kernel::loader::check_privileges()?;
             let mut detection =
                 LiveDetector::start(&config, &args.state.dir(&config), args.reset_state)?;
             // One write per window, not per line: at 10k flows a second, line-buffered stdout

@@ -88,10 +88,12 @@ fn without_a_cgroup2_mount_the_agent_mounts_one() {
     require_root();
     let root = cgroup2_root();
     let fallback = std::env::temp_dir().join(format!("egress-cg2-{}", std::process::id()));
+    let state = integration_tests::StateDir::new();
     let script = format!(
-        "umount {root} && exec {} --log-format json run --output json --interval 200ms --cgroup-mount {}",
+        "umount {root} && exec {} --log-format json run --output json --interval 200ms --cgroup-mount {} --state-dir {}",
         agent_bin().display(),
-        fallback.display()
+        fallback.display(),
+        state.arg()
     );
     let child = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c", &script])
