@@ -28,6 +28,9 @@ pub struct LiveDetector {
     resolved: Option<mpsc::Receiver<(String, Vec<IpAddr>)>>,
     /// Store writes that failed (logged each time; the alerts were still printed).
     pub store_errors: u64,
+    /// Rate-limited openings already reported in the log.
+    rate_limited_logged: u64,
+    last_rate_log: Option<Instant>,
 }
 
 impl LiveDetector {
@@ -64,6 +67,8 @@ impl LiveDetector {
             last_checkpoint: Instant::now(),
             resolved,
             store_errors: 0,
+            rate_limited_logged: 0,
+            last_rate_log: None,
         })
     }
 
@@ -80,6 +85,21 @@ impl LiveDetector {
         }
         if self.last_checkpoint.elapsed() >= self.checkpoint_every {
             self.checkpoint();
+        }
+        let limited = self.detector.book().stats.rate_limited;
+        // At most one line a minute: a storm of conditions must not become a storm of logs.
+        if limited > self.rate_limited_logged
+            && self
+                .last_rate_log
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            self.last_rate_log = Some(Instant::now());
+            tracing::warn!(
+                deferred = limited - self.rate_limited_logged,
+                total = limited,
+                "alerts.max_new_per_minute reached: new alerts wait for the next minute"
+            );
+            self.rate_limited_logged = limited;
         }
         &self.events
     }

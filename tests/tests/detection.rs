@@ -163,6 +163,51 @@ fn an_unknown_destination_over_threshold_raises_an_alert_that_survives_a_restart
     drop((known_sink, stranger_sink));
 }
 
+/// The allowlist's host names are resolved by the agent (here `localhost`, from /etc/hosts):
+/// their addresses are `allowlisted`, never alerted on, while a stranger still is.
+#[test]
+fn an_allowlisted_host_name_resolved_by_the_agent_is_silent() {
+    let state = StateDir::new();
+    let config = state.path().join("config.toml");
+    let text = CONFIG.replace("learning_period = \"3s\"", "learning_period = \"1s\"")
+        + "[[destinations.allow]]\nhost = \"localhost\"\n";
+    std::fs::write(&config, text).unwrap();
+    let config = config.to_str().unwrap();
+    let local_sink = udp_sink("127.0.0.1:0");
+    let local = local_sink.local_addr().unwrap();
+    let stranger_sink = udp_sink("127.0.0.2:0");
+    let stranger = stranger_sink.local_addr().unwrap();
+    let agent = Agent::start(&[
+        "--config",
+        config,
+        "--interval",
+        "200ms",
+        "--state-dir",
+        state.arg(),
+    ]);
+    // Starts the service's learning period with a destination that is neither.
+    let other_sink = udp_sink("127.0.0.3:0");
+    send(&agent, other_sink.local_addr().unwrap(), 5, 100);
+    thread::sleep(Duration::from_millis(1500));
+    send(&agent, local, 2000, 1000);
+    send(&agent, stranger, 2000, 1000);
+    agent.wait_for_log_where(Duration::from_secs(10), |l| is_alert(l, "opened"));
+    thread::sleep(Duration::from_millis(500));
+    let run = agent.stop();
+    let peers: Vec<&Value> = run
+        .logs
+        .iter()
+        .filter(|l| is_alert(l, "opened"))
+        .map(|l| &l["peer"])
+        .collect();
+    assert_eq!(
+        peers,
+        vec![&Value::from(stranger.ip().to_string())],
+        "localhost is allowlisted"
+    );
+    drop((local_sink, stranger_sink, other_sink));
+}
+
 #[test]
 fn a_corrupt_state_file_is_refused_and_reset_moves_it_aside() {
     let state = StateDir::new();

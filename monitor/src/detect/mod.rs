@@ -169,6 +169,8 @@ pub struct DetectorStats {
     /// (service, peer) pairs tracked.
     pub peers: u64,
     pub learned: u64,
+    /// Pairs forgotten after `FORGET_AFTER_SECS` without traffic (not learned ones).
+    pub forgotten: u64,
 }
 
 /// A destination learned for a service (to be stored).
@@ -181,6 +183,13 @@ pub struct Learned {
 
 /// How many owners to remember by pointer before starting over (processes come and go).
 const OWNER_CACHE_MAX: usize = 65_536;
+/// A peer that is not learned and has sent nothing for this long (longer than the longest
+/// window, so every window is empty) is forgotten: memory stays bounded on a server whose
+/// clients come and go. It is "new" again if it comes back.
+pub const FORGET_AFTER_SECS: u64 = 25 * 3600;
+/// How often (simulated time) forgotten peers are swept.
+const SWEEP_EVERY_SECS: i64 = 600;
+
 /// How many recent first-seen destinations a rule-4 alert lists.
 const EXAMPLES: usize = 5;
 
@@ -196,8 +205,11 @@ pub struct Detector {
     peers: FxHashMap<PeerKey, PeerState>,
     book: AlertBook,
     learned: Vec<Learned>,
+    /// Pairs forgotten since the last call to `take_forgotten` (for the store).
+    forgotten: Vec<(Arc<str>, IpAddr)>,
     now_ms: u64,
     last_tick: i64,
+    last_sweep: i64,
     pub stats: DetectorStats,
 }
 
@@ -219,8 +231,10 @@ impl Detector {
                 max_new_per_minute: *a.max_new_per_minute.get_ref(),
             }),
             learned: Vec::new(),
+            forgotten: Vec::new(),
             now_ms: 0,
             last_tick: i64::MIN,
+            last_sweep: 0,
             stats: DetectorStats::default(),
         }
     }
@@ -256,6 +270,11 @@ impl Detector {
 
     pub fn peers_mut(&mut self) -> &mut FxHashMap<PeerKey, PeerState> {
         &mut self.peers
+    }
+
+    /// Pairs forgotten since the last call (their checkpoints can go).
+    pub fn take_forgotten(&mut self) -> Vec<(Arc<str>, IpAddr)> {
+        std::mem::take(&mut self.forgotten)
     }
 
     /// Destinations learned since the last call.
@@ -324,6 +343,27 @@ impl Detector {
             }
         }
         self.book.tick(now, out);
+        if now.as_second() - self.last_sweep >= SWEEP_EVERY_SECS {
+            self.last_sweep = now.as_second();
+            self.sweep();
+        }
+    }
+
+    /// Forgets pairs idle for `FORGET_AFTER_SECS` that are not learned.
+    fn sweep(&mut self) {
+        let horizon = self.now_ms.saturating_sub(FORGET_AFTER_SECS * 1000);
+        let services = &self.services;
+        let forgotten = &mut self.forgotten;
+        let before = self.peers.len();
+        self.peers.retain(|key, p| {
+            let keep = p.learned() || p.last_seen_ms >= horizon;
+            if !keep && let Some(svc) = services.get(key.service as usize) {
+                forgotten.push((svc.name.clone(), key.ip()));
+            }
+            keep
+        });
+        self.stats.forgotten += (before - self.peers.len()) as u64;
+        self.stats.peers = self.peers.len() as u64;
     }
 
     fn service_of(&mut self, owner: &Arc<Owner>) -> Option<u32> {

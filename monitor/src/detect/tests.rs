@@ -224,3 +224,23 @@ fn names_from_passive_dns_allowlist_and_label_peers() {
     let peer = r.events[0].alert.peer.as_ref().unwrap();
     assert_eq!(peer.name.as_deref(), Some("files.example.net"));
 }
+
+#[test]
+fn idle_peers_that_are_not_learned_are_forgotten() {
+    let mut r = Run::new(LEARN);
+    r.send(0, "198.51.100.1", 443, 1000); // learned
+    r.send(3700, "203.0.113.9", 443, 1000); // unknown
+    assert_eq!(r.detector.stats.peers, 2);
+    // A day and two hours later, someone else talks: the sweep runs.
+    r.send(3700 + 26 * 3600, "203.0.113.10", 443, 1000);
+    r.send(3700 + 26 * 3600 + 601, "203.0.113.10", 443, 1000);
+    assert_eq!(r.detector.stats.forgotten, 1);
+    assert_eq!(
+        r.detector.stats.peers, 2,
+        "the learned peer and the active one"
+    );
+    assert_eq!(
+        r.detector.take_forgotten(),
+        vec![(Arc::from("backup.service"), "203.0.113.9".parse().unwrap())]
+    );
+}

@@ -206,6 +206,14 @@ impl Store {
                 state.flags &= !DIRTY;
                 written.peers += 1;
             }
+            let mut forget = tx
+                .prepare_cached("DELETE FROM peer_windows WHERE service = ?1 AND addr = ?2")
+                .map_err(err)?;
+            for (service, addr) in detector.take_forgotten() {
+                forget
+                    .execute(params![&*service, addr.to_string()])
+                    .map_err(err)?;
+            }
             // Open alerts' latest totals and last-exceeded time, so a restart resolves them
             // when the run without a restart would have.
             let mut alert = tx
