@@ -23,6 +23,7 @@ use monitor::{
     config::{Config, Origin},
     detect::Detector,
     flow::{Attribution, Endpoint, FlowSample, Owner, Protocol},
+    replay::synthetic::Rng,
 };
 
 /// Counts live heap bytes.
@@ -73,7 +74,7 @@ fn main() {
 
     let config = bench_config();
     let mut batch = blank_batch();
-    let mut rng = SplitMix(0x1234_5678);
+    let mut rng = Rng(0x1234_5678);
 
     let before = LIVE.load(Ordering::Relaxed);
     let mut detector = Detector::new(&config);
@@ -126,7 +127,7 @@ fn main() {
     for w in 0..windows {
         let draws: Vec<(usize, u64)> = (0..WINDOW)
             .map(|_| {
-                let r = rng.next();
+                let r = rng.next_u64();
                 ((r % peers as u64) as usize, 500 + (r >> 40) % 20_000)
             })
             .collect();
@@ -219,26 +220,4 @@ fn peer(i: usize) -> IpAddr {
         0,
         1,
     ))
-}
-
-/// `SplitMix64`, for peer choice and sizes.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
-/// The default rules, a 2-hour learning period, and no internal networks (every peer counts).
-fn bench_config() -> Config {
-    Config::parse(
-        "[detect]\nlearning_period = \"2h\"\n[destinations]\ninternal = []\n",
-        &Origin::Embedded,
-    )
-    .expect("bench config")
 }

@@ -65,6 +65,20 @@ fn alerts_json(state: &StateDir) -> Vec<Value> {
         .collect()
 }
 
+/// Starts an agent polling every 200 ms with `config` (written into the state directory).
+fn start(state: &StateDir, config: &str) -> Agent {
+    let path = state.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    Agent::start(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--interval",
+        "200ms",
+        "--state-dir",
+        state.arg(),
+    ])
+}
+
 fn is_alert(l: &Value, event: &str) -> bool {
     l["event"] == event && l["rule"] == "unknown_volume"
 }
@@ -72,22 +86,12 @@ fn is_alert(l: &Value, event: &str) -> bool {
 #[test]
 fn an_unknown_destination_over_threshold_raises_an_alert_that_survives_a_restart() {
     let state = StateDir::new();
-    let config = state.path().join("config.toml");
-    std::fs::write(&config, CONFIG).unwrap();
-    let config = config.to_str().unwrap();
     let known_sink = udp_sink("127.0.0.1:0");
     let known = known_sink.local_addr().unwrap();
     let stranger_sink = udp_sink("127.0.0.2:0");
     let stranger = stranger_sink.local_addr().unwrap();
 
-    let agent = Agent::start(&[
-        "--config",
-        config,
-        "--interval",
-        "200ms",
-        "--state-dir",
-        state.arg(),
-    ]);
+    let agent = start(&state, CONFIG);
     // Learning: a small exchange with `known`.
     send(&agent, known, 10, 100);
     let learned_at = Instant::now();
@@ -124,14 +128,7 @@ fn an_unknown_destination_over_threshold_raises_an_alert_that_survives_a_restart
     let id = a["id"].as_str().unwrap().to_owned();
 
     // A restart loads the learning and the open alert; an acknowledgement reaches it.
-    let agent = Agent::start(&[
-        "--config",
-        config,
-        "--interval",
-        "200ms",
-        "--state-dir",
-        state.arg(),
-    ]);
+    let agent = start(&state, CONFIG);
     let loaded = agent.wait_for_log_where(Duration::from_secs(10), |l| {
         l["message"] == "detector state loaded"
     });
@@ -168,23 +165,13 @@ fn an_unknown_destination_over_threshold_raises_an_alert_that_survives_a_restart
 #[test]
 fn an_allowlisted_host_name_resolved_by_the_agent_is_silent() {
     let state = StateDir::new();
-    let config = state.path().join("config.toml");
-    let text = CONFIG.replace("learning_period = \"3s\"", "learning_period = \"1s\"")
+    let config = CONFIG.replace("learning_period = \"3s\"", "learning_period = \"1s\"")
         + "[[destinations.allow]]\nhost = \"localhost\"\n";
-    std::fs::write(&config, text).unwrap();
-    let config = config.to_str().unwrap();
     let local_sink = udp_sink("127.0.0.1:0");
     let local = local_sink.local_addr().unwrap();
     let stranger_sink = udp_sink("127.0.0.2:0");
     let stranger = stranger_sink.local_addr().unwrap();
-    let agent = Agent::start(&[
-        "--config",
-        config,
-        "--interval",
-        "200ms",
-        "--state-dir",
-        state.arg(),
-    ]);
+    let agent = start(&state, &config);
     // Starts the service's learning period with a destination that is neither.
     let other_sink = udp_sink("127.0.0.3:0");
     send(&agent, other_sink.local_addr().unwrap(), 5, 100);

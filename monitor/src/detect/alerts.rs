@@ -483,6 +483,62 @@ fn alert_id(key: &AlertKey, opened: Timestamp) -> Uuid {
     Uuid::new_v5(&ALERT_NAMESPACE, name.as_bytes())
 }
 
+/// A condition as rules build them, for tests here and in the store.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::{net::IpAddr, sync::Arc};
+
+    use jiff::Timestamp;
+
+    use super::{AlertKey, Condition, Peer, Threshold, ThresholdKind};
+    use crate::detect::{
+        classes::DestinationClass,
+        rules::{RuleId, Severity},
+        window::WindowLen,
+    };
+
+    pub fn condition(
+        rule: RuleId,
+        peer: &str,
+        bytes: u64,
+        first: Timestamp,
+        at: Timestamp,
+    ) -> Condition {
+        let addr: IpAddr = peer.parse().unwrap();
+        Condition {
+            key: AlertKey {
+                rule,
+                service: Arc::from("messaging"),
+                peer: Some(addr),
+            },
+            severity: Severity::High,
+            process: None,
+            peer: Some(Peer {
+                addr,
+                port: 443,
+                name: Some("x.example.org".into()),
+                class: DestinationClass::Learned,
+            }),
+            window: WindowLen::OneMinute,
+            bytes,
+            packets: bytes / 1000,
+            sample_bytes: bytes,
+            threshold: Threshold {
+                bytes: 1000,
+                kind: ThresholdKind::Baseline,
+                baseline_bytes: Some(100),
+                quantile: Some(0.999),
+                factor: Some(10.0),
+                samples: Some(5000),
+            },
+            new_destinations: None,
+            examples: vec![],
+            first_seen: first,
+            last_seen: at,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,38 +556,7 @@ mod tests {
     }
 
     fn condition(peer: &str, bytes: u64, at: i64) -> Condition {
-        let addr: IpAddr = peer.parse().unwrap();
-        Condition {
-            key: AlertKey {
-                rule: RuleId::PeerOutlier,
-                service: Arc::from("messaging"),
-                peer: Some(addr),
-            },
-            severity: Severity::High,
-            process: None,
-            peer: Some(Peer {
-                addr,
-                port: 443,
-                name: None,
-                class: DestinationClass::Learned,
-            }),
-            window: WindowLen::OneMinute,
-            bytes,
-            packets: bytes / 1000,
-            sample_bytes: bytes,
-            threshold: Threshold {
-                bytes: 1000,
-                kind: ThresholdKind::Baseline,
-                baseline_bytes: Some(100),
-                quantile: Some(0.999),
-                factor: Some(10.0),
-                samples: Some(5000),
-            },
-            new_destinations: None,
-            examples: vec![],
-            first_seen: ts(0),
-            last_seen: ts(at),
-        }
+        fixtures::condition(RuleId::PeerOutlier, peer, bytes, ts(0), ts(at))
     }
 
     #[test]

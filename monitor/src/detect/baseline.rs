@@ -91,21 +91,25 @@ impl Distribution {
     }
 }
 
-/// Threshold = max(floor, value at quantile x factor), or `None` while fewer than
-/// `min_samples` values were learned.
-pub fn threshold(
-    dist: &mut Distribution,
-    quantile: f64,
-    factor: f64,
-    floor: u64,
-    min_samples: u64,
-) -> Option<(u64, u64)> {
-    if dist.len() < min_samples.max(1) {
+/// How a learned distribution becomes a threshold: max(`floor`, value at `quantile` x
+/// `factor`), once `min_samples` values were learned.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bar {
+    pub quantile: f64,
+    pub factor: f64,
+    pub floor: u64,
+    pub min_samples: u64,
+}
+
+/// (threshold, value at the quantile), or `None` while fewer than `min_samples` values were
+/// learned.
+pub fn threshold(dist: &mut Distribution, bar: &Bar) -> Option<(u64, u64)> {
+    if dist.len() < bar.min_samples.max(1) {
         return None;
     }
-    let q = dist.quantile(quantile);
-    let scaled = (q as f64 * factor).min(u64::MAX as f64) as u64;
-    Some((scaled.max(floor), q))
+    let q = dist.quantile(bar.quantile);
+    let scaled = (q as f64 * bar.factor).min(u64::MAX as f64) as u64;
+    Some((scaled.max(bar.floor), q))
 }
 
 /// Hour of day (UTC) of a Unix time.
@@ -142,48 +146,29 @@ impl TimeOfDay {
     }
 
     /// The threshold at `secs`: the larger of this hour's and the previous minute's hour's
-    /// (a one-minute window at 20:00:30 still holds 19:59's traffic).
-    pub fn threshold(
-        &mut self,
-        secs: u64,
-        quantile: f64,
-        factor: f64,
-        floor: u64,
-        min_samples: u64,
-    ) -> Option<(u64, u64, u64)> {
-        let now = self.hour_threshold(secs, quantile, factor, floor, min_samples);
-        if hour_of_day(secs) == hour_of_day(secs.saturating_sub(60)) {
+    /// (a one-minute window at 20:00:30 still holds 19:59's traffic). With the number of
+    /// values it was learned from.
+    pub fn threshold(&mut self, secs: u64, bar: &Bar) -> Option<(u64, u64, u64)> {
+        let now = self.hour_threshold(secs, bar);
+        let minute_ago = secs.saturating_sub(60);
+        if hour_of_day(secs) == hour_of_day(minute_ago) {
             return now;
         }
-        let before = self.hour_threshold(
-            secs.saturating_sub(60),
-            quantile,
-            factor,
-            floor,
-            min_samples,
-        );
-        match (now, before) {
+        match (now, self.hour_threshold(minute_ago, bar)) {
             (Some(a), Some(b)) => Some(if b.0 > a.0 { b } else { a }),
             (a, b) => a.or(b),
         }
     }
 
     /// The hour's threshold when that hour has `min_samples`, else the whole day's.
-    fn hour_threshold(
-        &mut self,
-        secs: u64,
-        quantile: f64,
-        factor: f64,
-        floor: u64,
-        min_samples: u64,
-    ) -> Option<(u64, u64, u64)> {
+    fn hour_threshold(&mut self, secs: u64, bar: &Bar) -> Option<(u64, u64, u64)> {
         if let Some(hour) = self.hours[hour_of_day(secs)].as_mut()
-            && let Some((t, q)) = threshold(hour, quantile, factor, floor, min_samples)
+            && let Some((t, q)) = threshold(hour, bar)
         {
             return Some((t, q, hour.len()));
         }
         let len = self.all_day.len();
-        threshold(&mut self.all_day, quantile, factor, floor, min_samples).map(|(t, q)| (t, q, len))
+        threshold(&mut self.all_day, bar).map(|(t, q)| (t, q, len))
     }
 }
 
@@ -191,17 +176,30 @@ impl TimeOfDay {
 mod tests {
     use super::*;
 
+    fn bar(quantile: f64, factor: f64, floor: u64, min_samples: u64) -> Bar {
+        Bar {
+            quantile,
+            factor,
+            floor,
+            min_samples,
+        }
+    }
+
     #[test]
     fn threshold_is_quantile_times_factor_or_floor() {
         let mut d = Distribution::new(PEER_SIGFIG);
-        assert_eq!(threshold(&mut d, 0.99, 10.0, 1000, 10), None, "not armed");
+        assert_eq!(
+            threshold(&mut d, &bar(0.99, 10.0, 1000, 10)),
+            None,
+            "not armed"
+        );
         for v in 1..=1000u64 {
             d.record(v * 1000);
         }
-        let (t, q) = threshold(&mut d, 0.99, 10.0, 1000, 10).unwrap();
+        let (t, q) = threshold(&mut d, &bar(0.99, 10.0, 1000, 10)).unwrap();
         assert!((985_000..=995_000).contains(&q), "{q}");
         assert_eq!(t, (q as f64 * 10.0) as u64);
-        let (t, _) = threshold(&mut d, 0.99, 10.0, 50_000_000, 10).unwrap();
+        let (t, _) = threshold(&mut d, &bar(0.99, 10.0, 50_000_000, 10)).unwrap();
         assert_eq!(t, 50_000_000, "floor wins");
     }
 
@@ -232,8 +230,8 @@ mod tests {
                 t.record(secs, bytes);
             }
         }
-        let (night, _, n) = t.threshold(3 * 3600, 0.99, 4.0, 1, 30).unwrap();
-        let (day, _, _) = t.threshold(12 * 3600, 0.99, 4.0, 1, 30).unwrap();
+        let (night, _, n) = t.threshold(3 * 3600, &bar(0.99, 4.0, 1, 30)).unwrap();
+        let (day, _, _) = t.threshold(12 * 3600, &bar(0.99, 4.0, 1, 30)).unwrap();
         assert_eq!(n, 120);
         assert!(
             night < 10_000 && day > 3_000_000,
@@ -244,7 +242,7 @@ mod tests {
             fresh.record(12 * 3600 + m * 60, 1000);
         }
         assert!(
-            fresh.threshold(3 * 3600, 0.99, 4.0, 1, 30).is_some(),
+            fresh.threshold(3 * 3600, &bar(0.99, 4.0, 1, 30)).is_some(),
             "whole-day fallback"
         );
     }

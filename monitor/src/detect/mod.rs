@@ -24,7 +24,7 @@ use self::{
     alerts::{
         AlertBook, AlertEvent, AlertKey, Condition, Lifecycle, Peer, Threshold, ThresholdKind,
     },
-    baseline::{Distribution, PEER_SIGFIG, TimeOfDay},
+    baseline::{Bar, Distribution, PEER_SIGFIG, TimeOfDay},
     classes::{Classifier, DestinationClass, canonical},
     peers::{DIRTY, LEARNED, PeerKey, PeerState},
     rules::{RuleId, Severity},
@@ -51,19 +51,13 @@ struct Params {
 struct Outlier {
     severity: Severity,
     window: WindowLen,
-    quantile: f64,
-    factor: f64,
-    floor: u64,
-    min_samples: u64,
+    bar: Bar,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Baseline {
     severity: Severity,
-    quantile: f64,
-    factor: f64,
-    floor: u64,
-    min_samples: u64,
+    bar: Bar,
 }
 
 impl Params {
@@ -85,17 +79,21 @@ impl Params {
             outlier: outlier.enabled.then_some(Outlier {
                 severity: outlier.severity,
                 window: *outlier.window.get_ref(),
-                quantile: *outlier.quantile.get_ref(),
-                factor: *outlier.factor.get_ref(),
-                floor: outlier.floor.as_u64(),
-                min_samples: outlier.min_samples,
+                bar: Bar {
+                    quantile: *outlier.quantile.get_ref(),
+                    factor: *outlier.factor.get_ref(),
+                    floor: outlier.floor.as_u64(),
+                    min_samples: outlier.min_samples,
+                },
             }),
             baseline: baseline.enabled.then_some(Baseline {
                 severity: baseline.severity,
-                quantile: *baseline.quantile.get_ref(),
-                factor: *baseline.factor.get_ref(),
-                floor: baseline.floor.as_u64(),
-                min_samples: baseline.min_samples,
+                bar: Bar {
+                    quantile: *baseline.quantile.get_ref(),
+                    factor: *baseline.factor.get_ref(),
+                    floor: baseline.floor.as_u64(),
+                    min_samples: baseline.min_samples,
+                },
             }),
             new_dest: new_dest.enabled.then_some((
                 new_dest.severity,
@@ -466,14 +464,8 @@ impl Detector {
                 // Learn from ordinary windows only: an outlier must not raise the bar.
                 let anomalous = params.outlier.is_some_and(|o| {
                     !learning
-                        && baseline::threshold(
-                            &mut svc.peer_volumes,
-                            o.quantile,
-                            o.factor,
-                            o.floor,
-                            o.min_samples,
-                        )
-                        .is_some_and(|(thr, _)| done.bytes > thr)
+                        && baseline::threshold(&mut svc.peer_volumes, &o.bar)
+                            .is_some_and(|(thr, _)| done.bytes > thr)
                 });
                 if !anomalous {
                     svc.peer_volumes.record(done.bytes);
@@ -491,7 +483,7 @@ impl Detector {
                 !learning
                     && svc
                         .time_of_day
-                        .threshold(t, b.quantile, b.factor, b.floor, b.min_samples)
+                        .threshold(t, &b.bar)
                         .is_some_and(|(thr, _, _)| done.bytes > thr)
             });
             if !anomalous {
@@ -561,22 +553,16 @@ impl Detector {
         }
         if let Some(o) = params.outlier {
             let v = peer.window(o.window).estimate(o.window, t_ms).bytes;
-            if v > o.floor
-                && let Some((thr, q)) = baseline::threshold(
-                    &mut svc.peer_volumes,
-                    o.quantile,
-                    o.factor,
-                    o.floor,
-                    o.min_samples,
-                )
+            if v > o.bar.floor
+                && let Some((thr, q)) = baseline::threshold(&mut svc.peer_volumes, &o.bar)
                 && v > thr
             {
                 let threshold = Threshold {
                     bytes: thr,
                     kind: ThresholdKind::Baseline,
                     baseline_bytes: Some(q),
-                    quantile: Some(o.quantile),
-                    factor: Some(o.factor),
+                    quantile: Some(o.bar.quantile),
+                    factor: Some(o.bar.factor),
                     samples: Some(svc.peer_volumes.len()),
                 };
                 conditions.push(peer_condition(
@@ -629,18 +615,16 @@ impl Detector {
             };
         if let Some(b) = params.baseline {
             let v = svc.total.estimate(WindowLen::OneMinute, t_ms).bytes;
-            if v > b.floor
-                && let Some((thr, q, n)) =
-                    svc.time_of_day
-                        .threshold(t, b.quantile, b.factor, b.floor, b.min_samples)
+            if v > b.bar.floor
+                && let Some((thr, q, n)) = svc.time_of_day.threshold(t, &b.bar)
                 && v > thr
             {
                 let threshold = Threshold {
                     bytes: thr,
                     kind: ThresholdKind::Baseline,
                     baseline_bytes: Some(q),
-                    quantile: Some(b.quantile),
-                    factor: Some(b.factor),
+                    quantile: Some(b.bar.quantile),
+                    factor: Some(b.bar.factor),
                     samples: Some(n),
                 };
                 conditions.push(service_condition(

@@ -109,11 +109,11 @@ fn federation_addr(i: usize) -> IpAddr {
     ))
 }
 
-/// `SplitMix64`: tiny, fast, and fixed forever.
-struct Rng(u64);
+/// `SplitMix64`: tiny, fast, and fixed forever (also drives the detector benchmark).
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -123,11 +123,11 @@ impl Rng {
 
     /// Uniform in [0, 1).
     fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo).max(1)
+        lo + self.next_u64() % (hi - lo).max(1)
     }
 
     /// Log-uniform in [lo, hi): many small values, a few large ones (media sizes).
@@ -261,7 +261,7 @@ pub fn generate(scenario: Scenario, seed: u64, mut emit: impl FnMut(&[FlowSample
             push(
                 worker,
                 client_addr(i),
-                40_000 + (rng.next() % 20_000) as u16,
+                40_000 + (rng.next_u64() % 20_000) as u16,
                 443,
                 bytes,
             );

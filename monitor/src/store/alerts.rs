@@ -439,17 +439,12 @@ const fn status_name(s: AlertStatus) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::{
         config::{Config, Origin},
         detect::{
             Detector,
-            alerts::{AlertBook, AlertKey, Condition, Lifecycle, Peer, Threshold, ThresholdKind},
-            classes::DestinationClass,
-            rules::Severity,
-            window::WindowLen,
+            alerts::{AlertBook, Lifecycle, fixtures},
         },
     };
 
@@ -458,44 +453,13 @@ mod tests {
     }
 
     fn opened(peer: &str, at: i64) -> AlertEvent {
-        let addr: IpAddr = peer.parse().unwrap();
         let mut book = AlertBook::new(Lifecycle {
             resolve_after_secs: 900,
             update_every_secs: 60,
             max_new_per_minute: 10,
         });
         book.raise(
-            Condition {
-                key: AlertKey {
-                    rule: RuleId::UnknownVolume,
-                    service: Arc::from("backup.service"),
-                    peer: Some(addr),
-                },
-                severity: Severity::High,
-                process: None,
-                peer: Some(Peer {
-                    addr,
-                    port: 443,
-                    name: Some("x.example.org".into()),
-                    class: DestinationClass::Unknown,
-                }),
-                window: WindowLen::OneMinute,
-                bytes: 50 << 20,
-                packets: 40_000,
-                sample_bytes: 50 << 20,
-                threshold: Threshold {
-                    bytes: 32 << 20,
-                    kind: ThresholdKind::Absolute,
-                    baseline_bytes: None,
-                    quantile: None,
-                    factor: None,
-                    samples: None,
-                },
-                new_destinations: None,
-                examples: vec![],
-                first_seen: ts(at),
-                last_seen: ts(at),
-            },
+            fixtures::condition(RuleId::UnknownVolume, peer, 50 << 20, ts(at), ts(at)),
             ts(at),
         )
         .unwrap()
@@ -543,7 +507,7 @@ mod tests {
             .suppress(
                 Suppression {
                     rule: None,
-                    service: Some("backup.service".into()),
+                    service: Some("messaging".into()),
                     peer: Some("203.0.113.10".parse().unwrap()),
                     until: Some(ts(3600)),
                 },
