@@ -221,3 +221,12 @@ fn peer(i: usize) -> IpAddr {
         1,
     ))
 }
+
+/// The default rules, a 2-hour learning period, and no internal networks (every peer counts).
+fn bench_config() -> Config {
+    Config::parse(
+        "[detect]\nlearning_period = \"2h\"\n[destinations]\ninternal = []\n",
+        &Origin::Embedded,
+    )
+    .expect("bench config")
+}
