@@ -53,8 +53,12 @@ pub(super) struct Agent {
 }
 
 impl Agent {
+    /// Starts the agent (detector included) with a fresh state directory next to `samples`,
+    /// never the host's.
     pub(super) fn start(bin: &Path, samples: &Path) -> Result<Self> {
         let out = fs::File::create(samples)?;
+        let state = samples.with_extension("state");
+        let _ = fs::remove_dir_all(&state);
         let mut child = Command::new(bin)
             .args([
                 "--log-format",
@@ -65,6 +69,8 @@ impl Agent {
                 "--interval",
                 "1s",
             ])
+            .arg("--state-dir")
+            .arg(&state)
             .stdout(out)
             .stderr(Stdio::piped())
             .spawn()
