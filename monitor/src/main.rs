@@ -221,7 +221,7 @@ fn alerts(config: &Config, cmd: AlertsCommand) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     match cmd {
         AlertsCommand::List(args) => {
-            let store = Store::open(&args.state.dir(config))?;
+            let store = Store::open_existing(&args.state.dir(config))?;
             let list = store.list_alerts(&AlertFilter {
                 status: args.status.map(|s| match s {
                     StatusArg::Open => AlertStatus::Open,
@@ -253,7 +253,7 @@ fn alerts(config: &Config, cmd: AlertsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         AlertsCommand::Show { id, json, state } => {
-            let store = Store::open(&state.dir(config))?;
+            let store = Store::open_existing(&state.dir(config))?;
             let alert = store.find_alert(&id)?;
             let history = store.alert_history(alert.id)?;
             if json {
@@ -264,7 +264,7 @@ fn alerts(config: &Config, cmd: AlertsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         AlertsCommand::Ack { id, learn, state } => {
-            let mut store = Store::open(&state.dir(config))?;
+            let mut store = Store::open_existing(&state.dir(config))?;
             let alert = store.acknowledge(&id, learn, now)?;
             writeln!(stdout, "acknowledged {}", alert_output::summary(&alert))?;
             if learn && let Some(p) = &alert.peer {
@@ -272,7 +272,7 @@ fn alerts(config: &Config, cmd: AlertsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         AlertsCommand::Suppress(args) => {
-            let mut store = Store::open(&args.state.dir(config))?;
+            let mut store = Store::open_existing(&args.state.dir(config))?;
             let until = args
                 .duration
                 .map(|d| now.checked_add(d))

@@ -64,6 +64,10 @@ pub enum StoreError {
         what: &'static str,
         detail: String,
     },
+    #[error(
+        "no state database at {path} (has the agent run with this state directory? see --state-dir)"
+    )]
+    Missing { path: PathBuf },
     #[error("no alert matches id {0:?}")]
     NoSuchAlert(String),
     #[error("id prefix {prefix:?} matches {count} alerts; give more characters")]
@@ -91,6 +95,15 @@ impl Store {
         )
         .map_err(|e| classify(&path, e))?;
         Self::init(conn, path)
+    }
+
+    /// Opens an existing `dir/state.db` (the `alerts` commands: they must not create one).
+    pub fn open_existing(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(FILE_NAME);
+        if !path.exists() {
+            return Err(StoreError::Missing { path });
+        }
+        Self::open(dir)
     }
 
     /// A private in-memory database (replay without `--state`).
@@ -124,6 +137,9 @@ impl Store {
         }
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err)?;
+        // 1 MiB of page cache instead of SQLite's 2 MiB default: the agent's writes are
+        // small and its memory budget is tight (64 MiB at 100k sockets).
+        conn.pragma_update(None, "cache_size", -1024).map_err(err)?;
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(err)?;
         migrate(&mut conn, &path)?;
@@ -280,6 +296,17 @@ mod tests {
             "{e}"
         );
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reading_commands_do_not_create_a_database() {
+        let dir = temp_dir("missing");
+        let e = Store::open_existing(&dir).err().unwrap().to_string();
+        assert!(
+            e.starts_with("no state database at") && e.contains("--state-dir"),
+            "{e}"
+        );
+        assert!(!dir.exists());
     }
 
     #[test]
