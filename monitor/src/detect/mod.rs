@@ -194,6 +194,9 @@ const EXAMPLES: usize = 5;
 pub struct Detector {
     params: Params,
     learning_secs: u64,
+    learn_new_services: bool,
+    /// End of the host's learning period (Unix seconds; 0 until the first sample).
+    host_learn_until: u64,
     matcher: ServiceMatcher,
     classifier: Classifier,
     /// Owner pointer -> (owner kept alive so the pointer stays unique, service id).
@@ -217,6 +220,8 @@ impl Detector {
         Self {
             params: Params::new(&config.rules),
             learning_secs: config.detect.learning_period.get_ref().0.as_secs(),
+            learn_new_services: config.detect.learn_new_services,
+            host_learn_until: 0,
             matcher: ServiceMatcher::new(&config.services, config.detect.group_unmatched),
             classifier: Classifier::new(&config.destinations),
             owners: FxHashMap::default(),
@@ -268,6 +273,16 @@ impl Detector {
 
     pub fn peers_mut(&mut self) -> &mut FxHashMap<PeerKey, PeerState> {
         &mut self.peers
+    }
+
+    /// End of the host's learning period (Unix seconds), 0 before the first sample.
+    pub fn host_learn_until(&self) -> u64 {
+        self.host_learn_until
+    }
+
+    /// Restores the host's learning period (from the state database).
+    pub fn set_host_learn_until(&mut self, secs: u64) {
+        self.host_learn_until = secs;
     }
 
     /// Pairs forgotten since the last call (their checkpoints can go).
@@ -408,8 +423,16 @@ impl Detector {
         let params = &self.params;
         let svc = &mut self.services[sid as usize];
         if svc.first_seen == 0 {
+            if self.host_learn_until == 0 {
+                self.host_learn_until = t + self.learning_secs;
+            }
             svc.first_seen = t;
-            svc.learn_until = t + self.learning_secs;
+            // Services present while the host learns, configured ones, and (if asked) any
+            // new one get a learning period; others are judged from their first packet.
+            let learns = t < self.host_learn_until
+                || self.learn_new_services
+                || self.matcher.is_configured(&svc.name);
+            svc.learn_until = if learns { t + self.learning_secs } else { t };
             svc.dirty = true;
         }
         let learning = svc.learning(t);

@@ -89,6 +89,11 @@ impl ServiceMatcher {
         }
     }
 
+    /// Whether `name` is one of the configured `[[services]]`.
+    pub fn is_configured(&self, name: &str) -> bool {
+        self.services.iter().any(|(n, _)| n == name)
+    }
+
     /// The service of `owner`, or `None` when it is not analysed.
     pub fn service_of<'a>(&'a self, owner: &'a Owner) -> Option<&'a str> {
         for (name, matchers) in &self.services {

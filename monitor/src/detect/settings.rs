@@ -20,6 +20,11 @@ pub struct DetectConfig {
     /// Processes that match no `[[services]]` entry form one service per identity
     /// (container, unit, executable). When false they are not analysed at all.
     pub group_unmatched: bool,
+    /// Whether a service first seen after the host's own learning period (which starts with
+    /// the first sample the agent ever saw) gets a learning period too. Off by default: a
+    /// process that appears later, an attacker's tool for one, is judged at once (every
+    /// destination `unknown`). Configured `[[services]]` always learn.
+    pub learn_new_services: bool,
 }
 
 impl Default for DetectConfig {
@@ -27,6 +32,7 @@ impl Default for DetectConfig {
         Self {
             learning_period: unspanned(HumanDuration::hours(24)),
             group_unmatched: true,
+            learn_new_services: false,
         }
     }
 }

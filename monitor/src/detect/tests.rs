@@ -244,3 +244,39 @@ fn idle_peers_that_are_not_learned_are_forgotten() {
         vec![(Arc::from("backup.service"), "203.0.113.9".parse().unwrap())]
     );
 }
+
+#[test]
+fn a_service_that_appears_after_the_host_learned_is_judged_at_once() {
+    let mut r = Run::new(LEARN);
+    r.send(0, "198.51.100.1", 443, 1000); // the host learns from t = 0 for an hour
+    let tool = Arc::new(Owner {
+        pid: Some(6666),
+        comm: Some("curl".into()),
+        exe: Some("/usr/bin/curl".into()),
+        service: "/usr/bin/curl".into(),
+        ..Owner::default()
+    });
+    for i in 0..60 {
+        let s = sample(&tool, T0 + 7200 + i, "203.0.113.66", 443, 1_000_000);
+        r.detector.observe(&[s], &mut r.events);
+    }
+    assert_eq!(
+        r.opened(),
+        vec![(RuleId::UnknownVolume, Some("203.0.113.66".parse().unwrap()))]
+    );
+    assert_eq!(r.events[0].alert.service, "/usr/bin/curl");
+
+    // With `learn_new_services`, or for a configured service, it learns first.
+    for extra in [
+        "learn_new_services = true\n",
+        "[[services]]\nname = \"tools\"\n[[services.match]]\ncomm = \"curl\"\n",
+    ] {
+        let mut r = Run::new(&format!("{LEARN}{extra}"));
+        r.send(0, "198.51.100.1", 443, 1000);
+        for i in 0..60 {
+            let s = sample(&tool, T0 + 7200 + i, "203.0.113.66", 443, 1_000_000);
+            r.detector.observe(&[s], &mut r.events);
+        }
+        assert_eq!(r.opened(), vec![], "{extra}");
+    }
+}

@@ -5,7 +5,7 @@
 use std::{net::IpAddr, str::FromStr as _, sync::Arc};
 
 use jiff::Timestamp;
-use rusqlite::params;
+use rusqlite::{OptionalExtension as _, params};
 
 use super::{Store, StoreError};
 use crate::detect::{
@@ -38,6 +38,21 @@ impl Store {
         detector: &mut Detector,
         now: Timestamp,
     ) -> Result<Restored, StoreError> {
+        let host: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'host_learn_until'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        if let Some(v) = host {
+            let secs = v
+                .parse()
+                .map_err(|_| self.decode_error("host learning period", v.clone()))?;
+            detector.set_host_learn_until(secs);
+        }
         let mut restored = Restored {
             services: self.load_services(detector)?,
             learned: self.load_learned(detector)?,
@@ -161,6 +176,14 @@ impl Store {
         let err = |e| super::classify(&path, e);
         let mut written = Checkpointed::default();
         let tx = self.conn.transaction().map_err(err)?;
+        if detector.host_learn_until() > 0 {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('host_learn_until', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [detector.host_learn_until().to_string()],
+            )
+            .map_err(err)?;
+        }
         {
             let mut service = tx
                 .prepare_cached(

@@ -63,6 +63,13 @@ pub const MIGRATIONS: &[&str] = &[
         applied INTEGER NOT NULL DEFAULT 0
     ) STRICT;
     ",
+    // 2: key-value facts of the host (the end of its learning period).
+    "
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.
