@@ -254,6 +254,35 @@ mod tests {
     }
 
     #[test]
+    fn an_older_schema_is_migrated_and_keeps_its_data() {
+        let dir = temp_dir("migrate");
+        fs::create_dir_all(&dir).unwrap();
+        {
+            // A database written by the first release: schema 1 only.
+            let conn = Connection::open(dir.join(FILE_NAME)).unwrap();
+            conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO learned VALUES ('messaging', '198.51.100.7', 'learning', 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 2);
+        let kept: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM learned", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, 1);
+        store
+            .conn
+            .execute("INSERT INTO meta VALUES ('k', 'v')", [])
+            .expect("the table of migration 2");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn garbage_file_is_refused_with_recovery_advice() {
         let dir = temp_dir("garbage");
         fs::create_dir_all(&dir).unwrap();
