@@ -11,6 +11,7 @@ mod schema;
 
 use std::{
     fs,
+    os::unix::fs::{DirBuilderExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -28,7 +29,7 @@ const RECOVERY: &str = "run the agent once with --reset-state to move it aside a
 
 #[derive(Debug, Error)]
 pub enum StoreError {
-    #[error("creating the state directory {path}")]
+    #[error("creating the state directory or database {path}")]
     CreateDir {
         path: PathBuf,
         #[source]
@@ -82,11 +83,17 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) `dir/state.db` and brings its schema up to date.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-            path: dir.to_owned(),
-            source,
-        })?;
+        // Alerts carry command lines and addresses: not for every local user to read.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(dir)
+            .map_err(|source| StoreError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
         let path = dir.join(FILE_NAME);
+        let created = !path.exists();
         let conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -94,6 +101,15 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| classify(&path, e))?;
+        if created {
+            // SQLite gives its -wal and -shm files the database file's mode.
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).map_err(|source| {
+                StoreError::CreateDir {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        }
         Self::init(conn, path)
     }
 
@@ -242,6 +258,11 @@ mod tests {
         let dir = temp_dir("create");
         let store = Store::open(&dir).unwrap();
         assert_eq!(store.schema_version().unwrap(), schema::current_version());
+        let file_mode = fs::metadata(dir.join(FILE_NAME))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(file_mode & 0o777, 0o640, "{file_mode:o}");
         let mode: String = store
             .conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
