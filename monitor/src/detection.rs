@@ -24,6 +24,7 @@ pub struct LiveDetector {
     store: Store,
     events: Vec<AlertEvent>,
     checkpoint_every: Duration,
+    keep_resolved: Duration,
     last_checkpoint: Instant,
     resolved: Option<mpsc::Receiver<(String, Vec<IpAddr>)>>,
     /// Store writes that failed (logged each time; the alerts were still printed).
@@ -64,6 +65,7 @@ impl LiveDetector {
             store,
             events: Vec::new(),
             checkpoint_every: config.state.checkpoint_every.get_ref().0,
+            keep_resolved: config.state.keep_resolved.get_ref().0,
             last_checkpoint: Instant::now(),
             resolved,
             store_errors: 0,
@@ -134,6 +136,16 @@ impl LiveDetector {
                 "state checkpoint"
             ),
             Err(e) => self.store_error("checkpointing the detector", &e),
+        }
+        if let Ok(horizon) = Timestamp::now().checked_sub(self.keep_resolved) {
+            match self.store.prune_resolved(horizon) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    alerts = n,
+                    "resolved alerts past state.keep_resolved deleted"
+                ),
+                Err(e) => self.store_error("pruning old alerts", &e),
+            }
         }
         self.last_checkpoint = Instant::now();
     }

@@ -45,6 +45,8 @@ pub struct StateConfig {
     pub dir: PathBuf,
     /// How often the detector's windows are saved while running (also saved on stop).
     pub checkpoint_every: Spanned<HumanDuration>,
+    /// Resolved alerts (with their history) older than this are deleted from the database.
+    pub keep_resolved: Spanned<HumanDuration>,
 }
 
 impl Default for StateConfig {
@@ -52,6 +54,7 @@ impl Default for StateConfig {
         Self {
             dir: PathBuf::from("/var/lib/egress-monitor"),
             checkpoint_every: unspanned(HumanDuration::secs(60)),
+            keep_resolved: unspanned(HumanDuration::hours(90 * 24)),
         }
     }
 }
@@ -344,6 +347,13 @@ pub fn validate(
             state.checkpoint_every.span(),
             "state.checkpoint_every",
             "must be at least 1s",
+        ));
+    }
+    if state.keep_resolved.get_ref().0.as_secs() < 3600 {
+        return Err(invalid(
+            state.keep_resolved.span(),
+            "state.keep_resolved",
+            "must be at least 1h",
         ));
     }
     validate_services(services)?;

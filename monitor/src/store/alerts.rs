@@ -416,6 +416,28 @@ impl Store {
             .map_err(|e| self.sql(e))
     }
 
+    /// Deletes resolved alerts last updated before `before`, with their history. Returns
+    /// how many alerts went.
+    pub fn prune_resolved(&mut self, before: Timestamp) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let err = |e| super::classify(&path, e);
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "DELETE FROM alert_events WHERE alert_id IN
+                (SELECT id FROM alerts WHERE status = 'resolved' AND updated_at < ?1)",
+            [ms(before)],
+        )
+        .map_err(err)?;
+        let gone = tx
+            .execute(
+                "DELETE FROM alerts WHERE status = 'resolved' AND updated_at < ?1",
+                [ms(before)],
+            )
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(gone as u64)
+    }
+
     /// Count of alerts by status (for `doctor`-like summaries and tests).
     pub fn alert_count(&self, status: Option<AlertStatus>) -> Result<u64, StoreError> {
         self.conn
@@ -524,6 +546,12 @@ mod tests {
             0,
             "expired"
         );
+
+        // Retention: only resolved alerts older than the horizon go, with their history.
+        assert_eq!(store.prune_resolved(ts(20)).unwrap(), 0, "resolved at 30");
+        assert_eq!(store.prune_resolved(ts(31)).unwrap(), 1);
+        assert_eq!(store.alert_history(b.alert.id).unwrap(), vec![]);
+        assert_eq!(store.alert_count(None).unwrap(), 1, "the open one stays");
 
         // A detector loaded from this state knows all of it.
         let config = Config::parse("", &Origin::Embedded).unwrap();
