@@ -110,6 +110,19 @@ pub enum AlertsCommand {
     /// Stop alerting for an alert's (rule, service, peer), or for what the options select;
     /// open alerts it covers are closed.
     Suppress(AlertsSuppressArgs),
+    /// Suppressions in force, with their ids.
+    Suppressions {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Lift a suppression (its id from `alerts suppressions`).
+    Unsuppress {
+        id: i64,
+        #[command(flatten)]
+        state: StateArgs,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -170,6 +170,12 @@ impl LiveDetector {
                     let _ = self.detector.book_mut().suppress(suppression, now);
                 }
                 OperatorAction::Learn { service, addr } => self.detector.learn(&service, addr),
+                OperatorAction::ReloadSuppressions => {
+                    match self.store.active_suppressions(Timestamp::now()) {
+                        Ok(list) => self.detector.book_mut().set_suppressions(list),
+                        Err(e) => self.store_error("reloading suppressions", &e),
+                    }
+                }
             }
         }
     }

@@ -1,25 +1,22 @@
 //! `egress-monitor`: the binary. Parses the command line, sets up logging and dispatches.
 
-use std::{
-    io::{IsTerminal as _, Write as _},
-    ops::ControlFlow,
-    process::ExitCode,
-};
+use std::{io::IsTerminal as _, ops::ControlFlow, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::Parser as _;
 use monitor::{
     agent, alert_output,
-    cli::{AlertsCommand, Cli, Command, LogFormat, ReplayArgs, StatusArg},
+    cli::{Cli, Command, LogFormat, ReplayArgs},
     config::Config,
-    detect::alerts::{AlertStatus, Suppression},
     detection::LiveDetector,
     doctor, output,
     replay::{self, Replayer, synthetic},
-    store::{AlertFilter, Store},
+    store::Store,
     top::TopTable,
 };
 use tracing_subscriber::EnvFilter;
+
+mod alerts_cmd;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -125,7 +122,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay(args) => replay_trace(&config, &args),
-        Command::Alerts(cmd) => alerts(&config, cmd),
+        Command::Alerts(cmd) => alerts_cmd::run(&config, cmd),
         Command::Synthesize(args) => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let mut result = Ok(());
@@ -213,101 +210,5 @@ fn replay_trace(config: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCode> 
         samples_per_second = (summary.lines as f64 / secs.max(1e-9)) as u64,
         "replay done"
     );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn alerts(config: &Config, cmd: AlertsCommand) -> anyhow::Result<ExitCode> {
-    let now = jiff::Timestamp::now();
-    let mut stdout = std::io::stdout().lock();
-    match cmd {
-        AlertsCommand::List(args) => {
-            let store = Store::open_existing(&args.state.dir(config))?;
-            let list = store.list_alerts(&AlertFilter {
-                status: args.status.map(|s| match s {
-                    StatusArg::Open => AlertStatus::Open,
-                    StatusArg::Resolved => AlertStatus::Resolved,
-                }),
-                rule: args.rule,
-                service: args.service,
-                limit: args.limit,
-            })?;
-            for a in &list {
-                if args.json {
-                    serde_json::to_writer(&mut stdout, a)?;
-                    writeln!(stdout)?;
-                } else {
-                    let status = match a.status {
-                        AlertStatus::Open => "open",
-                        AlertStatus::Resolved => "resolved",
-                    };
-                    writeln!(
-                        stdout,
-                        "{} {status:<8} {}",
-                        a.opened_at,
-                        alert_output::summary(a)
-                    )?;
-                }
-            }
-            if list.is_empty() && !args.json {
-                eprintln!("no alerts in {}", store.path().display());
-            }
-        }
-        AlertsCommand::Show { id, json, state } => {
-            let store = Store::open_existing(&state.dir(config))?;
-            let alert = store.find_alert(&id)?;
-            let history = store.alert_history(alert.id)?;
-            if json {
-                let doc = serde_json::json!({ "alert": alert, "history": history });
-                writeln!(stdout, "{}", serde_json::to_string_pretty(&doc)?)?;
-            } else {
-                write!(stdout, "{}", alert_output::detail(&alert, &history))?;
-            }
-        }
-        AlertsCommand::Ack { id, learn, state } => {
-            let mut store = Store::open_existing(&state.dir(config))?;
-            let alert = store.acknowledge(&id, learn, now)?;
-            writeln!(stdout, "acknowledged {}", alert_output::summary(&alert))?;
-            if learn && let Some(p) = &alert.peer {
-                writeln!(stdout, "learned {} for service {}", p.addr, alert.service)?;
-            }
-        }
-        AlertsCommand::Suppress(args) => {
-            let mut store = Store::open_existing(&args.state.dir(config))?;
-            let until = args
-                .duration
-                .map(|d| now.checked_add(d))
-                .transpose()
-                .context("suppression end is out of range")?;
-            let suppression = match &args.id {
-                Some(id) => {
-                    let a = store.find_alert(id)?;
-                    Suppression {
-                        rule: Some(a.rule),
-                        service: Some(a.service.clone()),
-                        peer: a.peer.as_ref().map(|p| p.addr),
-                        until,
-                    }
-                }
-                None => Suppression {
-                    rule: args.rule,
-                    service: args.service.clone(),
-                    peer: args.peer,
-                    until,
-                },
-            };
-            let closed = store.suppress(suppression.clone(), args.reason.as_deref(), now)?;
-            writeln!(
-                stdout,
-                "suppressed rule={} service={} peer={} until={} ({} open alert(s) closed)",
-                suppression.rule.map_or("*", |r| r.id()),
-                suppression.service.as_deref().unwrap_or("*"),
-                suppression.peer.map_or("*".into(), |p| p.to_string()),
-                suppression
-                    .until
-                    .map_or("forever".into(), |u| u.to_string()),
-                closed.len()
-            )?;
-        }
-    }
     Ok(ExitCode::SUCCESS)
 }

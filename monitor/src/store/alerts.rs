@@ -21,9 +21,28 @@ use crate::detect::{
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum OperatorAction {
-    Acknowledge { alert: Uuid },
-    Suppress { suppression: Suppression },
-    Learn { service: String, addr: IpAddr },
+    Acknowledge {
+        alert: Uuid,
+    },
+    Suppress {
+        suppression: Suppression,
+    },
+    Learn {
+        service: String,
+        addr: IpAddr,
+    },
+    /// A suppression was lifted: read the active ones again.
+    ReloadSuppressions,
+}
+
+/// A suppression as stored, for `alerts suppressions`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StoredSuppression {
+    pub id: i64,
+    #[serde(flatten)]
+    pub suppression: Suppression,
+    pub reason: Option<String>,
+    pub created_at: Timestamp,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -363,23 +382,38 @@ impl Store {
 
     /// Suppressions still in force at `now`.
     pub fn active_suppressions(&self, now: Timestamp) -> Result<Vec<Suppression>, StoreError> {
+        Ok(self
+            .list_suppressions(now)?
+            .into_iter()
+            .map(|s| s.suppression)
+            .collect())
+    }
+
+    /// Suppressions still in force at `now`, with their row ids and reasons.
+    pub fn list_suppressions(&self, now: Timestamp) -> Result<Vec<StoredSuppression>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT rule, service, peer, until FROM suppressions WHERE until IS NULL OR until > ?1")
+            .prepare(
+                "SELECT id, rule, service, peer, until, reason, created_at FROM suppressions
+                 WHERE until IS NULL OR until > ?1 ORDER BY id",
+            )
             .map_err(|e| self.sql(e))?;
         let rows = stmt
             .query_map([ms(now)], |r| {
                 Ok((
-                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, i64>(0)?,
                     r.get::<_, Option<String>>(1)?,
                     r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, i64>(6)?,
                 ))
             })
             .map_err(|e| self.sql(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (rule, service, peer, until) = row.map_err(|e| self.sql(e))?;
+            let (id, rule, service, peer, until, reason, created) = row.map_err(|e| self.sql(e))?;
             let decode = |what: &'static str, detail: String| StoreError::Decode {
                 path: self.path.clone(),
                 what,
@@ -394,14 +428,31 @@ impl Store {
             let peer = peer
                 .map(|p| IpAddr::from_str(&p).map_err(|_| decode("suppression peer", p)))
                 .transpose()?;
-            out.push(Suppression {
-                rule,
-                service,
-                peer,
-                until: until.map(from_ms),
+            out.push(StoredSuppression {
+                id,
+                suppression: Suppression {
+                    rule,
+                    service,
+                    peer,
+                    until: until.map(from_ms),
+                },
+                reason,
+                created_at: from_ms(created),
             });
         }
         Ok(out)
+    }
+
+    /// Lifts suppression `id`; a running agent reloads its suppressions.
+    pub fn lift_suppression(&mut self, id: i64, now: Timestamp) -> Result<(), StoreError> {
+        let gone = self
+            .conn
+            .execute("DELETE FROM suppressions WHERE id = ?1", [id])
+            .map_err(|e| self.sql(e))?;
+        if gone == 0 {
+            return Err(StoreError::NoSuchSuppression(id));
+        }
+        self.apply_operator(&[], &[OperatorAction::ReloadSuppressions], now)
     }
 
     /// Marks every pending operator action applied (a starting agent loads their effects
@@ -540,7 +591,9 @@ mod tests {
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].id, b.alert.id);
         assert_eq!(store.alert_count(Some(AlertStatus::Open)).unwrap(), 1);
-        assert_eq!(store.active_suppressions(ts(40)).unwrap().len(), 1);
+        let listed = store.list_suppressions(ts(40)).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].reason.as_deref(), Some("known migration"));
         assert_eq!(
             store.active_suppressions(ts(4000)).unwrap().len(),
             0,

@@ -19,7 +19,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use thiserror::Error;
 
-pub use self::alerts::{AlertFilter, OperatorAction};
+pub use self::alerts::{AlertFilter, OperatorAction, StoredSuppression};
 
 pub const FILE_NAME: &str = "state.db";
 
@@ -69,6 +69,8 @@ pub enum StoreError {
         "no state database at {path} (has the agent run with this state directory? see --state-dir)"
     )]
     Missing { path: PathBuf },
+    #[error("no suppression with id {0} (see `alerts suppressions`)")]
+    NoSuchSuppression(i64),
     #[error("no alert matches id {0:?}")]
     NoSuchAlert(String),
     #[error("id prefix {prefix:?} matches {count} alerts; give more characters")]
