@@ -188,6 +188,9 @@ pub const FORGET_AFTER_SECS: u64 = 25 * 3600;
 /// How often (simulated time) forgotten peers are swept.
 const SWEEP_EVERY_SECS: i64 = 600;
 
+/// Samples whose peers are looked up together before they are processed (see `touch`).
+const TOUCH_AHEAD: usize = 16;
+
 /// How many recent first-seen destinations a rule-4 alert lists.
 const EXAMPLES: usize = 5;
 
@@ -321,10 +324,37 @@ impl Detector {
     /// Feeds one poll window (or any batch) of samples, then resolves quiet alerts. Alert
     /// events are appended to `out` in a deterministic order.
     pub fn observe(&mut self, samples: &[FlowSample], out: &mut Vec<AlertEvent>) {
-        for s in samples {
-            self.observe_one(s, out);
+        for chunk in samples.chunks(TOUCH_AHEAD) {
+            self.touch(chunk);
+            for s in chunk {
+                self.observe_one(s, out);
+            }
         }
         self.tick(out);
+    }
+
+    /// Looks up the peers of a few samples before processing them. With a million peers
+    /// every lookup is a cache miss; issued back to back, the misses overlap instead of
+    /// waiting one after the other inside the long per-sample work (measured: the probe's
+    /// loads were about 60 % of the detector's time at 1M peers).
+    fn touch(&mut self, chunk: &[FlowSample]) {
+        let mut sum = 0u8;
+        for s in chunk {
+            let (Some(remote), Some(sid)) = (s.remote, self.cached_service(&s.owner)) else {
+                continue;
+            };
+            if let Some(p) = self.peers.get(&PeerKey::new(sid, canonical(remote.addr))) {
+                sum ^= p.flags;
+            }
+        }
+        std::hint::black_box(sum);
+    }
+
+    /// The service of an owner already seen (no matching, no allocation).
+    fn cached_service(&self, owner: &Arc<Owner>) -> Option<u32> {
+        self.owners
+            .get(&(Arc::as_ptr(owner) as usize))
+            .and_then(|(_, sid)| *sid)
     }
 
     /// Re-checks open alerts against their windows (which decay with time) and resolves

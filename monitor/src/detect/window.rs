@@ -187,7 +187,12 @@ impl Window {
 
 /// `value * num / den` without overflow.
 fn scale(value: u64, num: u64, den: u64) -> u64 {
-    (u128::from(value) * u128::from(num) / u128::from(den)) as u64
+    // u64 arithmetic whenever the product fits (values under ~200 GB per bucket): a 128-bit
+    // division is a library call, and estimates run several times per sample.
+    match value.checked_mul(num) {
+        Some(product) => product / den,
+        None => (u128::from(value) * u128::from(num) / u128::from(den)) as u64,
+    }
 }
 
 #[cfg(test)]
@@ -243,6 +248,15 @@ mod tests {
         }
         let got = w.estimate(L, 6_199_999).bytes;
         assert!((590..=610).contains(&got), "{got}");
+    }
+
+    #[test]
+    fn scaling_is_exact_beyond_64_bits() {
+        assert_eq!(scale(600, 45_000, 60_000), 450);
+        assert_eq!(
+            scale(u64::MAX, 86_399_999, 86_400_000),
+            (u128::from(u64::MAX) * 86_399_999 / 86_400_000) as u64
+        );
     }
 
     #[test]
