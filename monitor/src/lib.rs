@@ -12,6 +12,7 @@ pub mod config;
 pub mod detect;
 pub mod detection;
 pub mod doctor;
+pub mod export;
 pub mod flow;
 pub mod kernel;
 pub mod output;
