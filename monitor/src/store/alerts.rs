@@ -473,16 +473,29 @@ impl Store {
         let path = self.path.clone();
         let err = |e| super::classify(&path, e);
         let tx = self.conn.transaction().map_err(err)?;
+        tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS prune_ids (id TEXT PRIMARY KEY);
+             DELETE FROM prune_ids;",
+        )
+        .map_err(err)?;
+        // An alert goes only when every sink delivered all its events (the outbox).
         tx.execute(
-            "DELETE FROM alert_events WHERE alert_id IN
-                (SELECT id FROM alerts WHERE status = 'resolved' AND updated_at < ?1)",
+            "INSERT INTO prune_ids SELECT id FROM alerts a
+             WHERE status = 'resolved' AND updated_at < ?1 AND NOT EXISTS (
+                SELECT 1 FROM alert_events e WHERE e.alert_id = a.id
+                AND e.seq > coalesce((SELECT min(seq) FROM sink_cursors), 9223372036854775807))",
             [ms(before)],
+        )
+        .map_err(err)?;
+        tx.execute(
+            "DELETE FROM alert_events WHERE alert_id IN (SELECT id FROM prune_ids)",
+            [],
         )
         .map_err(err)?;
         let gone = tx
             .execute(
-                "DELETE FROM alerts WHERE status = 'resolved' AND updated_at < ?1",
-                [ms(before)],
+                "DELETE FROM alerts WHERE id IN (SELECT id FROM prune_ids)",
+                [],
             )
             .map_err(err)?;
         tx.commit().map_err(err)?;

@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub mod detector_state;
+pub mod outbox;
 mod schema;
 
 use std::{
@@ -292,7 +293,7 @@ mod tests {
             .unwrap();
         }
         let store = Store::open(&dir).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 2);
+        assert_eq!(store.schema_version().unwrap(), schema::current_version());
         let kept: i64 = store
             .conn
             .query_row("SELECT count(*) FROM learned", [], |r| r.get(0))

@@ -70,6 +70,13 @@ pub const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     ) STRICT, WITHOUT ROWID;
     ",
+    // 3: per-sink delivery cursors over alert_events (the outbox).
+    "
+    CREATE TABLE sink_cursors (
+        sink TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL              -- last alert_events.seq delivered
+    ) STRICT, WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.
