@@ -4,7 +4,10 @@ use std::net::IpAddr;
 
 use serde_json::{Map, Value};
 
-use super::ocsf_schema::{AttrType, Attribute, DataType, Item, Primitive, Schema, schema};
+use super::{
+    kind,
+    ocsf_schema::{AttrType, Attribute, DataType, Item, Primitive, Schema, schema},
+};
 
 /// `timestamp_t` values outside this range are taken for seconds (below) or micro/nanoseconds
 /// (above) rather than the epoch milliseconds OCSF wants: 1973-03-03 to 5138-11-16.
@@ -330,17 +333,5 @@ fn join(path: &str, key: &str) -> String {
         key.to_owned()
     } else {
         format!("{path}.{key}")
-    }
-}
-
-pub(super) fn kind(value: &Value) -> String {
-    match value {
-        Value::Null => "null".into(),
-        Value::Bool(b) => format!("boolean {b}"),
-        Value::Number(n) => format!("number {n}"),
-        Value::String(s) if s.len() > 40 => "a string".into(),
-        Value::String(s) => format!("string {s:?}"),
-        Value::Array(_) => "an array".into(),
-        Value::Object(_) => "an object".into(),
     }
 }
