@@ -17,5 +17,7 @@ pub mod flow;
 pub mod kernel;
 pub mod output;
 pub mod replay;
+#[cfg(test)]
+pub(crate) mod schema_check;
 pub mod store;
 pub mod top;
