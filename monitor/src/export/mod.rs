@@ -163,3 +163,98 @@ mod tests {
         }
     }
 }
+
+/// Every OCSF and ECS document the exporters can produce validates against the official
+/// schema files (`spec/`): each lifecycle step, each rule, with and without the optional
+/// parts (peer, name, process).
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+    use crate::{
+        detect::{
+            alerts::{AlertEventKind, AlertStatus, ThresholdKind},
+            rules::RuleId,
+        },
+        schema_check::{validate_ecs, validate_ocsf},
+    };
+
+    fn variants() -> Vec<AlertEvent> {
+        let mut out = Vec::new();
+        for rule in RuleId::ALL {
+            for kind in [
+                AlertEventKind::Opened,
+                AlertEventKind::Updated,
+                AlertEventKind::Acknowledged,
+                AlertEventKind::Resolved,
+                AlertEventKind::Suppressed,
+            ] {
+                let mut e = fixtures::opened();
+                e.alert.rule = rule;
+                e.alert.title = rule.title().into();
+                e.alert.attack = rule.into();
+                e.event = kind;
+                e.alert.acknowledged = kind == AlertEventKind::Acknowledged;
+                if matches!(kind, AlertEventKind::Resolved | AlertEventKind::Suppressed) {
+                    e.alert.status = AlertStatus::Resolved;
+                    e.alert.resolved_at = Some(e.at);
+                }
+                if !rule.per_peer() {
+                    e.alert.peer = None;
+                }
+                if rule == RuleId::NewDestinations {
+                    e.alert.threshold.kind = ThresholdKind::Count;
+                    e.alert.new_destinations = Some(51);
+                    e.alert.examples = vec!["2001:db8::1".parse().unwrap()];
+                }
+                out.push(e);
+            }
+        }
+        let mut bare = fixtures::opened();
+        bare.alert.process = None;
+        if let Some(p) = &mut bare.alert.peer {
+            p.name = None;
+            p.addr = "198.51.100.7".parse().unwrap();
+        }
+        out.push(bare);
+        out
+    }
+
+    fn reporter() -> Reporter {
+        Reporter {
+            hostname: "matrix.example.org".into(),
+            product: "egress-monitor",
+            version: "0.1.0",
+        }
+    }
+
+    #[test]
+    fn ocsf_detection_findings_validate() {
+        for e in variants() {
+            let doc = ocsf::detection_finding(&e, &reporter());
+            if let Err(errors) = validate_ocsf(&doc) {
+                panic!("{:?} {:?}: {errors:#?}\n{doc:#}", e.alert.rule, e.event);
+            }
+        }
+    }
+
+    #[test]
+    fn ecs_alerts_validate() {
+        for e in variants() {
+            let doc = ecs::alert(&e, &reporter());
+            if let Err(errors) = validate_ecs(&doc) {
+                panic!("{:?} {:?}: {errors:#?}\n{doc:#}", e.alert.rule, e.event);
+            }
+        }
+    }
+
+    #[test]
+    fn the_validators_see_a_broken_export() {
+        let e = fixtures::opened();
+        let mut doc = ocsf::detection_finding(&e, &reporter());
+        doc["type_uid"] = 200_409.into();
+        assert!(validate_ocsf(&doc).is_err());
+        let mut doc = ecs::alert(&e, &reporter());
+        doc["source"]["bytes"] = "many".into();
+        assert!(validate_ecs(&doc).is_err());
+    }
+}
