@@ -18,13 +18,14 @@ use crate::{
         self, AlertsConfig, DestinationsConfig, DetectConfig, RulesConfig, ServiceConfig,
         StateConfig,
     },
+    export::settings::{self as sink_settings, SinkConfig},
     output::OutputFormat,
 };
 
 /// The embedded default configuration, as shipped (comments included).
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub agent: AgentConfig,
@@ -35,6 +36,23 @@ pub struct Config {
     pub destinations: DestinationsConfig,
     pub rules: RulesConfig,
     pub alerts: AlertsConfig,
+    /// Where alert events go; without `[[sinks]]`, a JSON-lines file in `state.dir`.
+    pub sinks: Vec<SinkConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            agent: AgentConfig::default(),
+            state: StateConfig::default(),
+            detect: DetectConfig::default(),
+            services: Vec::new(),
+            destinations: DestinationsConfig::default(),
+            rules: RulesConfig::default(),
+            alerts: AlertsConfig::default(),
+            sinks: crate::export::settings::default_sinks(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,6 +255,8 @@ impl Config {
             &config.alerts,
         )
         .map_err(|(span, key, message)| invalid(Some(span), key, message))?;
+        sink_settings::validate(&config.sinks)
+            .map_err(|(span, key, message)| invalid(Some(span), key, message))?;
         Ok(config)
     }
 
@@ -437,6 +457,31 @@ mod tests {
         assert!((c.rules.peer_outlier.factor.get_ref() - 3.0).abs() < f64::EPSILON);
         assert_eq!(c.rules.slow_drip.threshold.as_u64(), 1000);
         assert_eq!(parse(&c.to_toml()).unwrap(), c, "round trip with services");
+    }
+
+    #[test]
+    fn sinks_default_and_errors() {
+        let c = parse("").unwrap();
+        assert_eq!(c.sinks.len(), 1, "the default alert file");
+        let c = parse("sinks = []\n").unwrap();
+        assert!(c.sinks.is_empty(), "all sinks off");
+        let c = parse("[[sinks]]\nname = \"soc\"\ntype = \"file\"\npath = \"/var/log/a.ocsf\"\nformat = \"ocsf\"\nmax_size = \"10MiB\"\nkeep = 3\nfsync = \"never\"\n").unwrap();
+        assert_eq!(c.sinks[0].format, crate::export::Format::Ocsf);
+        assert_eq!(*c.sinks[0].keep.get_ref(), 3);
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
+        let e = error("[[sinks]]\nname = \"a\"\ntype = \"file\"\n");
+        assert!(
+            e.contains(":2:") && e.contains("sinks[0].path: a file sink needs a path"),
+            "{e}"
+        );
+        let e = error("[[sinks]]\nname = \"a\"\ntype = \"carrier-pigeon\"\n");
+        assert!(e.contains(":3:") && e.contains("sinks[0].type"), "{e}");
+        let e = error(
+            "[[sinks]]\nname = \"a\"\ntype = \"file\"\npath = \"x\"\n[[sinks]]\nname = \"a\"\ntype = \"file\"\npath = \"y\"\n",
+        );
+        assert!(e.contains(":6:") && e.contains("defined twice"), "{e}");
+        let e = error("[[sinks]]\nname = \"a\"\ntype = \"file\"\npath = \"x\"\nmax_size = 10\n");
+        assert!(e.contains(":5:") && e.contains("sinks[0].max_size"), "{e}");
     }
 
     /// (file, line, what the error must say).

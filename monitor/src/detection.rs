@@ -16,12 +16,14 @@ use jiff::Timestamp;
 use crate::{
     config::Config,
     detect::{Detector, alerts::AlertEvent},
+    export::{Reporter, delivery::Deliverer},
     store::{self, OperatorAction, Store, StoreError},
 };
 
 pub struct LiveDetector {
     detector: Detector,
     store: Store,
+    deliverer: Deliverer,
     events: Vec<AlertEvent>,
     checkpoint_every: Duration,
     keep_resolved: Duration,
@@ -45,6 +47,8 @@ impl LiveDetector {
             );
         }
         let mut store = Store::open(state_dir)?;
+        let deliverer = Deliverer::new(&config.sinks, state_dir, Reporter::this_host());
+        deliverer.register(&mut store)?;
         let mut detector = Detector::new(config);
         let restored = store.load_into(&mut detector, Timestamp::now())?;
         tracing::info!(
@@ -63,6 +67,7 @@ impl LiveDetector {
         Ok(Self {
             detector,
             store,
+            deliverer,
             events: Vec::new(),
             checkpoint_every: config.state.checkpoint_every.get_ref().0,
             keep_resolved: config.state.keep_resolved.get_ref().0,
@@ -85,6 +90,7 @@ impl LiveDetector {
         if let Err(e) = self.store.record(&self.events, &learned) {
             self.store_error("recording alerts", &e);
         }
+        self.deliver();
         if self.last_checkpoint.elapsed() >= self.checkpoint_every {
             self.checkpoint();
         }
@@ -106,8 +112,16 @@ impl LiveDetector {
         &self.events
     }
 
-    /// Final checkpoint (on stop).
+    /// Sends what the sinks have pending (after the events were stored: the outbox).
+    fn deliver(&mut self) {
+        if let Err(e) = self.deliverer.round(&mut self.store) {
+            self.store_error("reading the outbox", &e);
+        }
+    }
+
+    /// Final delivery and checkpoint (on stop).
     pub fn finish(mut self) {
+        self.deliver();
         self.checkpoint();
         let stats = &self.detector.stats;
         let book = &self.detector.book().stats;

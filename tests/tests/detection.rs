@@ -1,7 +1,8 @@
 //! Detection on the real kernel, end to end: bytes counted by the kernel programs reach the
 //! detector, a destination seen during learning stays quiet, a never-seen one that receives
 //! more than the threshold raises an alert naming the process; the alert is in the state
-//! database, survives a restart, and an operator's `alerts ack` reaches the running agent.
+//! database and in the default sink's file, survives a restart, and an operator's `alerts ack`
+//! reaches the running agent.
 
 use std::{
     process::Command,
@@ -126,6 +127,16 @@ fn an_unknown_destination_over_threshold_raises_an_alert_that_survives_a_restart
     assert_eq!(a["process"]["exe"], traffic_exe());
     assert_eq!(a["attack"]["tactic_id"], "TA0010");
     let id = a["id"].as_str().unwrap().to_owned();
+
+    // The default sink wrote the event, from the outbox, to state.dir/alerts.jsonl.
+    let file = std::fs::read_to_string(state.path().join("alerts.jsonl")).expect("alert file");
+    let events: Vec<Value> = file
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("AlertEvent JSON"))
+        .collect();
+    assert_eq!(events.len(), 1, "{file}");
+    assert_eq!(events[0]["event"], "opened");
+    assert_eq!(events[0]["alert"]["id"], id.as_str());
 
     // A restart loads the learning and the open alert; an acknowledgement reaches it.
     let agent = start(&state, CONFIG);

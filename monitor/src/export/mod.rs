@@ -3,8 +3,11 @@
 //! transports (sinks, outbox, retries) build on them.
 
 pub mod cef;
+pub mod delivery;
 pub mod ecs;
+pub mod file;
 pub mod ocsf;
+pub mod settings;
 pub mod syslog;
 
 use serde::{Deserialize, Serialize};
