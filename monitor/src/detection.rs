@@ -16,14 +16,25 @@ use jiff::Timestamp;
 use crate::{
     config::Config,
     detect::{Detector, alerts::AlertEvent},
-    export::{Reporter, delivery::Deliverer},
+    export::{
+        Reporter,
+        delivery::{DeliveryError, DeliveryThread},
+    },
     store::{self, OperatorAction, Store, StoreError},
 };
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+}
 
 pub struct LiveDetector {
     detector: Detector,
     store: Store,
-    deliverer: Deliverer,
+    delivery: DeliveryThread,
     events: Vec<AlertEvent>,
     checkpoint_every: Duration,
     keep_resolved: Duration,
@@ -39,7 +50,7 @@ pub struct LiveDetector {
 impl LiveDetector {
     /// Opens the state in `state_dir` (moving an old one aside first with `reset`), loads what
     /// was learned, and starts resolving allowlisted host names.
-    pub fn start(config: &Config, state_dir: &Path, reset: bool) -> Result<Self, StoreError> {
+    pub fn start(config: &Config, state_dir: &Path, reset: bool) -> Result<Self, StartError> {
         if reset && let Some(moved) = store::reset(state_dir, Timestamp::now())? {
             tracing::warn!(
                 moved_to = %moved.display(),
@@ -47,8 +58,7 @@ impl LiveDetector {
             );
         }
         let mut store = Store::open(state_dir)?;
-        let deliverer = Deliverer::new(&config.sinks, state_dir, Reporter::this_host());
-        deliverer.register(&mut store)?;
+        let delivery = DeliveryThread::start(&config.sinks, state_dir, Reporter::this_host())?;
         let mut detector = Detector::new(config);
         let restored = store.load_into(&mut detector, Timestamp::now())?;
         tracing::info!(
@@ -67,7 +77,7 @@ impl LiveDetector {
         Ok(Self {
             detector,
             store,
-            deliverer,
+            delivery,
             events: Vec::new(),
             checkpoint_every: config.state.checkpoint_every.get_ref().0,
             keep_resolved: config.state.keep_resolved.get_ref().0,
@@ -112,17 +122,17 @@ impl LiveDetector {
         &self.events
     }
 
-    /// Sends what the sinks have pending (after the events were stored: the outbox).
-    fn deliver(&mut self) {
-        if let Err(e) = self.deliverer.round(&mut self.store) {
-            self.store_error("reading the outbox", &e);
+    /// Wakes the delivery thread when events were stored (they are in the outbox).
+    fn deliver(&self) {
+        if !self.events.is_empty() {
+            self.delivery.kick();
         }
     }
 
-    /// Final delivery and checkpoint (on stop).
+    /// Final checkpoint and delivery (on stop).
     pub fn finish(mut self) {
-        self.deliver();
         self.checkpoint();
+        self.delivery.stop();
         let stats = &self.detector.stats;
         let book = &self.detector.book().stats;
         tracing::info!(

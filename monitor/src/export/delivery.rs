@@ -165,3 +165,129 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("starting the alert delivery thread")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// Why the delivery thread wakes up.
+enum Wake {
+    /// New events were stored.
+    Kick,
+    /// Deliver what is left and stop.
+    Stop,
+}
+
+/// Delivery off the agent's poll loop: a thread with its own database connection (WAL lets
+/// it read while the detector writes), woken after every stored window and every second,
+/// so a slow sink delays only its own deliveries, never detection.
+pub struct DeliveryThread {
+    wake: std::sync::mpsc::Sender<Wake>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How long `stop` waits for the last round before giving up (the outbox keeps the rest).
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl DeliveryThread {
+    /// Opens its own connection to `state_dir/state.db` and starts delivering.
+    pub fn start(
+        config: &[SinkConfig],
+        state_dir: &Path,
+        reporter: Reporter,
+    ) -> Result<Self, DeliveryError> {
+        let mut store = Store::open(state_dir)?;
+        let mut deliverer = Deliverer::new(config, state_dir, reporter);
+        deliverer.register(&mut store)?;
+        let (wake, rx) = std::sync::mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("alert-delivery".into())
+            .spawn(move || {
+                loop {
+                    let stop = match rx.recv_timeout(std::time::Duration::from_secs(1)) {
+                        Ok(Wake::Stop) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                            true
+                        }
+                        Ok(Wake::Kick) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
+                    };
+                    if let Err(e) = deliverer.round(&mut store) {
+                        tracing::error!(error = %e, "reading the outbox");
+                    }
+                    if stop {
+                        return;
+                    }
+                }
+            })
+            .map_err(DeliveryError::Spawn)?;
+        Ok(Self {
+            wake,
+            handle: Some(handle),
+        })
+    }
+
+    /// New events are in the outbox.
+    pub fn kick(&self) {
+        let _ = self.wake.send(Wake::Kick);
+    }
+
+    /// Delivers what is pending and stops (waits at most `STOP_GRACE`; what is left stays in
+    /// the outbox for the next start).
+    pub fn stop(mut self) {
+        let _ = self.wake.send(Wake::Stop);
+        if let Some(handle) = self.handle.take() {
+            let deadline = std::time::Instant::now() + STOP_GRACE;
+            while !handle.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            } else {
+                tracing::warn!("alert delivery still busy at stop; the rest stays queued");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod thread_tests {
+    use std::{fs, time::Duration};
+
+    use super::*;
+    use crate::export::{fixtures, settings::default_sinks};
+
+    #[test]
+    fn the_thread_delivers_what_another_connection_stored() {
+        let dir =
+            std::env::temp_dir().join(format!("egress-delivery-thread-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut writer = Store::open(&dir).unwrap();
+        let reporter = Reporter {
+            hostname: "h".into(),
+            product: "egress-monitor",
+            version: "0.1.0",
+        };
+        let thread = DeliveryThread::start(&default_sinks(), &dir, reporter).unwrap();
+        writer.record(&[fixtures::opened()], &[]).unwrap();
+        thread.kick();
+        let path = dir.join("alerts.jsonl");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            < 1
+        {
+            assert!(std::time::Instant::now() < deadline, "not delivered");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Stored just before stop: still delivered by the last round.
+        writer.record(&[fixtures::opened()], &[]).unwrap();
+        thread.stop();
+        assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
