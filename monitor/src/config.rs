@@ -480,6 +480,23 @@ mod tests {
             "[[sinks]]\nname = \"a\"\ntype = \"file\"\npath = \"x\"\n[[sinks]]\nname = \"a\"\ntype = \"file\"\npath = \"y\"\n",
         );
         assert!(e.contains(":6:") && e.contains("defined twice"), "{e}");
+        let c = parse("[[sinks]]\nname = \"soc\"\ntype = \"syslog\"\naddress = \"127.0.0.1:6514\"\nprotocol = \"udp\"\nfacility = 4\nformat = \"cef\"\n").unwrap();
+        assert_eq!(*c.sinks[0].facility.get_ref(), 4);
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
+        let e = error("[[sinks]]\nname = \"s\"\ntype = \"syslog\"\naddress = \"localhost\"\n");
+        assert!(e.contains(":4:") && e.contains("is not host:port"), "{e}");
+        let e = error("[[sinks]]\nname = \"s\"\ntype = \"syslog\"\n");
+        assert!(
+            e.contains("sinks[0].address: a syslog sink needs an address"),
+            "{e}"
+        );
+        let e = error(
+            "[[sinks]]\nname = \"s\"\ntype = \"syslog\"\naddress = \"h:514\"\nfacility = 24\n",
+        );
+        assert!(
+            e.contains(":5:") && e.contains("facilities are 0 to 23"),
+            "{e}"
+        );
         let e = error("[[sinks]]\nname = \"a\"\ntype = \"file\"\npath = \"x\"\nmax_size = 10\n");
         assert!(e.contains(":5:") && e.contains("sinks[0].max_size"), "{e}");
     }

@@ -34,7 +34,8 @@ pub enum StartError {
 pub struct LiveDetector {
     detector: Detector,
     store: Store,
-    delivery: DeliveryThread,
+    /// One delivery thread per sink: a hung receiver delays only its own sink.
+    delivery: Vec<DeliveryThread>,
     events: Vec<AlertEvent>,
     checkpoint_every: Duration,
     keep_resolved: Duration,
@@ -58,7 +59,14 @@ impl LiveDetector {
             );
         }
         let mut store = Store::open(state_dir)?;
-        let delivery = DeliveryThread::start(&config.sinks, state_dir, Reporter::this_host())?;
+        let reporter = Reporter::this_host();
+        let delivery = config
+            .sinks
+            .iter()
+            .map(|sink| {
+                DeliveryThread::start(std::slice::from_ref(sink), state_dir, reporter.clone())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut detector = Detector::new(config);
         let restored = store.load_into(&mut detector, Timestamp::now())?;
         tracing::info!(
@@ -125,14 +133,18 @@ impl LiveDetector {
     /// Wakes the delivery thread when events were stored (they are in the outbox).
     fn deliver(&self) {
         if !self.events.is_empty() {
-            self.delivery.kick();
+            for thread in &self.delivery {
+                thread.kick();
+            }
         }
     }
 
     /// Final checkpoint and delivery (on stop).
     pub fn finish(mut self) {
         self.checkpoint();
-        self.delivery.stop();
+        for thread in self.delivery.drain(..) {
+            thread.stop();
+        }
         let stats = &self.detector.stats;
         let book = &self.detector.book().stats;
         tracing::info!(

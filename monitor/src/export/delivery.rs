@@ -9,16 +9,32 @@ use super::{
     file::FileSink,
     render,
     settings::{SinkConfig, SinkType},
+    syslog::{Payload, message},
+    syslog_sink::SyslogSink,
 };
 use crate::store::{Store, StoreError};
 
 /// Events taken from the outbox per sink and round.
 const BATCH: usize = 500;
 
+enum Transport {
+    File(FileSink),
+    Syslog { sink: SyslogSink, facility: u8 },
+}
+
+impl Transport {
+    fn target(&self) -> String {
+        match self {
+            Self::File(f) => f.path().display().to_string(),
+            Self::Syslog { sink, .. } => sink.address().to_owned(),
+        }
+    }
+}
+
 struct Sink {
     name: String,
     format: Format,
-    transport: FileSink,
+    transport: Transport,
     failures: u64,
 }
 
@@ -40,25 +56,39 @@ impl Deliverer {
     pub fn new(config: &[SinkConfig], state_dir: &Path, reporter: Reporter) -> Self {
         let sinks = config
             .iter()
-            .map(|c| match c.kind {
-                SinkType::File => {
-                    let path = c.path.clone().unwrap_or_else(|| "alerts.jsonl".into());
-                    let path = if path.is_relative() {
-                        state_dir.join(path)
-                    } else {
-                        path
-                    };
-                    Sink {
-                        name: c.name.get_ref().clone(),
-                        format: c.format,
-                        transport: FileSink::new(
+            .map(|c| {
+                let transport = match c.kind {
+                    SinkType::File => {
+                        let path = c.path.clone().unwrap_or_else(|| "alerts.jsonl".into());
+                        let path = if path.is_relative() {
+                            state_dir.join(path)
+                        } else {
+                            path
+                        };
+                        Transport::File(FileSink::new(
                             path,
                             c.max_size.get_ref().as_u64(),
                             *c.keep.get_ref(),
                             c.fsync,
-                        ),
-                        failures: 0,
+                        ))
                     }
+                    SinkType::Syslog => Transport::Syslog {
+                        sink: SyslogSink::new(
+                            c.address
+                                .as_ref()
+                                .map(|a| a.get_ref().clone())
+                                .unwrap_or_default(),
+                            c.protocol,
+                            c.framing,
+                        ),
+                        facility: *c.facility.get_ref(),
+                    },
+                };
+                Sink {
+                    name: c.name.get_ref().clone(),
+                    format: c.format,
+                    transport,
+                    failures: 0,
                 }
             })
             .collect();
@@ -74,14 +104,30 @@ impl Deliverer {
                 let Some(last) = pending.last().map(|p| p.seq) else {
                     break;
                 };
-                let lines: Vec<String> = pending
-                    .iter()
-                    .map(|p| render(sink.format, &p.event, &self.reporter))
-                    .collect();
-                match sink.transport.write(&lines) {
-                    Ok(()) => {
+                let sent = match &mut sink.transport {
+                    Transport::File(file) => {
+                        let lines: Vec<String> = pending
+                            .iter()
+                            .map(|p| render(sink.format, &p.event, &self.reporter))
+                            .collect();
+                        file.write(&lines).map(|()| lines.len())
+                    }
+                    Transport::Syslog {
+                        sink: syslog,
+                        facility,
+                    } => {
+                        let payload = Payload::Format(sink.format);
+                        let messages: Vec<String> = pending
+                            .iter()
+                            .map(|p| message(&p.event, &self.reporter, *facility, payload))
+                            .collect();
+                        syslog.send(&messages).map(|()| messages.len())
+                    }
+                };
+                match sent {
+                    Ok(count) => {
                         store.advance(&sink.name, last)?;
-                        round.delivered += lines.len() as u64;
+                        round.delivered += count as u64;
                         sink.failures = 0;
                     }
                     Err(e) => {
@@ -91,7 +137,7 @@ impl Deliverer {
                         if sink.failures % 60 == 1 {
                             tracing::error!(
                                 sink = %sink.name,
-                                path = %sink.transport.path().display(),
+                                target = %sink.transport.target(),
                                 error = %e,
                                 backlog = store.backlog(&sink.name).unwrap_or_default(),
                                 "alert sink failed; its events stay queued and are retried"
@@ -289,5 +335,83 @@ mod thread_tests {
         thread.stop();
         assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 2);
         fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod syslog_tests {
+    use std::{
+        io::{BufRead as _, BufReader, Read as _},
+        net::TcpListener,
+        thread,
+    };
+
+    use super::*;
+    use crate::{
+        config::{Config, Origin},
+        export::fixtures,
+        schema_check::validate_ocsf,
+    };
+
+    fn read_one(listener: &TcpListener) -> String {
+        let (s, _) = listener.accept().unwrap();
+        let mut r = BufReader::new(s);
+        let mut len = Vec::new();
+        r.read_until(b' ', &mut len).unwrap();
+        let len: usize = std::str::from_utf8(&len[..len.len() - 1])
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut msg = vec![0; len];
+        r.read_exact(&mut msg).unwrap();
+        String::from_utf8(msg).unwrap()
+    }
+
+    #[test]
+    fn ocsf_over_syslog_tcp_from_the_outbox_and_after_an_outage() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = Config::parse(
+            &format!(
+                "[[sinks]]\nname = \"soc\"\ntype = \"syslog\"\naddress = \"{addr}\"\nformat = \"ocsf\"\n"
+            ),
+            &Origin::Embedded,
+        )
+        .unwrap();
+        let reporter = Reporter {
+            hostname: "matrix.example.org".into(),
+            product: "egress-monitor",
+            version: "0.1.0",
+        };
+        let mut store = Store::in_memory().unwrap();
+        let dir = std::env::temp_dir();
+        let mut d = Deliverer::new(&config.sinks, &dir, reporter.clone());
+        d.register(&mut store).unwrap();
+        store.record(&[fixtures::opened()], &[]).unwrap();
+        let reader = thread::spawn(move || (read_one(&listener), listener));
+        assert_eq!(d.round(&mut store).unwrap().delivered, 1);
+        let (msg, listener) = reader.join().unwrap();
+        assert!(msg.starts_with("<107>1 "), "{msg}");
+        let ocsf: serde_json::Value =
+            serde_json::from_str(msg.split_once("] ").unwrap().1).unwrap();
+        validate_ocsf(&ocsf).unwrap();
+
+        // The receiver goes away: the event stays queued; a new receiver gets it.
+        drop(listener);
+        let mut d = Deliverer::new(&config.sinks, &dir, reporter);
+        let mut e = fixtures::opened();
+        e.alert.updates = 7;
+        store.record(&[e], &[]).unwrap();
+        let r = d.round(&mut store).unwrap();
+        assert_eq!((r.delivered, r.failed_sinks), (0, 1));
+        assert_eq!(store.backlog("soc").unwrap(), 1);
+        let Ok(listener) = TcpListener::bind(addr) else {
+            return; // the port was taken meanwhile
+        };
+        let reader = thread::spawn(move || read_one(&listener));
+        assert_eq!(d.round(&mut store).unwrap().delivered, 1);
+        let second = reader.join().unwrap();
+        assert!(second.contains("eventId=\""), "{second}");
+        assert_eq!(store.backlog("soc").unwrap(), 0);
     }
 }

@@ -9,6 +9,7 @@ pub mod file;
 pub mod ocsf;
 pub mod settings;
 pub mod syslog;
+pub mod syslog_sink;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -51,6 +52,8 @@ pub enum Format {
     Ecs,
     /// CEF (Common Event Format) line.
     Cef,
+    /// A one-line readable summary.
+    Text,
 }
 
 /// One event in `format`, as one line (JSON without newlines, or CEF).
@@ -60,6 +63,12 @@ pub fn render(format: Format, event: &AlertEvent, reporter: &Reporter) -> String
         Format::Ocsf => ocsf::detection_finding(event, reporter).to_string(),
         Format::Ecs => ecs::alert(event, reporter).to_string(),
         Format::Cef => cef::line(event, reporter),
+        Format::Text => format!(
+            "{} {} {}",
+            event.at,
+            event.event.name(),
+            crate::alert_output::summary(&event.alert)
+        ),
     }
 }
 
@@ -160,7 +169,13 @@ mod tests {
             product: "egress-monitor",
             version: "0.1.0",
         };
-        for f in [Format::Json, Format::Ocsf, Format::Ecs, Format::Cef] {
+        for f in [
+            Format::Json,
+            Format::Ocsf,
+            Format::Ecs,
+            Format::Cef,
+            Format::Text,
+        ] {
             let line = render(f, &e, &reporter);
             assert!(!line.is_empty() && !line.contains('\n'), "{f:?}: {line}");
         }

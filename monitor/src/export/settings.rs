@@ -6,7 +6,7 @@ use std::{ops::Range, path::PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::Format;
+use super::{Format, syslog::Framing, syslog_sink::Protocol};
 use crate::config::Bytes;
 
 /// One `[[sinks]]` entry: `name`, `type`, `format`, then the keys of its type. (One flat
@@ -34,6 +34,18 @@ pub struct SinkConfig {
     /// (nothing marked delivered is lost on power failure); `never` leaves it to the OS.
     #[serde(default = "default_fsync")]
     pub fsync: Fsync,
+    /// `syslog`: the receiver, `host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Spanned<String>>,
+    /// `syslog`: `tcp` (default) or `udp`.
+    #[serde(default = "default_protocol")]
+    pub protocol: Protocol,
+    /// `syslog` over TCP: `octet_counting` (RFC 5425/6587, default) or `lf`.
+    #[serde(default = "default_framing")]
+    pub framing: Framing,
+    /// `syslog`: the facility (0-23; default 13, log audit).
+    #[serde(default = "default_facility")]
+    pub facility: Spanned<u8>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +53,9 @@ pub struct SinkConfig {
 pub enum SinkType {
     /// One event per line appended to a file, rotated by size.
     File,
+    /// RFC 5424 messages to a syslog receiver (structured data, then the event in `format`,
+    /// or a one-line summary with `format = "text"`).
+    Syslog,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +63,18 @@ pub enum SinkType {
 pub enum Fsync {
     Batch,
     Never,
+}
+
+const fn default_protocol() -> Protocol {
+    Protocol::Tcp
+}
+
+const fn default_framing() -> Framing {
+    Framing::OctetCounting
+}
+
+fn default_facility() -> Spanned<u8> {
+    Spanned::new(0..0, super::syslog::DEFAULT_FACILITY)
 }
 
 const fn default_format() -> Format {
@@ -76,6 +103,10 @@ pub fn default_sinks() -> Vec<SinkConfig> {
         max_size: default_max_size(),
         keep: default_keep(),
         fsync: Fsync::Batch,
+        address: None,
+        protocol: default_protocol(),
+        framing: default_framing(),
+        facility: default_facility(),
     }]
 }
 
@@ -114,6 +145,33 @@ pub fn validate(sinks: &[SinkConfig]) -> Result<(), (Range<usize>, String, Strin
                         sink.keep.span(),
                         format!("sinks[{i}].keep"),
                         "at most 1000 rotated files".into(),
+                    ));
+                }
+            }
+            SinkType::Syslog => {
+                let Some(address) = &sink.address else {
+                    return Err((
+                        sink.name.span(),
+                        format!("sinks[{i}].address"),
+                        "a syslog sink needs an address (host:port)".into(),
+                    ));
+                };
+                let port_ok = address
+                    .get_ref()
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+                if !port_ok {
+                    return Err((
+                        address.span(),
+                        format!("sinks[{i}].address"),
+                        format!("{:?} is not host:port", address.get_ref()),
+                    ));
+                }
+                if *sink.facility.get_ref() > 23 {
+                    return Err((
+                        sink.facility.span(),
+                        format!("sinks[{i}].facility"),
+                        "syslog facilities are 0 to 23".into(),
                     ));
                 }
             }

@@ -116,7 +116,7 @@ pub fn message(e: &AlertEvent, reporter: &Reporter, facility: u8, payload: Paylo
     }
     s.push_str("] ");
     match payload {
-        Payload::Text => {
+        Payload::Text | Payload::Format(Format::Text) => {
             let _ = write!(s, "{}: {}", a.title, crate::alert_output::summary(a));
         }
         Payload::Format(f) => s.push_str(&render(f, e, reporter)),
