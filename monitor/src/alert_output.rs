@@ -98,10 +98,7 @@ pub fn detail(a: &Alert, history: &[AlertEvent]) -> String {
         "att&ck    {} {} / {} {}",
         a.attack.tactic_id, a.attack.tactic, a.attack.technique_id, a.attack.technique
     );
-    let status = match a.status {
-        crate::detect::alerts::AlertStatus::Open => "open",
-        crate::detect::alerts::AlertStatus::Resolved => "resolved",
-    };
+    let status = a.status.name();
     let _ = writeln!(
         s,
         "status    {status}{}",

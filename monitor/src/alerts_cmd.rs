@@ -66,10 +66,7 @@ fn list(config: &Config, args: AlertsListArgs, stdout: &mut impl Write) -> anyho
             serde_json::to_writer(&mut *stdout, a)?;
             writeln!(stdout)?;
         } else {
-            let status = match a.status {
-                AlertStatus::Open => "open",
-                AlertStatus::Resolved => "resolved",
-            };
+            let status = a.status.name();
             writeln!(
                 stdout,
                 "{} {status:<8} {}",

@@ -28,6 +28,16 @@ pub enum AlertStatus {
     Resolved,
 }
 
+impl AlertStatus {
+    /// The name in JSON and in the database (`open`, `resolved`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Resolved => "resolved",
+        }
+    }
+}
+
 /// The peer an alert is about.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {

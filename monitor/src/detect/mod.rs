@@ -129,7 +129,6 @@ pub struct ServiceState {
     pub peer_volumes: Distribution,
     /// Per-minute totals by hour of day (rule 3).
     pub time_of_day: TimeOfDay,
-    pub last_owner: Option<Arc<Owner>>,
     pub dirty: bool,
 }
 
@@ -144,7 +143,6 @@ impl ServiceState {
             recent_new: Vec::new(),
             peer_volumes: Distribution::new(PEER_SIGFIG),
             time_of_day: TimeOfDay::default(),
-            last_owner: None,
             dirty: true,
         }
     }
@@ -530,7 +528,6 @@ impl Detector {
         if class == DestinationClass::Internal {
             return;
         }
-        svc.last_owner = Some(s.owner.clone());
         if let Some(done) = svc.total.roll(WindowLen::OneMinute, t) {
             let anomalous = params.baseline.is_some_and(|b| {
                 !learning

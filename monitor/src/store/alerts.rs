@@ -96,7 +96,7 @@ impl Store {
                         a.service,
                         a.peer.as_ref().map(|p| p.addr.to_string()),
                         a.severity.name(),
-                        status_name(a.status),
+                        a.status.name(),
                         a.acknowledged,
                         ms(a.opened_at),
                         ms(a.updated_at),
@@ -146,7 +146,7 @@ impl Store {
         let rows = stmt
             .query_map(
                 params![
-                    filter.status.map(status_name),
+                    filter.status.map(AlertStatus::name),
                     filter.rule.map(RuleId::id),
                     filter.service,
                     limit
@@ -371,11 +371,14 @@ impl Store {
                 }
             }
         }
-        tx.execute(
-            "UPDATE operator_actions SET applied = 1 WHERE applied = 0",
-            [],
-        )
-        .map_err(err)?;
+        // Polled every second: only a read unless there is something to mark applied.
+        if !out.is_empty() {
+            tx.execute(
+                "UPDATE operator_actions SET applied = 1 WHERE applied = 0",
+                [],
+            )
+            .map_err(err)?;
+        }
         tx.commit().map_err(err)?;
         Ok(out)
     }
@@ -507,19 +510,12 @@ impl Store {
         self.conn
             .query_row(
                 "SELECT count(*) FROM alerts WHERE ?1 IS NULL OR status = ?1",
-                [status.map(status_name)],
+                [status.map(AlertStatus::name)],
                 |r| r.get::<_, i64>(0),
             )
             .optional()
             .map(|n| n.unwrap_or_default() as u64)
             .map_err(|e| self.sql(e))
-    }
-}
-
-const fn status_name(s: AlertStatus) -> &'static str {
-    match s {
-        AlertStatus::Open => "open",
-        AlertStatus::Resolved => "resolved",
     }
 }
 
