@@ -352,6 +352,7 @@ impl Store {
         let err = |e| super::classify(&path, e);
         let tx = self.conn.transaction().map_err(err)?;
         let mut out = Vec::new();
+        let mut last_seq = None;
         {
             let mut stmt = tx
                 .prepare_cached(
@@ -363,6 +364,7 @@ impl Store {
                 .map_err(err)?;
             for row in rows {
                 let (seq, body) = row.map_err(err)?;
+                last_seq = Some(seq);
                 match serde_json::from_str(&body) {
                     Ok(action) => out.push(action),
                     Err(e) => {
@@ -371,11 +373,12 @@ impl Store {
                 }
             }
         }
-        // Polled every second: only a read unless there is something to mark applied.
-        if !out.is_empty() {
+        // Polled every second: only a read unless there is something to mark applied, and
+        // only what was read (unreadable rows included, so they are not read again).
+        if let Some(last) = last_seq {
             tx.execute(
-                "UPDATE operator_actions SET applied = 1 WHERE applied = 0",
-                [],
+                "UPDATE operator_actions SET applied = 1 WHERE applied = 0 AND seq <= ?1",
+                [last],
             )
             .map_err(err)?;
         }
