@@ -22,8 +22,8 @@ use jiff::Timestamp;
 use monitor::{
     config::{Config, Origin},
     detect::Detector,
-    flow::{Attribution, Endpoint, FlowSample, Owner, Protocol},
-    replay::synthetic::Rng,
+    flow::{Endpoint, FlowSample, Owner, Protocol},
+    replay::synthetic::{Rng, nginx_worker},
 };
 
 /// Counts live heap bytes.
@@ -168,24 +168,7 @@ fn main() {
 
 /// One window of samples from eight nginx workers; the loop fills in time and peer.
 fn blank_batch() -> Vec<FlowSample> {
-    let owners: Vec<Arc<Owner>> = (0..8)
-        .map(|i| {
-            Arc::new(Owner {
-                attribution: Attribution::Kernel,
-                pid: Some(1000 + i),
-                comm: Some("nginx".into()),
-                exe: Some("/usr/sbin/nginx".into()),
-                cmdline: vec!["nginx: worker process".into()],
-                uid: Some(33),
-                user: Some("www-data".into()),
-                cgroup_id: Some(77),
-                cgroup: Some("/system.slice/nginx.service".into()),
-                unit: Some("nginx.service".into()),
-                container_id: None,
-                service: "nginx.service".into(),
-            })
-        })
-        .collect();
+    let owners: Vec<Arc<Owner>> = (0..8).map(nginx_worker).collect();
     (0..WINDOW)
         .map(|i| FlowSample {
             window_start: Timestamp::UNIX_EPOCH,

@@ -92,15 +92,7 @@ pub fn line(e: &AlertEvent, reporter: &Reporter) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::fixtures;
-
-    fn reporter() -> Reporter {
-        Reporter {
-            hostname: "matrix.example.org".into(),
-            product: "egress-monitor",
-            version: "0.1.0",
-        }
-    }
+    use crate::export::fixtures::{self, reporter};
 
     /// Splits an extension the way a CEF parser does: a key is a word followed by `=` that
     /// is not escaped; the value runs to the next key.

@@ -173,21 +173,13 @@ mod tests {
         export::{fixtures, settings::default_sinks},
     };
 
-    fn reporter() -> Reporter {
-        Reporter {
-            hostname: "h".into(),
-            product: "egress-monitor",
-            version: "0.1.0",
-        }
-    }
-
     #[test]
     fn events_reach_the_file_once_and_survive_a_failing_round() {
         let dir = std::env::temp_dir().join(format!("egress-delivery-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let mut store = Store::in_memory().unwrap();
-        let mut d = Deliverer::new(&default_sinks(), &dir, reporter());
+        let mut d = Deliverer::new(&default_sinks(), &dir, fixtures::reporter());
         d.register(&mut store).unwrap();
         let e = fixtures::opened();
         store.record(std::slice::from_ref(&e), &[]).unwrap();
@@ -201,7 +193,7 @@ mod tests {
         // The file cannot be written (a directory in its place): the event stays queued.
         fs::remove_file(&path).unwrap();
         fs::create_dir(&path).unwrap();
-        let mut d = Deliverer::new(&default_sinks(), &dir, reporter());
+        let mut d = Deliverer::new(&default_sinks(), &dir, fixtures::reporter());
         store.record(std::slice::from_ref(&e), &[]).unwrap();
         let r = d.round(&mut store).unwrap();
         assert_eq!((r.delivered, r.failed_sinks), (0, 1));
@@ -311,11 +303,7 @@ mod thread_tests {
             std::env::temp_dir().join(format!("egress-delivery-thread-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let mut writer = Store::open(&dir).unwrap();
-        let reporter = Reporter {
-            hostname: "h".into(),
-            product: "egress-monitor",
-            version: "0.1.0",
-        };
+        let reporter = fixtures::reporter();
         let thread = DeliveryThread::start(&default_sinks(), &dir, reporter).unwrap();
         writer.record(&[fixtures::opened()], &[]).unwrap();
         thread.kick();
@@ -340,32 +328,14 @@ mod thread_tests {
 
 #[cfg(test)]
 mod syslog_tests {
-    use std::{
-        io::{BufRead as _, BufReader, Read as _},
-        net::TcpListener,
-        thread,
-    };
+    use std::{net::TcpListener, thread};
 
     use super::*;
     use crate::{
         config::{Config, Origin},
-        export::fixtures,
+        export::{fixtures, syslog_sink::receiver::read_octet_counted},
         schema_check::validate_ocsf,
     };
-
-    fn read_one(listener: &TcpListener) -> String {
-        let (s, _) = listener.accept().unwrap();
-        let mut r = BufReader::new(s);
-        let mut len = Vec::new();
-        r.read_until(b' ', &mut len).unwrap();
-        let len: usize = std::str::from_utf8(&len[..len.len() - 1])
-            .unwrap()
-            .parse()
-            .unwrap();
-        let mut msg = vec![0; len];
-        r.read_exact(&mut msg).unwrap();
-        String::from_utf8(msg).unwrap()
-    }
 
     #[test]
     fn ocsf_over_syslog_tcp_from_the_outbox_and_after_an_outage() {
@@ -378,17 +348,13 @@ mod syslog_tests {
             &Origin::Embedded,
         )
         .unwrap();
-        let reporter = Reporter {
-            hostname: "matrix.example.org".into(),
-            product: "egress-monitor",
-            version: "0.1.0",
-        };
+        let reporter = fixtures::reporter();
         let mut store = Store::in_memory().unwrap();
         let dir = std::env::temp_dir();
         let mut d = Deliverer::new(&config.sinks, &dir, reporter.clone());
         d.register(&mut store).unwrap();
         store.record(&[fixtures::opened()], &[]).unwrap();
-        let reader = thread::spawn(move || (read_one(&listener), listener));
+        let reader = thread::spawn(move || (read_octet_counted(&listener, 1).remove(0), listener));
         assert_eq!(d.round(&mut store).unwrap().delivered, 1);
         let (msg, listener) = reader.join().unwrap();
         assert!(msg.starts_with("<107>1 "), "{msg}");
@@ -408,7 +374,7 @@ mod syslog_tests {
         let Ok(listener) = TcpListener::bind(addr) else {
             return; // the port was taken meanwhile
         };
-        let reader = thread::spawn(move || read_one(&listener));
+        let reader = thread::spawn(move || read_octet_counted(&listener, 1).remove(0));
         assert_eq!(d.round(&mut store).unwrap().delivered, 1);
         let second = reader.join().unwrap();
         assert!(second.contains("eventId=\""), "{second}");

@@ -150,12 +150,7 @@ mod tests {
     #[test]
     fn the_alert_is_an_ecs_alert_with_egress_volume() {
         let e = fixtures::opened();
-        let reporter = Reporter {
-            hostname: "matrix.example.org".into(),
-            product: "egress-monitor",
-            version: "0.1.0",
-        };
-        let d = alert(&e, &reporter);
+        let d = alert(&e, &fixtures::reporter());
         assert_eq!(d["ecs"]["version"], "9.4.0");
         assert_eq!(d["event"]["kind"], "alert");
         assert_eq!(

@@ -101,17 +101,25 @@ fn base_name(path: &str) -> &str {
 
 #[cfg(test)]
 pub(crate) mod fixtures {
-    use std::sync::Arc;
-
     use jiff::Timestamp;
 
+    use super::Reporter;
     use crate::{
         detect::{
             alerts::{AlertBook, AlertEvent, Lifecycle, fixtures::condition},
             rules::RuleId,
         },
-        flow::{Attribution, Owner},
+        replay::synthetic::nginx_worker,
     };
+
+    /// The reporter of every format test.
+    pub fn reporter() -> Reporter {
+        Reporter {
+            hostname: "matrix.example.org".into(),
+            product: "egress-monitor",
+            version: "0.1.0",
+        }
+    }
 
     /// An opened `peer_outlier` alert of nginx towards `2001:db8::8a`, named, with a process.
     pub fn opened() -> AlertEvent {
@@ -128,20 +136,7 @@ pub(crate) mod fixtures {
             Timestamp::from_second(1_780_272_720).unwrap(),
             at,
         );
-        c.process = Some(Arc::new(Owner {
-            attribution: Attribution::Kernel,
-            pid: Some(1202),
-            comm: Some("nginx".into()),
-            exe: Some("/usr/sbin/nginx".into()),
-            cmdline: vec!["nginx: worker process".into()],
-            uid: Some(33),
-            user: Some("www-data".into()),
-            cgroup_id: Some(77),
-            cgroup: Some("/system.slice/nginx.service".into()),
-            unit: Some("nginx.service".into()),
-            container_id: None,
-            service: "nginx.service".into(),
-        }));
+        c.process = Some(nginx_worker(1));
         book.raise(c, at).expect("opens")
     }
 }
@@ -164,11 +159,7 @@ mod tests {
     #[test]
     fn every_format_renders_one_line() {
         let e = fixtures::opened();
-        let reporter = Reporter {
-            hostname: "matrix.example.org".into(),
-            product: "egress-monitor",
-            version: "0.1.0",
-        };
+        let reporter = fixtures::reporter();
         for f in [
             Format::Json,
             Format::Ocsf,
@@ -237,18 +228,10 @@ mod schema_tests {
         out
     }
 
-    fn reporter() -> Reporter {
-        Reporter {
-            hostname: "matrix.example.org".into(),
-            product: "egress-monitor",
-            version: "0.1.0",
-        }
-    }
-
     #[test]
     fn ocsf_detection_findings_validate() {
         for e in variants() {
-            let doc = ocsf::detection_finding(&e, &reporter());
+            let doc = ocsf::detection_finding(&e, &fixtures::reporter());
             if let Err(errors) = validate_ocsf(&doc) {
                 panic!("{:?} {:?}: {errors:#?}\n{doc:#}", e.alert.rule, e.event);
             }
@@ -258,7 +241,7 @@ mod schema_tests {
     #[test]
     fn ecs_alerts_validate() {
         for e in variants() {
-            let doc = ecs::alert(&e, &reporter());
+            let doc = ecs::alert(&e, &fixtures::reporter());
             if let Err(errors) = validate_ecs(&doc) {
                 panic!("{:?} {:?}: {errors:#?}\n{doc:#}", e.alert.rule, e.event);
             }
@@ -268,10 +251,10 @@ mod schema_tests {
     #[test]
     fn the_validators_see_a_broken_export() {
         let e = fixtures::opened();
-        let mut doc = ocsf::detection_finding(&e, &reporter());
+        let mut doc = ocsf::detection_finding(&e, &fixtures::reporter());
         doc["type_uid"] = 200_409.into();
         assert!(validate_ocsf(&doc).is_err());
-        let mut doc = ecs::alert(&e, &reporter());
+        let mut doc = ecs::alert(&e, &fixtures::reporter());
         doc["source"]["bytes"] = "many".into();
         assert!(validate_ecs(&doc).is_err());
     }

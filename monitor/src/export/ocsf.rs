@@ -227,15 +227,7 @@ fn anomaly(e: &AlertEvent) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::fixtures;
-
-    fn reporter() -> Reporter {
-        Reporter {
-            hostname: "matrix.example.org".into(),
-            product: "egress-monitor",
-            version: "0.1.0",
-        }
-    }
+    use crate::export::fixtures::{self, reporter};
 
     #[test]
     fn an_opened_alert_is_a_create_with_its_evidence() {

@@ -135,15 +135,7 @@ pub fn frame(msg: &str, framing: Framing) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::fixtures;
-
-    fn reporter() -> Reporter {
-        Reporter {
-            hostname: "matrix.example.org".into(),
-            product: "egress-monitor",
-            version: "0.1.0",
-        }
-    }
+    use crate::export::fixtures::{self, reporter};
 
     #[test]
     fn a_5424_message_with_structured_data() {

@@ -111,18 +111,16 @@ impl SyslogSink {
     }
 }
 
+/// A minimal syslog receiver for tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod receiver {
     use std::{
         io::{BufRead as _, BufReader, Read as _},
         net::TcpListener,
-        thread,
     };
 
-    use super::*;
-
     /// Reads `n` octet-counted messages from one connection.
-    fn read_octet_counted(listener: &TcpListener, n: usize) -> Vec<String> {
+    pub fn read_octet_counted(listener: &TcpListener, n: usize) -> Vec<String> {
         let (stream, _) = listener.accept().unwrap();
         let mut r = BufReader::new(stream);
         (0..n)
@@ -139,12 +137,23 @@ mod tests {
             })
             .collect()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{BufRead as _, BufReader},
+        net::TcpListener,
+        thread,
+    };
+
+    use super::*;
 
     #[test]
     fn tcp_octet_counting_reaches_a_receiver_in_order() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let reader = thread::spawn(move || read_octet_counted(&listener, 3));
+        let reader = thread::spawn(move || receiver::read_octet_counted(&listener, 3));
         let mut sink = SyslogSink::new(addr, Protocol::Tcp, Framing::OctetCounting);
         let msgs: Vec<String> = (0..3)
             .map(|i| format!("<110>1 - h app - m{i} - line {i}\nwith LF"))
@@ -184,7 +193,7 @@ mod tests {
         let Ok(listener) = TcpListener::bind(addr) else {
             return; // the port was taken meanwhile: nothing more to check
         };
-        let reader = thread::spawn(move || read_octet_counted(&listener, 1));
+        let reader = thread::spawn(move || receiver::read_octet_counted(&listener, 1));
         sink.send(&["back".into()]).unwrap();
         assert_eq!(reader.join().unwrap(), vec!["back".to_owned()]);
     }

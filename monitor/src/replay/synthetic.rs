@@ -179,21 +179,23 @@ fn owner(
     })
 }
 
+/// nginx worker `index` of the synthetic host (pid 1201 + index, user www-data, unit
+/// nginx.service): also the process of the export fixtures and the detector benchmark.
+pub fn nginx_worker(index: u32) -> Arc<Owner> {
+    owner(
+        1201 + index,
+        "nginx",
+        "/usr/sbin/nginx",
+        &["nginx: worker process"],
+        33,
+        "www-data",
+        "nginx.service",
+    )
+}
+
 fn host() -> Host {
     Host {
-        nginx: (0..2)
-            .map(|i| {
-                owner(
-                    1201 + i,
-                    "nginx",
-                    "/usr/sbin/nginx",
-                    &["nginx: worker process"],
-                    33,
-                    "www-data",
-                    "nginx.service",
-                )
-            })
-            .collect(),
+        nginx: (0..2).map(nginx_worker).collect(),
         synapse: owner(
             1300,
             "python",
