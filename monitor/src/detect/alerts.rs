@@ -268,10 +268,6 @@ impl AlertBook {
         }
     }
 
-    pub fn is_open(&self, key: &AlertKey) -> bool {
-        self.open.contains_key(key)
-    }
-
     pub fn open_alerts(&self) -> impl Iterator<Item = &Alert> {
         self.open.values().map(|t| &t.alert)
     }

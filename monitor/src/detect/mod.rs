@@ -268,10 +268,6 @@ impl Detector {
         &mut self.services
     }
 
-    pub fn peers(&self) -> &FxHashMap<PeerKey, PeerState> {
-        &self.peers
-    }
-
     pub fn peers_mut(&mut self) -> &mut FxHashMap<PeerKey, PeerState> {
         &mut self.peers
     }

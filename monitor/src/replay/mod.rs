@@ -100,10 +100,6 @@ impl<'a> Replayer<'a> {
         self.summary.detector = self.detector.stats.clone();
         Ok(self.summary)
     }
-
-    pub fn detector(&self) -> &Detector {
-        &self.detector
-    }
 }
 
 /// Reads JSON lines, groups consecutive samples with the same window end, and replays them.
