@@ -20,6 +20,7 @@ pub fn write_event(out: &mut impl Write, format: OutputFormat, e: &AlertEvent) -
         OutputFormat::Text => {
             writeln!(out, "{} {:<12} {}", e.at, e.event.name(), summary(&e.alert))
         }
+        OutputFormat::None => Ok(()),
     }
 }
 

@@ -257,6 +257,20 @@ impl Config {
         .map_err(|(span, key, message)| invalid(Some(span), key, message))?;
         sink_settings::validate(&config.sinks)
             .map_err(|(span, key, message)| invalid(Some(span), key, message))?;
+        if config.agent.output != OutputFormat::None
+            && let Some(sink) = config
+                .sinks
+                .iter()
+                .find(|s| s.kind == sink_settings::SinkType::Stdout)
+        {
+            return Err(invalid(
+                Some(sink.name.span()),
+                "agent.output".to_owned(),
+                "a stdout sink needs agent.output = \"none\" (samples and alerts would share \
+                 stdout)"
+                    .to_owned(),
+            ));
+        }
         Ok(config)
     }
 

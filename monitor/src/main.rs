@@ -6,10 +6,12 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use monitor::{
     agent, alert_output,
-    cli::{Cli, Command, LogFormat, ReplayArgs},
+    cli::{Cli, Command, LogFormat, ReplayArgs, RunArgs},
     config::Config,
     detection::LiveDetector,
-    doctor, output,
+    doctor,
+    export::settings::SinkType,
+    output,
     replay::{self, Replayer, synthetic},
     store::Store,
     top::TopTable,
@@ -63,39 +65,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", config.to_toml());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run(args) => {
-            let settings = args.collect.resolve(&config);
-            let format = args.output.unwrap_or(config.agent.output);
-            // Privileges first: an unprivileged start names the missing capability rather
-            // than failing on the state directory.
-            monitor::kernel::loader::check_privileges()?;
-            let mut detection =
-                LiveDetector::start(&config, &args.state.dir(&config), args.reset_state)?;
-            // One write per window, not per line: at 10k flows a second, line-buffered stdout
-            // alone costs several percent of a core.
-            let mut stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-            let mut write_error = None;
-            runtime()?.block_on(agent::run(&settings, |samples| {
-                for e in detection.observe(samples) {
-                    log_alert(e);
-                }
-                match output::write_samples(&mut stdout, format, samples) {
-                    Ok(()) => ControlFlow::Continue(()),
-                    Err(e) => {
-                        // stdout closed (e.g. `| head`): stop cleanly, detaching everything.
-                        write_error = Some(e);
-                        ControlFlow::Break(())
-                    }
-                }
-            }))?;
-            detection.finish();
-            if let Some(e) = write_error
-                && e.kind() != std::io::ErrorKind::BrokenPipe
-            {
-                return Err(e).context("writing samples to stdout");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Run(args) => run_agent(&config, &args),
         Command::Top(args) => {
             let settings = args.collect.resolve(&config);
             let mut table = TopTable::default();
@@ -153,6 +123,52 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+fn run_agent(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.collect.resolve(config);
+    let format = args.output.unwrap_or(config.agent.output);
+    // Privileges first: an unprivileged start names the missing capability rather
+    // than failing on the state directory.
+    monitor::kernel::loader::check_privileges()?;
+    let mut detection = LiveDetector::start(config, &args.state.dir(config), args.reset_state)?;
+    if format != output::OutputFormat::None
+        && config.sinks.iter().any(|s| s.kind == SinkType::Stdout)
+    {
+        anyhow::bail!(
+            "a stdout sink is configured: samples cannot share stdout with it \
+                 (run with --output none)"
+        );
+    }
+    // One write per window, not per line: at 10k flows a second, line-buffered stdout
+    // alone costs several percent of a core. Not locked without samples: a stdout
+    // sink writes from its delivery thread.
+    let mut stdout = (format != output::OutputFormat::None)
+        .then(|| std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock()));
+    let mut write_error = None;
+    runtime()?.block_on(agent::run(&settings, |samples| {
+        for e in detection.observe(samples) {
+            log_alert(e);
+        }
+        let Some(stdout) = stdout.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        match output::write_samples(stdout, format, samples) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                // stdout closed (e.g. `| head`): stop cleanly, detaching everything.
+                write_error = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    }))?;
+    detection.finish();
+    if let Some(e) = write_error
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(e).context("writing samples to stdout");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Alerts of the live agent go to the log (stderr) until the export sinks exist; they are

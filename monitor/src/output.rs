@@ -19,6 +19,8 @@ pub enum OutputFormat {
     Text,
     /// One `FlowSample` JSON object per line (the format `replay` reads).
     Json,
+    /// No samples on stdout (the agent only detects and exports; needed by a stdout sink).
+    None,
 }
 
 /// Writes `samples` to `out` and flushes, so a consumer reading a pipe sees every window as
@@ -29,6 +31,7 @@ pub fn write_samples(
     samples: &[FlowSample],
 ) -> io::Result<()> {
     match format {
+        OutputFormat::None => return Ok(()),
         OutputFormat::Json => write_json(out, samples)?,
         OutputFormat::Text => {
             for s in samples {

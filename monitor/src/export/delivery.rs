@@ -2,40 +2,55 @@
 //! sends them in its format, and moves its cursor only once they are written. A failing
 //! sink keeps its backlog (logged, retried at the next round) and holds back no other sink.
 
-use std::path::Path;
+use std::{
+    fs::OpenOptions,
+    io::Write as _,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use super::{
-    Format, Reporter,
-    file::FileSink,
-    render,
+    Reporter,
+    backoff::Backoff,
+    event_id,
+    file::{FileSink, FileTransport},
     settings::{SinkConfig, SinkType},
-    syslog::{Payload, message},
-    syslog_sink::SyslogSink,
+    stdout::StdoutTransport,
+    syslog_sink::{SyslogSink, SyslogTransport},
+    transport::{Sent, Transport},
 };
-use crate::store::{Store, StoreError};
+use crate::store::{Pending, Store, StoreError};
 
-/// Events taken from the outbox per sink and round.
-const BATCH: usize = 500;
-
-enum Transport {
-    File(FileSink),
-    Syslog { sink: SyslogSink, facility: u8 },
-}
-
-impl Transport {
-    fn target(&self) -> String {
-        match self {
-            Self::File(f) => f.path().display().to_string(),
-            Self::Syslog { sink, .. } => sink.address().to_owned(),
-        }
-    }
+/// A sink's delivery counters, shared with the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct SinkCounters {
+    /// Events delivered.
+    pub delivered: AtomicU64,
+    /// Failed delivery attempts.
+    pub failures: AtomicU64,
+    /// Events the receiver refused for good (in the dead-letter file).
+    pub rejected: AtomicU64,
+    /// Events skipped because the backlog was over `max_backlog`.
+    pub dropped: AtomicU64,
+    /// Events waiting (after the last round).
+    pub backlog: AtomicU64,
 }
 
 struct Sink {
     name: String,
-    format: Format,
-    transport: Transport,
-    failures: u64,
+    transport: Box<dyn Transport>,
+    batch: usize,
+    max_backlog: u64,
+    backoff: Backoff,
+    dead_letter: PathBuf,
+    counters: Arc<SinkCounters>,
+    /// Failed attempts not yet reported in the log, and when it last reported one.
+    unlogged_failures: u64,
+    last_failure_log: Option<Instant>,
 }
 
 /// The configured sinks with their delivery state.
@@ -44,112 +59,109 @@ pub struct Deliverer {
     reporter: Reporter,
 }
 
-/// What one round did, per sink.
+/// What one round did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Round {
     pub delivered: u64,
     pub failed_sinks: u64,
+    pub rejected: u64,
+    pub dropped: u64,
 }
 
+/// A sink's transport from validated configuration; relative file paths are under
+/// `state_dir`. Fails on what can be checked before any send (unreadable CA or token files).
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "the TLS and HTTP sinks fail here (unreadable CA or token files)"
+)]
+fn transport(c: &SinkConfig, state_dir: &Path) -> Result<Box<dyn Transport>, DeliveryError> {
+    Ok(match c.kind {
+        SinkType::File => {
+            let path = c.path.clone().unwrap_or_else(|| "alerts.jsonl".into());
+            let path = if path.is_relative() {
+                state_dir.join(path)
+            } else {
+                path
+            };
+            Box::new(FileTransport {
+                file: FileSink::new(
+                    path,
+                    c.max_size.get_ref().as_u64(),
+                    *c.keep.get_ref(),
+                    c.fsync,
+                ),
+                format: c.format,
+            })
+        }
+        SinkType::Stdout => Box::new(StdoutTransport { format: c.format }),
+        SinkType::Syslog => Box::new(SyslogTransport {
+            sink: SyslogSink::new(
+                c.address
+                    .as_ref()
+                    .map(|a| a.get_ref().clone())
+                    .unwrap_or_default(),
+                c.protocol,
+                c.framing,
+            ),
+            facility: *c.facility.get_ref(),
+            format: c.format,
+        }),
+    })
+}
+
+/// The least time between two "still failing" log lines of one sink.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
+
 impl Deliverer {
-    /// Sinks from validated configuration; relative file paths are under `state_dir`.
-    pub fn new(config: &[SinkConfig], state_dir: &Path, reporter: Reporter) -> Self {
+    pub fn new(
+        config: &[SinkConfig],
+        state_dir: &Path,
+        reporter: Reporter,
+    ) -> Result<Self, DeliveryError> {
         let sinks = config
             .iter()
             .map(|c| {
-                let transport = match c.kind {
-                    SinkType::File => {
-                        let path = c.path.clone().unwrap_or_else(|| "alerts.jsonl".into());
-                        let path = if path.is_relative() {
-                            state_dir.join(path)
-                        } else {
-                            path
-                        };
-                        Transport::File(FileSink::new(
-                            path,
-                            c.max_size.get_ref().as_u64(),
-                            *c.keep.get_ref(),
-                            c.fsync,
-                        ))
-                    }
-                    SinkType::Syslog => Transport::Syslog {
-                        sink: SyslogSink::new(
-                            c.address
-                                .as_ref()
-                                .map(|a| a.get_ref().clone())
-                                .unwrap_or_default(),
-                            c.protocol,
-                            c.framing,
-                        ),
-                        facility: *c.facility.get_ref(),
-                    },
-                };
-                Sink {
-                    name: c.name.get_ref().clone(),
-                    format: c.format,
+                let name = c.name.get_ref().clone();
+                let transport = transport(c, state_dir).map_err(|e| DeliveryError::Setup {
+                    sink: name.clone(),
+                    source: Box::new(e),
+                })?;
+                Ok(Sink {
+                    dead_letter: state_dir.join("dead-letter").join(format!("{name}.jsonl")),
+                    name,
                     transport,
-                    failures: 0,
-                }
+                    batch: *c.batch_max.get_ref() as usize,
+                    max_backlog: *c.max_backlog.get_ref(),
+                    backoff: Backoff::new(c.retry_initial.get_ref().0, c.retry_max.get_ref().0),
+                    counters: Arc::default(),
+                    unlogged_failures: 0,
+                    last_failure_log: None,
+                })
             })
-            .collect();
-        Self { sinks, reporter }
+            .collect::<Result<_, DeliveryError>>()?;
+        Ok(Self { sinks, reporter })
     }
 
-    /// Delivers what every sink has pending (until its backlog is empty or it fails).
-    pub fn round(&mut self, store: &mut Store) -> Result<Round, StoreError> {
+    /// The counters of each sink, by name.
+    pub fn counters(&self) -> Vec<(String, Arc<SinkCounters>)> {
+        self.sinks
+            .iter()
+            .map(|s| (s.name.clone(), Arc::clone(&s.counters)))
+            .collect()
+    }
+
+    /// Bounds every backlog, then delivers what every sink that is not backing off has
+    /// pending (until its backlog is empty or it fails).
+    pub fn round(&mut self, store: &mut Store, now: Instant) -> Result<Round, StoreError> {
         let mut round = Round::default();
         for sink in &mut self.sinks {
-            loop {
-                let pending = store.pending(&sink.name, BATCH)?;
-                let Some(last) = pending.last().map(|p| p.seq) else {
-                    break;
-                };
-                let sent = match &mut sink.transport {
-                    Transport::File(file) => {
-                        let lines: Vec<String> = pending
-                            .iter()
-                            .map(|p| render(sink.format, &p.event, &self.reporter))
-                            .collect();
-                        file.write(&lines).map(|()| lines.len())
-                    }
-                    Transport::Syslog {
-                        sink: syslog,
-                        facility,
-                    } => {
-                        let payload = Payload::Format(sink.format);
-                        let messages: Vec<String> = pending
-                            .iter()
-                            .map(|p| message(&p.event, &self.reporter, *facility, payload))
-                            .collect();
-                        syslog.send(&messages).map(|()| messages.len())
-                    }
-                };
-                match sent {
-                    Ok(count) => {
-                        store.advance(&sink.name, last)?;
-                        round.delivered += count as u64;
-                        sink.failures = 0;
-                    }
-                    Err(e) => {
-                        sink.failures += 1;
-                        round.failed_sinks += 1;
-                        // Logged at the first failure and then every 60th, not per round.
-                        if sink.failures % 60 == 1 {
-                            tracing::error!(
-                                sink = %sink.name,
-                                target = %sink.transport.target(),
-                                error = %e,
-                                backlog = store.backlog(&sink.name).unwrap_or_default(),
-                                "alert sink failed; its events stay queued and are retried"
-                            );
-                        }
-                        break;
-                    }
-                }
-                if pending.len() < BATCH {
-                    break;
-                }
+            round.dropped += bound_backlog(sink, store)?;
+            if sink.backoff.ready(now) {
+                deliver(sink, store, &self.reporter, now, &mut round)?;
             }
+            sink.counters
+                .backlog
+                .store(store.backlog(&sink.name)?, Ordering::Relaxed);
         }
         Ok(round)
     }
@@ -163,9 +175,161 @@ impl Deliverer {
     }
 }
 
+/// The bounded spool: over `max_backlog`, the oldest undelivered events of the sink are
+/// skipped (counted and logged; they stay in the alert history, `alerts list`).
+fn bound_backlog(sink: &Sink, store: &mut Store) -> Result<u64, StoreError> {
+    let dropped = store.drop_oldest(&sink.name, sink.max_backlog)?;
+    if dropped > 0 {
+        let total = sink.counters.dropped.fetch_add(dropped, Ordering::Relaxed) + dropped;
+        tracing::error!(
+            sink = %sink.name,
+            dropped,
+            dropped_total = total,
+            max_backlog = sink.max_backlog,
+            "alert sink backlog full: its oldest undelivered events were skipped (they stay in \
+             `egress-monitor alerts list`)"
+        );
+    }
+    Ok(dropped)
+}
+
+fn deliver(
+    sink: &mut Sink,
+    store: &mut Store,
+    reporter: &Reporter,
+    now: Instant,
+    round: &mut Round,
+) -> Result<(), StoreError> {
+    loop {
+        let pending = store.pending(&sink.name, sink.batch)?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let result = sink.transport.send(&pending, reporter);
+        let sent = match result {
+            Ok(sent) => sent,
+            Err(e) => {
+                failed(sink, store, now, &e.to_string(), round)?;
+                return Ok(());
+            }
+        };
+        let done = sent.done.min(pending.len());
+        if let Err(e) = dead_letter(sink, &pending, &sent) {
+            failed(
+                sink,
+                store,
+                now,
+                &format!("writing the dead-letter file: {e}"),
+                round,
+            )?;
+            return Ok(());
+        }
+        if done > 0 {
+            store.advance(&sink.name, pending[done - 1].seq)?;
+            let rejected = sent.rejected.len() as u64;
+            let delivered = done as u64 - rejected;
+            sink.counters
+                .delivered
+                .fetch_add(delivered, Ordering::Relaxed);
+            sink.counters
+                .rejected
+                .fetch_add(rejected, Ordering::Relaxed);
+            round.delivered += delivered;
+            round.rejected += rejected;
+        }
+        if done < pending.len() {
+            failed(sink, store, now, "the receiver took part of a batch", round)?;
+            return Ok(());
+        }
+        if sink.backoff.failures() > 0 {
+            tracing::info!(
+                sink = %sink.name,
+                target = %sink.transport.target(),
+                failed_attempts = sink.backoff.failures(),
+                "alert sink delivers again"
+            );
+            sink.unlogged_failures = 0;
+            sink.last_failure_log = None;
+        }
+        sink.backoff.succeeded();
+        if pending.len() < sink.batch {
+            return Ok(());
+        }
+    }
+}
+
+/// Counts a failed attempt and schedules the retry; logged at the first failure, then at
+/// most once a minute (with how many attempts failed meanwhile).
+fn failed(
+    sink: &mut Sink,
+    store: &mut Store,
+    now: Instant,
+    error: &str,
+    round: &mut Round,
+) -> Result<(), StoreError> {
+    round.failed_sinks += 1;
+    sink.counters.failures.fetch_add(1, Ordering::Relaxed);
+    let retry_in = sink.backoff.failed(now);
+    sink.unlogged_failures += 1;
+    if sink
+        .last_failure_log
+        .is_none_or(|t| now.duration_since(t) >= FAILURE_LOG_EVERY)
+    {
+        tracing::error!(
+            sink = %sink.name,
+            target = %sink.transport.target(),
+            error,
+            failed_attempts = sink.unlogged_failures,
+            consecutive_failures = sink.backoff.failures(),
+            retry_in = %humantime::format_duration(Duration::from_millis(retry_in.as_millis() as u64)),
+            backlog = store.backlog(&sink.name)?,
+            "alert sink failed; its events stay queued and are retried"
+        );
+        sink.unlogged_failures = 0;
+        sink.last_failure_log = Some(now);
+    }
+    Ok(())
+}
+
+/// Writes the events a receiver refused for good to `state.dir/dead-letter/<sink>.jsonl`
+/// (synced: they leave the outbox next), with the receiver's reason.
+fn dead_letter(sink: &Sink, batch: &[Pending], sent: &Sent) -> std::io::Result<()> {
+    if sent.rejected.is_empty() {
+        return Ok(());
+    }
+    let mut buf = String::new();
+    for (index, reason) in &sent.rejected {
+        let Some(p) = batch.get(*index) else { continue };
+        let line = serde_json::json!({
+            "sink": sink.name,
+            "reason": reason,
+            "event_id": event_id(&p.event),
+            "event": p.event,
+        });
+        buf.push_str(&line.to_string());
+        buf.push('\n');
+        tracing::error!(
+            sink = %sink.name,
+            event_id = %event_id(&p.event),
+            reason = %reason,
+            file = %sink.dead_letter.display(),
+            "the receiver refused an alert event for good; kept in the dead-letter file"
+        );
+    }
+    if let Some(dir) = sink.dead_letter.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&sink.dead_letter)?;
+    file.write_all(buf.as_bytes())?;
+    file.sync_data()
+}
+
 #[cfg(test)]
 mod tests {
-    use std::fs;
+    use std::{fs, time::Instant};
 
     use super::*;
     use crate::{
@@ -179,12 +343,16 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let mut store = Store::in_memory().unwrap();
-        let mut d = Deliverer::new(&default_sinks(), &dir, fixtures::reporter());
+        let mut d = Deliverer::new(&default_sinks(), &dir, fixtures::reporter()).unwrap();
         d.register(&mut store).unwrap();
         let e = fixtures::opened();
         store.record(std::slice::from_ref(&e), &[]).unwrap();
-        assert_eq!(d.round(&mut store).unwrap().delivered, 1);
-        assert_eq!(d.round(&mut store).unwrap().delivered, 0, "once");
+        assert_eq!(d.round(&mut store, Instant::now()).unwrap().delivered, 1);
+        assert_eq!(
+            d.round(&mut store, Instant::now()).unwrap().delivered,
+            0,
+            "once"
+        );
         let path = dir.join("alerts.jsonl");
         let back: AlertEvent =
             serde_json::from_str(fs::read_to_string(&path).unwrap().trim()).unwrap();
@@ -193,13 +361,17 @@ mod tests {
         // The file cannot be written (a directory in its place): the event stays queued.
         fs::remove_file(&path).unwrap();
         fs::create_dir(&path).unwrap();
-        let mut d = Deliverer::new(&default_sinks(), &dir, fixtures::reporter());
+        let mut d = Deliverer::new(&default_sinks(), &dir, fixtures::reporter()).unwrap();
         store.record(std::slice::from_ref(&e), &[]).unwrap();
-        let r = d.round(&mut store).unwrap();
+        let r = d.round(&mut store, Instant::now()).unwrap();
         assert_eq!((r.delivered, r.failed_sinks), (0, 1));
         assert_eq!(store.backlog("alerts-file").unwrap(), 1);
         fs::remove_dir(&path).unwrap();
-        assert_eq!(d.round(&mut store).unwrap().delivered, 1, "retried");
+        assert_eq!(
+            d.round(&mut store, later()).unwrap().delivered,
+            1,
+            "retried"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }
@@ -208,6 +380,12 @@ mod tests {
 pub enum DeliveryError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("alert sink {sink:?}")]
+    Setup {
+        sink: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("starting the alert delivery thread")]
     Spawn(#[source] std::io::Error),
 }
@@ -224,6 +402,8 @@ enum Wake {
 /// it read while the detector writes), woken after every stored window and every second,
 /// so a slow sink delays only its own deliveries, never detection.
 pub struct DeliveryThread {
+    /// Its sinks' counters (for the metrics endpoint).
+    pub counters: Vec<(String, Arc<SinkCounters>)>,
     wake: std::sync::mpsc::Sender<Wake>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
@@ -239,7 +419,8 @@ impl DeliveryThread {
         reporter: Reporter,
     ) -> Result<Self, DeliveryError> {
         let mut store = Store::open(state_dir)?;
-        let mut deliverer = Deliverer::new(config, state_dir, reporter);
+        let mut deliverer = Deliverer::new(config, state_dir, reporter)?;
+        let counters = deliverer.counters();
         deliverer.register(&mut store)?;
         let (wake, rx) = std::sync::mpsc::channel();
         let handle = std::thread::Builder::new()
@@ -252,7 +433,7 @@ impl DeliveryThread {
                         }
                         Ok(Wake::Kick) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
                     };
-                    if let Err(e) = deliverer.round(&mut store) {
+                    if let Err(e) = deliverer.round(&mut store, std::time::Instant::now()) {
                         tracing::error!(error = %e, "reading the outbox");
                     }
                     if stop {
@@ -262,6 +443,7 @@ impl DeliveryThread {
             })
             .map_err(DeliveryError::Spawn)?;
         Ok(Self {
+            counters,
             wake,
             handle: Some(handle),
         })
@@ -326,9 +508,15 @@ mod thread_tests {
     }
 }
 
+/// A time after any backoff of a test sink.
+#[cfg(test)]
+fn later() -> Instant {
+    Instant::now() + Duration::from_secs(3600)
+}
+
 #[cfg(test)]
 mod syslog_tests {
-    use std::{net::TcpListener, thread};
+    use std::{net::TcpListener, thread, time::Instant};
 
     use super::*;
     use crate::{
@@ -351,11 +539,11 @@ mod syslog_tests {
         let reporter = fixtures::reporter();
         let mut store = Store::in_memory().unwrap();
         let dir = std::env::temp_dir();
-        let mut d = Deliverer::new(&config.sinks, &dir, reporter.clone());
+        let mut d = Deliverer::new(&config.sinks, &dir, reporter.clone()).unwrap();
         d.register(&mut store).unwrap();
         store.record(&[fixtures::opened()], &[]).unwrap();
         let reader = thread::spawn(move || (read_octet_counted(&listener, 1).remove(0), listener));
-        assert_eq!(d.round(&mut store).unwrap().delivered, 1);
+        assert_eq!(d.round(&mut store, Instant::now()).unwrap().delivered, 1);
         let (msg, listener) = reader.join().unwrap();
         assert!(msg.starts_with("<107>1 "), "{msg}");
         let ocsf: serde_json::Value =
@@ -364,18 +552,23 @@ mod syslog_tests {
 
         // The receiver goes away: the event stays queued; a new receiver gets it.
         drop(listener);
-        let mut d = Deliverer::new(&config.sinks, &dir, reporter);
+        let mut d = Deliverer::new(&config.sinks, &dir, reporter).unwrap();
         let mut e = fixtures::opened();
         e.alert.updates = 7;
         store.record(&[e], &[]).unwrap();
-        let r = d.round(&mut store).unwrap();
+        let r = d.round(&mut store, Instant::now()).unwrap();
         assert_eq!((r.delivered, r.failed_sinks), (0, 1));
         assert_eq!(store.backlog("soc").unwrap(), 1);
         let Ok(listener) = TcpListener::bind(addr) else {
             return; // the port was taken meanwhile
         };
         let reader = thread::spawn(move || read_octet_counted(&listener, 1).remove(0));
-        assert_eq!(d.round(&mut store).unwrap().delivered, 1);
+        assert_eq!(
+            d.round(&mut store, Instant::now()).unwrap().delivered,
+            0,
+            "backing off"
+        );
+        assert_eq!(d.round(&mut store, later()).unwrap().delivered, 1);
         let second = reader.join().unwrap();
         assert!(second.contains("eventId=\""), "{second}");
         assert_eq!(store.backlog("soc").unwrap(), 0);

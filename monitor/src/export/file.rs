@@ -10,7 +10,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::settings::Fsync;
+use super::{
+    Format, Reporter, render,
+    settings::Fsync,
+    transport::{Sent, Transport, TransportError},
+};
+use crate::store::Pending;
 
 pub struct FileSink {
     path: PathBuf,
@@ -99,6 +104,27 @@ impl FileSink {
         fs::rename(&self.path, self.rotated(1))?;
         tracing::info!(path = %self.path.display(), "alert file rotated");
         Ok(())
+    }
+}
+
+/// A file sink with its format.
+pub struct FileTransport {
+    pub file: FileSink,
+    pub format: Format,
+}
+
+impl Transport for FileTransport {
+    fn target(&self) -> String {
+        self.file.path().display().to_string()
+    }
+
+    fn send(&mut self, batch: &[Pending], reporter: &Reporter) -> Result<Sent, TransportError> {
+        let lines: Vec<String> = batch
+            .iter()
+            .map(|p| render(self.format, &p.event, reporter))
+            .collect();
+        self.file.write(&lines)?;
+        Ok(Sent::all(batch))
     }
 }
 

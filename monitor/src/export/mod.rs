@@ -2,14 +2,17 @@
 //! and the agent's own JSON. Pure functions from an [`AlertEvent`] to text or JSON; the
 //! transports (sinks, outbox, retries) build on them.
 
+pub mod backoff;
 pub mod cef;
 pub mod delivery;
 pub mod ecs;
 pub mod file;
 pub mod ocsf;
 pub mod settings;
+pub mod stdout;
 pub mod syslog;
 pub mod syslog_sink;
+pub mod transport;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

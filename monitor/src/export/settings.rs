@@ -1,5 +1,5 @@
-//! `[[sinks]]`: where alert events go. Today: JSON-lines files (with rotation); the network
-//! transports join this list.
+//! `[[sinks]]`: where alert events go (file, stdout, syslog, HTTP collectors), and how each
+//! sink retries and bounds its backlog.
 
 use std::{ops::Range, path::PathBuf};
 
@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::{Format, syslog::Framing, syslog_sink::Protocol};
-use crate::config::Bytes;
+use crate::config::{Bytes, HumanDuration};
 
 /// One `[[sinks]]` entry: `name`, `type`, `format`, then the keys of its type. (One flat
 /// table rather than a tagged enum: it keeps line numbers in error messages.)
@@ -20,6 +20,19 @@ pub struct SinkConfig {
     pub kind: SinkType,
     #[serde(default = "default_format")]
     pub format: Format,
+    /// Events per send (one write, one syslog burst, one HTTP request).
+    #[serde(default = "default_batch_max")]
+    pub batch_max: Spanned<u32>,
+    /// First retry delay after a failure; doubles per consecutive failure, with jitter.
+    #[serde(default = "default_retry_initial")]
+    pub retry_initial: Spanned<HumanDuration>,
+    /// The longest retry delay.
+    #[serde(default = "default_retry_max")]
+    pub retry_max: Spanned<HumanDuration>,
+    /// Undelivered events kept for this sink; beyond, the oldest are skipped (counted and
+    /// logged; they stay in the alert history).
+    #[serde(default = "default_max_backlog")]
+    pub max_backlog: Spanned<u64>,
     /// `file`: the file (a relative path is under `state.dir`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
@@ -53,6 +66,8 @@ pub struct SinkConfig {
 pub enum SinkType {
     /// One event per line appended to a file, rotated by size.
     File,
+    /// One event per line on standard output (samples then need `agent.output = "none"`).
+    Stdout,
     /// RFC 5424 messages to a syslog receiver (structured data, then the event in `format`,
     /// or a one-line summary with `format = "text"`).
     Syslog,
@@ -77,6 +92,22 @@ fn default_facility() -> Spanned<u8> {
     Spanned::new(0..0, super::syslog::DEFAULT_FACILITY)
 }
 
+fn default_batch_max() -> Spanned<u32> {
+    Spanned::new(0..0, 500)
+}
+
+fn default_retry_initial() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration::secs(1))
+}
+
+fn default_retry_max() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration::secs(300))
+}
+
+fn default_max_backlog() -> Spanned<u64> {
+    Spanned::new(0..0, 100_000)
+}
+
 const fn default_format() -> Format {
     Format::Json
 }
@@ -99,6 +130,10 @@ pub fn default_sinks() -> Vec<SinkConfig> {
         name: Spanned::new(0..0, "alerts-file".to_owned()),
         kind: SinkType::File,
         format: Format::Json,
+        batch_max: default_batch_max(),
+        retry_initial: default_retry_initial(),
+        retry_max: default_retry_max(),
+        max_backlog: default_max_backlog(),
         path: Some(PathBuf::from("alerts.jsonl")),
         max_size: default_max_size(),
         keep: default_keep(),
@@ -111,7 +146,7 @@ pub fn default_sinks() -> Vec<SinkConfig> {
 }
 
 /// Names unique and non-empty, sizes sane.
-pub fn validate(sinks: &[SinkConfig]) -> Result<(), (Range<usize>, String, String)> {
+pub fn validate(sinks: &[SinkConfig]) -> Result<(), Invalid> {
     for (i, sink) in sinks.iter().enumerate() {
         let name = sink.name.get_ref();
         if name.trim().is_empty() {
@@ -124,7 +159,9 @@ pub fn validate(sinks: &[SinkConfig]) -> Result<(), (Range<usize>, String, Strin
                 format!("sink {name:?} is defined twice (names key the delivery cursors)"),
             ));
         }
+        validate_delivery(i, sink)?;
         match sink.kind {
+            SinkType::Stdout => {}
             SinkType::File => {
                 if sink.path.is_none() {
                     return Err((
@@ -176,6 +213,42 @@ pub fn validate(sinks: &[SinkConfig]) -> Result<(), (Range<usize>, String, Strin
                 }
             }
         }
+    }
+    Ok(())
+}
+
+type Invalid = (Range<usize>, String, String);
+
+/// The keys every sink type has.
+fn validate_delivery(i: usize, sink: &SinkConfig) -> Result<(), Invalid> {
+    if !(1..=10_000).contains(sink.batch_max.get_ref()) {
+        return Err((
+            sink.batch_max.span(),
+            format!("sinks[{i}].batch_max"),
+            "1 to 10000 events".into(),
+        ));
+    }
+    let initial = sink.retry_initial.get_ref().0;
+    if initial < std::time::Duration::from_millis(100) {
+        return Err((
+            sink.retry_initial.span(),
+            format!("sinks[{i}].retry_initial"),
+            "at least 100ms".into(),
+        ));
+    }
+    if sink.retry_max.get_ref().0 < initial {
+        return Err((
+            sink.retry_max.span(),
+            format!("sinks[{i}].retry_max"),
+            "must not be shorter than retry_initial".into(),
+        ));
+    }
+    if *sink.max_backlog.get_ref() < u64::from(*sink.batch_max.get_ref()) {
+        return Err((
+            sink.max_backlog.span(),
+            format!("sinks[{i}].max_backlog"),
+            "must hold at least one batch (batch_max)".into(),
+        ));
     }
     Ok(())
 }

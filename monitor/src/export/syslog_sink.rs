@@ -11,7 +11,12 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::syslog::{Framing, frame};
+use super::{
+    Format, Reporter,
+    syslog::{Framing, Payload, frame, message},
+    transport::{Sent, Transport, TransportError},
+};
+use crate::store::Pending;
 
 /// Connect and write timeout: a hung receiver costs a round at most this long.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,6 +113,29 @@ impl SyslogSink {
             socket.send_to(m.as_bytes(), target)?;
         }
         Ok(())
+    }
+}
+
+/// A syslog sink with its facility and the format of the message part.
+pub struct SyslogTransport {
+    pub sink: SyslogSink,
+    pub facility: u8,
+    pub format: Format,
+}
+
+impl Transport for SyslogTransport {
+    fn target(&self) -> String {
+        self.sink.address().to_owned()
+    }
+
+    fn send(&mut self, batch: &[Pending], reporter: &Reporter) -> Result<Sent, TransportError> {
+        let payload = Payload::Format(self.format);
+        let messages: Vec<String> = batch
+            .iter()
+            .map(|p| message(&p.event, reporter, self.facility, payload))
+            .collect();
+        self.sink.send(&messages)?;
+        Ok(Sent::all(batch))
     }
 }
 

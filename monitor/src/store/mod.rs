@@ -20,7 +20,10 @@ use jiff::Timestamp;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use thiserror::Error;
 
-pub use self::alerts::{AlertFilter, OperatorAction, StoredSuppression};
+pub use self::{
+    alerts::{AlertFilter, OperatorAction, StoredSuppression},
+    outbox::Pending,
+};
 
 pub const FILE_NAME: &str = "state.db";
 

@@ -85,7 +85,7 @@ impl Store {
             .map_err(|e| self.sql(e))
     }
 
-    /// Events not yet delivered by the slowest sink (its backlog).
+    /// Events the sink has not delivered yet (its backlog).
     pub fn backlog(&mut self, sink: &str) -> Result<u64, StoreError> {
         let after = self.cursor(sink)?;
         self.conn
@@ -96,6 +96,34 @@ impl Store {
             )
             .map(|n| n as u64)
             .map_err(|e| self.sql(e))
+    }
+
+    /// Bounds the sink's backlog to its `keep` newest events: the older ones are skipped (the
+    /// cursor moves past them; they stay in the alert history). Returns how many were skipped.
+    pub fn drop_oldest(&mut self, sink: &str, keep: u64) -> Result<u64, StoreError> {
+        let after = self.cursor(sink)?;
+        let new_cursor: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT seq FROM alert_events WHERE seq > ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2",
+                params![after, keep as i64],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        let Some(new_cursor) = new_cursor else {
+            return Ok(0);
+        };
+        let dropped: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM alert_events WHERE seq > ?1 AND seq <= ?2",
+                params![after, new_cursor],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sql(e))?;
+        self.advance(sink, new_cursor)?;
+        Ok(dropped as u64)
     }
 
     /// The lowest cursor of all sinks: events after it must be kept.
@@ -146,6 +174,21 @@ mod tests {
             "never backwards"
         );
         assert_eq!(store.oldest_cursor().unwrap(), Some(1));
+    }
+
+    #[test]
+    fn a_full_backlog_keeps_the_newest_events() {
+        let mut store = Store::in_memory().unwrap();
+        store.cursor("dead").unwrap();
+        store.record(&events(10), &[]).unwrap();
+        assert_eq!(store.drop_oldest("dead", 20).unwrap(), 0, "under the bound");
+        assert_eq!(store.drop_oldest("dead", 4).unwrap(), 6);
+        let left = store.pending("dead", 100).unwrap();
+        let kept: Vec<u32> = left.iter().map(|p| p.event.alert.updates).collect();
+        assert_eq!(kept, vec![6, 7, 8, 9]);
+        assert_eq!(store.drop_oldest("dead", 4).unwrap(), 0, "idempotent");
+        assert_eq!(store.drop_oldest("dead", 0).unwrap(), 4);
+        assert_eq!(store.backlog("dead").unwrap(), 0);
     }
 
     #[test]
