@@ -59,6 +59,16 @@ pub struct SinkConfig {
     /// `syslog`: the facility (0-23; default 13, log audit).
     #[serde(default = "default_facility")]
     pub facility: Spanned<u8>,
+    /// TLS (syslog over TLS, https collectors): the CA certificates (PEM) that verify the
+    /// receiver; without it, the host's trust store. Verification is never off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<Spanned<PathBuf>>,
+    /// TLS: a client certificate chain (PEM) for receivers that authenticate their senders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<Spanned<PathBuf>>,
+    /// TLS: the private key (PEM) of `client_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +152,9 @@ pub fn default_sinks() -> Vec<SinkConfig> {
         protocol: default_protocol(),
         framing: default_framing(),
         facility: default_facility(),
+        ca_file: None,
+        client_cert: None,
+        client_key: None,
     }]
 }
 
@@ -160,6 +173,18 @@ pub fn validate(sinks: &[SinkConfig]) -> Result<(), Invalid> {
             ));
         }
         validate_delivery(i, sink)?;
+        if sink.client_cert.is_some() != sink.client_key.is_some() {
+            let span = sink
+                .client_cert
+                .as_ref()
+                .or(sink.client_key.as_ref())
+                .map_or(sink.name.span(), Spanned::span);
+            return Err((
+                span,
+                format!("sinks[{i}].client_cert"),
+                "client_cert and client_key go together".into(),
+            ));
+        }
         match sink.kind {
             SinkType::Stdout => {}
             SinkType::File => {
