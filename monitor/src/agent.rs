@@ -26,7 +26,7 @@ pub enum AgentError {
 /// after the programs have been detached.
 pub async fn run(
     args: &Settings,
-    mut consume: impl FnMut(&[FlowSample]) -> ControlFlow<()>,
+    mut consume: impl FnMut(&[FlowSample], &CollectorStats) -> ControlFlow<()>,
 ) -> Result<CollectorStats, AgentError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Notify)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Notify)?;
@@ -78,7 +78,7 @@ pub async fn run(
                     log_stats("collector totals", collector.stats(), None);
                     last_report = std::time::Instant::now();
                 }
-                if consume(&samples).is_break() {
+                if consume(&samples, collector.stats()).is_break() {
                     break None;
                 }
             }
@@ -107,7 +107,7 @@ pub async fn run(
     drop(dns);
     collector.flush_kernel_log();
     let samples = collector.poll()?;
-    let _ = consume(&samples);
+    let _ = consume(&samples, collector.stats());
     let stats = collector.stats().clone();
     drop(collector); // closes the bpf_link fds: the programs are detached here
     log_stats("detached all programs; stopped", &stats, signal);

@@ -19,6 +19,7 @@ use crate::{
         StateConfig,
     },
     export::settings::{self as sink_settings, SinkConfig},
+    metrics::settings::MetricsConfig,
     output::OutputFormat,
 };
 
@@ -38,6 +39,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Where alert events go; without `[[sinks]]`, a JSON-lines file in `state.dir`.
     pub sinks: Vec<SinkConfig>,
+    /// The Prometheus endpoint (off by default).
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -51,6 +54,7 @@ impl Default for Config {
             rules: RulesConfig::default(),
             alerts: AlertsConfig::default(),
             sinks: crate::export::settings::default_sinks(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -256,6 +260,10 @@ impl Config {
         )
         .map_err(|(span, key, message)| invalid(Some(span), key, message))?;
         sink_settings::validate(&config.sinks)
+            .map_err(|(span, key, message)| invalid(Some(span), key, message))?;
+        config
+            .metrics
+            .validate()
             .map_err(|(span, key, message)| invalid(Some(span), key, message))?;
         if config.agent.output != OutputFormat::None
             && let Some(sink) = config
@@ -513,6 +521,59 @@ mod tests {
         );
         let e = error("[[sinks]]\nname = \"a\"\ntype = \"file\"\npath = \"x\"\nmax_size = 10\n");
         assert!(e.contains(":5:") && e.contains("sinks[0].max_size"), "{e}");
+    }
+
+    #[test]
+    fn delivery_stdout_and_metrics_settings() {
+        let c = parse("[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"x\"\nbatch_max = 50\nretry_initial = \"2s\"\nretry_max = \"10m\"\nmax_backlog = 5000\n").unwrap();
+        assert_eq!(*c.sinks[0].batch_max.get_ref(), 50);
+        assert_eq!(c.sinks[0].retry_max.get_ref().0, Duration::from_secs(600));
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
+        for (bad, line, says) in [
+            ("batch_max = 0", ":5:", "sinks[0].batch_max: 1 to 10000"),
+            (
+                "retry_initial = \"10ms\"",
+                ":5:",
+                "sinks[0].retry_initial: at least 100ms",
+            ),
+            (
+                "retry_max = \"0s\"",
+                ":5:",
+                "sinks[0].retry_max: must not be shorter",
+            ),
+            (
+                "max_backlog = 10",
+                ":5:",
+                "sinks[0].max_backlog: must hold at least one batch",
+            ),
+            (
+                "client_cert = \"c.pem\"",
+                ":5:",
+                "client_cert and client_key go together",
+            ),
+        ] {
+            let e = error(&format!(
+                "[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"x\"\n{bad}\n"
+            ));
+            assert!(e.contains(line) && e.contains(says), "{bad}: {e}");
+        }
+        let stdout = "[[sinks]]\nname = \"out\"\ntype = \"stdout\"\nformat = \"ecs\"\n";
+        let e = error(stdout);
+        assert!(
+            e.contains(":2:") && e.contains("agent.output = \"none\""),
+            "{e}"
+        );
+        let c = parse(&format!("[agent]\noutput = \"none\"\n{stdout}")).unwrap();
+        assert_eq!(c.sinks[0].kind, sink_settings::SinkType::Stdout);
+
+        assert_eq!(parse("").unwrap().metrics.address(), None, "off by default");
+        let c = parse("[metrics]\nlisten = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(c.metrics.address(), Some("127.0.0.1:9464".parse().unwrap()));
+        let e = error("[metrics]\nlisten = \"localhost:9464\"\n");
+        assert!(
+            e.contains(":2:") && e.contains("metrics.listen") && e.contains("not ip:port"),
+            "{e}"
+        );
     }
 
     /// (file, line, what the error must say).

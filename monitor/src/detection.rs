@@ -6,7 +6,7 @@
 use std::{
     net::{IpAddr, ToSocketAddrs as _},
     path::Path,
-    sync::mpsc,
+    sync::{Arc, mpsc},
     thread,
     time::{Duration, Instant},
 };
@@ -14,11 +14,16 @@ use std::{
 use jiff::Timestamp;
 
 use crate::{
+    collector::CollectorStats,
     config::Config,
     detect::{Detector, alerts::AlertEvent},
     export::{
         Reporter,
         delivery::{DeliveryError, DeliveryThread},
+    },
+    metrics::{
+        Metrics,
+        server::{MetricsServer, ServerError},
     },
     store::{self, OperatorAction, Store, StoreError},
 };
@@ -29,6 +34,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
+    #[error(transparent)]
+    Metrics(#[from] ServerError),
 }
 
 pub struct LiveDetector {
@@ -46,6 +53,8 @@ pub struct LiveDetector {
     /// Rate-limited openings already reported in the log.
     rate_limited_logged: u64,
     last_rate_log: Option<Instant>,
+    /// The Prometheus endpoint and what it serves (with `[metrics] listen`).
+    metrics: Option<(Arc<Metrics>, MetricsServer)>,
 }
 
 impl LiveDetector {
@@ -67,6 +76,17 @@ impl LiveDetector {
                 DeliveryThread::start(std::slice::from_ref(sink), state_dir, reporter.clone())
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let metrics = match config.metrics.address() {
+            Some(addr) => {
+                let metrics = Arc::new(Metrics::default());
+                for thread in &delivery {
+                    metrics.add_sinks(thread.counters.iter().cloned());
+                }
+                let server = MetricsServer::start(addr, Arc::clone(&metrics))?;
+                Some((metrics, server))
+            }
+            None => None,
+        };
         let mut detector = Detector::new(config);
         let restored = store.load_into(&mut detector, Timestamp::now())?;
         tracing::info!(
@@ -94,6 +114,7 @@ impl LiveDetector {
             store_errors: 0,
             rate_limited_logged: 0,
             last_rate_log: None,
+            metrics,
         })
     }
 
@@ -109,6 +130,9 @@ impl LiveDetector {
             self.store_error("recording alerts", &e);
         }
         self.deliver();
+        if let Some((metrics, _)) = &self.metrics {
+            metrics.update_detection(&self.detector, &self.events);
+        }
         if self.last_checkpoint.elapsed() >= self.checkpoint_every {
             self.checkpoint();
         }
@@ -128,6 +152,18 @@ impl LiveDetector {
             self.rate_limited_logged = limited;
         }
         &self.events
+    }
+
+    /// The collector's totals for the metrics endpoint (after each poll).
+    pub fn observe_collector(&self, stats: &CollectorStats, max_flows: u64) {
+        if let Some((metrics, _)) = &self.metrics {
+            metrics.update_collector(stats, max_flows);
+        }
+    }
+
+    /// The metrics endpoint's address, when it runs.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().map(|(_, server)| server.addr())
     }
 
     /// Wakes the delivery thread when events were stored (they are in the outbox).

@@ -15,6 +15,7 @@ pub mod doctor;
 pub mod export;
 pub mod flow;
 pub mod kernel;
+pub mod metrics;
 pub mod output;
 pub mod replay;
 #[cfg(test)]

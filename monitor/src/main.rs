@@ -71,7 +71,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut table = TopTable::default();
             let tty = std::io::stdout().is_terminal();
             let mut shown = 0u64;
-            runtime()?.block_on(agent::run(&settings, |samples| {
+            runtime()?.block_on(agent::run(&settings, |samples, _| {
                 table.update(samples);
                 // The agent's last poll at shutdown comes after the last refresh: not shown.
                 if args.iterations.is_some_and(|n| shown >= n) {
@@ -146,10 +146,12 @@ fn run_agent(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut stdout = (format != output::OutputFormat::None)
         .then(|| std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock()));
     let mut write_error = None;
-    runtime()?.block_on(agent::run(&settings, |samples| {
+    let max_flows = u64::from(settings.max_flows);
+    runtime()?.block_on(agent::run(&settings, |samples, stats| {
         for e in detection.observe(samples) {
             log_alert(e);
         }
+        detection.observe_collector(stats, max_flows);
         let Some(stdout) = stdout.as_mut() else {
             return ControlFlow::Continue(());
         };

@@ -402,6 +402,11 @@ impl AlertBook {
     }
 
     /// Open alerts' keys with their rule window and threshold, for the detector's re-check.
+    /// The rule of every open alert.
+    pub fn open_rules(&self) -> impl Iterator<Item = RuleId> + '_ {
+        self.open.keys().map(|k| k.rule)
+    }
+
     pub fn open_conditions(&self) -> Vec<(AlertKey, WindowLen, u64)> {
         self.open
             .iter()

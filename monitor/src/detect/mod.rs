@@ -11,7 +11,7 @@ pub mod rules;
 pub mod services;
 pub mod settings;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 pub mod window;
 
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
@@ -130,6 +130,9 @@ pub struct ServiceState {
     /// Per-minute totals by hour of day (rule 3).
     pub time_of_day: TimeOfDay,
     pub dirty: bool,
+    /// Bytes since the agent started, by destination class (for the metrics endpoint; not
+    /// persisted: Prometheus counters restart with the process).
+    pub bytes_by_class: [u64; 4],
 }
 
 impl ServiceState {
@@ -144,6 +147,7 @@ impl ServiceState {
             peer_volumes: Distribution::new(PEER_SIGFIG),
             time_of_day: TimeOfDay::default(),
             dirty: true,
+            bytes_by_class: [0; 4],
         }
     }
 
@@ -501,6 +505,7 @@ impl Detector {
             }
             None => DestinationClass::Unknown,
         };
+        svc.bytes_by_class[class as usize] += s.bytes;
         let outlier_window = params.outlier_window();
         for len in WindowLen::ALL {
             let completed = peer.windows[len.index()].roll(len, t);

@@ -11,13 +11,13 @@ use crate::{
     flow::{Endpoint, FlowSample, Owner, Protocol},
 };
 
-const T0: i64 = 1_780_272_000; // 2026-06-01T00:00:00Z
+pub(crate) const T0: i64 = 1_780_272_000; // 2026-06-01T00:00:00Z
 
-fn config(text: &str) -> Config {
+pub(crate) fn config(text: &str) -> Config {
     Config::parse(text, &Origin::Embedded).unwrap()
 }
 
-fn owner() -> Arc<Owner> {
+pub(crate) fn owner() -> Arc<Owner> {
     Arc::new(Owner {
         pid: Some(4242),
         comm: Some("backup".into()),
@@ -28,7 +28,7 @@ fn owner() -> Arc<Owner> {
     })
 }
 
-fn sample(owner: &Arc<Owner>, at: i64, peer: &str, port: u16, bytes: u64) -> FlowSample {
+pub(crate) fn sample(owner: &Arc<Owner>, at: i64, peer: &str, port: u16, bytes: u64) -> FlowSample {
     FlowSample {
         window_start: Timestamp::from_second(at - 1).unwrap(),
         window_end: Timestamp::from_second(at).unwrap(),

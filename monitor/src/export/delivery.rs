@@ -121,12 +121,27 @@ impl Deliverer {
         let sinks = config
             .iter()
             .map(|c| {
-                let name = c.name.get_ref().clone();
                 let transport = transport(c, state_dir).map_err(|e| DeliveryError::Setup {
-                    sink: name.clone(),
+                    sink: c.name.get_ref().clone(),
                     source: Box::new(e),
                 })?;
-                Ok(Sink {
+                Ok((c, transport))
+            })
+            .collect::<Result<Vec<_>, DeliveryError>>()?;
+        Ok(Self::with_transports(sinks, state_dir, reporter))
+    }
+
+    /// Sinks with transports already built (tests give scripted ones).
+    pub(crate) fn with_transports<'a>(
+        sinks: impl IntoIterator<Item = (&'a SinkConfig, Box<dyn Transport>)>,
+        state_dir: &Path,
+        reporter: Reporter,
+    ) -> Self {
+        let sinks = sinks
+            .into_iter()
+            .map(|(c, transport)| {
+                let name = c.name.get_ref().clone();
+                Sink {
                     dead_letter: state_dir.join("dead-letter").join(format!("{name}.jsonl")),
                     name,
                     transport,
@@ -136,10 +151,10 @@ impl Deliverer {
                     counters: Arc::default(),
                     unlogged_failures: 0,
                     last_failure_log: None,
-                })
+                }
             })
-            .collect::<Result<_, DeliveryError>>()?;
-        Ok(Self { sinks, reporter })
+            .collect();
+        Self { sinks, reporter }
     }
 
     /// The counters of each sink, by name.

@@ -5,6 +5,8 @@
 pub mod backoff;
 pub mod cef;
 pub mod delivery;
+#[cfg(test)]
+mod delivery_tests;
 pub mod ecs;
 pub mod file;
 pub mod ocsf;
