@@ -277,6 +277,24 @@ impl Agent {
         self.samples.lock().unwrap().clone()
     }
 
+    /// Has the traffic helper send `count` datagrams of `size` bytes to `to`, and waits until
+    /// the agent reported the sender while it is alive (a process read from /proc after it
+    /// exited has no executable, hence another service identity). Returns the sender's pid.
+    pub fn send_udp(&self, to: std::net::SocketAddr, count: u64, size: u64) -> u32 {
+        let mut sender = Traffic::start(&[
+            "udp-send",
+            &to.to_string(),
+            &count.to_string(),
+            &size.to_string(),
+        ]);
+        let pid = sender.pid();
+        sender.expect_line("done", Duration::from_secs(60));
+        self.wait_for_sample_of(pid, Duration::from_secs(10));
+        sender.go();
+        sender.wait();
+        pid
+    }
+
     /// SIGTERM, then wait (at most 20 s) for the agent to exit and its output to end.
     pub fn stop(self) -> Finished {
         nix::sys::signal::kill(

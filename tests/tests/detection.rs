@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{Agent, StateDir, Traffic, agent_bin, traffic_exe, udp_sink};
+use integration_tests::{Agent, StateDir, agent_bin, traffic_exe, udp_sink};
 use serde_json::Value;
 
 /// Loopback is `internal` by default: here it is treated as the outside world, with rules 2
@@ -31,23 +31,6 @@ enabled = false
 [rules.slow_drip]
 enabled = false
 "#;
-
-/// Sends and waits until the agent reported the sender while it is alive: a process read
-/// from /proc after it exited has no executable, hence another service identity.
-fn send(agent: &Agent, to: std::net::SocketAddr, count: u64, size: u64) -> u32 {
-    let mut sender = Traffic::start(&[
-        "udp-send",
-        &to.to_string(),
-        &count.to_string(),
-        &size.to_string(),
-    ]);
-    let pid = sender.pid();
-    sender.expect_line("done", Duration::from_secs(60));
-    agent.wait_for_sample_of(pid, Duration::from_secs(10));
-    sender.go();
-    sender.wait();
-    pid
-}
 
 fn alerts_json(state: &StateDir) -> Vec<Value> {
     let out = Command::new(agent_bin())
@@ -94,7 +77,7 @@ fn an_unknown_destination_over_threshold_raises_an_alert_that_survives_a_restart
 
     let agent = start(&state, CONFIG);
     // Learning: a small exchange with `known`.
-    send(&agent, known, 10, 100);
+    agent.send_udp(known, 10, 100);
     let learned_at = Instant::now();
     thread::sleep(Duration::from_millis(3500));
     assert!(
@@ -102,8 +85,8 @@ fn an_unknown_destination_over_threshold_raises_an_alert_that_survives_a_restart
         "no alert during learning"
     );
     // After learning: 2 MB to the learned peer (quiet), then 2 MB to a stranger (alert).
-    let quiet = send(&agent, known, 2000, 1000);
-    let loud = send(&agent, stranger, 2000, 1000);
+    let quiet = agent.send_udp(known, 2000, 1000);
+    let loud = agent.send_udp(stranger, 2000, 1000);
     let opened = agent.wait_for_log_where(Duration::from_secs(10), |l| is_alert(l, "opened"));
     assert!(learned_at.elapsed() < Duration::from_secs(30));
     assert_eq!(opened["peer"], stranger.ip().to_string(), "{opened}");
@@ -158,7 +141,7 @@ fn an_unknown_destination_over_threshold_raises_an_alert_that_survives_a_restart
         l["message"] == "applying an operator decision"
     });
     // More bytes to the stranger: the alert is open and acknowledged, so no new alert.
-    send(&agent, stranger, 2000, 1000);
+    agent.send_udp(stranger, 2000, 1000);
     thread::sleep(Duration::from_secs(1));
     let run = agent.stop();
     assert!(
@@ -185,10 +168,10 @@ fn an_allowlisted_host_name_resolved_by_the_agent_is_silent() {
     let agent = start(&state, &config);
     // Starts the service's learning period with a destination that is neither.
     let other_sink = udp_sink("127.0.0.3:0");
-    send(&agent, other_sink.local_addr().unwrap(), 5, 100);
+    agent.send_udp(other_sink.local_addr().unwrap(), 5, 100);
     thread::sleep(Duration::from_millis(1500));
-    send(&agent, local, 2000, 1000);
-    send(&agent, stranger, 2000, 1000);
+    agent.send_udp(local, 2000, 1000);
+    agent.send_udp(stranger, 2000, 1000);
     agent.wait_for_log_where(Duration::from_secs(10), |l| is_alert(l, "opened"));
     thread::sleep(Duration::from_millis(500));
     let run = agent.stop();

@@ -126,7 +126,10 @@ mod tests {
         // tiny_http's acceptor thread lets go of the socket just after the drop.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-            assert!(std::time::Instant::now() < deadline, "the port stays open after stop");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the port stays open after stop"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
