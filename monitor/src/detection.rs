@@ -47,6 +47,8 @@ pub struct LiveDetector {
     checkpoint_every: Duration,
     keep_resolved: Duration,
     last_checkpoint: Instant,
+    /// The end of the host's learning period as last saved (0: none yet).
+    learning_saved: u64,
     resolved: Option<mpsc::Receiver<(String, Vec<IpAddr>)>>,
     /// Store writes that failed (logged each time; the alerts were still printed).
     pub store_errors: u64,
@@ -102,6 +104,7 @@ impl LiveDetector {
         let hosts = detector.classifier_mut().hosts_to_resolve();
         let resolved = (!hosts.is_empty())
             .then(|| spawn_resolver(hosts, config.destinations.resolve_every.get_ref().0));
+        let learning_saved = detector.host_learn_until();
         Ok(Self {
             detector,
             store,
@@ -110,6 +113,7 @@ impl LiveDetector {
             checkpoint_every: config.state.checkpoint_every.get_ref().0,
             keep_resolved: config.state.keep_resolved.get_ref().0,
             last_checkpoint: Instant::now(),
+            learning_saved,
             resolved,
             store_errors: 0,
             rate_limited_logged: 0,
@@ -133,7 +137,11 @@ impl LiveDetector {
         if let Some((metrics, _)) = &self.metrics {
             metrics.update_detection(&self.detector, &self.events);
         }
-        if self.last_checkpoint.elapsed() >= self.checkpoint_every {
+        // The host's learning period starts with its first sample ever: saved at once, so an
+        // agent killed before its first checkpoint does not start learning again (an agent
+        // made to crash over and over would otherwise never leave its learning period).
+        let learning_started = self.learning_saved == 0 && self.detector.host_learn_until() > 0;
+        if learning_started || self.last_checkpoint.elapsed() >= self.checkpoint_every {
             self.checkpoint();
         }
         let limited = self.detector.book().stats.rate_limited;
@@ -220,6 +228,7 @@ impl LiveDetector {
             }
         }
         self.last_checkpoint = Instant::now();
+        self.learning_saved = self.detector.host_learn_until();
     }
 
     fn apply_operator_actions(&mut self) {
