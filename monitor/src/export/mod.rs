@@ -10,6 +10,7 @@ mod delivery_tests;
 pub mod ecs;
 pub mod file;
 pub mod ocsf;
+pub mod ocsf_network;
 pub mod settings;
 pub mod stdout;
 pub mod syslog;

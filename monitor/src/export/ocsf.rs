@@ -135,39 +135,46 @@ fn evidence(e: &AlertEvent, reporter: &Reporter) -> Value {
         }
         ev.insert("dst_endpoint".into(), dst);
     }
-    if let Some(o) = &a.process
-        && (o.pid.is_some() || o.uid.is_some())
-    {
-        let mut process = serde_json::Map::new();
-        if let Some(pid) = o.pid {
-            process.insert("pid".into(), json!(pid));
-        }
-        if let Some(comm) = &o.comm {
-            process.insert("name".into(), json!(comm));
-        }
-        if !o.cmdline.is_empty() {
-            process.insert("cmd_line".into(), json!(o.cmdline.join(" ")));
-        }
-        if let Some(exe) = &o.exe {
-            // type_id 1: regular file.
-            process.insert(
-                "file".into(),
-                json!({ "name": base_name(exe), "path": exe, "type_id": 1, "type": "Regular File" }),
-            );
-        }
-        if o.uid.is_some() || o.user.is_some() {
-            let mut user = serde_json::Map::new();
-            if let Some(uid) = o.uid {
-                user.insert("uid".into(), json!(uid.to_string()));
-            }
-            if let Some(name) = &o.user {
-                user.insert("name".into(), json!(name));
-            }
-            process.insert("user".into(), Value::Object(user));
-        }
-        ev.insert("process".into(), Value::Object(process));
+    if let Some(process) = process(e) {
+        ev.insert("process".into(), process);
     }
     Value::Object(ev)
+}
+
+/// The sending process (pid, name, command line, executable, user), if known.
+pub(super) fn process(e: &AlertEvent) -> Option<Value> {
+    let o = e.alert.process.as_ref()?;
+    if o.pid.is_none() && o.uid.is_none() {
+        return None;
+    }
+    let mut process = serde_json::Map::new();
+    if let Some(pid) = o.pid {
+        process.insert("pid".into(), json!(pid));
+    }
+    if let Some(comm) = &o.comm {
+        process.insert("name".into(), json!(comm));
+    }
+    if !o.cmdline.is_empty() {
+        process.insert("cmd_line".into(), json!(o.cmdline.join(" ")));
+    }
+    if let Some(exe) = &o.exe {
+        // type_id 1: regular file.
+        process.insert(
+            "file".into(),
+            json!({ "name": base_name(exe), "path": exe, "type_id": 1, "type": "Regular File" }),
+        );
+    }
+    if o.uid.is_some() || o.user.is_some() {
+        let mut user = serde_json::Map::new();
+        if let Some(uid) = o.uid {
+            user.insert("uid".into(), json!(uid.to_string()));
+        }
+        if let Some(name) = &o.user {
+            user.insert("name".into(), json!(name));
+        }
+        process.insert("user".into(), Value::Object(user));
+    }
+    Some(Value::Object(process))
 }
 
 /// Observed volume in the rule window against the threshold (or learned baseline).
