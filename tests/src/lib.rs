@@ -81,6 +81,9 @@ pub struct Agent {
     /// The state directory the agent was given when the test did not choose one.
     _state: Option<StateDir>,
     samples: Arc<Mutex<Vec<FlowSample>>>,
+    /// Stdout lines when the test chose `--output` itself (e.g. `none` with a stdout sink).
+    stdout: Arc<Mutex<Vec<String>>>,
+    raw_stdout: bool,
     logs: Arc<Mutex<Vec<Value>>>,
     readers: Vec<thread::JoinHandle<()>>,
 }
@@ -95,7 +98,8 @@ pub struct Finished {
 impl Agent {
     /// Starts `egress-monitor run --output json` with `extra` arguments and waits until its
     /// programs are attached. Without `--state-dir` in `extra`, the agent gets a fresh state
-    /// directory of its own (never the host's /var/lib/egress-monitor).
+    /// directory of its own (never the host's /var/lib/egress-monitor). With `--output` in
+    /// `extra`, stdout is kept as lines ([`Self::stdout_so_far`]) instead of samples.
     pub fn start(extra: &[&str]) -> Self {
         require_root();
         let state = (!extra.contains(&"--state-dir")).then(StateDir::new);
@@ -103,16 +107,15 @@ impl Agent {
             .as_ref()
             .map(|s| vec!["--state-dir", s.arg()])
             .unwrap_or_default();
+        let raw_stdout = extra.contains(&"--output");
+        let output: &[&str] = if raw_stdout {
+            &[]
+        } else {
+            &["--output", "json"]
+        };
         let mut child = Command::new(agent_bin())
-            .args([
-                "--log-format",
-                "json",
-                "--log",
-                "info",
-                "run",
-                "--output",
-                "json",
-            ])
+            .args(["--log-format", "json", "--log", "info", "run"])
+            .args(output)
             .args(extra)
             .args(&state_args)
             .stdin(Stdio::null())
@@ -125,9 +128,15 @@ impl Agent {
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
         let s = samples.clone();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let raw = lines.clone();
         let out_reader = thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let line = line.expect("agent stdout");
+                if raw_stdout {
+                    raw.lock().unwrap().push(line);
+                    continue;
+                }
                 let sample: FlowSample = serde_json::from_str(&line).unwrap_or_else(|e| {
                     panic!("agent printed a line that is not a FlowSample ({e}): {line}")
                 });
@@ -150,11 +159,18 @@ impl Agent {
             child,
             _state: state,
             samples,
+            stdout: lines,
+            raw_stdout,
             logs,
             readers: vec![out_reader, err_reader],
         };
         agent.wait_for_log("attached: counting egress", Duration::from_secs(30));
         agent
+    }
+
+    /// Stdout lines so far (with `--output` chosen by the test).
+    pub fn stdout_so_far(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
     }
 
     /// Log lines so far.
@@ -279,7 +295,8 @@ impl Agent {
 
     /// Has the traffic helper send `count` datagrams of `size` bytes to `to`, and waits until
     /// the agent reported the sender while it is alive (a process read from /proc after it
-    /// exited has no executable, hence another service identity). Returns the sender's pid.
+    /// exited has no executable, hence another service identity); without samples on stdout,
+    /// for 800 ms. Returns the sender's pid.
     pub fn send_udp(&self, to: std::net::SocketAddr, count: u64, size: u64) -> u32 {
         let mut sender = Traffic::start(&[
             "udp-send",
@@ -289,7 +306,12 @@ impl Agent {
         ]);
         let pid = sender.pid();
         sender.expect_line("done", Duration::from_secs(60));
-        self.wait_for_sample_of(pid, Duration::from_secs(10));
+        if self.raw_stdout {
+            // No samples to wait for: a few polls (the tests poll every 200 ms) see it alive.
+            thread::sleep(Duration::from_millis(800));
+        } else {
+            self.wait_for_sample_of(pid, Duration::from_secs(10));
+        }
         sender.go();
         sender.wait();
         pid

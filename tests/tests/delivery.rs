@@ -306,3 +306,50 @@ fn a_receiver_outage_and_a_sigkill_lose_no_alert() {
         "nothing sent twice after the stop"
     );
 }
+
+/// `[agent] output = "none"` and a stdout sink: stdout carries ECS alert documents only.
+#[test]
+fn a_stdout_sink_prints_alerts_and_no_samples() {
+    let state = StateDir::new();
+    let config = config("127.0.0.1:9".parse().unwrap())
+        .replace("[metrics]\nlisten = \"127.0.0.1:0\"\n", "")
+        .split("[[sinks]]")
+        .next()
+        .unwrap()
+        .to_owned()
+        + "[agent]\noutput = \"none\"\n[[sinks]]\nname = \"out\"\ntype = \"stdout\"\nformat = \"ecs\"\n";
+    let path = state.path().join("config.toml");
+    std::fs::write(&path, &config).unwrap();
+    let agent = Agent::start(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--interval",
+        "200ms",
+        "--output",
+        "none",
+        "--state-dir",
+        state.arg(),
+    ]);
+    let known = udp_sink("127.0.0.1:0");
+    let stranger = udp_sink("127.0.0.2:0");
+    agent.send_udp(known.local_addr().unwrap(), 5, 100);
+    thread::sleep(Duration::from_millis(2500));
+    agent.send_udp(stranger.local_addr().unwrap(), 1500, 1000);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while agent.stdout_so_far().is_empty() {
+        assert!(Instant::now() < deadline, "no alert on stdout");
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(500));
+    let lines = agent.stdout_so_far();
+    let run = agent.stop();
+    assert!(run.status.success());
+    assert_eq!(lines.len(), 1, "one alert, nothing else: {lines:?}");
+    let doc: Value = serde_json::from_str(&lines[0]).expect("an ECS document");
+    assert_eq!(doc["event"]["kind"], "alert", "{doc}");
+    assert_eq!(doc["event"]["action"], "egress-alert-opened", "{doc}");
+    assert_eq!(doc["rule"]["id"], "unknown_volume", "{doc}");
+    assert_eq!(doc["destination"]["ip"], "127.0.0.2", "{doc}");
+    assert!(doc["source"]["bytes"].as_u64().unwrap() > 1 << 20, "{doc}");
+    drop((known, stranger));
+}
