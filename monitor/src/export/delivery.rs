@@ -91,9 +91,13 @@ fn transport(c: &SinkConfig, state_dir: &Path) -> Result<Box<dyn Transport>, Del
                     c.fsync,
                 ),
                 format: c.format,
+                network_activity: c.ocsf_network_activity,
             })
         }
-        SinkType::Stdout => Box::new(StdoutTransport { format: c.format }),
+        SinkType::Stdout => Box::new(StdoutTransport {
+            format: c.format,
+            network_activity: c.ocsf_network_activity,
+        }),
         SinkType::Syslog => Box::new(SyslogTransport {
             sink: SyslogSink::new(
                 c.address

@@ -11,7 +11,7 @@ use std::{
 };
 
 use super::{
-    Format, Reporter, render,
+    Format, Reporter, records,
     settings::Fsync,
     transport::{Sent, Transport, TransportError},
 };
@@ -111,6 +111,7 @@ impl FileSink {
 pub struct FileTransport {
     pub file: FileSink,
     pub format: Format,
+    pub network_activity: bool,
 }
 
 impl Transport for FileTransport {
@@ -121,7 +122,7 @@ impl Transport for FileTransport {
     fn send(&mut self, batch: &[Pending], reporter: &Reporter) -> Result<Sent, TransportError> {
         let lines: Vec<String> = batch
             .iter()
-            .map(|p| render(self.format, &p.event, reporter))
+            .flat_map(|p| records(self.format, self.network_activity, &p.event, reporter))
             .collect();
         self.file.write(&lines)?;
         Ok(Sent::all(batch))
@@ -172,6 +173,40 @@ mod tests {
             .write(&["two".into(), "three".into()])
             .unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "one\ntwo\nthree\n");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn ocsf_with_network_activity_writes_the_finding_then_its_evidence() {
+        let d = dir("ocsf-network");
+        let mut t = FileTransport {
+            file: FileSink::new(d.join("a.ocsf"), 1 << 20, 1, Fsync::Never),
+            format: Format::Ocsf,
+            network_activity: true,
+        };
+        let batch = [Pending {
+            seq: 1,
+            event: crate::export::fixtures::opened(),
+        }];
+        let sent = t
+            .send(&batch, &crate::export::fixtures::reporter())
+            .unwrap();
+        assert_eq!(sent, Sent::all(&batch));
+        let text = fs::read_to_string(d.join("a.ocsf")).unwrap();
+        let docs: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0]["class_uid"], 2004);
+        assert_eq!(docs[1]["class_uid"], 4001);
+        assert_eq!(
+            docs[1]["metadata"]["correlation_uid"],
+            docs[0]["finding_info"]["uid"]
+        );
+        for doc in &docs {
+            crate::schema_check::validate_ocsf(doc).unwrap();
+        }
         fs::remove_dir_all(&d).unwrap();
     }
 }

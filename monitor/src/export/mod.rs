@@ -78,6 +78,21 @@ pub fn render(format: Format, event: &AlertEvent, reporter: &Reporter) -> String
     }
 }
 
+/// What a sink sends for one event: the event in `format`, then, with `network_activity`
+/// (`ocsf_network_activity = true`, OCSF only), the Network Activity it is about.
+pub fn records(
+    format: Format,
+    network_activity: bool,
+    event: &AlertEvent,
+    reporter: &Reporter,
+) -> impl Iterator<Item = String> {
+    let evidence = (network_activity && format == Format::Ocsf)
+        .then(|| ocsf_network::network_activity(event, reporter))
+        .flatten()
+        .map(|v| v.to_string());
+    std::iter::once(render(format, event, reporter)).chain(evidence)
+}
+
 /// A stable id per alert event: receivers deduplicate retried deliveries with it.
 pub fn event_id(event: &AlertEvent) -> Uuid {
     let name = format!(

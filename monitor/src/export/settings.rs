@@ -20,6 +20,10 @@ pub struct SinkConfig {
     pub kind: SinkType,
     #[serde(default = "default_format")]
     pub format: Format,
+    /// With `format = "ocsf"`: after each Detection Finding about one peer (opened or
+    /// updated), an OCSF Network Activity (4001, Traffic) with the traffic as evidence.
+    #[serde(default)]
+    pub ocsf_network_activity: bool,
     /// Events per send (one write, one syslog burst, one HTTP request).
     #[serde(default = "default_batch_max")]
     pub batch_max: Spanned<u32>,
@@ -140,6 +144,7 @@ pub fn default_sinks() -> Vec<SinkConfig> {
         name: Spanned::new(0..0, "alerts-file".to_owned()),
         kind: SinkType::File,
         format: Format::Json,
+        ocsf_network_activity: false,
         batch_max: default_batch_max(),
         retry_initial: default_retry_initial(),
         retry_max: default_retry_max(),
@@ -246,6 +251,13 @@ type Invalid = (Range<usize>, String, String);
 
 /// The keys every sink type has.
 fn validate_delivery(i: usize, sink: &SinkConfig) -> Result<(), Invalid> {
+    if sink.ocsf_network_activity && sink.format != Format::Ocsf {
+        return Err((
+            sink.name.span(),
+            format!("sinks[{i}].ocsf_network_activity"),
+            "needs format = \"ocsf\"".into(),
+        ));
+    }
     if !(1..=10_000).contains(sink.batch_max.get_ref()) {
         return Err((
             sink.batch_max.span(),

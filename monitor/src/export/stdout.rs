@@ -5,13 +5,14 @@
 use std::io::Write as _;
 
 use super::{
-    Format, Reporter, render,
+    Format, Reporter, records,
     transport::{Sent, Transport, TransportError},
 };
 use crate::store::Pending;
 
 pub struct StdoutTransport {
     pub format: Format,
+    pub network_activity: bool,
 }
 
 impl Transport for StdoutTransport {
@@ -22,8 +23,10 @@ impl Transport for StdoutTransport {
     fn send(&mut self, batch: &[Pending], reporter: &Reporter) -> Result<Sent, TransportError> {
         let mut buf = String::new();
         for p in batch {
-            buf.push_str(&render(self.format, &p.event, reporter));
-            buf.push('\n');
+            for record in records(self.format, self.network_activity, &p.event, reporter) {
+                buf.push_str(&record);
+                buf.push('\n');
+            }
         }
         // One write per batch, flushed before the cursor moves.
         let mut out = std::io::stdout().lock();
