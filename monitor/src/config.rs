@@ -551,6 +551,11 @@ mod tests {
                 ":5:",
                 "client_cert and client_key go together",
             ),
+            (
+                "ocsf_network_activity = true",
+                ":2:",
+                "ocsf_network_activity: needs format = \"ocsf\"",
+            ),
         ] {
             let e = error(&format!(
                 "[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"x\"\n{bad}\n"
