@@ -47,7 +47,7 @@ enum Command {
         /// Repetitions of each A/B pair.
         #[arg(long, default_value_t = 9)]
         rounds: u32,
-        /// Only the detector benchmark (no root, no kernel).
+        /// Only the benchmarks that need no root and no kernel: detector and alert delivery.
         #[arg(long)]
         detector_only: bool,
     },

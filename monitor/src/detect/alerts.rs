@@ -494,9 +494,9 @@ fn alert_id(key: &AlertKey, opened: Timestamp) -> Uuid {
     Uuid::new_v5(&ALERT_NAMESPACE, name.as_bytes())
 }
 
-/// A condition as rules build them, for tests here and in the store.
-#[cfg(test)]
-pub(crate) mod fixtures {
+/// A condition as rules build them, for tests and benchmarks (not part of the agent's API).
+#[doc(hidden)]
+pub mod fixtures {
     use std::{net::IpAddr, sync::Arc};
 
     use jiff::Timestamp;

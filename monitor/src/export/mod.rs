@@ -120,8 +120,9 @@ fn base_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-#[cfg(test)]
-pub(crate) mod fixtures {
+/// Sample alert events for tests and benchmarks (not part of the agent's API).
+#[doc(hidden)]
+pub mod fixtures {
     use jiff::Timestamp;
 
     use super::Reporter;

@@ -137,9 +137,14 @@ pub fn all(root: &Path, tools: &Tools, agent: &Path, rounds: u32) -> Result<()> 
         detector_bench(root, tools)
     })?;
 
+    let delivery = cmd::step("alert delivery: outbox, file and syslog sinks", || {
+        delivery_bench(root, tools)
+    })?;
+
     let mut report = report(&bulk, &small, &prog_cost, &scale);
     report["test_run_cost"] = test_run;
     report["detector"] = detector;
+    report["delivery"] = delivery;
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -165,20 +170,24 @@ fn scale_all(agent: &Path, traffic: &Path, out_dir: &Path) -> Result<Vec<Value>>
     Ok(scale)
 }
 
-/// `cargo xtask bench --detector-only`: the detector part alone, saved as
-/// `target/bench/detector.json`.
+/// `cargo xtask bench --detector-only`: the parts that need no root (detector, alert
+/// delivery), saved as `target/bench/detector.json`.
 pub fn detector_only(root: &Path, tools: &Tools) -> Result<()> {
     let detector = cmd::step("detector throughput and memory per pair", || {
         detector_bench(root, tools)
     })?;
+    let delivery = cmd::step("alert delivery: outbox, file and syslog sinks", || {
+        delivery_bench(root, tools)
+    })?;
     let out_dir = root.join("target/bench");
     fs::create_dir_all(&out_dir)?;
-    let report = json!({ "detector": detector });
+    let report = json!({ "detector": detector, "delivery": delivery });
     fs::write(
         out_dir.join("detector.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
     report::print_detector(&report);
+    report::print_delivery(&report);
     Ok(())
 }
 
@@ -225,6 +234,42 @@ fn detector_bench(root: &Path, tools: &Tools) -> Result<Value> {
         }));
     }
     Ok(json!(results))
+}
+
+/// Runs `monitor/examples/delivery_bench` (see its header) three times: the median of each
+/// rate.
+fn delivery_bench(root: &Path, tools: &Tools) -> Result<Value> {
+    cmd::run(tools.cargo(root).args([
+        "build",
+        "--release",
+        "--package",
+        "monitor",
+        "--example",
+        "delivery_bench",
+    ]))?;
+    let bin = root.join("target/release/examples/delivery_bench");
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let out = cmd::output(&mut std::process::Command::new(&bin))?;
+        let v: Value = serde_json::from_str(out.trim())
+            .with_context(|| format!("delivery_bench output: {out}"))?;
+        runs.push(v);
+    }
+    let mut result = json!({ "events": runs[0]["events"], "file_bytes_per_event": runs[0]["file_bytes_per_event"] });
+    for key in [
+        "record_events_per_second",
+        "file_ocsf_fsync_batch_events_per_second",
+        "syslog_tcp_ocsf_events_per_second",
+    ] {
+        let rates: Vec<f64> = runs
+            .iter()
+            .map(|r| r[key].as_f64().unwrap_or(0.0))
+            .collect();
+        result[format!("{key}_median")] = json!(median(rates.clone()));
+        result[format!("{key}_runs")] = json!(rates);
+    }
+    eprintln!("    {result}");
+    Ok(result)
 }
 
 /// Runs the egress program 1M times on one packet in the kernel (`BPF_PROG_TEST_RUN`, timed

@@ -120,6 +120,7 @@ pub(super) fn print_summary(r: &Value) {
         );
     }
     print_detector(r);
+    print_delivery(r);
 }
 
 pub(super) fn print_detector(r: &Value) {
@@ -135,6 +136,18 @@ pub(super) fn print_detector(r: &Value) {
             met(bytes <= 512.0)
         );
     }
+}
+
+pub(super) fn print_delivery(r: &Value) {
+    let d = &r["delivery"];
+    let rate = |k: &str| d[format!("{k}_median")].as_f64().unwrap_or(0.0);
+    println!(
+        "  alert delivery ({} events): outbox {:.0}/s, file (OCSF, fsync per batch) {:.0}/s, syslog TCP (OCSF) {:.0}/s",
+        d["events"],
+        rate("record_events_per_second"),
+        rate("file_ocsf_fsync_batch_events_per_second"),
+        rate("syslog_tcp_ocsf_events_per_second"),
+    );
 }
 
 fn met(ok: bool) -> &'static str {
