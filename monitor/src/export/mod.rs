@@ -6,13 +6,22 @@ pub mod backoff;
 pub mod cef;
 pub mod delivery;
 pub mod ecs;
+pub mod elasticsearch;
 pub mod file;
+pub mod http;
+#[cfg(test)]
+mod http_receiver;
+mod http_settings;
+#[cfg(test)]
+mod http_tests;
 pub mod ocsf;
 pub mod settings;
+pub mod splunk_hec;
 pub mod stdout;
 pub mod syslog;
 pub mod syslog_sink;
 pub mod transport;
+pub mod webhook;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
