@@ -1,4 +1,4 @@
-//! Elasticsearch / OpenSearch `_bulk` into a data stream: one POST to
+//! Elasticsearch / `OpenSearch` `_bulk` into a data stream: one POST to
 //! `<url>/<data_stream>/_bulk` per batch, NDJSON pairs `{"create":{"_id":<event id>}}` +
 //! document. Data streams take only `create`; the event id as `_id` makes a resent event a
 //! 409 conflict instead of a duplicate (within a backing index: after a rollover a resend

@@ -284,14 +284,14 @@ impl HttpClient {
         } else {
             request.send(body)
         };
-        let mut response = result.map_err(|e| self.failure(url, e))?;
+        let mut response = result.map_err(|e| self.failure(url, &e))?;
         let status = response.status().as_u16();
         let mut body = response
             .body_mut()
             .with_config()
             .limit(limit)
             .read_to_string()
-            .map_err(|e| self.failure(url, e))?;
+            .map_err(|e| self.failure(url, &e))?;
         // Answers end up in logs and dead letters: a receiver echoing the credentials must
         // not put them there.
         for (_, value) in headers
@@ -306,9 +306,9 @@ impl HttpClient {
         Ok(Reply { status, body })
     }
 
-    fn failure(&self, url: &str, e: ureq::Error) -> TransportError {
+    fn failure(&self, url: &str, e: &ureq::Error) -> TransportError {
         let url = redacted(url);
-        let (kind, what) = match &e {
+        let (kind, what) = match e {
             ureq::Error::Timeout(_) => (
                 io::ErrorKind::TimedOut,
                 format!(
@@ -316,6 +316,10 @@ impl HttpClient {
                     humantime::format_duration(self.timeout)
                 ),
             ),
+            // rustls reports handshake failures (certificate checks) as InvalidData.
+            ureq::Error::Io(io) if io.kind() == io::ErrorKind::InvalidData => {
+                (io.kind(), format!("TLS: {io}"))
+            }
             ureq::Error::Io(io) => (io.kind(), io.to_string()),
             ureq::Error::Protocol(p) => (
                 io::ErrorKind::InvalidData,

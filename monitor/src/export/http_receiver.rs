@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::{
     RootCertStore, ServerConfig, ServerConnection, StreamOwned,
     pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
@@ -204,6 +204,11 @@ impl Pki {
     pub fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // A name of its own: two test CAs must not look like one (issuers are found by name).
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!("egress-monitor test CA {:016x}", fastrand::u64(..)),
+        );
         Self {
             ca: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
         }

@@ -41,7 +41,7 @@ pub fn events(n: u32) -> Vec<AlertEvent> {
         .map(|i| {
             let mut e = fixtures::opened();
             e.alert.updates = i;
-            e.at = e.at + jiff::SignedDuration::from_secs(i64::from(i));
+            e.at += jiff::SignedDuration::from_secs(i64::from(i));
             e
         })
         .collect()

@@ -10,6 +10,8 @@ pub mod elasticsearch;
 pub mod file;
 pub mod http;
 #[cfg(test)]
+mod http_hostile_tests;
+#[cfg(test)]
 mod http_receiver;
 mod http_settings;
 #[cfg(test)]

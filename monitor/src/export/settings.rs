@@ -134,9 +134,9 @@ pub enum SinkType {
     Syslog,
     /// Splunk HTTP Event Collector (`/services/collector/event`, one request per batch).
     SplunkHec,
-    /// Elasticsearch or OpenSearch `_bulk` into a data stream (format `ecs` or `ocsf`).
+    /// Elasticsearch or `OpenSearch` `_bulk` into a data stream (format `ecs` or `ocsf`).
     Elasticsearch,
-    /// A JSON array of the batch's events POSTed to a URL.
+    /// A JSON array of the batch's events sent (POST) to a URL.
     Webhook,
 }
 
