@@ -1,116 +1,26 @@
 //! What the HTTP sinks share: the client (ureq, rustls with ring; verification always on,
 //! against `ca_file` alone when given, else the host's trust store; optional client
-//! certificate), gzip request bodies, tokens that never reach a log, and what an HTTP status
-//! means for a batch. Blocking is fine: each sink delivers in its own thread.
+//! certificate), gzip request bodies, URLs printed without credentials, and what an HTTP
+//! status means for a batch. Tokens and TLS files are read in `http_setup`. Blocking is
+//! fine: each sink delivers in its own thread.
 
 use std::{
-    fmt,
     io::{self, Write as _},
-    path::{Path, PathBuf},
     time::Duration,
 };
 
 use serde_json::Value;
-use ureq::{
-    Agent,
-    http::Uri,
-    tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig},
-};
+use ureq::{Agent, http::Uri};
 
+pub use super::http_setup::{Secret, SetupError, load_token, warn_if_plain};
 use super::{
-    Format, Reporter, cef, ecs, ocsf,
+    Format, Reporter, cef, ecs,
+    http_setup::tls_config,
+    ocsf,
     settings::SinkConfig,
     transport::{Sent, TransportError},
 };
 use crate::detect::alerts::AlertEvent;
-
-/// A token: its value goes into a request header and nowhere else (`Debug` and `Display`
-/// print a placeholder).
-pub struct Secret(String);
-
-impl Secret {
-    pub const fn new(value: String) -> Self {
-        Self(value)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// Why an HTTP sink cannot start; each names its key (the sink's name is added around it).
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    #[error("token_file {}", .0.display())]
-    TokenFile(PathBuf, #[source] io::Error),
-    #[error("token_file {} is empty", .0.display())]
-    TokenFileEmpty(PathBuf),
-    #[error("token_env {0}: the environment variable is not set or empty")]
-    TokenEnv(String),
-    #[error("token_file or token_env is needed")]
-    NoToken,
-    #[error("auth = \"basic\" needs a token of the form user:password")]
-    BasicToken,
-    #[error("{key} {}", .path.display())]
-    Pem {
-        key: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("url {0}")]
-    Url(String),
-}
-
-/// The token of a sink, from `token_file` or `token_env` (looked up with `env`, so tests
-/// need not change the process environment). `None` when neither is set.
-pub fn load_token(
-    c: &SinkConfig,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<Option<Secret>, SetupError> {
-    if let Some(path) = &c.token_file {
-        let path = path.get_ref();
-        let text =
-            std::fs::read_to_string(path).map_err(|e| SetupError::TokenFile(path.clone(), e))?;
-        let token = text.trim();
-        if token.is_empty() {
-            return Err(SetupError::TokenFileEmpty(path.clone()));
-        }
-        return Ok(Some(Secret::new(token.to_owned())));
-    }
-    if let Some(name) = &c.token_env {
-        let name = name.get_ref();
-        let token = env(name).map(|v| v.trim().to_owned()).unwrap_or_default();
-        if token.is_empty() {
-            return Err(SetupError::TokenEnv(name.clone()));
-        }
-        return Ok(Some(Secret::new(token)));
-    }
-    Ok(None)
-}
-
-/// A token over plain `http://` can be read on the way: said once, at start.
-pub fn warn_if_plain(c: &SinkConfig, url: &str) {
-    if url.starts_with("http://") && (c.token_file.is_some() || c.token_env.is_some()) {
-        tracing::warn!(
-            sink = %c.name.get_ref(),
-            url = %redacted(url),
-            "this alert sink sends its token over plain http; use https"
-        );
-    }
-}
 
 /// The whole batch of `len` events was delivered.
 pub const fn delivered(len: usize) -> Sent {
@@ -232,21 +142,17 @@ impl HttpClient {
     /// Reads `ca_file`, `client_cert` and `client_key` now: a missing or unreadable file is
     /// an error at start, not at the first alert.
     pub fn new(c: &SinkConfig, gzip: bool) -> Result<Self, SetupError> {
-        let mut tls = TlsConfig::builder().root_certs(RootCerts::PlatformVerifier);
-        if let Some(ca) = &c.ca_file {
-            let certs = certificates("ca_file", ca.get_ref())?;
-            tls = tls.root_certs(RootCerts::new_with_certs(&certs));
-        }
-        if let (Some(cert), Some(key)) = (&c.client_cert, &c.client_key) {
-            let chain = certificates("client_cert", cert.get_ref())?;
-            tls = tls.client_cert(Some(ClientCert::new_with_certs(
-                &chain,
-                private_key(key.get_ref())?,
-            )));
-        }
+        let tls = tls_config(c)?;
         let timeout = c.timeout.get_ref().0;
-        let agent = Agent::config_builder()
-            .tls_config(tls.build())
+        let url = c.url.as_ref().map_or("", |u| u.get_ref().as_str());
+        let mut config = Agent::config_builder();
+        if is_loopback(url) {
+            // As Go's ProxyFromEnvironment does: a receiver on this host is never reached
+            // through HTTPS_PROXY / HTTP_PROXY / ALL_PROXY (which apply otherwise).
+            config = config.proxy(None);
+        }
+        let agent = config
+            .tls_config(tls)
             .timeout_global(Some(timeout))
             // Statuses are read here, bodies of 4xx/5xx included.
             .http_status_as_error(false)
@@ -334,6 +240,19 @@ impl HttpClient {
     }
 }
 
+/// `localhost`, `127.0.0.0/8` or `::1`.
+fn is_loopback(url: &str) -> bool {
+    let Ok(uri) = url.parse::<Uri>() else {
+        return false;
+    };
+    let host = uri.host().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn gzip(body: &[u8]) -> io::Result<Vec<u8>> {
     let mut encoder = flate2::write::GzEncoder::new(
         Vec::with_capacity(body.len() / 4),
@@ -343,98 +262,9 @@ fn gzip(body: &[u8]) -> io::Result<Vec<u8>> {
     encoder.finish()
 }
 
-fn read_pem(key: &'static str, path: &Path) -> Result<Vec<u8>, SetupError> {
-    std::fs::read(path).map_err(|source| SetupError::Pem {
-        key,
-        path: path.to_owned(),
-        source,
-    })
-}
-
-fn pem_error(key: &'static str, path: &Path, what: String) -> SetupError {
-    SetupError::Pem {
-        key,
-        path: path.to_owned(),
-        source: io::Error::new(io::ErrorKind::InvalidData, what),
-    }
-}
-
-/// Every certificate in a PEM file (at least one).
-fn certificates(key: &'static str, path: &Path) -> Result<Vec<Certificate<'static>>, SetupError> {
-    let pem = read_pem(key, path)?;
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(&pem) {
-        match item {
-            Ok(PemItem::Certificate(c)) => certs.push(c),
-            Ok(_) => {}
-            Err(e) => return Err(pem_error(key, path, e.to_string())),
-        }
-    }
-    if certs.is_empty() {
-        return Err(pem_error(key, path, "no PEM certificate in it".into()));
-    }
-    Ok(certs)
-}
-
-fn private_key(path: &Path) -> Result<PrivateKey<'static>, SetupError> {
-    let pem = read_pem("client_key", path)?;
-    PrivateKey::from_pem(&pem)
-        .map_err(|_| pem_error("client_key", path, "no PEM private key in it".into()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Origin};
-
-    fn sink(extra: &str) -> SinkConfig {
-        Config::parse(
-            &format!("[[sinks]]\nname = \"w\"\ntype = \"webhook\"\nurl = \"https://h/x\"\n{extra}"),
-            &Origin::Embedded,
-        )
-        .unwrap()
-        .sinks
-        .remove(0)
-    }
-
-    #[test]
-    fn secrets_never_print() {
-        let s = Secret::new("hunter2".into());
-        assert!(!format!("{s} {s:?}").contains("hunter2"));
-        assert_eq!(s.expose(), "hunter2");
-    }
-
-    #[test]
-    fn tokens_from_a_file_or_the_environment_and_clear_errors() {
-        let dir = std::env::temp_dir().join(format!("egress-http-token-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("token");
-        std::fs::write(&file, "  abc-123\n").unwrap();
-        let c = sink(&format!("token_file = {:?}\n", file.display().to_string()));
-        let t = load_token(&c, |_| None).unwrap().unwrap();
-        assert_eq!(t.expose(), "abc-123", "trimmed");
-
-        std::fs::write(&file, "\n").unwrap();
-        let e = load_token(&c, |_| None).unwrap_err().to_string();
-        assert!(e.contains("token_file") && e.contains("is empty"), "{e}");
-        std::fs::remove_file(&file).unwrap();
-        let e = load_token(&c, |_| None).unwrap_err();
-        assert!(
-            e.to_string().starts_with("token_file ") && e.to_string().contains("token"),
-            "{e}"
-        );
-        assert!(std::error::Error::source(&e).is_some(), "the io error");
-
-        let c = sink("token_env = \"HOOK_TOKEN\"\n");
-        let env = |name: &str| (name == "HOOK_TOKEN").then(|| "s3cret".to_owned());
-        assert_eq!(load_token(&c, env).unwrap().unwrap().expose(), "s3cret");
-        let e = load_token(&c, |_| Some(String::new()))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("token_env HOOK_TOKEN"), "{e}");
-        assert!(load_token(&sink(""), |_| None).unwrap().is_none());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 
     #[test]
     fn urls_are_checked_and_printed_without_secrets() {
@@ -450,6 +280,15 @@ mod tests {
             "https://h:8088/services/collector"
         );
         assert_eq!(redacted("http://h"), "http://h");
+    }
+
+    #[test]
+    fn loopback_receivers_bypass_proxies() {
+        assert!(is_loopback("http://127.0.0.1:8088"));
+        assert!(is_loopback("https://[::1]:9200/"));
+        assert!(is_loopback("https://LOCALHOST/x"));
+        assert!(!is_loopback("https://splunk.example.org:8088"));
+        assert!(!is_loopback("https://10.0.0.1"));
     }
 
     #[test]
@@ -473,21 +312,5 @@ mod tests {
         let long = "é".repeat(300);
         let s = snippet(&long);
         assert!(s.len() <= 204 && s.ends_with('…'), "{s}");
-    }
-
-    #[test]
-    fn unreadable_certificates_fail_at_start_naming_the_key() {
-        let c = sink("ca_file = \"/nonexistent/ca.pem\"\n");
-        let e = HttpClient::new(&c, false).err().unwrap().to_string();
-        assert_eq!(e, "ca_file /nonexistent/ca.pem");
-        let dir = std::env::temp_dir().join(format!("egress-http-pem-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let empty = dir.join("empty.pem");
-        std::fs::write(&empty, "no pem here").unwrap();
-        let c = sink(&format!("ca_file = {:?}\n", empty.display().to_string()));
-        let e = HttpClient::new(&c, false).err().unwrap();
-        let source = std::error::Error::source(&e).unwrap().to_string();
-        assert!(source.contains("no PEM certificate"), "{source}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

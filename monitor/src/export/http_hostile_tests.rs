@@ -307,3 +307,33 @@ fn setup_errors_name_the_sink_the_key_and_the_file() {
     assert!(!e.contains(TOKEN));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn configuration_errors_keep_the_events_queued_and_say_what_to_fix() {
+    let dir = workdir("config-errors");
+    let rx = serve(vec![
+        Answer::Http(301, String::new()),
+        Answer::Http(401, r#"{"message":"Unauthorized"}"#.into()),
+        Answer::Http(413, "request entity too large".into()),
+        Answer::Http(200, "{}".into()),
+    ]);
+    let sink = format!("type = \"webhook\"\nurl = \"{}/in\"\n", rx.url("http"));
+    let (mut d, mut store) = setup(&sink, &dir, &events(2));
+    let logs = logged(|| {
+        for hours in 0..3 {
+            let at = Instant::now() + Duration::from_secs(hours * 3600);
+            assert_eq!(d.round(&mut store, at).unwrap().failed_sinks, 1);
+        }
+    });
+    assert!(logs.contains("HTTP 301") && logs.contains("set url to the final address"));
+    assert!(logs.contains("HTTP 401") && logs.contains("check token_file / token_env"));
+    assert!(
+        logs.contains("HTTP 413") && logs.contains("lower batch_max"),
+        "{logs}"
+    );
+    assert!(!dir.join("dead-letter").exists(), "no event is at fault");
+    let at = Instant::now() + Duration::from_hours(4);
+    assert_eq!(d.round(&mut store, at).unwrap().delivered, 2);
+    assert_eq!(rx.requests().len(), 4);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -14,6 +14,7 @@ mod http_hostile_tests;
 #[cfg(test)]
 mod http_receiver;
 mod http_settings;
+mod http_setup;
 #[cfg(test)]
 mod http_tests;
 pub mod ocsf;
