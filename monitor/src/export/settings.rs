@@ -140,13 +140,6 @@ pub enum SinkType {
     Webhook,
 }
 
-impl SinkType {
-    /// Sinks that POST over HTTP(S).
-    pub const fn is_http(self) -> bool {
-        matches!(self, Self::SplunkHec | Self::Elasticsearch | Self::Webhook)
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fsync {
