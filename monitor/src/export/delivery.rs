@@ -16,12 +16,16 @@ use std::{
 use super::{
     Reporter,
     backoff::Backoff,
+    elasticsearch::Elasticsearch,
     event_id,
     file::{FileSink, FileTransport},
+    http::SetupError,
     settings::{SinkConfig, SinkType},
+    splunk_hec::SplunkHec,
     stdout::StdoutTransport,
     syslog_sink::{SyslogSink, SyslogTransport},
     transport::{Sent, Transport},
+    webhook::Webhook,
 };
 use crate::store::{Pending, Store, StoreError};
 
@@ -70,10 +74,6 @@ pub struct Round {
 
 /// A sink's transport from validated configuration; relative file paths are under
 /// `state_dir`. Fails on what can be checked before any send (unreadable CA or token files).
-#[expect(
-    clippy::unnecessary_wraps,
-    reason = "the TLS and HTTP sinks fail here (unreadable CA or token files)"
-)]
 fn transport(c: &SinkConfig, state_dir: &Path) -> Result<Box<dyn Transport>, DeliveryError> {
     Ok(match c.kind {
         SinkType::File => {
@@ -110,6 +110,9 @@ fn transport(c: &SinkConfig, state_dir: &Path) -> Result<Box<dyn Transport>, Del
             facility: *c.facility.get_ref(),
             format: c.format,
         }),
+        SinkType::SplunkHec => Box::new(SplunkHec::new(c)?),
+        SinkType::Elasticsearch => Box::new(Elasticsearch::new(c)?),
+        SinkType::Webhook => Box::new(Webhook::new(c)?),
     })
 }
 
@@ -405,6 +408,9 @@ pub enum DeliveryError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// An HTTP sink's token, certificate or URL (the message names the key and file).
+    #[error(transparent)]
+    Http(#[from] SetupError),
     #[error("starting the alert delivery thread")]
     Spawn(#[source] std::io::Error),
 }

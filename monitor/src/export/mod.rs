@@ -8,14 +8,26 @@ pub mod delivery;
 #[cfg(test)]
 mod delivery_tests;
 pub mod ecs;
+pub mod elasticsearch;
 pub mod file;
+pub mod http;
+#[cfg(test)]
+mod http_hostile_tests;
+#[cfg(test)]
+mod http_receiver;
+mod http_settings;
+mod http_setup;
+#[cfg(test)]
+mod http_tests;
 pub mod ocsf;
 pub mod ocsf_network;
 pub mod settings;
+pub mod splunk_hec;
 pub mod stdout;
 pub mod syslog;
 pub mod syslog_sink;
 pub mod transport;
+pub mod webhook;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

@@ -73,6 +73,57 @@ pub struct SinkConfig {
     /// TLS: the private key (PEM) of `client_cert`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_key: Option<Spanned<PathBuf>>,
+    /// HTTP sinks: where to POST (`https://` or `http://`, no credentials in it). `splunk_hec`:
+    /// the collector's base URL (`/services/collector/event` is added) or that full URL;
+    /// `elasticsearch`: the cluster URL (`/<data_stream>/_bulk` is added); `webhook`: the
+    /// URL as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<Spanned<String>>,
+    /// HTTP sinks: a file holding the token, read once at start (surrounding whitespace
+    /// trimmed). `splunk_hec` and `elasticsearch` need exactly one of `token_file` and
+    /// `token_env`; a `webhook` may have one (sent as `Authorization: Bearer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<Spanned<PathBuf>>,
+    /// HTTP sinks: the environment variable holding the token, read once at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<Spanned<String>>,
+    /// HTTP sinks: gzip the request bodies (`Content-Encoding: gzip`). Default: on for
+    /// `splunk_hec` and `elasticsearch` (both decode it), off for `webhook` (many receivers
+    /// do not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gzip: Option<bool>,
+    /// HTTP sinks: the longest a whole request may take (connect, TLS, send, answer); then
+    /// it fails and is retried.
+    #[serde(default = "default_timeout")]
+    pub timeout: Spanned<HumanDuration>,
+    /// `splunk_hec`: the index (default: the token's default index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    /// `splunk_hec`: the events' `source` (default `egress-monitor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// `splunk_hec`: the events' `sourcetype` (default `egress-monitor:<format>`, e.g.
+    /// `egress-monitor:ocsf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sourcetype: Option<String>,
+    /// `elasticsearch`: the data stream (or index) written to (default
+    /// `logs-egress_monitor.alerts-default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_stream: Option<Spanned<String>>,
+    /// `elasticsearch`: how the token is sent: `api_key` (default; `Authorization: ApiKey
+    /// <token>`, the encoded key as Kibana shows it), `basic` (the token is `user:password`)
+    /// or `bearer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<HttpAuth>,
+}
+
+/// `elasticsearch`: the `Authorization` scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpAuth {
+    ApiKey,
+    Basic,
+    Bearer,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +136,12 @@ pub enum SinkType {
     /// RFC 5424 messages to a syslog receiver (structured data, then the event in `format`,
     /// or a one-line summary with `format = "text"`).
     Syslog,
+    /// Splunk HTTP Event Collector (`/services/collector/event`, one request per batch).
+    SplunkHec,
+    /// Elasticsearch or `OpenSearch` `_bulk` into a data stream (format `ecs` or `ocsf`).
+    Elasticsearch,
+    /// A JSON array of the batch's events sent (POST) to a URL.
+    Webhook,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +177,10 @@ fn default_retry_max() -> Spanned<HumanDuration> {
 
 fn default_max_backlog() -> Spanned<u64> {
     Spanned::new(0..0, 100_000)
+}
+
+fn default_timeout() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration::secs(10))
 }
 
 const fn default_format() -> Format {
@@ -160,6 +221,16 @@ pub fn default_sinks() -> Vec<SinkConfig> {
         ca_file: None,
         client_cert: None,
         client_key: None,
+        url: None,
+        token_file: None,
+        token_env: None,
+        gzip: None,
+        timeout: default_timeout(),
+        index: None,
+        source: None,
+        sourcetype: None,
+        data_stream: None,
+        auth: None,
     }]
 }
 
@@ -242,12 +313,15 @@ pub fn validate(sinks: &[SinkConfig]) -> Result<(), Invalid> {
                     ));
                 }
             }
+            SinkType::SplunkHec | SinkType::Elasticsearch | SinkType::Webhook => {
+                super::http_settings::validate(i, sink)?;
+            }
         }
     }
     Ok(())
 }
 
-type Invalid = (Range<usize>, String, String);
+pub(super) type Invalid = (Range<usize>, String, String);
 
 /// The keys every sink type has.
 fn validate_delivery(i: usize, sink: &SinkConfig) -> Result<(), Invalid> {
