@@ -4,12 +4,15 @@
 
 pub mod backoff;
 pub mod cef;
+pub mod deadline;
 pub mod delivery;
 #[cfg(test)]
 mod delivery_tests;
 pub mod ecs;
 pub mod elasticsearch;
 pub mod file;
+#[cfg(test)]
+mod hostile_tests;
 pub mod http;
 #[cfg(test)]
 mod http_hostile_tests;

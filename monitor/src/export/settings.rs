@@ -332,6 +332,20 @@ fn validate_delivery(i: usize, sink: &SinkConfig) -> Result<(), Invalid> {
             "needs format = \"ocsf\"".into(),
         ));
     }
+    if sink.ocsf_network_activity
+        && !matches!(
+            sink.kind,
+            SinkType::File | SinkType::Stdout | SinkType::Syslog
+        )
+    {
+        // HTTP receivers answer per record; one event as two records would break the
+        // mapping of their answers (HEC's invalid-event-number, `_bulk` items) to events.
+        return Err((
+            sink.name.span(),
+            format!("sinks[{i}].ocsf_network_activity"),
+            "is available for file, stdout and syslog sinks".into(),
+        ));
+    }
     if !(1..=10_000).contains(sink.batch_max.get_ref()) {
         return Err((
             sink.batch_max.span(),
