@@ -13,8 +13,68 @@ use anyhow::{Context as _, Result, bail};
 use crate::{cmd, pins};
 
 /// Debian packages the test suite and benchmarks use: bpftool (prove programs are detached,
-/// read BPF run-time stats), iperf3 (throughput benchmark), iproute2 (network namespaces).
-const DEBIAN_PACKAGES: [&str; 3] = ["bpftool", "iperf3", "iproute2"];
+/// read BPF run-time stats), iperf3 (throughput benchmark), iproute2 (network namespaces),
+/// rsyslog and rsyslog-gnutls (a real syslog receiver, over TCP and TLS, for the syslog sink
+/// tests; each test starts its own rsyslogd on loopback).
+const DEBIAN_PACKAGES: [&str; 5] = ["bpftool", "iperf3", "iproute2", "rsyslog", "rsyslog-gnutls"];
+
+/// Debian's maintainer scripts start a newly installed daemon through `invoke-rc.d`, which
+/// asks this script first; exit status 101 means "do not start it".
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+/// Keeps `apt-get install` from starting services (rsyslog's postinst would start the
+/// host's own rsyslogd: a daemon nobody asked for, reading /dev/log and writing the system
+/// logs, left running on a developer's or CI's machine). Puts a `policy-rc.d` in place only
+/// if there is none (an existing one is the machine's policy and stays), and removes its own
+/// when dropped, so also when the install fails.
+struct NoServiceStarts {
+    path: PathBuf,
+    created: bool,
+}
+
+impl NoServiceStarts {
+    fn install(path: &Path) -> Result<Self> {
+        use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o755)
+            .open(path);
+        match file {
+            Ok(mut f) => {
+                // Created: from here on, dropping the guard removes it.
+                let guard = Self {
+                    path: path.to_owned(),
+                    created: true,
+                };
+                f.write_all(
+                    b"#!/bin/sh\n# Written by `cargo xtask`: no service starts during its apt-get install.\nexit 101\n",
+                )
+                .with_context(|| format!("writing {}", path.display()))?;
+                Ok(guard)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Self {
+                path: path.to_owned(),
+                created: false,
+            }),
+            Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+        }
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if self.created
+            && let Err(e) = fs::remove_file(&self.path)
+        {
+            eprintln!(
+                "    could not remove {}: {e} (remove it by hand)",
+                self.path.display()
+            );
+        }
+    }
+}
 
 /// The installed, pinned tools.
 pub struct Tools {
@@ -245,6 +305,7 @@ fn debian_packages() -> Result<()> {
                     .env("DEBIAN_FRONTEND", "noninteractive"),
             )
             .context("apt-get update")?;
+            let _no_service_starts = NoServiceStarts::install(Path::new(POLICY_RC_D))?;
             cmd::run(
                 Command::new("apt-get")
                     .args(["install", "-y", "-q", "--no-install-recommends"])
@@ -266,5 +327,34 @@ mod tests {
             "rustc 1.101.0-nightly (92ffebece 2026-10-28)\nbinary: rustc\nLLVM version: 23.1.4\n";
         assert_eq!(llvm_major(vv), Some(23));
         assert_eq!(llvm_major("rustc 1.0"), None);
+    }
+
+    #[test]
+    fn policy_rc_d_is_added_for_the_install_only_and_an_existing_one_is_kept() {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        let dir = env::temp_dir().join(format!("xtask-policy-rc-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("policy-rc.d");
+        {
+            let _guard = NoServiceStarts::install(&path).unwrap();
+            let script = fs::read_to_string(&path).unwrap();
+            assert!(script.starts_with("#!/bin/sh\n") && script.ends_with("exit 101\n"));
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o111, 0o111, "executable: {mode:o}");
+            let status = Command::new(&path).status().unwrap();
+            assert_eq!(status.code(), Some(101), "invoke-rc.d: do not start");
+        }
+        assert!(!path.exists(), "removed after the install");
+
+        fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
+        drop(NoServiceStarts::install(&path).unwrap());
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "#!/bin/sh\nexit 0\n",
+            "the machine's own policy stays"
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

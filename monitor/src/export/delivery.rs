@@ -23,7 +23,8 @@ use super::{
     settings::{SinkConfig, SinkType},
     splunk_hec::SplunkHec,
     stdout::StdoutTransport,
-    syslog_sink::{SyslogSink, SyslogTransport},
+    syslog_sink::{Protocol, SyslogSink, SyslogTransport},
+    tls,
     transport::{Sent, Transport},
     webhook::Webhook,
 };
@@ -73,7 +74,8 @@ pub struct Round {
 }
 
 /// A sink's transport from validated configuration; relative file paths are under
-/// `state_dir`. Fails on what can be checked before any send (unreadable CA or token files).
+/// `state_dir`. Fails on what can be checked before any send (unreadable CA, key or token
+/// files).
 fn transport(c: &SinkConfig, state_dir: &Path) -> Result<Box<dyn Transport>, DeliveryError> {
     Ok(match c.kind {
         SinkType::File => {
@@ -98,22 +100,45 @@ fn transport(c: &SinkConfig, state_dir: &Path) -> Result<Box<dyn Transport>, Del
             format: c.format,
             network_activity: c.ocsf_network_activity,
         }),
-        SinkType::Syslog => Box::new(SyslogTransport {
-            sink: SyslogSink::new(
-                c.address
-                    .as_ref()
-                    .map(|a| a.get_ref().clone())
-                    .unwrap_or_default(),
-                c.protocol,
-                c.framing,
-            ),
-            facility: *c.facility.get_ref(),
-            format: c.format,
-        }),
+        SinkType::Syslog => {
+            let address = c
+                .address
+                .as_ref()
+                .map(|a| a.get_ref().clone())
+                .unwrap_or_default();
+            let sink = if c.protocol == Protocol::Tls {
+                let client = tls::client(&tls_files(c), &tls_server_name(c, &address))?;
+                SyslogSink::tls(address, c.framing, client)
+            } else {
+                SyslogSink::new(address, c.protocol, c.framing)
+            };
+            Box::new(SyslogTransport {
+                sink,
+                facility: *c.facility.get_ref(),
+                format: c.format,
+            })
+        }
         SinkType::SplunkHec => Box::new(SplunkHec::new(c)?),
         SinkType::Elasticsearch => Box::new(Elasticsearch::new(c)?),
         SinkType::Webhook => Box::new(Webhook::new(c)?),
     })
+}
+
+/// The sink's TLS files (`ca_file`, `client_cert`, `client_key`).
+fn tls_files(c: &SinkConfig) -> tls::TlsFiles<'_> {
+    tls::TlsFiles {
+        ca_file: c.ca_file.as_ref().map(|p| p.get_ref().as_path()),
+        client_cert: c.client_cert.as_ref().map(|p| p.get_ref().as_path()),
+        client_key: c.client_key.as_ref().map(|p| p.get_ref().as_path()),
+    }
+}
+
+/// The name checked in the receiver's certificate: `server_name`, else the host of
+/// `address`.
+fn tls_server_name(c: &SinkConfig, address: &str) -> String {
+    c.server_name
+        .as_ref()
+        .map_or_else(|| tls::host_of(address).to_owned(), |n| n.get_ref().clone())
 }
 
 /// The least time between two "still failing" log lines of one sink.
@@ -411,6 +436,9 @@ pub enum DeliveryError {
     /// An HTTP sink's token, certificate or URL (the message names the key and file).
     #[error(transparent)]
     Http(#[from] SetupError),
+    /// A syslog sink's TLS files (the message names the key and file).
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("starting the alert delivery thread")]
     Spawn(#[source] std::io::Error),
 }

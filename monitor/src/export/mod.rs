@@ -29,6 +29,7 @@ pub mod splunk_hec;
 pub mod stdout;
 pub mod syslog;
 pub mod syslog_sink;
+pub mod tls;
 pub mod transport;
 pub mod webhook;
 

@@ -54,10 +54,11 @@ pub struct SinkConfig {
     /// `syslog`: the receiver, `host:port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<Spanned<String>>,
-    /// `syslog`: `tcp` (default) or `udp`.
+    /// `syslog`: `tcp` (default), `udp`, or `tls` (RFC 5425: TCP with TLS, the receiver's
+    /// certificate verified against `ca_file` or the host's trust store).
     #[serde(default = "default_protocol")]
     pub protocol: Protocol,
-    /// `syslog` over TCP: `octet_counting` (RFC 5425/6587, default) or `lf`.
+    /// `syslog` over TCP or TLS: `octet_counting` (RFC 5425/6587, default) or `lf`.
     #[serde(default = "default_framing")]
     pub framing: Framing,
     /// `syslog`: the facility (0-23; default 13, log audit).
@@ -73,6 +74,10 @@ pub struct SinkConfig {
     /// TLS: the private key (PEM) of `client_cert`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_key: Option<Spanned<PathBuf>>,
+    /// TLS: the name checked in the receiver's certificate (a DNS name or an IP address);
+    /// default: the host part of `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<Spanned<String>>,
     /// HTTP sinks: where to POST (`https://` or `http://`, no credentials in it). `splunk_hec`:
     /// the collector's base URL (`/services/collector/event` is added) or that full URL;
     /// `elasticsearch`: the cluster URL (`/<data_stream>/_bulk` is added); `webhook`: the
@@ -221,6 +226,7 @@ pub fn default_sinks() -> Vec<SinkConfig> {
         ca_file: None,
         client_cert: None,
         client_key: None,
+        server_name: None,
         url: None,
         token_file: None,
         token_env: None,
@@ -312,6 +318,7 @@ pub fn validate(sinks: &[SinkConfig]) -> Result<(), Invalid> {
                         "syslog facilities are 0 to 23".into(),
                     ));
                 }
+                validate_syslog_tls(i, sink)?;
             }
             SinkType::SplunkHec | SinkType::Elasticsearch | SinkType::Webhook => {
                 super::http_settings::validate(i, sink)?;
@@ -322,6 +329,39 @@ pub fn validate(sinks: &[SinkConfig]) -> Result<(), Invalid> {
 }
 
 pub(super) type Invalid = (Range<usize>, String, String);
+
+/// TLS keys only with `protocol = "tls"` (set on a plain TCP or UDP sink they would suggest
+/// an encryption that is not there); `server_name` must be a name a certificate can hold.
+fn validate_syslog_tls(i: usize, sink: &SinkConfig) -> Result<(), Invalid> {
+    if sink.protocol != Protocol::Tls {
+        let paths = [
+            ("ca_file", &sink.ca_file),
+            ("client_cert", &sink.client_cert),
+            ("client_key", &sink.client_key),
+        ];
+        let set = paths
+            .into_iter()
+            .find_map(|(key, value)| value.as_ref().map(|v| (key, v.span())))
+            .or_else(|| sink.server_name.as_ref().map(|v| ("server_name", v.span())));
+        if let Some((key, span)) = set {
+            return Err((
+                span,
+                format!("sinks[{i}].{key}"),
+                "only with protocol = \"tls\" (this sink sends in clear text)".into(),
+            ));
+        }
+    }
+    if let Some(name) = &sink.server_name
+        && let Err(e) = super::tls::parse_server_name(name.get_ref())
+    {
+        return Err((
+            name.span(),
+            format!("sinks[{i}].server_name"),
+            e.to_string(),
+        ));
+    }
+    Ok(())
+}
 
 /// The keys every sink type has.
 fn validate_delivery(i: usize, sink: &SinkConfig) -> Result<(), Invalid> {

@@ -1,24 +1,27 @@
-//! Syslog transport: RFC 5424 messages over TCP (octet counting by default, or LF framing)
-//! or UDP (one message per datagram). Connections have timeouts; a failed send drops the
-//! connection and reports the error, so the batch stays in the outbox and is sent again on
-//! a fresh connection at the next round. TLS is not here yet.
+//! Syslog transport: RFC 5424 messages over TCP or TLS (RFC 5425; octet counting by
+//! default, or LF framing) or UDP (one message per datagram). Connections have timeouts; a
+//! failed send drops the connection and reports the error, so the batch stays in the outbox
+//! and is sent again on a fresh connection at the next round.
 
 use std::{
-    io::{self, Write as _},
-    net::{TcpStream, ToSocketAddrs as _, UdpSocket},
-    time::Duration,
+    io::{self, Read as _, Write as _},
+    net::{SocketAddr, TcpStream, ToSocketAddrs as _, UdpSocket},
+    time::{Duration, Instant},
 };
 
+use rustls::{ClientConnection, ProtocolVersion};
 use serde::{Deserialize, Serialize};
 
 use super::{
     Format, Reporter,
     syslog::{Framing, Payload, frame, message},
+    tls::TlsClient,
     transport::{Sent, Transport, TransportError},
 };
 use crate::store::Pending;
 
-/// Connect and write timeout: a hung receiver costs a round at most this long.
+/// Connect and write timeout: a hung receiver costs a round at most this long. The TLS
+/// handshake has the same bound.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,24 +29,43 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 pub enum Protocol {
     Tcp,
     Udp,
+    /// TCP with TLS (RFC 5425), the receiver's certificate always verified.
+    Tls,
+}
+
+/// An open stream to the receiver.
+enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream>),
 }
 
 pub struct SyslogSink {
     address: String,
     protocol: Protocol,
     framing: Framing,
-    tcp: Option<TcpStream>,
+    tls: Option<TlsClient>,
+    stream: Option<Stream>,
     udp: Option<UdpSocket>,
 }
 
 impl SyslogSink {
+    /// A TCP or UDP sink (`Protocol::Tls` needs [`SyslogSink::tls`]).
     pub fn new(address: String, protocol: Protocol, framing: Framing) -> Self {
         Self {
             address,
             protocol,
             framing,
-            tcp: None,
+            tls: None,
+            stream: None,
             udp: None,
+        }
+    }
+
+    /// A TLS sink: `client` verifies the receiver (and may authenticate this agent).
+    pub fn tls(address: String, framing: Framing, client: TlsClient) -> Self {
+        Self {
+            tls: Some(client),
+            ..Self::new(address, Protocol::Tls, framing)
         }
     }
 
@@ -51,7 +73,7 @@ impl SyslogSink {
         &self.address
     }
 
-    fn resolve(&self) -> io::Result<std::net::SocketAddr> {
+    fn resolve(&self) -> io::Result<SocketAddr> {
         self.address.to_socket_addrs()?.next().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
@@ -63,34 +85,59 @@ impl SyslogSink {
     /// Sends `messages` (unframed RFC 5424 messages) in order.
     pub fn send(&mut self, messages: &[String]) -> io::Result<()> {
         let result = match self.protocol {
-            Protocol::Tcp => self.send_tcp(messages),
+            Protocol::Tcp | Protocol::Tls => self.send_stream(messages),
             Protocol::Udp => self.send_udp(messages),
         };
         if result.is_err() {
             // A half-written stream cannot be trusted: start over on a new connection.
-            self.tcp = None;
+            self.stream = None;
             self.udp = None;
         }
         result
     }
 
-    fn send_tcp(&mut self, messages: &[String]) -> io::Result<()> {
-        if self.tcp.is_none() {
-            let stream = TcpStream::connect_timeout(&self.resolve()?, TIMEOUT)?;
-            stream.set_write_timeout(Some(TIMEOUT))?;
-            stream.set_nodelay(true)?;
-            self.tcp = Some(stream);
+    fn connect(&self) -> io::Result<Stream> {
+        let addr = self.resolve()?;
+        let tcp = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+        tcp.set_write_timeout(Some(TIMEOUT))?;
+        tcp.set_nodelay(true)?;
+        match (self.protocol, &self.tls) {
+            (Protocol::Tls, Some(client)) => Ok(Stream::Tls(Box::new(TlsStream::handshake(
+                tcp,
+                client,
+                &self.address,
+            )?))),
+            (Protocol::Tls, None) => Err(io::Error::other(
+                "syslog over TLS without a TLS client configuration",
+            )),
+            _ => Ok(Stream::Tcp(tcp)),
+        }
+    }
+
+    fn send_stream(&mut self, messages: &[String]) -> io::Result<()> {
+        // A TLS receiver that went away (closed, or refused this agent after the handshake)
+        // said so on the stream: reconnect rather than write into a dead connection.
+        if let Some(Stream::Tls(tls)) = &mut self.stream
+            && let Err(e) = tls.check_peer()
+        {
+            tracing::debug!(address = %self.address, error = %e, "syslog TLS connection closed; reconnecting");
+            self.stream = None;
+        }
+        if self.stream.is_none() {
+            self.stream = Some(self.connect()?);
         }
         let mut buf = Vec::new();
         for m in messages {
             buf.extend_from_slice(&frame(m, self.framing));
         }
-        let stream = self
-            .tcp
-            .as_mut()
-            .ok_or_else(|| io::Error::other("syslog connection not open"))?;
-        stream.write_all(&buf)?;
-        stream.flush()
+        match self.stream.as_mut() {
+            Some(Stream::Tcp(tcp)) => {
+                tcp.write_all(&buf)?;
+                tcp.flush()
+            }
+            Some(Stream::Tls(tls)) => tls.write_all(&buf),
+            None => Err(io::Error::other("syslog connection not open")),
+        }
     }
 
     fn send_udp(&mut self, messages: &[String]) -> io::Result<()> {
@@ -113,6 +160,143 @@ impl SyslogSink {
             socket.send_to(m.as_bytes(), target)?;
         }
         Ok(())
+    }
+}
+
+/// A TLS connection whose handshake is complete.
+struct TlsStream {
+    conn: ClientConnection,
+    tcp: TcpStream,
+}
+
+/// The least and the most time to wait after a TLS 1.3 handshake for the receiver's verdict.
+const SETTLE_MIN: Duration = Duration::from_millis(50);
+const SETTLE_MAX: Duration = Duration::from_secs(2);
+
+impl TlsStream {
+    /// Connects TLS over `tcp` and completes the handshake here, so a bad certificate, a name
+    /// mismatch or an unknown CA is reported as a handshake error (with `address` and the
+    /// name checked), not as a failed write later.
+    fn handshake(tcp: TcpStream, client: &TlsClient, address: &str) -> io::Result<Self> {
+        let name = client.server_name.to_str().into_owned();
+        let context = |e: &dyn std::fmt::Display, kind: io::ErrorKind| {
+            io::Error::new(
+                kind,
+                format!("TLS handshake with {address} (server name {name:?}): {e}"),
+            )
+        };
+        let conn = ClientConnection::new(client.config.clone(), client.server_name.clone())
+            .map_err(|e| context(&e, io::ErrorKind::InvalidInput))?;
+        let mut s = Self { conn, tcp };
+        s.tcp.set_read_timeout(Some(TIMEOUT))?;
+        let started = Instant::now();
+        while s.conn.is_handshaking() {
+            if started.elapsed() > TIMEOUT {
+                return Err(context(&"timed out", io::ErrorKind::TimedOut));
+            }
+            s.conn
+                .complete_io(&mut s.tcp)
+                .map_err(|e| context(&e, e.kind()))?;
+        }
+        // TLS 1.3: the receiver checks this agent's certificate (or its absence) only after
+        // the client has finished its handshake, and answers a refusal with an alert. Wait a
+        // little for it (about the handshake's own round trip), or the first batch would go
+        // into a connection the receiver is closing.
+        if s.conn.protocol_version() == Some(ProtocolVersion::TLSv1_3) {
+            let wait = (started.elapsed() * 2).clamp(SETTLE_MIN, SETTLE_MAX);
+            s.settle(wait).map_err(|e| {
+                context(
+                    &format_args!("the receiver closed the connection after the handshake: {e}"),
+                    e.kind(),
+                )
+            })?;
+        }
+        Ok(s)
+    }
+
+    /// Reads what the receiver sends for `wait` (session tickets, or an alert or the end of
+    /// the stream, which are errors).
+    fn settle(&mut self, wait: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            self.tcp.set_read_timeout(Some(left))?;
+            match self.read_records() {
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Without blocking: an error if the receiver closed the connection or sent an alert.
+    /// Reads a bounded number of times (a receiver that keeps sending cannot hold it).
+    fn check_peer(&mut self) -> io::Result<()> {
+        self.tcp.set_nonblocking(true)?;
+        let mut result = Ok(());
+        for _ in 0..64 {
+            match self.read_records() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.tcp.set_nonblocking(false)?;
+        result
+    }
+
+    /// Reads and processes one read's worth of TLS records; data the receiver sends (syslog
+    /// receivers send none) is discarded.
+    fn read_records(&mut self) -> io::Result<()> {
+        if self.conn.read_tls(&mut self.tcp)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the receiver closed the connection",
+            ));
+        }
+        let state = self
+            .conn
+            .process_new_packets()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if state.peer_has_closed() {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the receiver closed the connection",
+            ));
+        }
+        let mut discard = vec![0; state.plaintext_bytes_to_read()];
+        self.conn.reader().read_exact(&mut discard)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let mut stream = rustls::Stream::new(&mut self.conn, &mut self.tcp);
+        stream.write_all(buf)?;
+        stream.flush()
+    }
+}
+
+impl Drop for TlsStream {
+    fn drop(&mut self) {
+        // Best effort and bounded (the write timeout): tell the receiver this end is done.
+        self.conn.send_close_notify();
+        for _ in 0..4 {
+            if !self.conn.wants_write() || self.conn.write_tls(&mut self.tcp).is_err() {
+                break;
+            }
+        }
     }
 }
 
@@ -143,29 +327,37 @@ impl Transport for SyslogTransport {
 #[cfg(test)]
 pub(crate) mod receiver {
     use std::{
-        io::{BufRead as _, BufReader, Read as _},
+        io::{self, BufRead as _, BufReader, Read},
         net::TcpListener,
     };
 
     /// Reads `n` octet-counted messages from one connection.
     pub fn read_octet_counted(listener: &TcpListener, n: usize) -> Vec<String> {
         let (stream, _) = listener.accept().unwrap();
+        read_frames(stream, n).unwrap()
+    }
+
+    /// Reads `n` octet-counted messages from a stream.
+    pub fn read_frames(stream: impl Read, n: usize) -> io::Result<Vec<String>> {
         let mut r = BufReader::new(stream);
         (0..n)
             .map(|_| {
                 let mut len = Vec::new();
-                r.read_until(b' ', &mut len).unwrap();
-                let len: usize = std::str::from_utf8(&len[..len.len() - 1])
-                    .unwrap()
-                    .parse()
-                    .unwrap();
+                r.read_until(b' ', &mut len)?;
+                let len: usize = std::str::from_utf8(len.strip_suffix(b" ").unwrap_or(&len))
+                    .ok()
+                    .and_then(|l| l.parse().ok())
+                    .ok_or_else(|| io::Error::other(format!("bad frame length {len:?}")))?;
                 let mut msg = vec![0; len];
-                r.read_exact(&mut msg).unwrap();
-                String::from_utf8(msg).unwrap()
+                r.read_exact(&mut msg)?;
+                String::from_utf8(msg).map_err(io::Error::other)
             })
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tls_tests;
 
 #[cfg(test)]
 mod tests {
