@@ -4,7 +4,7 @@
 //! and is sent again on a fresh connection at the next round.
 
 use std::{
-    io::{self, Read as _, Write as _},
+    io::{self, Read as _},
     net::{SocketAddr, TcpStream, ToSocketAddrs as _, UdpSocket},
     time::{Duration, Instant},
 };
@@ -14,14 +14,16 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Format, Reporter,
+    deadline::{budget, write_all_within},
     syslog::{Framing, Payload, frame, message},
     tls::TlsClient,
     transport::{Sent, Transport, TransportError},
 };
 use crate::store::Pending;
 
-/// Connect and write timeout: a hung receiver costs a round at most this long. The TLS
-/// handshake has the same bound.
+/// Connect timeout, and the TLS handshake's. Writes have one deadline per batch (5 s plus
+/// 1 s per 256 KiB, `deadline::budget`): a hung or trickling receiver costs a round at most
+/// that long.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +125,14 @@ impl SyslogSink {
             tracing::debug!(address = %self.address, error = %e, "syslog TLS connection closed; reconnecting");
             self.stream = None;
         }
+        // Same for plain TCP: a receiver that restarted closed this connection, and bytes
+        // written into it now would be answered with a reset and lost.
+        if let Some(Stream::Tcp(tcp)) = &self.stream
+            && let Err(e) = check_open(tcp)
+        {
+            tracing::debug!(address = %self.address, error = %e, "syslog connection closed; reconnecting");
+            self.stream = None;
+        }
         if self.stream.is_none() {
             self.stream = Some(self.connect()?);
         }
@@ -132,8 +142,8 @@ impl SyslogSink {
         }
         match self.stream.as_mut() {
             Some(Stream::Tcp(tcp)) => {
-                tcp.write_all(&buf)?;
-                tcp.flush()
+                let mut out: &TcpStream = tcp;
+                write_all_within(&mut out, tcp, &buf, budget(buf.len()))
             }
             Some(Stream::Tls(tls)) => tls.write_all(&buf),
             None => Err(io::Error::other("syslog connection not open")),
@@ -281,10 +291,11 @@ impl TlsStream {
         self.conn.reader().read_exact(&mut discard)
     }
 
+    /// Writes within the batch's deadline (see `deadline`).
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        let mut stream = rustls::Stream::new(&mut self.conn, &mut self.tcp);
-        stream.write_all(buf)?;
-        stream.flush()
+        let mut socket: &TcpStream = &self.tcp;
+        let mut stream = rustls::Stream::new(&mut self.conn, &mut socket);
+        write_all_within(&mut stream, &self.tcp, buf, budget(buf.len()))
     }
 }
 
@@ -297,6 +308,26 @@ impl Drop for TlsStream {
                 break;
             }
         }
+    }
+}
+
+/// Has the receiver closed `tcp` (or sent something, which a syslog receiver never does)?
+/// A non-blocking peek: `WouldBlock` means open and silent.
+fn check_open(tcp: &TcpStream) -> io::Result<()> {
+    tcp.set_nonblocking(true)?;
+    let peeked = tcp.peek(&mut [0u8; 1]);
+    tcp.set_nonblocking(false)?;
+    match peeked {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        Err(e) => Err(e),
+        Ok(0) => Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the receiver closed the connection",
+        )),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the receiver sent data (not a syslog receiver?)",
+        )),
     }
 }
 
@@ -401,6 +432,31 @@ mod tests {
         let mut sink = SyslogSink::new(addr, Protocol::Tcp, Framing::Lf);
         sink.send(&["a".into(), "b".into()]).unwrap();
         assert_eq!(reader.join().unwrap(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn a_connection_the_receiver_closed_is_replaced_before_writing() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut sink = SyslogSink::new(addr, Protocol::Tcp, Framing::OctetCounting);
+        let (first_read, first_done) = std::sync::mpsc::channel();
+        let receiver = thread::spawn(move || {
+            // First connection: one message, then the receiver restarts (closes it).
+            let first = receiver::read_octet_counted(&listener, 1);
+            first_read.send(()).unwrap();
+            let second = receiver::read_octet_counted(&listener, 1);
+            (first, second)
+        });
+        sink.send(&["one".into()]).unwrap();
+        first_done.recv().unwrap();
+        // Let the FIN reach this end.
+        thread::sleep(Duration::from_millis(100));
+        sink.send(&["two".into()]).unwrap();
+        let (first, second) = receiver.join().unwrap();
+        assert_eq!(
+            (first, second),
+            (vec!["one".to_owned()], vec!["two".to_owned()])
+        );
     }
 
     #[test]
