@@ -440,19 +440,22 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let mut sink = SyslogSink::new(addr, Protocol::Tcp, Framing::OctetCounting);
         let (first_read, first_done) = std::sync::mpsc::channel();
-        let receiver = thread::spawn(move || {
+        let (got, received) = std::sync::mpsc::channel();
+        thread::spawn(move || {
             // First connection: one message, then the receiver restarts (closes it).
             let first = receiver::read_octet_counted(&listener, 1);
             first_read.send(()).unwrap();
             let second = receiver::read_octet_counted(&listener, 1);
-            (first, second)
+            let _ = got.send((first, second));
         });
         sink.send(&["one".into()]).unwrap();
         first_done.recv().unwrap();
         // Let the FIN reach this end.
         thread::sleep(Duration::from_millis(100));
         sink.send(&["two".into()]).unwrap();
-        let (first, second) = receiver.join().unwrap();
+        let (first, second) = received
+            .recv_timeout(Duration::from_secs(10))
+            .expect("\"two\" was written into the closed connection and lost");
         assert_eq!(
             (first, second),
             (vec!["one".to_owned()], vec!["two".to_owned()])
