@@ -116,6 +116,7 @@ fn transport(c: &SinkConfig, state_dir: &Path) -> Result<Box<dyn Transport>, Del
                 sink,
                 facility: *c.facility.get_ref(),
                 format: c.format,
+                network_activity: c.ocsf_network_activity,
             })
         }
         SinkType::SplunkHec => Box::new(SplunkHec::new(c)?),

@@ -82,6 +82,32 @@ fn timestamp(t: Timestamp) -> String {
 /// One RFC 5424 message (no framing).
 pub fn message(e: &AlertEvent, reporter: &Reporter, facility: u8, payload: Payload) -> String {
     let a = &e.alert;
+    let mut s = header(e, reporter, facility, e.event.name());
+    match payload {
+        Payload::Text | Payload::Format(Format::Text) => {
+            let _ = write!(s, "{}: {}", a.title, crate::alert_output::summary(a));
+        }
+        Payload::Format(f) => s.push_str(&render(f, e, reporter)),
+    }
+    s
+}
+
+/// The message carrying the OCSF Network Activity of `e` (`ocsf_network_activity`), with the
+/// alert's structured data and MSGID `traffic`; none when the alert has no single peer.
+pub fn network_activity_message(
+    e: &AlertEvent,
+    reporter: &Reporter,
+    facility: u8,
+) -> Option<String> {
+    let activity = super::ocsf_network::network_activity(e, reporter)?;
+    let mut s = header(e, reporter, facility, "traffic");
+    s.push_str(&activity.to_string());
+    Some(s)
+}
+
+/// Header and structured data, up to the message part.
+fn header(e: &AlertEvent, reporter: &Reporter, facility: u8, msgid: &str) -> String {
+    let a = &e.alert;
     let pri = u16::from(facility.min(23)) * 8 + u16::from(severity(e));
     let mut s = format!(
         "<{pri}>1 {} {} {} {} {} [{SD_ID}",
@@ -89,7 +115,7 @@ pub fn message(e: &AlertEvent, reporter: &Reporter, facility: u8, payload: Paylo
         header_field(&reporter.hostname, 255),
         header_field(reporter.product, 48),
         std::process::id(),
-        header_field(e.event.name(), 32),
+        header_field(msgid, 32),
     );
     let mut params: Vec<(&str, String)> = vec![
         ("eventId", event_id(e).to_string()),
@@ -115,12 +141,6 @@ pub fn message(e: &AlertEvent, reporter: &Reporter, facility: u8, payload: Paylo
         let _ = write!(s, " {k}=\"{}\"", sd_value(&v));
     }
     s.push_str("] ");
-    match payload {
-        Payload::Text | Payload::Format(Format::Text) => {
-            let _ = write!(s, "{}: {}", a.title, crate::alert_output::summary(a));
-        }
-        Payload::Format(f) => s.push_str(&render(f, e, reporter)),
-    }
     s
 }
 
@@ -202,5 +222,31 @@ mod tests {
         e.event = AlertEventKind::Resolved;
         let m = message(&e, &reporter(), DEFAULT_FACILITY, Payload::Text);
         assert!(m.starts_with("<110>1 "), "{m}");
+    }
+
+    #[test]
+    fn the_network_activity_message_shares_the_structured_data() {
+        let e = fixtures::opened();
+        let m = network_activity_message(&e, &reporter(), DEFAULT_FACILITY).unwrap();
+        let finding = message(
+            &e,
+            &reporter(),
+            DEFAULT_FACILITY,
+            Payload::Format(Format::Ocsf),
+        );
+        let sd = |m: &str| {
+            m.split_once(" [")
+                .unwrap()
+                .1
+                .split_once("] ")
+                .unwrap()
+                .0
+                .to_owned()
+        };
+        assert_eq!(sd(&m), sd(&finding));
+        assert_eq!(m.split(' ').nth(5), Some("traffic"), "MSGID: {m}");
+        let json: serde_json::Value = serde_json::from_str(m.split_once("] ").unwrap().1).unwrap();
+        crate::schema_check::validate_ocsf(&json).unwrap();
+        assert_eq!(json["class_uid"], 4001);
     }
 }

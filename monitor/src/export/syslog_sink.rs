@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     Format, Reporter,
     deadline::{budget, write_all_within},
-    syslog::{Framing, Payload, frame, message},
+    syslog::{Framing, Payload, frame, message, network_activity_message},
     tls::TlsClient,
     transport::{Sent, Transport, TransportError},
 };
@@ -336,6 +336,8 @@ pub struct SyslogTransport {
     pub sink: SyslogSink,
     pub facility: u8,
     pub format: Format,
+    /// `ocsf_network_activity`: each finding about one peer followed by its traffic.
+    pub network_activity: bool,
 }
 
 impl Transport for SyslogTransport {
@@ -345,10 +347,15 @@ impl Transport for SyslogTransport {
 
     fn send(&mut self, batch: &[Pending], reporter: &Reporter) -> Result<Sent, TransportError> {
         let payload = Payload::Format(self.format);
-        let messages: Vec<String> = batch
-            .iter()
-            .map(|p| message(&p.event, reporter, self.facility, payload))
-            .collect();
+        let mut messages = Vec::with_capacity(batch.len());
+        for p in batch {
+            messages.push(message(&p.event, reporter, self.facility, payload));
+            if self.network_activity
+                && let Some(m) = network_activity_message(&p.event, reporter, self.facility)
+            {
+                messages.push(m);
+            }
+        }
         self.sink.send(&messages)?;
         Ok(Sent::all(batch))
     }
