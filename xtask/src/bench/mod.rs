@@ -197,15 +197,7 @@ const DETECTOR_PEERS: [u64; 2] = [10_000, 1_000_000];
 /// Runs `monitor/examples/detector_bench` (see its header) for each peer count; three runs
 /// each, the median throughput kept (the machine is noisy), memory from the last.
 fn detector_bench(root: &Path, tools: &Tools) -> Result<Value> {
-    cmd::run(tools.cargo(root).args([
-        "build",
-        "--release",
-        "--package",
-        "monitor",
-        "--example",
-        "detector_bench",
-    ]))?;
-    let bin = root.join("target/release/examples/detector_bench");
+    let bin = build_example(root, tools, "detector_bench")?;
     let mut results = Vec::new();
     for peers in DETECTOR_PEERS {
         let mut rates = Vec::new();
@@ -236,18 +228,23 @@ fn detector_bench(root: &Path, tools: &Tools) -> Result<Value> {
     Ok(json!(results))
 }
 
-/// Runs `monitor/examples/delivery_bench` (see its header) three times: the median of each
-/// rate.
-fn delivery_bench(root: &Path, tools: &Tools) -> Result<Value> {
+/// Builds `monitor/examples/<name>.rs` (release) and returns the binary's path.
+fn build_example(root: &Path, tools: &Tools, name: &str) -> Result<std::path::PathBuf> {
     cmd::run(tools.cargo(root).args([
         "build",
         "--release",
         "--package",
         "monitor",
         "--example",
-        "delivery_bench",
+        name,
     ]))?;
-    let bin = root.join("target/release/examples/delivery_bench");
+    Ok(root.join("target/release/examples").join(name))
+}
+
+/// Runs `monitor/examples/delivery_bench` (see its header) three times: the median of each
+/// rate.
+fn delivery_bench(root: &Path, tools: &Tools) -> Result<Value> {
+    let bin = build_example(root, tools, "delivery_bench")?;
     let mut runs = Vec::new();
     for _ in 0..3 {
         let out = cmd::output(&mut std::process::Command::new(&bin))?;
