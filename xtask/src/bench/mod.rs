@@ -9,6 +9,8 @@
 //!   datagram per second) at a 1 s poll;
 //! - the detector alone (no root needed): `FlowSample`s per second on one core and heap bytes
 //!   per tracked (service, peer) pair, at 10,000 and 1,000,000 peers.
+//! - alert delivery (no root needed): events per second written to the outbox and delivered
+//!   to a file sink and to a syslog receiver over TCP.
 //!
 //! Results are printed and saved as JSON under `target/bench/`. Traffic stays on loopback.
 
