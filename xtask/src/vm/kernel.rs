@@ -1,0 +1,135 @@
+//! Kernels to boot: Debian bookworm's 6.1 by default (downloaded with `apt-get download`,
+//! unpacked with `dpkg -x`, cached under `target/vm/kernels/<release>/`, so a second run
+//! downloads nothing), or any kernel image given by path.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::cmd;
+
+/// A kernel ready to boot.
+pub struct Kernel {
+    /// `uname -r` when known (Debian), else the image's file name: a label for result lines.
+    pub label: String,
+    pub image: PathBuf,
+    /// `lib/modules/<release>` of the package, when the kernel came with one.
+    pub modules_dir: Option<PathBuf>,
+}
+
+/// The package name Debian gives the 6.1 images: `linux-image-6.1.0-<abi>-amd64`.
+fn abi_of(package: &str) -> Option<u32> {
+    package
+        .strip_prefix("linux-image-6.1.0-")?
+        .strip_suffix("-amd64")?
+        .parse()
+        .ok()
+}
+
+/// The newest `linux-image-6.1.0-*-amd64` in `apt-cache search` output (one
+/// `name - description` per line); unsigned and signed flavours have the same name.
+pub fn newest_package(search_output: &str) -> Option<String> {
+    search_output
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|p| Some((abi_of(p)?, p)))
+        .max_by_key(|(abi, _)| *abi)
+        .map(|(_, p)| p.to_owned())
+}
+
+/// Resolves a `--kernel` spec: `debian` (the newest bookworm 6.1 image), a Debian package
+/// name (`linux-image-6.1.0-56-amd64`), or a path to a kernel image.
+pub fn resolve(spec: &str, cache: &Path) -> Result<Kernel> {
+    if spec == "debian" {
+        let search = cmd::output(Command::new("apt-cache").args([
+            "search",
+            "--names-only",
+            r"^linux-image-6\.1\.0-[0-9]+-amd64$",
+        ]))
+        .context("apt-cache search (is this a Debian bookworm host with apt lists?)")?;
+        let package = newest_package(&search).context(
+            "no linux-image-6.1.0-*-amd64 in the apt lists (run apt-get update, or give --kernel PATH)",
+        )?;
+        return debian(&package, cache);
+    }
+    if abi_of(spec).is_some() {
+        return debian(spec, cache);
+    }
+    let image = PathBuf::from(spec);
+    if !image.is_file() {
+        bail!("--kernel {spec}: not `debian`, a linux-image-6.1.0-N-amd64 package, or a file");
+    }
+    Ok(Kernel {
+        label: image
+            .file_name()
+            .map_or_else(|| spec.to_owned(), |n| n.to_string_lossy().into_owned()),
+        image,
+        modules_dir: None,
+    })
+}
+
+/// Downloads and unpacks a Debian kernel package once; later calls reuse the cache.
+fn debian(package: &str, cache: &Path) -> Result<Kernel> {
+    let release = package
+        .strip_prefix("linux-image-")
+        .context("not a linux-image package")?;
+    let dir = cache.join(release);
+    let done = dir.join(".unpacked");
+    if done.exists() {
+        eprintln!("    {package}: cached in {}", dir.display());
+    } else {
+        let _ = fs::remove_dir_all(&dir);
+        let download = cache.join("download");
+        fs::create_dir_all(&download)?;
+        cmd::step(&format!("apt-get download {package}"), || {
+            cmd::run(
+                Command::new("apt-get")
+                    .args(["download", "-q", package])
+                    .current_dir(&download),
+            )
+        })?;
+        let deb = fs::read_dir(&download)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")))
+            })
+            .with_context(|| format!("apt-get download left no {package}_*.deb"))?;
+        cmd::run(Command::new("dpkg").arg("-x").arg(&deb).arg(&dir))?;
+        // The unpacked tree is the cache; the .deb (70 MB) is not needed any more.
+        fs::remove_file(&deb)?;
+        fs::write(&done, package)?;
+    }
+    let image = dir.join("boot").join(format!("vmlinuz-{release}"));
+    if !image.is_file() {
+        bail!("{package} has no {}", image.display());
+    }
+    Ok(Kernel {
+        label: release.to_owned(),
+        image,
+        modules_dir: Some(dir.join("lib/modules").join(release)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_abi_wins_numerically() {
+        let search = "linux-image-6.1.0-9-amd64 - Linux 6.1 for 64-bit PCs (signed)\n\
+                      linux-image-6.1.0-56-amd64 - Linux 6.1 for 64-bit PCs (signed)\n\
+                      linux-image-6.1.0-56-amd64-unsigned - Linux 6.1 (unsigned)\n\
+                      linux-image-6.1.0-10-amd64 - Linux 6.1 for 64-bit PCs (signed)\n";
+        assert_eq!(
+            newest_package(search).as_deref(),
+            Some("linux-image-6.1.0-56-amd64")
+        );
+        assert_eq!(newest_package(""), None);
+    }
+}
