@@ -19,6 +19,8 @@ pub struct Kernel {
     pub image: PathBuf,
     /// `lib/modules/<release>` of the package, when the kernel came with one.
     pub modules_dir: Option<PathBuf>,
+    /// Where files derived from this kernel (its uncompressed `vmlinux`) are cached.
+    pub cache_dir: PathBuf,
 }
 
 /// The package name Debian gives the 6.1 images: `linux-image-6.1.0-<abi>-amd64`.
@@ -60,15 +62,19 @@ pub fn resolve(spec: &str, cache: &Path) -> Result<Kernel> {
         return debian(spec, cache);
     }
     let image = PathBuf::from(spec);
-    if !image.is_file() {
+    let Ok(meta) = fs::metadata(&image) else {
         bail!("--kernel {spec}: not `debian`, a linux-image-6.1.0-N-amd64 package, or a file");
-    }
+    };
+    let label = image
+        .file_name()
+        .map_or_else(|| spec.to_owned(), |n| n.to_string_lossy().into_owned());
+    // Keyed by size too: a rebuilt image at the same path must not reuse an old vmlinux.
+    let cache_dir = cache.join("local").join(format!("{label}-{}", meta.len()));
     Ok(Kernel {
-        label: image
-            .file_name()
-            .map_or_else(|| spec.to_owned(), |n| n.to_string_lossy().into_owned()),
+        label,
         image,
         modules_dir: None,
+        cache_dir,
     })
 }
 
@@ -113,6 +119,7 @@ fn debian(package: &str, cache: &Path) -> Result<Kernel> {
         label: release.to_owned(),
         image,
         modules_dir: Some(dir.join("lib/modules").join(release)),
+        cache_dir: dir,
     })
 }
 

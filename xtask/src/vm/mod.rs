@@ -8,6 +8,7 @@ mod initramfs;
 mod kernel;
 mod modules;
 mod qemu;
+mod vmlinux;
 
 use std::{
     fs,
@@ -115,9 +116,13 @@ fn one_kernel(
     cmd::step(&format!("pack {}", initrd.display()), || {
         initramfs::pack(&initrd, payload, &modules).map(|_| ())
     })?;
+    let image = cmd::step("uncompressed vmlinux (cached)", || {
+        vmlinux::extract(&kernel.image, &kernel.cache_dir)
+    })?
+    .unwrap_or_else(|| kernel.image.clone());
     let log = vm_dir.join(format!("console-{}.log", kernel.label));
     let boot = qemu::Boot {
-        image: &kernel.image,
+        image: &image,
         initrd: &initrd,
         accel,
         // Longer than the init's own per-test timeout, so a hung test is named by the init;
