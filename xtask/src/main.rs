@@ -70,6 +70,10 @@ enum Command {
         /// Echo the VM's serial console.
         #[arg(long)]
         console: bool,
+        /// Test the harness itself on the first kernel: a passing, a failing and a hanging
+        /// fixture test must be reported as such.
+        #[arg(long)]
+        self_test: bool,
     },
     /// Write a synthetic two-day trace of a messaging server for `egress-monitor replay`:
     /// normal, bulk-download, upload or slow-drip.
@@ -124,8 +128,12 @@ fn main() -> Result<()> {
             fixture,
             timeout,
             console,
+            self_test,
         } => {
             let tools = bootstrap::all(&root)?;
+            if self_test {
+                return vm::self_test(&root, &tools, &kernels[0], console);
+            }
             let opts = vm::Options {
                 kernels,
                 suite: !no_suite,

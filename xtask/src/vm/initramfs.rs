@@ -6,7 +6,26 @@ use std::{fs, io::BufWriter, path::Path};
 use anyhow::{Context as _, Result};
 use vm_init::manifest::{Manifest, RunCommand};
 
-use super::{cpio::Writer, modules::Module};
+use super::{cpio::Writer, hosttools::Closure, modules::Module};
+
+/// A minimal `/etc`: the tests expect `root` to have a name (owner attribution prints the
+/// user), `nobody` to exist (the unprivileged-run test), and `localhost` to resolve (the
+/// allowlist test resolves it through the agent).
+const ETC: [(&str, &str); 4] = [
+    (
+        "etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    ),
+    ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+    (
+        "etc/hosts",
+        "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
+    ),
+    (
+        "etc/nsswitch.conf",
+        "passwd: files\ngroup: files\nhosts: files\n",
+    ),
+];
 
 /// The static binaries that go in.
 pub struct Payload<'a> {
@@ -16,6 +35,8 @@ pub struct Payload<'a> {
     /// The `traffic` helper: the tests look for it one directory above their own.
     pub traffic: Option<&'a Path>,
     pub agent: Option<&'a Path>,
+    /// Host programs the tests call, with their libraries.
+    pub host_tools: Option<&'a Closure>,
     pub timeout_secs: u64,
     /// Extra environment for every test.
     pub env: &'a [(String, String)],
@@ -38,6 +59,20 @@ pub fn pack(out: &Path, payload: &Payload<'_>, modules: &[Module]) -> Result<Man
     w.symlink("sbin/init", "/init")?;
     w.char_dev("dev/console", 0o600, 5, 1)?;
     w.dir("root", 0o700)?;
+    for (path, text) in ETC {
+        w.file(path, 0o644, text.as_bytes())?;
+    }
+    if let Some(tools) = payload.host_tools {
+        for (at, real) in &tools.files {
+            let mode = fs::metadata(real).map_or(0o755, |m| {
+                std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777
+            });
+            w.file(at, mode, &read(real)?)?;
+        }
+        for (link, target) in &tools.links {
+            w.symlink(link, target)?;
+        }
+    }
     for m in modules {
         let path = format!("lib/modules/{}.ko", m.name);
         w.file(&path, 0o644, &m.data)?;
@@ -65,7 +100,9 @@ pub fn pack(out: &Path, payload: &Payload<'_>, modules: &[Module]) -> Result<Man
     }
     manifest.env.extend(payload.env.iter().cloned());
     manifest.env.push(("HOME".into(), "/root".into()));
-    manifest.env.push(("PATH".into(), "/bin:/t".into()));
+    manifest
+        .env
+        .push(("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin:/t".into()));
     manifest.env.push(("RUST_BACKTRACE".into(), "1".into()));
     w.file("manifest", 0o644, manifest.to_string().as_bytes())?;
     w.finish()

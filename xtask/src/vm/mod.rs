@@ -4,10 +4,12 @@
 
 mod console;
 mod cpio;
+mod hosttools;
 mod initramfs;
 mod kernel;
 mod modules;
 mod qemu;
+mod selftest;
 mod vmlinux;
 
 use std::{
@@ -35,6 +37,8 @@ pub struct Options {
     pub echo: bool,
 }
 
+pub use selftest::run as self_test;
+
 pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<()> {
     prerequisites(tools, opts.suite)?;
     let musl_dir = root.join("target").join(MUSL).join("release");
@@ -52,6 +56,20 @@ pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<()> {
             &["-p", "vm-init", "--test", "fixture"],
         )?);
     }
+    let host_tools = if opts.suite {
+        let c = cmd::step("host programs the tests call, with their libraries", || {
+            hosttools::Closure::of_host()
+        })?;
+        if !c.missing.is_empty() {
+            eprintln!(
+                "    not on this host (tests using them will fail): {}",
+                c.missing.join(" ")
+            );
+        }
+        Some(c)
+    } else {
+        None
+    };
     let (traffic, agent) = if opts.suite {
         tests.extend(test_binaries(tools, root, &["-p", "integration-tests"])?);
         cmd::step("build the agent (static musl)", || {
@@ -84,13 +102,14 @@ pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<()> {
         tests: &tests,
         traffic: traffic.as_deref(),
         agent: agent.as_deref(),
+        host_tools: host_tools.as_ref(),
         timeout_secs: opts.timeout_secs,
         env: &env,
     };
     let mut failed_kernels = Vec::new();
     for spec in &opts.kernels {
         let kernel = cmd::step(&format!("kernel {spec}"), || kernel::resolve(spec, &cache))?;
-        if !one_kernel(&vm_dir, &kernel, &payload, accel, opts)? {
+        if !one_kernel(&vm_dir, &kernel, &payload, accel, opts.echo)?.passed() {
             failed_kernels.push(kernel.label);
         }
     }
@@ -100,14 +119,14 @@ pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<()> {
     Ok(())
 }
 
-/// Packs, boots and reports one kernel; true if everything passed.
+/// Packs, boots and reports one kernel; what its console said.
 fn one_kernel(
     vm_dir: &Path,
     kernel: &kernel::Kernel,
     payload: &initramfs::Payload<'_>,
     accel: qemu::Accel,
-    opts: &Options,
-) -> Result<bool> {
+    echo: bool,
+) -> Result<console::Console> {
     let modules = match &kernel.modules_dir {
         Some(dir) => modules::resolve(dir, &modules::WANTED)?,
         None => Vec::new(),
@@ -127,9 +146,9 @@ fn one_kernel(
         accel,
         // Longer than the init's own per-test timeout, so a hung test is named by the init;
         // this one catches a hung kernel or init.
-        silence: Duration::from_secs(opts.timeout_secs + 60),
+        silence: Duration::from_secs(payload.timeout_secs + 60),
         log: &log,
-        echo: opts.echo,
+        echo,
     };
     eprintln!(
         "==> boot {} ({accel:?}), console in {}",
@@ -157,7 +176,7 @@ fn one_kernel(
         kernel.label,
         took.as_secs_f64()
     );
-    Ok(console.passed())
+    Ok(console)
 }
 
 /// `cargo` for static musl builds: rusqlite's bundled SQLite is C, compiled by `musl-gcc`.

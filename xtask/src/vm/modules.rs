@@ -14,9 +14,13 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// What the tests need that the Debian 6.1 kernel builds as modules: veth pairs and dummy
-/// links for network namespaces, TC BPF (`clsact` + `cls_bpf` / `act_bpf`), and virtio for
-/// devices a later session may attach.
-pub const WANTED: [&str; 7] = [
+/// links for network namespaces, TC BPF (`clsact` + `cls_bpf` / `act_bpf`), `sock_diag` for
+/// TCP and UDP (the agent attributes sockets that existed before it started through it: no
+/// module, no socket, no error), and virtio for devices a later session may attach.
+pub const WANTED: [&str; 10] = [
+    "inet_diag",
+    "tcp_diag",
+    "udp_diag",
     "veth",
     "dummy",
     "sch_ingress",
