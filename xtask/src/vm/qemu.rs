@@ -53,6 +53,10 @@ pub struct Boot<'a> {
 /// Boots and reads the console until the init is done, the kernel dies, the console stays
 /// silent for `silence`, or QEMU exits. Returns what the console said and the run time.
 pub fn boot(b: &Boot<'_>, kernel_label: &str) -> Result<(Console, Duration)> {
+    watch(&mut qemu_command(b), b, kernel_label)
+}
+
+fn qemu_command(b: &Boot<'_>) -> Command {
     let mut qemu = Command::new("qemu-system-x86_64");
     match b.accel {
         Accel::Kvm => qemu.args(["-accel", "kvm", "-cpu", "host"]),
@@ -73,8 +77,17 @@ pub fn boot(b: &Boot<'_>, kernel_label: &str) -> Result<(Console, Duration)> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    qemu
+}
+
+/// Runs `vm` (QEMU, or a stand-in in tests) and reads its stdout as the console, under the
+/// watchdog.
+fn watch(vm: &mut Command, b: &Boot<'_>, kernel_label: &str) -> Result<(Console, Duration)> {
     let started = Instant::now();
-    let mut child = qemu.spawn().context("starting qemu-system-x86_64")?;
+    let mut child = vm
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", crate::cmd::describe(vm)))?;
     let stdout = child.stdout.take().context("qemu stdout")?;
     let (tx, rx) = mpsc::channel();
     let reader = thread::spawn(move || {
@@ -133,4 +146,66 @@ pub fn boot(b: &Boot<'_>, kernel_label: &str) -> Result<(Console, Duration)> {
     let elapsed = started.elapsed();
     console.close(kernel_label, elapsed.as_secs_f64());
     Ok((console, elapsed))
+}
+
+#[cfg(test)]
+mod tests {
+    use vm_init::protocol::{Line, Outcome};
+
+    use super::*;
+
+    fn boot_of(log: &Path, silence: Duration) -> Boot<'_> {
+        Boot {
+            image: Path::new("unused"),
+            initrd: Path::new("unused"),
+            accel: Accel::Tcg,
+            silence,
+            log,
+            echo: false,
+        }
+    }
+
+    /// The real watchdog loop on a stand-in VM that starts a test and goes silent: it is
+    /// stopped after `silence`, and the running test is reported hung.
+    #[test]
+    fn a_silent_vm_is_stopped_and_its_running_test_named() {
+        let log = std::env::temp_dir().join(format!("xtask-watchdog-{}.log", std::process::id()));
+        let b = boot_of(&log, Duration::from_secs(2));
+        let mut vm = Command::new("sh");
+        vm.args([
+            "-c",
+            "echo 'EGRESS-VM-START k lifecycle stuck'; exec sleep 60",
+        ]);
+        let started = Instant::now();
+        let (console, _) = watch(&mut vm, &b, "k").unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "killed, not waited for"
+        );
+        assert!(
+            matches!(&console.results[..], [Line::Result { test, outcome: Outcome::Hung, .. }] if test == "stuck"),
+            "{console:?}"
+        );
+        assert!(console.errors[0].contains("watchdog"), "{console:?}");
+        assert!(!console.passed());
+        assert!(std::fs::read_to_string(&log).unwrap().contains("stuck"));
+        std::fs::remove_file(&log).unwrap();
+    }
+
+    /// A kernel panic stops the VM at once, however long the silence allowance.
+    #[test]
+    fn a_panic_stops_the_vm_at_once() {
+        let log = std::env::temp_dir().join(format!("xtask-panic-{}.log", std::process::id()));
+        let b = boot_of(&log, Duration::from_secs(600));
+        let mut vm = Command::new("sh");
+        vm.args([
+            "-c",
+            "echo '[ 1.0] Kernel panic - not syncing: test'; exec sleep 60",
+        ]);
+        let started = Instant::now();
+        let (console, _) = watch(&mut vm, &b, "k").unwrap();
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert!(console.fatal.is_some() && !console.passed());
+        std::fs::remove_file(&log).unwrap();
+    }
 }
