@@ -91,12 +91,15 @@ pub fn pack(out: &Path, payload: &Payload<'_>, modules: &[Module]) -> Result<Man
         manifest
             .env
             .push(("EGRESS_MONITOR_BIN".into(), "/bin/egress-monitor".into()));
-        // Smoke: the static agent starts in this kernel and answers.
-        manifest.commands.push(RunCommand {
-            name: "agent-version".into(),
-            timeout_secs: 60,
-            argv: vec!["/bin/egress-monitor".into(), "--version".into()],
-        });
+        // Smoke: the static agent starts in this kernel, and `doctor` finds what it needs
+        // (programs load, cgroup v2, BTF) and exits 0.
+        for (name, arg) in [("agent-version", "--version"), ("agent-doctor", "doctor")] {
+            manifest.commands.push(RunCommand {
+                name: name.into(),
+                timeout_secs: 120,
+                argv: vec!["/bin/egress-monitor".into(), arg.into()],
+            });
+        }
     }
     manifest.env.extend(payload.env.iter().cloned());
     manifest.env.push(("HOME".into(), "/root".into()));

@@ -104,6 +104,8 @@ fn watch(vm: &mut Command, b: &Boot<'_>, kernel_label: &str) -> Result<(Console,
     let mut log = File::create(b.log).with_context(|| format!("creating {}", b.log.display()))?;
     let mut console = Console::default();
     let mut last_line = Instant::now();
+    // When the test that is running now started: a hung test's result gives its own time.
+    let mut test_started = Instant::now();
     let mut silent = false;
     loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
@@ -113,7 +115,11 @@ fn watch(vm: &mut Command, b: &Boot<'_>, kernel_label: &str) -> Result<(Console,
                 if b.echo {
                     eprintln!("    | {}", line.trim_end());
                 }
+                let was_running = console.running.clone();
                 console.feed(&line);
+                if console.running.is_some() && console.running != was_running {
+                    test_started = Instant::now();
+                }
                 if console.finished() {
                     break;
                 }
@@ -144,7 +150,7 @@ fn watch(vm: &mut Command, b: &Boot<'_>, kernel_label: &str) -> Result<(Console,
         ));
     }
     let elapsed = started.elapsed();
-    console.close(kernel_label, elapsed.as_secs_f64());
+    console.close(kernel_label, test_started.elapsed().as_secs_f64());
     Ok((console, elapsed))
 }
 
