@@ -1,7 +1,8 @@
 //! Running libtest binaries one test per process, and plain commands, with a timeout each.
 
 use std::{
-    process::{Child, Command, ExitStatus, Stdio},
+    os::unix::process::CommandExt as _,
+    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -42,36 +43,66 @@ fn list(binary: &str) -> Result<Vec<(String, bool)>, String> {
         .collect())
 }
 
-/// Waits for `child` up to `timeout`; kills it after that. `None` means it was killed.
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+/// How a child ended, from its wait status.
+fn succeeded(status: libc::c_int) -> bool {
+    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
+/// Waits for `pid` up to `timeout`, reaping every other child on the way: as PID 1 the init
+/// inherits all orphans (a daemon a test left behind), and unreaped they stay zombies that
+/// look alive to `kill(pid, 0)`. `None` means it timed out.
+fn reap_until(pid: libc::pid_t, timeout: Duration) -> Option<bool> {
     let started = Instant::now();
     loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if started.elapsed() < timeout => thread::sleep(Duration::from_millis(20)),
-            // Timed out, or try_wait failed (nothing left to do but stop it).
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
+        let mut status = 0;
+        // SAFETY: waitpid with a valid pointer to a c_int.
+        let reaped = unsafe { libc::waitpid(-1, &raw mut status, libc::WNOHANG) };
+        if reaped == pid {
+            return Some(succeeded(status));
+        }
+        if reaped > 0 {
+            continue; // an orphan: reaped, look again at once
+        }
+        if reaped < 0 || started.elapsed() >= timeout {
+            // No children left (cannot happen while `pid` runs) or out of time.
+            return (reaped < 0).then_some(false);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills what is left of a test's process group (the test itself when it hung, and any
+/// helper or agent it started), so the next test starts from a clean kernel state.
+fn kill_group(pgid: libc::pid_t) {
+    // SAFETY: kill(2) on a process group this init created; ESRCH (already gone) is fine.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    // Reap them (bounded: SIGKILL cannot be caught).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let mut status = 0;
+        // SAFETY: as in reap_until.
+        if unsafe { libc::waitpid(-pgid, &raw mut status, libc::WNOHANG) } <= 0 {
+            break;
         }
     }
 }
 
-/// Runs `argv` with output to the console; the outcome and the seconds it took.
+/// Runs `argv` in its own process group, output to the console; the outcome and seconds.
 fn run_timed(argv: &[&str], timeout: Duration) -> Result<(Outcome, f64), String> {
     let started = Instant::now();
-    let mut child = Command::new(argv[0])
+    let child = Command::new(argv[0])
         .args(&argv[1..])
         .stdin(Stdio::null())
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("starting {}: {e}", argv[0]))?;
-    let outcome = match wait_with_timeout(&mut child, timeout) {
-        Some(status) if status.success() => Outcome::Ok,
-        Some(_) => Outcome::Failed,
+    let pid = child.id() as libc::pid_t;
+    let outcome = match reap_until(pid, timeout) {
+        Some(true) => Outcome::Ok,
+        Some(false) => Outcome::Failed,
         None => Outcome::Hung,
     };
+    kill_group(pid);
     Ok((outcome, started.elapsed().as_secs_f64()))
 }
 
