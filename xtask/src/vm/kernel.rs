@@ -44,7 +44,8 @@ pub fn newest_package(search_output: &str) -> Option<String> {
 }
 
 /// Resolves a `--kernel` spec: `debian` (the newest bookworm 6.1 image), a Debian package
-/// name (`linux-image-6.1.0-56-amd64`), or a path to a kernel image.
+/// name (`linux-image-6.1.0-56-amd64`), a `linux-image-*.deb` file (any release, e.g. one
+/// from a newer Debian, with its modules), or a path to a kernel image.
 pub fn resolve(spec: &str, cache: &Path) -> Result<Kernel> {
     if spec == "debian" {
         let search = cmd::output(Command::new("apt-cache").args([
@@ -60,6 +61,9 @@ pub fn resolve(spec: &str, cache: &Path) -> Result<Kernel> {
     }
     if abi_of(spec).is_some() {
         return debian(spec, cache);
+    }
+    if Path::new(spec).extension().is_some_and(|e| e == "deb") {
+        return deb_file(Path::new(spec), cache);
     }
     let image = PathBuf::from(spec);
     let Ok(meta) = fs::metadata(&image) else {
@@ -119,6 +123,48 @@ fn debian(package: &str, cache: &Path) -> Result<Kernel> {
         label: release.to_owned(),
         image,
         modules_dir: Some(dir.join("lib/modules").join(release)),
+        cache_dir: dir,
+    })
+}
+
+/// Unpacks a kernel `.deb` once (keyed by its file name) and finds its image and modules.
+fn deb_file(deb: &Path, cache: &Path) -> Result<Kernel> {
+    let stem = deb
+        .file_stem()
+        .context("a .deb path with a file name")?
+        .to_string_lossy()
+        .into_owned();
+    let dir = cache.join("deb").join(&stem);
+    let done = dir.join(".unpacked");
+    if !done.exists() {
+        let _ = fs::remove_dir_all(&dir);
+        // dpkg -x makes the last directory only ("tar subprocess returned error exit status 2").
+        fs::create_dir_all(&dir)?;
+        cmd::run(Command::new("dpkg").arg("-x").arg(deb).arg(&dir))?;
+        fs::write(&done, &stem)?;
+    }
+    let image = fs::read_dir(dir.join("boot"))
+        .with_context(|| format!("{} has no boot/", deb.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .with_context(|| format!("{} has no boot/vmlinuz-*", deb.display()))?;
+    let release = image
+        .file_name()
+        .and_then(|n| {
+            n.to_string_lossy()
+                .strip_prefix("vmlinuz-")
+                .map(str::to_owned)
+        })
+        .context("vmlinuz- file name")?;
+    let modules_dir = dir.join("lib/modules").join(&release);
+    Ok(Kernel {
+        label: release,
+        image,
+        modules_dir: modules_dir.is_dir().then_some(modules_dir),
         cache_dir: dir,
     })
 }
