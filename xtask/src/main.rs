@@ -8,6 +8,7 @@ mod build;
 mod cmd;
 mod pins;
 mod test;
+mod vm;
 
 use std::path::PathBuf;
 
@@ -50,6 +51,29 @@ enum Command {
         /// Only the benchmarks that need no root and no kernel: detector and alert delivery.
         #[arg(long)]
         detector_only: bool,
+    },
+    /// Boot each kernel in QEMU and run the root test suite and the agent inside it.
+    VmTest {
+        /// `debian` (the newest Debian bookworm 6.1 kernel), a Debian package name such as
+        /// `linux-image-6.1.0-56-amd64`, or a path to a kernel image. Repeatable.
+        #[arg(long = "kernel", default_value = "debian")]
+        kernels: Vec<String>,
+        /// Only the harness's own fixture tests, not the tests/ suite and the agent.
+        #[arg(long)]
+        no_suite: bool,
+        /// Run the harness fixture in this mode: pass, fail or hang.
+        #[arg(long)]
+        fixture: Option<String>,
+        /// Seconds a test may run before it counts as hung.
+        #[arg(long, default_value_t = vm_init::manifest::DEFAULT_TIMEOUT_SECS)]
+        timeout: u64,
+        /// Echo the VM's serial console.
+        #[arg(long)]
+        console: bool,
+        /// Test the harness itself on the first kernel: a passing, a failing and a hanging
+        /// fixture test must be reported as such.
+        #[arg(long)]
+        self_test: bool,
     },
     /// Write a synthetic two-day trace of a messaging server for `egress-monitor replay`:
     /// normal, bulk-download, upload or slow-drip.
@@ -97,6 +121,27 @@ fn main() -> Result<()> {
             }
             let bin = build::release(&root, &tools)?;
             bench::all(&root, &tools, &bin, rounds)
+        }
+        Command::VmTest {
+            kernels,
+            no_suite,
+            fixture,
+            timeout,
+            console,
+            self_test,
+        } => {
+            let tools = bootstrap::all(&root)?;
+            if self_test {
+                return vm::self_test(&root, &tools, &kernels[0], console);
+            }
+            let opts = vm::Options {
+                kernels,
+                suite: !no_suite,
+                fixture,
+                timeout_secs: timeout,
+                echo: console,
+            };
+            vm::run(&root, &tools, &opts)
         }
         Command::Trace { scenario, out } => {
             let tools = bootstrap::all(&root)?;

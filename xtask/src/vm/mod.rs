@@ -1,0 +1,260 @@
+//! `cargo xtask vm-test`: for each kernel, boot a QEMU VM whose initramfs holds static (musl)
+//! test binaries and the agent, run them under `vm-init`, and report one line per test and
+//! per kernel. Exits non-zero if anything failed, hung, or the kernel died.
+
+mod console;
+mod cpio;
+mod hosttools;
+mod initramfs;
+mod kernel;
+mod modules;
+mod qemu;
+mod selftest;
+mod vmlinux;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use vm_init::protocol::Line;
+
+use crate::{bootstrap::Tools, cmd};
+
+pub const MUSL: &str = "x86_64-unknown-linux-musl";
+
+pub struct Options {
+    /// `debian`, a Debian package name, or a kernel image path (see [`kernel::resolve`]).
+    pub kernels: Vec<String>,
+    /// Build and run the `tests/` suite and the agent (off: only `fixture`, for quick checks).
+    pub suite: bool,
+    /// Run the harness's own fixture binary in this mode (`pass`, `fail`, `hang`).
+    pub fixture: Option<String>,
+    pub timeout_secs: u64,
+    pub echo: bool,
+}
+
+pub use selftest::run as self_test;
+
+pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<()> {
+    prerequisites(tools, opts.suite)?;
+    let musl_dir = root.join("target").join(MUSL).join("release");
+    cmd::step("build vm-init (static musl)", || {
+        cmd::run(musl_cargo(tools, root).args(["build", "--release", "-p", "vm-init"]))
+    })?;
+    let mut tests = Vec::new();
+    if let Some(mode) = &opts.fixture {
+        if !["pass", "fail", "hang"].contains(&mode.as_str()) {
+            bail!("--fixture {mode}: expected pass, fail or hang");
+        }
+        tests.extend(test_binaries(
+            tools,
+            root,
+            &["-p", "vm-init", "--test", "fixture"],
+        )?);
+    }
+    let host_tools = if opts.suite {
+        let c = cmd::step("host programs the tests call, with their libraries", || {
+            hosttools::Closure::of_host()
+        })?;
+        if !c.missing.is_empty() {
+            eprintln!(
+                "    not on this host (tests using them will fail): {}",
+                c.missing.join(" ")
+            );
+        }
+        Some(c)
+    } else {
+        None
+    };
+    let (traffic, agent) = if opts.suite {
+        tests.extend(test_binaries(tools, root, &["-p", "integration-tests"])?);
+        cmd::step("build the agent (static musl)", || {
+            cmd::run(musl_cargo(tools, root).args([
+                "build",
+                "--release",
+                "-p",
+                "monitor",
+                "--bin",
+                "egress-monitor",
+            ]))
+        })?;
+        (
+            Some(musl_dir.join("traffic")),
+            Some(musl_dir.join("egress-monitor")),
+        )
+    } else {
+        (None, None)
+    };
+    let vm_dir = root.join("target").join("vm");
+    let cache = vm_dir.join("kernels");
+    fs::create_dir_all(&cache)?;
+    let accel = qemu::Accel::detect();
+    let mut env = Vec::new();
+    if let Some(mode) = &opts.fixture {
+        env.push(("EGRESS_VM_FIXTURE".to_owned(), mode.clone()));
+    }
+    let payload = initramfs::Payload {
+        init: &musl_dir.join("vm-init"),
+        tests: &tests,
+        traffic: traffic.as_deref(),
+        agent: agent.as_deref(),
+        host_tools: host_tools.as_ref(),
+        timeout_secs: opts.timeout_secs,
+        env: &env,
+    };
+    let mut failed_kernels = Vec::new();
+    for spec in &opts.kernels {
+        let kernel = cmd::step(&format!("kernel {spec}"), || kernel::resolve(spec, &cache))?;
+        if !one_kernel(&vm_dir, &kernel, &payload, accel, opts.echo)?.passed() {
+            failed_kernels.push(kernel.label);
+        }
+    }
+    if !failed_kernels.is_empty() {
+        bail!("vm-test failed on: {}", failed_kernels.join(", "));
+    }
+    Ok(())
+}
+
+/// Packs, boots and reports one kernel; what its console said.
+fn one_kernel(
+    vm_dir: &Path,
+    kernel: &kernel::Kernel,
+    payload: &initramfs::Payload<'_>,
+    accel: qemu::Accel,
+    echo: bool,
+) -> Result<console::Console> {
+    let modules = match &kernel.modules_dir {
+        Some(dir) => modules::resolve(dir, &modules::WANTED)?,
+        None => Vec::new(),
+    };
+    let initrd = vm_dir.join(format!("initramfs-{}.cpio", kernel.label));
+    cmd::step(&format!("pack {}", initrd.display()), || {
+        initramfs::pack(&initrd, payload, &modules).map(|_| ())
+    })?;
+    let image = cmd::step("uncompressed vmlinux (cached)", || {
+        vmlinux::extract(&kernel.image, &kernel.cache_dir)
+    })?
+    .unwrap_or_else(|| kernel.image.clone());
+    let log = vm_dir.join(format!("console-{}.log", kernel.label));
+    let boot = qemu::Boot {
+        image: &image,
+        initrd: &initrd,
+        accel,
+        // Longer than the init's own per-test timeout, so a hung test is named by the init;
+        // this one catches a hung kernel or init.
+        silence: Duration::from_secs(payload.timeout_secs + 60),
+        log: &log,
+        echo,
+    };
+    eprintln!(
+        "==> boot {} ({accel:?}), console in {}",
+        kernel.label,
+        log.display()
+    );
+    let (console, took) = qemu::boot(&boot, &kernel.label)?;
+    for line in &console.results {
+        println!("{line}");
+    }
+    let error = |message: String| Line::Error {
+        kernel: kernel.label.clone(),
+        message,
+    };
+    for e in console.errors.iter().chain(&console.garbled) {
+        println!("{}", error(e.clone()));
+    }
+    if let Some(fatal) = &console.fatal {
+        println!("{}", error(format!("kernel died: {fatal}")));
+    }
+    let verdict = if console.passed() { "ok" } else { "FAILED" };
+    let (passed, failed) = console.done.unwrap_or_default();
+    println!(
+        "EGRESS-VM-KERNEL {} {verdict} {passed} {failed} {:.1}",
+        kernel.label,
+        took.as_secs_f64()
+    );
+    Ok(console)
+}
+
+/// `cargo` for static musl builds: rusqlite's bundled SQLite is C, compiled by `musl-gcc`.
+/// Only compiled: linking stays with Rust's default (`cc` plus the target's self-contained
+/// musl objects), because `musl-gcc` as the linker turns the static-pie binary into one
+/// that requests `/lib/ld-musl-x86_64.so.1`, and the kernel then fails to execute `/init`
+/// with ENOENT ("Failed to execute /init (error -2)").
+fn musl_cargo(tools: &Tools, root: &Path) -> Command {
+    let mut c = tools.cargo(root);
+    c.env("CC_x86_64_unknown_linux_musl", "musl-gcc");
+    c.arg("--config").arg(format!("build.target=\"{MUSL}\""));
+    c
+}
+
+/// Builds test binaries for musl (`cargo test --no-run`) and returns `(target name, path)`.
+fn test_binaries(tools: &Tools, root: &Path, select: &[&str]) -> Result<Vec<(String, PathBuf)>> {
+    cmd::step(
+        &format!("build test binaries {} (static musl)", select.join(" ")),
+        || {
+            let out = cmd::output(
+                musl_cargo(tools, root)
+                    .args([
+                        "test",
+                        "--release",
+                        "--no-run",
+                        "--message-format=json-render-diagnostics",
+                    ])
+                    .args(select),
+            )?;
+            let mut bins = Vec::new();
+            for line in out.lines() {
+                let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                if msg["reason"] == "compiler-artifact" && msg["profile"]["test"] == true {
+                    if let (Some(name), Some(exe)) =
+                        (msg["target"]["name"].as_str(), msg["executable"].as_str())
+                    {
+                        bins.push((name.replace('-', "_"), PathBuf::from(exe)));
+                    }
+                }
+            }
+            if bins.is_empty() {
+                bail!(
+                    "cargo test --no-run {} built no test binary",
+                    select.join(" ")
+                );
+            }
+            Ok(bins)
+        },
+    )
+}
+
+/// QEMU and the musl target (and musl-gcc for the suite's C code), installed when missing.
+fn prerequisites(tools: &Tools, suite: bool) -> Result<()> {
+    cmd::step(&format!("rust target {MUSL}"), || {
+        cmd::run(Command::new("rustup").args(["target", "add", MUSL, "--toolchain", &tools.stable]))
+    })?;
+    let mut missing = Vec::new();
+    if !cmd::exists("qemu-system-x86_64") {
+        missing.push("qemu-system-x86");
+    }
+    if suite && !cmd::exists("musl-gcc") {
+        missing.push("musl-tools");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    cmd::step(&format!("apt-get install {}", missing.join(" ")), || {
+        if !cmd::is_root() {
+            bail!("{} missing: install it (needs root)", missing.join(" "));
+        }
+        cmd::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+        .context("apt-get install (run apt-get update first if the lists are old)")
+    })
+}
