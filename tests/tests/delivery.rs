@@ -278,10 +278,13 @@ fn a_receiver_outage_and_a_sigkill_lose_no_alert() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert!(events.iter().all(|e| e["event"] == "opened"), "{events:?}");
-    let peers: Vec<&str> = events
+    let mut peers: Vec<&str> = events
         .iter()
         .map(|e| e["alert"]["peer"]["addr"].as_str().unwrap())
         .collect();
+    // The restarted agent's alert comes last. The first three may open in one poll when the
+    // machine is slow (seen under QEMU's TCG): their relative order is then the detector's.
+    peers[..3].sort_unstable();
     assert_eq!(
         peers,
         vec!["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
