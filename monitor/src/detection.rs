@@ -21,6 +21,7 @@ use crate::{
         Reporter,
         delivery::{DeliveryError, DeliveryThread},
     },
+    kernel::loader::error_chain,
     metrics::{
         Metrics,
         server::{MetricsServer, ServerError},
@@ -274,17 +275,6 @@ impl LiveDetector {
         self.store_errors += 1;
         tracing::error!(error = %error_chain(e), "{what}: state database write failed");
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 /// Resolves `hosts` now and every `every`, in a thread (getaddrinfo blocks); stops when the

@@ -286,6 +286,7 @@ pub(crate) mod test_pki {
 #[cfg(test)]
 mod tests {
     use super::{test_pki::Ca, *};
+    use crate::kernel::loader::error_chain;
 
     struct Dir(PathBuf);
 
@@ -309,17 +310,6 @@ mod tests {
         fn drop(&mut self) {
             let _ = fs::remove_dir_all(&self.0);
         }
-    }
-
-    fn message(e: &TlsError) -> String {
-        let mut s = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(inner) = source {
-            s.push_str(": ");
-            s.push_str(&inner.to_string());
-            source = inner.source();
-        }
-        s
     }
 
     #[test]
@@ -357,7 +347,7 @@ mod tests {
     }
 
     fn client_config_ok(files: &TlsFiles<'_>, name: &str) -> TlsClient {
-        client(files, name).unwrap_or_else(|e| panic!("{}", message(&e)))
+        client(files, name).unwrap_or_else(|e| panic!("{}", error_chain(&e)))
     }
 
     #[test]
@@ -372,7 +362,7 @@ mod tests {
             "localhost",
         )
         .unwrap_err();
-        let m = message(&e);
+        let m = error_chain(&e);
         assert!(matches!(e, TlsError::Read { key: "ca_file", .. }), "{m}");
         assert!(
             m.starts_with(&format!("ca_file {}: cannot read it: ", path.display())),
@@ -403,7 +393,7 @@ mod tests {
                 path.display()
             )
         );
-        let m = message(&e);
+        let m = error_chain(&e);
         assert!(
             !m.contains("PRIVATE KEY") && !m.contains(&leaf.key_pem[30..60]),
             "{m}"
@@ -467,7 +457,7 @@ mod tests {
         );
         assert!(e.to_string().contains("missing.key"), "{e}");
         let e = try_key(&wrong_key);
-        let m = message(&e);
+        let m = error_chain(&e);
         assert!(matches!(e, TlsError::ClientAuth { .. }), "{m}");
         assert!(m.contains("client.pem") && m.contains("other.key"), "{m}");
         assert!(!m.contains(&other.key_pem[30..60]), "no key material: {m}");

@@ -21,13 +21,14 @@ use super::{receiver::read_frames, *};
 use crate::{
     config::{Config, Origin},
     export::{
-        delivery::{Deliverer, DeliveryError},
+        delivery::Deliverer,
         fixtures,
         tls::{
             self, TlsFiles,
             test_pki::{Ca, Leaf},
         },
     },
+    kernel::loader::error_chain,
     store::Store,
 };
 
@@ -370,18 +371,6 @@ fn parse(toml: &str) -> Result<Config, String> {
     Config::parse(toml, &Origin::Embedded).map_err(|e| e.to_string())
 }
 
-/// The message of an agent start-up error, with its causes, as `main` prints it.
-fn chain(e: &DeliveryError) -> String {
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
-}
-
 #[test]
 fn setup_errors_name_the_sink_the_key_and_the_file() {
     let pki = Pki::new("setup");
@@ -395,7 +384,7 @@ fn setup_errors_name_the_sink_the_key_and_the_file() {
     let Err(e) = Deliverer::new(&config.sinks, &pki.dir, fixtures::reporter()) else {
         panic!("a missing CA file must stop the agent");
     };
-    let m = chain(&e);
+    let m = error_chain(&e);
     assert!(
         m.starts_with(&format!(
             "alert sink \"soc\": ca_file {}: cannot read it: ",
@@ -410,7 +399,7 @@ fn setup_errors_name_the_sink_the_key_and_the_file() {
         panic!("a CA file without certificates must stop the agent");
     };
     assert_eq!(
-        chain(&e),
+        error_chain(&e),
         format!(
             "alert sink \"soc\": ca_file {}: no certificate in it (expected PEM \"BEGIN \
              CERTIFICATE\" blocks)",
