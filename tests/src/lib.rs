@@ -19,6 +19,30 @@ use serde_json::Value;
 pub mod bpf_test_run;
 pub mod dns;
 
+/// Detection settings for tests: loopback (`internal` by default) treated as the outside
+/// world, rule 1 at 1 MiB per minute, rules 2 to 5 off so that only rule 1 can speak. The
+/// learning period is the test's.
+pub fn rule_1_only(learning_period: &str) -> String {
+    format!(
+        r#"
+[detect]
+learning_period = "{learning_period}"
+[destinations]
+internal = []
+[rules.unknown_volume]
+1m = "1MiB"
+[rules.peer_outlier]
+enabled = false
+[rules.service_baseline]
+enabled = false
+[rules.new_destinations]
+enabled = false
+[rules.slow_drip]
+enabled = false
+"#
+    )
+}
+
 /// The agent binary: `EGRESS_MONITOR_BIN` (set by `cargo xtask test`), else the release build.
 pub fn agent_bin() -> PathBuf {
     let bin = std::env::var_os("EGRESS_MONITOR_BIN").map_or_else(
@@ -291,6 +315,23 @@ impl Agent {
     /// Samples printed so far.
     pub fn samples_so_far(&self) -> Vec<FlowSample> {
         self.samples.lock().unwrap().clone()
+    }
+
+    /// Starts the agent polling every 200 ms with `config` (written into `state`'s directory,
+    /// which it keeps its state in), plus `extra` arguments.
+    pub fn start_with_config(state: &StateDir, config: &str, extra: &[&str]) -> Self {
+        let path = state.path().join("config.toml");
+        std::fs::write(&path, config).expect("write the test configuration");
+        let mut args = vec![
+            "--config",
+            path.to_str().expect("a UTF-8 path"),
+            "--interval",
+            "200ms",
+            "--state-dir",
+            state.arg(),
+        ];
+        args.extend_from_slice(extra);
+        Self::start(&args)
     }
 
     /// Has the traffic helper send `count` datagrams of `size` bytes to `to`, and waits until

@@ -12,28 +12,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{Agent, StateDir, udp_sink};
+use integration_tests::{Agent, StateDir, rule_1_only, udp_sink};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-/// Loopback counts as the outside world; rule 1 only; the syslog sink retries fast.
+/// Rule 1 alone, loopback as the outside world; a file sink and a syslog sink that retries
+/// fast; the metrics endpoint on a port of the system's choice.
 fn config(syslog: SocketAddr) -> String {
-    format!(
-        r#"
-[detect]
-learning_period = "2s"
-[destinations]
-internal = []
-[rules.unknown_volume]
-1m = "1MiB"
-[rules.peer_outlier]
-enabled = false
-[rules.service_baseline]
-enabled = false
-[rules.new_destinations]
-enabled = false
-[rules.slow_drip]
-enabled = false
+    rule_1_only("2s")
+        + &format!(
+            r#"
 [metrics]
 listen = "127.0.0.1:0"
 [[sinks]]
@@ -48,20 +36,11 @@ format = "json"
 retry_initial = "200ms"
 retry_max = "1s"
 "#
-    )
+        )
 }
 
 fn start(state: &StateDir, config: &str) -> Agent {
-    let path = state.path().join("config.toml");
-    std::fs::write(&path, config).unwrap();
-    Agent::start(&[
-        "--config",
-        path.to_str().unwrap(),
-        "--interval",
-        "200ms",
-        "--state-dir",
-        state.arg(),
-    ])
+    Agent::start_with_config(state, config, &[])
 }
 
 /// `GET /metrics` from the address the agent logged.
@@ -314,25 +293,9 @@ fn a_receiver_outage_and_a_sigkill_lose_no_alert() {
 #[test]
 fn a_stdout_sink_prints_alerts_and_no_samples() {
     let state = StateDir::new();
-    let config = config("127.0.0.1:9".parse().unwrap())
-        .replace("[metrics]\nlisten = \"127.0.0.1:0\"\n", "")
-        .split("[[sinks]]")
-        .next()
-        .unwrap()
-        .to_owned()
+    let config = rule_1_only("2s")
         + "[agent]\noutput = \"none\"\n[[sinks]]\nname = \"out\"\ntype = \"stdout\"\nformat = \"ecs\"\n";
-    let path = state.path().join("config.toml");
-    std::fs::write(&path, &config).unwrap();
-    let agent = Agent::start(&[
-        "--config",
-        path.to_str().unwrap(),
-        "--interval",
-        "200ms",
-        "--output",
-        "none",
-        "--state-dir",
-        state.arg(),
-    ]);
+    let agent = Agent::start_with_config(&state, &config, &["--output", "none"]);
     let known = udp_sink("127.0.0.1:0");
     let stranger = udp_sink("127.0.0.2:0");
     agent.send_udp(known.local_addr().unwrap(), 5, 100);

@@ -10,27 +10,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{Agent, StateDir, agent_bin, traffic_exe, udp_sink};
+use integration_tests::{Agent, StateDir, agent_bin, rule_1_only, traffic_exe, udp_sink};
 use serde_json::Value;
 
-/// Loopback is `internal` by default: here it is treated as the outside world, with rules 2
-/// to 5 off so that only rule 1 can speak.
-const CONFIG: &str = r#"
-[detect]
-learning_period = "3s"
-[destinations]
-internal = []
-[rules.unknown_volume]
-1m = "1MiB"
-[rules.peer_outlier]
-enabled = false
-[rules.service_baseline]
-enabled = false
-[rules.new_destinations]
-enabled = false
-[rules.slow_drip]
-enabled = false
-"#;
+/// Rule 1 alone, loopback as the outside world, a 3 s learning period.
+fn config() -> String {
+    rule_1_only("3s")
+}
 
 fn alerts_json(state: &StateDir) -> Vec<Value> {
     let out = Command::new(agent_bin())
@@ -49,18 +35,8 @@ fn alerts_json(state: &StateDir) -> Vec<Value> {
         .collect()
 }
 
-/// Starts an agent polling every 200 ms with `config` (written into the state directory).
 fn start(state: &StateDir, config: &str) -> Agent {
-    let path = state.path().join("config.toml");
-    std::fs::write(&path, config).unwrap();
-    Agent::start(&[
-        "--config",
-        path.to_str().unwrap(),
-        "--interval",
-        "200ms",
-        "--state-dir",
-        state.arg(),
-    ])
+    Agent::start_with_config(state, config, &[])
 }
 
 fn is_alert(l: &Value, event: &str) -> bool {
@@ -75,7 +51,7 @@ fn an_unknown_destination_over_threshold_raises_an_alert_that_survives_a_restart
     let stranger_sink = udp_sink("127.0.0.2:0");
     let stranger = stranger_sink.local_addr().unwrap();
 
-    let agent = start(&state, CONFIG);
+    let agent = start(&state, &config());
     // Learning: a small exchange with `known`.
     agent.send_udp(known, 10, 100);
     let learned_at = Instant::now();
@@ -122,7 +98,7 @@ fn an_unknown_destination_over_threshold_raises_an_alert_that_survives_a_restart
     assert_eq!(events[0]["alert"]["id"], id.as_str());
 
     // A restart loads the learning and the open alert; an acknowledgement reaches it.
-    let agent = start(&state, CONFIG);
+    let agent = start(&state, &config());
     let loaded = agent.wait_for_log_where(Duration::from_secs(10), |l| {
         l["message"] == "detector state loaded"
     });
@@ -159,8 +135,7 @@ fn an_unknown_destination_over_threshold_raises_an_alert_that_survives_a_restart
 #[test]
 fn an_allowlisted_host_name_resolved_by_the_agent_is_silent() {
     let state = StateDir::new();
-    let config = CONFIG.replace("learning_period = \"3s\"", "learning_period = \"1s\"")
-        + "[[destinations.allow]]\nhost = \"localhost\"\n";
+    let config = rule_1_only("1s") + "[[destinations.allow]]\nhost = \"localhost\"\n";
     let local_sink = udp_sink("127.0.0.1:0");
     let local = local_sink.local_addr().unwrap();
     let stranger_sink = udp_sink("127.0.0.2:0");
