@@ -203,13 +203,21 @@ impl Deliverer {
     pub fn round(&mut self, store: &mut Store, now: Instant) -> Result<Round, StoreError> {
         let mut round = Round::default();
         for sink in &mut self.sinks {
-            round.dropped += bound_backlog(sink, store)?;
+            // One count of the backlog per round (it scans the undelivered rows, and a dead
+            // sink's round comes every second): it decides the bound, and is the gauge again
+            // unless this round moved the cursor.
+            let mut backlog = store.backlog(&sink.name)?;
+            let moved_before = round.delivered + round.rejected + round.dropped;
+            if backlog > sink.max_backlog {
+                round.dropped += bound_backlog(sink, store)?;
+            }
             if sink.backoff.ready(now) {
                 deliver(sink, store, &self.reporter, now, &mut round)?;
             }
-            sink.counters
-                .backlog
-                .store(store.backlog(&sink.name)?, Ordering::Relaxed);
+            if round.delivered + round.rejected + round.dropped != moved_before {
+                backlog = store.backlog(&sink.name)?;
+            }
+            sink.counters.backlog.store(backlog, Ordering::Relaxed);
         }
         Ok(round)
     }
