@@ -72,7 +72,8 @@ pub fn resolve_through(server: SocketAddr, name: &str, addrs: &[IpAddr]) -> UdpS
     };
     let client = UdpSocket::bind(client_bind).expect("bind DNS client");
     for s in [&srv, &client] {
-        s.set_read_timeout(Some(RECV_TIMEOUT)).expect("timeout");
+        s.set_read_timeout(Some(crate::scaled(RECV_TIMEOUT)))
+            .expect("timeout");
     }
     let qtype = if addrs.first().is_some_and(IpAddr::is_ipv6) {
         TYPE_AAAA

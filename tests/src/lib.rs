@@ -18,6 +18,9 @@ use serde_json::Value;
 
 pub mod bpf_test_run;
 pub mod dns;
+pub mod time;
+
+pub use time::{deadline, pause, scaled};
 
 /// Detection settings for tests: loopback (`internal` by default) treated as the outside
 /// world, rule 1 at 1 MiB per minute, rules 2 to 5 off so that only rule 1 can speak. The
@@ -204,6 +207,7 @@ impl Agent {
 
     /// Waits until a log line satisfies `f`; returns it.
     pub fn wait_for_log_where(&self, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
+        let timeout = scaled(timeout);
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(l) = self.logs.lock().unwrap().iter().find(|l| f(l)) {
@@ -219,6 +223,7 @@ impl Agent {
     }
 
     fn wait_for_log(&mut self, message: &str, timeout: Duration) {
+        let timeout = scaled(timeout);
         let deadline = Instant::now() + timeout;
         loop {
             if self
@@ -275,6 +280,7 @@ impl Agent {
 
     /// Waits (at most `timeout`) until the agent has printed a sample owned by `pid`.
     pub fn wait_for_sample_of(&self, pid: u32, timeout: Duration) {
+        let timeout = scaled(timeout);
         let deadline = Instant::now() + timeout;
         while !self
             .samples
@@ -299,6 +305,7 @@ impl Agent {
         matches: impl Fn(&FlowSample) -> bool,
         timeout: Duration,
     ) -> FlowSample {
+        let timeout = scaled(timeout);
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.samples.lock().unwrap().iter().find(|s| matches(s)) {
@@ -349,7 +356,7 @@ impl Agent {
         sender.expect_line("done", Duration::from_secs(60));
         if self.raw_stdout {
             // No samples to wait for: a few polls (the tests poll every 200 ms) see it alive.
-            thread::sleep(Duration::from_millis(800));
+            pause(Duration::from_millis(800));
         } else {
             self.wait_for_sample_of(pid, Duration::from_secs(10));
         }
@@ -380,14 +387,15 @@ impl Agent {
     }
 
     fn wait_exit(mut self) -> Finished {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let limit = scaled(Duration::from_secs(20));
+        let deadline = Instant::now() + limit;
         let status = loop {
             if let Some(s) = self.child.try_wait().expect("wait") {
                 break s;
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("agent did not exit within 20 s of SIGTERM");
+                panic!("agent did not exit within {limit:?} of SIGTERM");
             }
             thread::sleep(Duration::from_millis(20));
         };
@@ -523,6 +531,7 @@ impl Traffic {
 
     /// Next line the helper printed, split in words, failing the test after `timeout`.
     pub fn expect_line(&self, prefix: &str, timeout: Duration) -> Vec<String> {
+        let timeout = scaled(timeout);
         let line = self.lines.recv_timeout(timeout).unwrap_or_else(|e| {
             panic!("traffic helper printed no {prefix:?} line within {timeout:?}: {e}")
         });

@@ -4,7 +4,7 @@
 
 use std::{fs, path::PathBuf, process::Command, time::Duration};
 
-use integration_tests::{Agent, Traffic, agent_bin, cgroup2_root, require_root, udp_sink};
+use integration_tests::{Agent, Traffic, agent_bin, cgroup2_root, pause, require_root, udp_sink};
 use monitor::flow::FlowSample;
 
 /// A cgroup created for the test under the v2 root, removed (once empty) on drop.
@@ -101,13 +101,13 @@ fn without_a_cgroup2_mount_the_agent_mounts_one() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("unshare (util-linux)");
-    std::thread::sleep(Duration::from_secs(2));
+    pause(Duration::from_secs(2));
     let sink = udp_sink("127.0.0.1:0");
     let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sender
         .send_to(&[1u8; 100], sink.local_addr().unwrap())
         .unwrap();
-    std::thread::sleep(Duration::from_millis(600));
+    pause(Duration::from_millis(600));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

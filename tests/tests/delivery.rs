@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{Agent, StateDir, rule_1_only, udp_sink};
+use integration_tests::{Agent, StateDir, deadline, pause, rule_1_only, scaled, udp_sink};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -49,8 +49,10 @@ fn scrape(agent: &Agent) -> String {
         l["message"] == "metrics endpoint: GET /metrics"
     });
     let addr: SocketAddr = log["address"].as_str().unwrap().parse().unwrap();
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, scaled(Duration::from_secs(5))).unwrap();
+    s.set_read_timeout(Some(scaled(Duration::from_secs(5))))
+        .unwrap();
     std::io::Write::write_all(
         &mut s,
         b"GET /metrics HTTP/1.1\r\nHost: egress\r\nConnection: close\r\n\r\n",
@@ -70,7 +72,7 @@ fn metric(text: &str, prefix: &str) -> Option<f64> {
 
 /// Waits until the metric reaches `want` (the endpoint shows the state of the last poll).
 fn wait_metric(agent: &Agent, prefix: &str, want: impl Fn(f64) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = deadline(Duration::from_secs(15));
     loop {
         let text = scrape(agent);
         if metric(&text, prefix).is_some_and(&want) {
@@ -80,7 +82,7 @@ fn wait_metric(agent: &Agent, prefix: &str, want: impl Fn(f64) -> bool) -> Strin
             Instant::now() < deadline,
             "{prefix} never as expected:\n{text}"
         );
-        thread::sleep(Duration::from_millis(200));
+        pause(Duration::from_millis(200));
     }
 }
 
@@ -118,7 +120,7 @@ impl Receiver {
 
     /// The messages once there are `n` of them.
     fn wait_for(&self, n: usize) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = deadline(Duration::from_secs(30));
         loop {
             let got = self.messages.lock().unwrap().clone();
             if got.len() >= n {
@@ -143,7 +145,7 @@ fn file_events(state: &StateDir) -> Vec<String> {
 }
 
 fn wait_file_events(state: &StateDir, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = deadline(Duration::from_secs(15));
     loop {
         let events = file_events(state);
         if events.len() >= n {
@@ -203,7 +205,7 @@ fn a_receiver_outage_and_a_sigkill_lose_no_alert() {
 
     let agent = start(&state, &config);
     agent.send_udp(addr(0), 5, 100); // learned
-    thread::sleep(Duration::from_millis(2500));
+    pause(Duration::from_millis(2500));
     for i in 1..=3 {
         agent.send_udp(addr(i), 1500, 1000);
     }
@@ -281,7 +283,7 @@ fn a_receiver_outage_and_a_sigkill_lose_no_alert() {
             .any(|l| l["message"] == "alert sink delivers again" && l["sink"] == "soc"),
         "the recovery is logged"
     );
-    thread::sleep(Duration::from_millis(200));
+    pause(Duration::from_millis(200));
     assert_eq!(
         receiver.messages.lock().unwrap().len(),
         all.len(),
@@ -299,14 +301,14 @@ fn a_stdout_sink_prints_alerts_and_no_samples() {
     let known = udp_sink("127.0.0.1:0");
     let stranger = udp_sink("127.0.0.2:0");
     agent.send_udp(known.local_addr().unwrap(), 5, 100);
-    thread::sleep(Duration::from_millis(2500));
+    pause(Duration::from_millis(2500));
     agent.send_udp(stranger.local_addr().unwrap(), 1500, 1000);
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = deadline(Duration::from_secs(15));
     while agent.stdout_so_far().is_empty() {
         assert!(Instant::now() < deadline, "no alert on stdout");
         thread::sleep(Duration::from_millis(50));
     }
-    thread::sleep(Duration::from_millis(500));
+    pause(Duration::from_millis(500));
     let lines = agent.stdout_so_far();
     let run = agent.stop();
     assert!(run.status.success());

@@ -6,11 +6,12 @@
 
 use std::{
     process::Command,
-    thread,
     time::{Duration, Instant},
 };
 
-use integration_tests::{Agent, StateDir, agent_bin, rule_1_only, traffic_exe, udp_sink};
+use integration_tests::{
+    Agent, StateDir, agent_bin, pause, rule_1_only, scaled, traffic_exe, udp_sink,
+};
 use serde_json::Value;
 
 /// Rule 1 alone, loopback as the outside world, a 3 s learning period.
@@ -55,7 +56,7 @@ fn an_unknown_destination_over_threshold_raises_an_alert_that_survives_a_restart
     // Learning: a small exchange with `known`.
     agent.send_udp(known, 10, 100);
     let learned_at = Instant::now();
-    thread::sleep(Duration::from_millis(3500));
+    pause(Duration::from_millis(3500));
     assert!(
         !agent.logs_so_far().iter().any(|l| is_alert(l, "opened")),
         "no alert during learning"
@@ -64,7 +65,7 @@ fn an_unknown_destination_over_threshold_raises_an_alert_that_survives_a_restart
     let quiet = agent.send_udp(known, 2000, 1000);
     let loud = agent.send_udp(stranger, 2000, 1000);
     let opened = agent.wait_for_log_where(Duration::from_secs(10), |l| is_alert(l, "opened"));
-    assert!(learned_at.elapsed() < Duration::from_secs(30));
+    assert!(learned_at.elapsed() < scaled(Duration::from_secs(30)));
     assert_eq!(opened["peer"], stranger.ip().to_string(), "{opened}");
     assert!(opened["bytes"].as_u64().unwrap() > 1 << 20, "{opened}");
     assert_eq!(opened["threshold"], 1 << 20, "{opened}");
@@ -118,7 +119,7 @@ fn an_unknown_destination_over_threshold_raises_an_alert_that_survives_a_restart
     });
     // More bytes to the stranger: the alert is open and acknowledged, so no new alert.
     agent.send_udp(stranger, 2000, 1000);
-    thread::sleep(Duration::from_secs(1));
+    pause(Duration::from_secs(1));
     let run = agent.stop();
     assert!(
         !run.logs.iter().any(|l| is_alert(l, "opened")),
@@ -144,11 +145,11 @@ fn an_allowlisted_host_name_resolved_by_the_agent_is_silent() {
     // Starts the service's learning period with a destination that is neither.
     let other_sink = udp_sink("127.0.0.3:0");
     agent.send_udp(other_sink.local_addr().unwrap(), 5, 100);
-    thread::sleep(Duration::from_millis(1500));
+    pause(Duration::from_millis(1500));
     agent.send_udp(local, 2000, 1000);
     agent.send_udp(stranger, 2000, 1000);
     agent.wait_for_log_where(Duration::from_secs(10), |l| is_alert(l, "opened"));
-    thread::sleep(Duration::from_millis(500));
+    pause(Duration::from_millis(500));
     let run = agent.stop();
     let peers: Vec<&Value> = run
         .logs

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use integration_tests::{Agent, Traffic, udp_sink};
+use integration_tests::{Agent, Traffic, pause, udp_sink};
 use monitor::flow::FlowSample;
 
 /// Three waves of 1,000 short-lived sockets, 1.5 s apart, polled every 200 ms: the first
@@ -27,7 +27,7 @@ fn closed_flows_are_removed_and_nothing_is_lost() {
         t.expect_line("done", Duration::from_secs(30));
         t.go();
         t.wait();
-        std::thread::sleep(Duration::from_millis(1500));
+        pause(Duration::from_millis(1500));
     }
     let run = agent.stop();
     let mine = |s: &FlowSample| {
@@ -56,7 +56,7 @@ fn idle_flows_are_evicted_and_come_back_exactly() {
     t.expect_line("first", Duration::from_secs(10));
     t.expect_line("done", Duration::from_secs(10));
     agent.wait_for_sample_of(pid, Duration::from_secs(5));
-    std::thread::sleep(Duration::from_millis(400));
+    pause(Duration::from_millis(400));
     t.go();
     t.wait();
     let run = agent.stop();

@@ -3,8 +3,8 @@
 use std::{process::Command, time::Duration};
 
 use integration_tests::{
-    Agent, Traffic, cgroup_attached_ids, cgroup2_root, left_behind, loaded_program_ids,
-    traffic_exe, udp_sink,
+    Agent, Traffic, cgroup_attached_ids, cgroup2_root, deadline, left_behind, loaded_program_ids,
+    pause, traffic_exe, udp_sink,
 };
 use monitor::flow::{Attribution, FlowSample, UntrackedReason};
 
@@ -22,7 +22,7 @@ fn socket_created_before_the_agent_is_attributed() {
     t.go();
     t.expect_line("done", Duration::from_secs(30));
     let server = |s: &FlowSample| s.local.is_some_and(|l| l.port == port);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = deadline(Duration::from_secs(10));
     while !agent.samples_so_far().iter().any(server) {
         assert!(
             std::time::Instant::now() < deadline,
@@ -68,7 +68,7 @@ fn a_full_flow_table_counts_overflow_and_loses_no_byte() {
     ]);
     let pid = t.pid();
     t.expect_line("sent", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(600));
+    pause(Duration::from_millis(600));
     assert!(
         agent
             .samples_so_far()
@@ -178,7 +178,7 @@ fn sigkill_leaves_no_program_attached() {
     agent.signal(nix::sys::signal::Signal::SIGKILL);
     let _ = agent.stop_after_kill();
     // Program teardown after the last fd closes is asynchronous (RCU): give it a moment.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = deadline(Duration::from_secs(10));
     while !left_behind(&ids, &root).is_empty() {
         assert!(
             std::time::Instant::now() < deadline,

@@ -14,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use integration_tests::{deadline, pause};
 use monitor::{
     config::{Config, Origin},
     detect::alerts::AlertEvent,
@@ -185,7 +186,7 @@ impl Rsyslogd {
             out,
             dir,
         };
-        let deadline = Instant::now() + WAIT;
+        let deadline = deadline(WAIT);
         while !listening(port) {
             if let Ok(Some(status)) = r.child.try_wait() {
                 panic!("rsyslogd exited ({status}) before listening\n{}", r.logs());
@@ -218,7 +219,7 @@ impl Rsyslogd {
 
     /// The first `n` messages written, waiting for them at most `WAIT`.
     fn received(&self, n: usize) -> Vec<String> {
-        let deadline = Instant::now() + WAIT;
+        let deadline = deadline(WAIT);
         loop {
             let text = fs::read_to_string(&self.out).unwrap_or_default();
             let lines: Vec<String> = text.lines().map(str::to_owned).collect();
@@ -245,7 +246,7 @@ impl Drop for Rsyslogd {
     fn drop(&mut self) {
         let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
         let _ = signal::kill(pid, signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = deadline(Duration::from_secs(5));
         while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(20));
         }
@@ -549,7 +550,7 @@ fn tls_octet_counting_with_client_certificate() {
         rsyslogd.logs()
     );
     assert_eq!(store.backlog("siem").expect("backlog"), sent.len() as u64);
-    thread::sleep(Duration::from_millis(200));
+    pause(Duration::from_millis(200));
     assert_eq!(rsyslogd.written(), "", "nothing reached rsyslogd");
 
     let config = tls_sink(&ca, true);

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use integration_tests::{Agent, Traffic, tcp_retransmitted_segments, traffic_exe};
+use integration_tests::{Agent, Traffic, pause, tcp_retransmitted_segments, traffic_exe};
 use monitor::flow::{Attribution, FlowSample, Protocol};
 
 const N: u64 = 8 * 1024 * 1024;
@@ -38,7 +38,7 @@ fn serve_and_check(bind: &str, expect_remote: IpAddr) {
     agent.wait_for_sample_of(server_pid, Duration::from_secs(10));
     server.go();
     server.wait();
-    std::thread::sleep(Duration::from_millis(300));
+    pause(Duration::from_millis(300));
     let run = agent.stop();
     assert!(run.status.success(), "agent exit: {}", run.status);
 

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use integration_tests::{Traffic, agent_bin, require_root, udp_sink};
+use integration_tests::{Traffic, agent_bin, require_root, scaled, udp_sink};
 
 #[test]
 fn top_shows_the_sender_and_its_destination() {
@@ -39,7 +39,7 @@ fn top_shows_the_sender_and_its_destination() {
     });
     // Send only once top has attached and shown its first table.
     let first = lines
-        .recv_timeout(Duration::from_secs(30))
+        .recv_timeout(scaled(Duration::from_secs(30)))
         .expect("first table");
     assert!(first.starts_with("egress-monitor top:"), "{first}");
     let mut sender = Traffic::start(&["udp-send", &to.to_string(), "300", "1000"]);

@@ -7,7 +7,12 @@
 //! EGRESS-VM-RESULT <kernel> <binary> <test> ok|FAILED|hung|ignored <secs>
 //! EGRESS-VM-ERROR <kernel> <message...>
 //! EGRESS-VM-DONE <kernel> <passed> <failed>
+//! EGRESS-VM-KERNEL <kernel> ok|FAILED <passed> <failed> <secs>
 //! ```
+//!
+//! The init prints all but the last; `cargo xtask vm-test` prints the `KERNEL` verdict on the
+//! host, once per kernel, after the VM stopped (a kernel whose init never said `DONE`, or
+//! that died, is `FAILED` whatever its tests said).
 //!
 //! The serial console interleaves kernel messages with the init's output, sometimes in the
 //! middle of a line, so [`Line::find`] looks for the marker anywhere in a console line.
@@ -65,6 +70,14 @@ pub enum Line {
         kernel: String,
         passed: u32,
         failed: u32,
+    },
+    /// The host's verdict on one kernel.
+    Kernel {
+        kernel: String,
+        ok: bool,
+        passed: u32,
+        failed: u32,
+        secs: f64,
     },
 }
 
@@ -147,6 +160,18 @@ impl fmt::Display for Line {
                 passed,
                 failed,
             } => write!(f, "{MARKER}DONE {} {passed} {failed}", field(kernel)),
+            Self::Kernel {
+                kernel,
+                ok,
+                passed,
+                failed,
+                secs,
+            } => write!(
+                f,
+                "{MARKER}KERNEL {} {} {passed} {failed} {secs:.1}",
+                field(kernel),
+                if *ok { "ok" } else { "FAILED" }
+            ),
         }
     }
 }
@@ -236,6 +261,21 @@ impl FromStr for Line {
                     failed: number(f[2])?,
                 })
             }
+            "KERNEL" => {
+                want("KERNEL", 5)?;
+                let ok = match f[1] {
+                    "ok" => true,
+                    "FAILED" => false,
+                    other => return Err(ParseError::BadOutcome(other.to_owned())),
+                };
+                Ok(Self::Kernel {
+                    kernel: f[0].to_owned(),
+                    ok,
+                    passed: number(f[2])?,
+                    failed: number(f[3])?,
+                    secs: number(f[4])?,
+                })
+            }
             other => Err(ParseError::UnknownKind(other.to_owned())),
         }
     }
@@ -283,6 +323,13 @@ mod tests {
                 kernel: "k".into(),
                 passed: 12,
                 failed: 1,
+            },
+            Line::Kernel {
+                kernel: "6.1.0-56-amd64".into(),
+                ok: false,
+                passed: 40,
+                failed: 1,
+                secs: 135.5,
             },
         ];
         for line in lines {
@@ -335,6 +382,10 @@ mod tests {
         assert_eq!(
             "EGRESS-VM-DONE k x 0".parse::<Line>(),
             Err(ParseError::BadNumber("x".into()))
+        );
+        assert_eq!(
+            "EGRESS-VM-KERNEL k maybe 1 0 2.0".parse::<Line>(),
+            Err(ParseError::BadOutcome("maybe".into()))
         );
         assert_eq!(
             "EGRESS-VM-BOOM".parse::<Line>(),

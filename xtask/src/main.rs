@@ -34,11 +34,15 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Everything that can be tested on this host: lint, unit and kernel integration tests.
+    /// Everything: lint, unit and kernel integration tests on this host, then the kernel tests
+    /// on Debian's 6.1 kernel in QEMU (`vm-test`).
     Test {
         /// Skip formatting and clippy checks.
         #[arg(long)]
         no_lint: bool,
+        /// Skip the QEMU part (quicker local iterations; CI runs it).
+        #[arg(long)]
+        no_vm: bool,
         /// Only run integration tests whose name contains this.
         #[arg(long)]
         filter: Option<String>,
@@ -56,7 +60,7 @@ enum Command {
     VmTest {
         /// `debian` (the newest Debian bookworm 6.1 kernel), a Debian package name such as
         /// `linux-image-6.1.0-56-amd64`, or a path to a kernel image. Repeatable.
-        #[arg(long = "kernel", default_value = "debian")]
+        #[arg(long = "kernel", default_value = vm::DEFAULT_KERNEL)]
         kernels: Vec<String>,
         /// Only the harness's own fixture tests, not the tests/ suite and the agent.
         #[arg(long)]
@@ -107,9 +111,18 @@ fn main() -> Result<()> {
             let bin = build::release(&root, &tools)?;
             build::run_agent(&bin, &args)
         }
-        Command::Test { no_lint, filter } => {
+        Command::Test {
+            no_lint,
+            no_vm,
+            filter,
+        } => {
             let tools = bootstrap::all(&root)?;
-            test::all(&root, &tools, !no_lint, filter.as_deref())
+            let opts = test::Options {
+                lint: !no_lint,
+                filter: filter.as_deref(),
+                vm: !no_vm,
+            };
+            test::all(&root, &tools, &opts)
         }
         Command::Bench {
             rounds,
@@ -132,7 +145,7 @@ fn main() -> Result<()> {
         } => {
             let tools = bootstrap::all(&root)?;
             if self_test {
-                return vm::self_test(&root, &tools, &kernels[0], console);
+                return vm::self_test(&kernels[0], console);
             }
             let opts = vm::Options {
                 kernels,

@@ -1,13 +1,23 @@
-//! `cargo xtask test`: lints, unit tests, then the kernel integration tests (root only) against
-//! the release binary.
+//! `cargo xtask test`: lints, unit tests, the kernel integration tests (root only) against the
+//! release binary on this host's kernel, then the same suite on Debian's 6.1 kernel in QEMU
+//! (`vm-test`, after its own self-test).
 
 use std::path::Path;
 
 use anyhow::Result;
 
-use crate::{bootstrap::Tools, build, cmd};
+use crate::{bootstrap::Tools, build, cmd, vm};
 
-pub fn all(root: &Path, tools: &Tools, lint: bool, filter: Option<&str>) -> Result<()> {
+pub struct Options<'a> {
+    pub lint: bool,
+    /// Only integration tests whose name contains this (on the host; the VM runs them all).
+    pub filter: Option<&'a str>,
+    /// Also run the suite in QEMU on Debian's kernel.
+    pub vm: bool,
+}
+
+pub fn all(root: &Path, tools: &Tools, opts: &Options<'_>) -> Result<()> {
+    let Options { lint, filter, vm } = *opts;
     if lint {
         cmd::step(
             "rustfmt --check (pinned nightly: unstable import options)",
@@ -82,5 +92,28 @@ pub fn all(root: &Path, tools: &Tools, lint: bool, filter: Option<&str>) -> Resu
         }
         c.env("EGRESS_MONITOR_BIN", &bin);
         cmd::run(&mut c)
-    })
+    })?;
+    if !vm {
+        eprintln!("==> skipping vm-test (--no-vm)");
+        return Ok(());
+    }
+    cmd::step("vm-test self-test: the harness on a real boot", || {
+        vm::self_test(vm::DEFAULT_KERNEL, false)
+    })?;
+    cmd::step(
+        "vm-test: the kernel suite on Debian's 6.1 kernel in QEMU",
+        || {
+            vm::run(
+                root,
+                tools,
+                &vm::Options {
+                    kernels: vec![vm::DEFAULT_KERNEL.to_owned()],
+                    suite: true,
+                    fixture: None,
+                    timeout_secs: vm_init::manifest::DEFAULT_TIMEOUT_SECS,
+                    echo: false,
+                },
+            )
+        },
+    )
 }

@@ -39,6 +39,10 @@ impl Console {
                 }
                 Line::Error { message, .. } => self.errors.push(message.clone()),
                 Line::Done { passed, failed, .. } => self.done = Some((*passed, *failed)),
+                // Only the host gives a kernel its verdict; one from the VM is not believed.
+                Line::Kernel { .. } => self
+                    .garbled
+                    .push(format!("{}: a host verdict from inside the VM", raw.trim())),
             },
         }
     }

@@ -26,6 +26,9 @@ use crate::{bootstrap::Tools, cmd};
 
 pub const MUSL: &str = "x86_64-unknown-linux-musl";
 
+/// The kernel `cargo xtask test` and a bare `vm-test` use: Debian bookworm's newest 6.1.
+pub const DEFAULT_KERNEL: &str = "debian";
+
 pub struct Options {
     /// `debian`, a Debian package name, or a kernel image path (see [`kernel::resolve`]).
     pub kernels: Vec<String>,
@@ -38,6 +41,22 @@ pub struct Options {
 }
 
 pub use selftest::run as self_test;
+
+/// The tests' wait multiplier (`tests/src/time.rs`).
+const TIME_SCALE: &str = "EGRESS_TEST_TIME_SCALE";
+
+/// The host's `EGRESS_TEST_TIME_SCALE` if set, else 3 under TCG: emulation runs the agent and
+/// the tests about three times slower than this host (measured: the suite took 135 s in the
+/// VM against 45 s here), and a wait sized for the host would fail a correct agent.
+fn time_scale(accel: qemu::Accel) -> String {
+    std::env::var(TIME_SCALE).unwrap_or_else(|_| {
+        match accel {
+            qemu::Accel::Kvm => "1",
+            qemu::Accel::Tcg => "3",
+        }
+        .to_owned()
+    })
+}
 
 pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<()> {
     prerequisites(tools, opts.suite)?;
@@ -93,7 +112,7 @@ pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<()> {
     let cache = vm_dir.join("kernels");
     fs::create_dir_all(&cache)?;
     let accel = qemu::Accel::detect();
-    let mut env = Vec::new();
+    let mut env = vec![(TIME_SCALE.to_owned(), time_scale(accel))];
     if let Some(mode) = &opts.fixture {
         env.push(("EGRESS_VM_FIXTURE".to_owned(), mode.clone()));
     }
@@ -169,13 +188,15 @@ fn one_kernel(
     if let Some(fatal) = &console.fatal {
         println!("{}", error(format!("kernel died: {fatal}")));
     }
-    let verdict = if console.passed() { "ok" } else { "FAILED" };
     let (passed, failed) = console.done.unwrap_or_default();
-    println!(
-        "EGRESS-VM-KERNEL {} {verdict} {passed} {failed} {:.1}",
-        kernel.label,
-        took.as_secs_f64()
-    );
+    let verdict = Line::Kernel {
+        kernel: kernel.label.clone(),
+        ok: console.passed(),
+        passed,
+        failed,
+        secs: took.as_secs_f64(),
+    };
+    println!("{verdict}");
     Ok(console)
 }
 
