@@ -8,6 +8,7 @@
     reason = "padding is written out as public fields so both sides can build values"
 )]
 
+pub mod compat;
 pub mod packet;
 
 /// Per-(socket, destination) counters. Key [`FlowKey`], value [`FlowCounters`].

@@ -210,39 +210,6 @@ fn unprivileged_run_names_the_missing_capability() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "");
 }
 
-/// `doctor` on this host: every program loads, and the report says the agent can run.
-#[test]
-fn doctor_reports_ready_on_this_host() {
-    let out = Command::new(integration_tests::agent_bin())
-        .args(["doctor", "--json"])
-        .output()
-        .unwrap();
-    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor JSON");
-    let checks = checks.as_array().unwrap();
-    for name in [
-        "load count_egress (cgroup_skb/egress)",
-        "load record_owner (cgroup/sock_create)",
-        "load report_release (cgroup/sock_release)",
-        "load capture_dns (cgroup_skb/ingress)",
-    ] {
-        let c = checks
-            .iter()
-            .find(|c| c["name"] == name)
-            .unwrap_or_else(|| panic!("no check {name}"));
-        assert_eq!(c["status"], "ok", "{c}");
-    }
-    assert!(
-        out.status.success(),
-        "doctor failed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let text = Command::new(integration_tests::agent_bin())
-        .arg("doctor")
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&text.stdout).contains("ready: the agent can run here"));
-}
-
 /// A configuration file sets the agent's parameters (here the poll interval and the flow
 /// table size), and a bad one is refused with the file, line and key, before anything loads.
 #[test]

@@ -20,6 +20,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use monitor_common::compat;
 use vm_init::protocol::Line;
 
 use crate::{bootstrap::Tools, cmd};
@@ -116,18 +117,33 @@ pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<()> {
     if let Some(mode) = &opts.fixture {
         env.push(("EGRESS_VM_FIXTURE".to_owned(), mode.clone()));
     }
-    let payload = initramfs::Payload {
-        init: &musl_dir.join("vm-init"),
-        tests: &tests,
-        traffic: traffic.as_deref(),
-        agent: agent.as_deref(),
-        host_tools: host_tools.as_ref(),
-        timeout_secs: opts.timeout_secs,
-        env: &env,
-    };
     let mut failed_kernels = Vec::new();
     for spec in &opts.kernels {
         let kernel = cmd::step(&format!("kernel {spec}"), || kernel::resolve(spec, &cache))?;
+        let supported = supported(&kernel.label);
+        if !supported {
+            let (major, minor) = compat::MIN_KERNEL;
+            eprintln!(
+                "==> {} is older than the agent's minimum {major}.{minor}: only the `{SUPPORT_TESTS}` \
+                 tests run there (the agent must refuse, naming the table's row)",
+                kernel.label
+            );
+        }
+        let tests_here: Vec<_> = tests
+            .iter()
+            .filter(|(name, _)| supported || name == SUPPORT_TESTS)
+            .cloned()
+            .collect();
+        let payload = initramfs::Payload {
+            init: &musl_dir.join("vm-init"),
+            tests: &tests_here,
+            traffic: traffic.as_deref(),
+            agent: agent.as_deref(),
+            doctor_must_pass: supported,
+            host_tools: host_tools.as_ref(),
+            timeout_secs: opts.timeout_secs,
+            env: &env,
+        };
         if !one_kernel(&vm_dir, &kernel, &payload, accel, opts.echo)?.passed() {
             failed_kernels.push(kernel.label);
         }
@@ -136,6 +152,15 @@ pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<()> {
         bail!("vm-test failed on: {}", failed_kernels.join(", "));
     }
     Ok(())
+}
+
+/// The test binary that checks the compatibility table itself (`tests/tests/kernel_support.rs`).
+const SUPPORT_TESTS: &str = "kernel_support";
+
+/// Whether the agent supports a kernel, by the compatibility table's minimum. A label that is
+/// not a release (an image given by path) counts as supported: the whole suite runs.
+fn supported(label: &str) -> bool {
+    compat::parse_release(label).is_none_or(|v| v >= compat::MIN_KERNEL)
 }
 
 /// Packs, boots and reports one kernel; what its console said.
@@ -278,4 +303,19 @@ fn prerequisites(tools: &Tools, suite: bool) -> Result<()> {
         )
         .context("apt-get install (run apt-get update first if the lists are old)")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::supported;
+
+    #[test]
+    fn kernels_below_the_tables_minimum_are_not_supported() {
+        assert!(!supported("5.10.0-32-amd64"));
+        assert!(supported("5.11.0-1-amd64"));
+        assert!(supported("6.1.0-56-amd64"));
+        assert!(supported("6.12.117+deb13-amd64"));
+        // An image given by path: unknown release, the whole suite runs.
+        assert!(supported("bzImage"));
+    }
 }

@@ -1,0 +1,169 @@
+//! The kernel compatibility table: what each program and feature needs. One table for all:
+//! `doctor` prints it next to what this kernel actually accepts (probed, not guessed from the
+//! version), the agent's loader names the row when the kernel refuses a program, and
+//! `cargo xtask vm-test` chooses what to run on each kernel from [`MIN_KERNEL`].
+//!
+//! The test suite verifies it on real kernels (the README lists which): every program loads
+//! and works on those at or above the minimum, and below it the agent refuses to start,
+//! naming the row.
+
+use crate::{PROG_DNS, PROG_EGRESS, PROG_SOCK_CREATE, PROG_SOCK_RELEASE};
+
+/// One program of the agent.
+#[derive(Clone, Copy, Debug)]
+pub struct ProgramSpec {
+    pub name: &'static str,
+    /// Section / attach point.
+    pub hook: &'static str,
+    /// The kernel feature that has to be there.
+    pub feature: &'static str,
+    pub min_kernel: &'static str,
+    /// Where it attaches on the cgroup v2 root.
+    pub attach: AttachPoint,
+    /// The agent refuses to start without it. An optional program only adds detail: when
+    /// the kernel refuses it the agent logs a warning and runs without (and `doctor` warns).
+    pub required: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachPoint {
+    SkbEgress,
+    SkbIngress,
+    /// A `cgroup/sock_*` hook (which one is set by the program's section).
+    Sock,
+}
+
+/// Passive DNS: optional, see [`ProgramSpec::required`].
+pub const DNS_PROGRAM: ProgramSpec = ProgramSpec {
+    name: PROG_DNS,
+    hook: "cgroup_skb/ingress",
+    feature: "BPF_PROG_TYPE_CGROUP_SKB (ingress) with bpf_skb_load_bytes into a BPF ring buffer reservation",
+    min_kernel: "5.8",
+    attach: AttachPoint::SkbIngress,
+    required: false,
+};
+
+/// In attach order.
+pub const PROGRAMS: [ProgramSpec; 4] = [
+    ProgramSpec {
+        name: PROG_SOCK_CREATE,
+        hook: "cgroup/sock_create",
+        feature: "BPF_PROG_TYPE_CGROUP_SOCK with bpf_sk_storage_get (socket storage)",
+        min_kernel: "5.10",
+        attach: AttachPoint::Sock,
+        required: true,
+    },
+    ProgramSpec {
+        name: PROG_EGRESS,
+        hook: "cgroup_skb/egress",
+        feature: "BPF_PROG_TYPE_CGROUP_SKB with bpf_sk_fullsock, bpf_skb_cgroup_id, bpf_ktime_get_coarse_ns",
+        min_kernel: "5.11",
+        attach: AttachPoint::SkbEgress,
+        required: true,
+    },
+    ProgramSpec {
+        name: PROG_SOCK_RELEASE,
+        hook: "cgroup/sock_release",
+        feature: "BPF_CGROUP_INET_SOCK_RELEASE attach type and BPF ring buffer",
+        min_kernel: "5.9",
+        attach: AttachPoint::Sock,
+        required: true,
+    },
+    DNS_PROGRAM,
+];
+
+/// Other kernel features the agent relies on.
+#[derive(Clone, Copy, Debug)]
+pub struct FeatureSpec {
+    pub feature: &'static str,
+    pub min_kernel: &'static str,
+    pub used_for: &'static str,
+}
+
+pub const FEATURES: [FeatureSpec; 7] = [
+    FeatureSpec {
+        feature: "cgroup v2",
+        min_kernel: "4.5",
+        used_for: "one attach point (the root) that sees every process",
+    },
+    FeatureSpec {
+        feature: "BTF (/sys/kernel/btf/vmlinux) and BTF-defined maps",
+        min_kernel: "5.2",
+        used_for: "socket storage map definition",
+    },
+    FeatureSpec {
+        feature: "BPF_MAP_TYPE_SK_STORAGE with BPF_F_CLONE",
+        min_kernel: "5.4",
+        used_for: "owner inherited by accepted sockets",
+    },
+    FeatureSpec {
+        feature: "bpf_link for cgroup programs",
+        min_kernel: "5.7",
+        used_for: "programs detach when the agent exits, even on SIGKILL",
+    },
+    FeatureSpec {
+        feature: "BPF_MAP_TYPE_RINGBUF",
+        min_kernel: "5.8",
+        used_for: "socket release events, DNS answers",
+    },
+    FeatureSpec {
+        feature: "BPF_MAP_LOOKUP_BATCH on hash maps",
+        min_kernel: "5.6",
+        used_for: "reading all flows in a few syscalls (falls back to one per flow)",
+    },
+    FeatureSpec {
+        feature: "BPF_MAP_LOOKUP_AND_DELETE_ELEM on hash maps",
+        min_kernel: "5.14",
+        used_for: "atomic final read of a closed flow (falls back to lookup then delete)",
+    },
+];
+
+/// Overall minimum kernel for the agent (its required programs).
+pub const MIN_KERNEL: (u32, u32) = (5, 11);
+
+/// Parses "6.18.44-fc-v657" (the `uname -r` form) into (major, minor).
+pub fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+
+    #[test]
+    fn parses_kernel_releases() {
+        assert_eq!(parse_release("6.18.44-fc-v657"), Some((6, 18)));
+        assert_eq!(parse_release("6.1.0-56-amd64"), Some((6, 1)));
+        assert_eq!(parse_release("5.4"), Some((5, 4)));
+        assert_eq!(parse_release("garbage"), None);
+    }
+
+    #[test]
+    fn minimum_matches_the_table() {
+        let max = PROGRAMS
+            .iter()
+            .filter(|p| p.required)
+            .filter_map(|p| parse_release(p.min_kernel))
+            .max()
+            .unwrap();
+        assert_eq!(max, MIN_KERNEL);
+    }
+
+    #[test]
+    fn passive_dns_is_the_only_optional_program() {
+        let optional: Vec<&str> = PROGRAMS
+            .iter()
+            .filter(|p| !p.required)
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(optional, [PROG_DNS]);
+        // Optional programs come last, so every required one is attached before them.
+        assert!(!PROGRAMS[PROGRAMS.len() - 1].required);
+    }
+}
