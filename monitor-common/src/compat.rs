@@ -80,6 +80,20 @@ pub struct FeatureSpec {
     pub used_for: &'static str,
 }
 
+/// The socket storage map (`doctor` probes the map type against this row).
+pub const SK_STORAGE: FeatureSpec = FeatureSpec {
+    feature: "BPF_MAP_TYPE_SK_STORAGE with BPF_F_CLONE",
+    min_kernel: "5.4",
+    used_for: "owner inherited by accepted sockets",
+};
+
+/// The ring buffer map (`doctor` probes the map type against this row).
+pub const RINGBUF: FeatureSpec = FeatureSpec {
+    feature: "BPF_MAP_TYPE_RINGBUF",
+    min_kernel: "5.8",
+    used_for: "socket release events, DNS answers",
+};
+
 pub const FEATURES: [FeatureSpec; 7] = [
     FeatureSpec {
         feature: "cgroup v2",
@@ -91,21 +105,13 @@ pub const FEATURES: [FeatureSpec; 7] = [
         min_kernel: "5.2",
         used_for: "socket storage map definition",
     },
-    FeatureSpec {
-        feature: "BPF_MAP_TYPE_SK_STORAGE with BPF_F_CLONE",
-        min_kernel: "5.4",
-        used_for: "owner inherited by accepted sockets",
-    },
+    SK_STORAGE,
     FeatureSpec {
         feature: "bpf_link for cgroup programs",
         min_kernel: "5.7",
         used_for: "programs detach when the agent exits, even on SIGKILL",
     },
-    FeatureSpec {
-        feature: "BPF_MAP_TYPE_RINGBUF",
-        min_kernel: "5.8",
-        used_for: "socket release events, DNS answers",
-    },
+    RINGBUF,
     FeatureSpec {
         feature: "BPF_MAP_LOOKUP_BATCH on hash maps",
         min_kernel: "5.6",

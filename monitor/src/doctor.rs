@@ -227,8 +227,16 @@ fn type_probes() -> Vec<Check> {
     for (name, ty, min) in [
         ("map type hash", MapType::Hash, "3.19"),
         ("map type percpu_array", MapType::PerCpuArray, "4.6"),
-        ("map type ringbuf", MapType::RingBuf, "5.8"),
-        ("map type sk_storage", MapType::SkStorage, "5.2"),
+        (
+            "map type ringbuf",
+            MapType::RingBuf,
+            compat::RINGBUF.min_kernel,
+        ),
+        (
+            "map type sk_storage",
+            MapType::SkStorage,
+            compat::SK_STORAGE.min_kernel,
+        ),
     ] {
         out.push(match is_map_supported(ty) {
             Ok(true) => check(name, Status::Ok, "supported"),

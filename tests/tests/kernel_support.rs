@@ -78,6 +78,8 @@ fn doctor_loads_each_program_exactly_where_the_table_says() {
     assert_eq!(ready, supported, "doctor's exit status: {checks:#?}");
     let text = Command::new(agent_bin()).arg("doctor").output().unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
+    // The report, for the record: the VM's console keeps it (`vm-test` runs with --nocapture).
+    println!("doctor on {release}:\n{text}");
     let verdict = if supported {
         "ready: the agent can run here"
     } else {
@@ -109,6 +111,7 @@ fn the_agent_runs_on_a_supported_kernel_and_names_the_row_below_it() {
     assert!(!out.status.success(), "the agent ran on {release}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "");
     let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("the agent on {release}: {stderr}");
     let refused = PROGRAMS
         .iter()
         .filter(|s| s.required && version < min_of(s))

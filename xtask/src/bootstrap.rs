@@ -15,8 +15,17 @@ use crate::{cmd, pins};
 /// Debian packages the test suite and benchmarks use: bpftool (prove programs are detached,
 /// read BPF run-time stats), iperf3 (throughput benchmark), iproute2 (network namespaces),
 /// rsyslog and rsyslog-gnutls (a real syslog receiver, over TCP and TLS, for the syslog sink
-/// tests; each test starts its own rsyslogd on loopback).
-const DEBIAN_PACKAGES: [&str; 5] = ["bpftool", "iperf3", "iproute2", "rsyslog", "rsyslog-gnutls"];
+/// tests; each test starts its own rsyslogd on loopback), xz-utils and zstd (`vm-test`
+/// decompresses Debian's kernels: xz up to 6.1, zstd from 6.12; its unit tests use both).
+const DEBIAN_PACKAGES: [&str; 7] = [
+    "bpftool",
+    "iperf3",
+    "iproute2",
+    "rsyslog",
+    "rsyslog-gnutls",
+    "xz-utils",
+    "zstd",
+];
 
 /// Debian's maintainer scripts start a newly installed daemon through `invoke-rc.d`, which
 /// asks this script first; exit status 101 means "do not start it".

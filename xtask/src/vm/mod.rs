@@ -118,8 +118,16 @@ pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<()> {
         env.push(("EGRESS_VM_FIXTURE".to_owned(), mode.clone()));
     }
     let mut failed_kernels = Vec::new();
+    let mut booted = Vec::new();
     for spec in &opts.kernels {
         let kernel = cmd::step(&format!("kernel {spec}"), || kernel::resolve(spec, &cache))?;
+        // Its initramfs, console log and result lines are named by the label: a second run
+        // of the same kernel would overwrite the first and print the same lines twice.
+        if booted.contains(&kernel.label) {
+            eprintln!("==> {spec} is {} again: already run", kernel.label);
+            continue;
+        }
+        booted.push(kernel.label.clone());
         let supported = supported(&kernel.label);
         if !supported {
             let (major, minor) = compat::MIN_KERNEL;
@@ -288,6 +296,7 @@ fn prerequisites(tools: &Tools, suite: bool) -> Result<()> {
     if suite && !cmd::exists("musl-gcc") {
         missing.push("musl-tools");
     }
+
     if missing.is_empty() {
         return Ok(());
     }

@@ -31,15 +31,17 @@ pub fn payload_range(image: &[u8]) -> Option<std::ops::Range<usize>> {
     (end <= image.len()).then_some(start..end)
 }
 
-/// The decompressor for a payload, from its magic bytes.
-fn decompressor(payload: &[u8]) -> Option<&'static [&'static str]> {
+/// The decompressor for a payload, from its magic bytes, and the bytes to leave out at the
+/// end: the kernel build appends the uncompressed size (4 bytes, `size_append`) after the
+/// stream, which `zstd` refuses ("unsupported format") and `gzip` calls trailing garbage;
+/// `xz --single-stream` stops before it by itself.
+fn decompressor(payload: &[u8]) -> Option<(&'static [&'static str], usize)> {
     if payload.starts_with(b"\xFD7zXZ\x00") {
-        // The kernel build appends the uncompressed size after the XZ stream.
-        Some(&["xz", "-dc", "--single-stream"])
+        Some((&["xz", "-dc", "--single-stream"], 0))
     } else if payload.starts_with(b"\x28\xB5\x2F\xFD") {
-        Some(&["zstd", "-dcq"])
+        Some((&["zstd", "-dcq"], 4))
     } else if payload.starts_with(b"\x1F\x8B") {
-        Some(&["gzip", "-dc"])
+        Some((&["gzip", "-dc"], 4))
     } else {
         None
     }
@@ -57,9 +59,10 @@ pub fn extract(image: &Path, dir: &Path) -> Result<Option<PathBuf>> {
         return Ok(None);
     };
     let payload = &data[range];
-    let Some(argv) = decompressor(payload) else {
+    let Some((argv, size_suffix)) = decompressor(payload) else {
         return Ok(None);
     };
+    let payload = &payload[..payload.len().saturating_sub(size_suffix)];
     let tmp = dir.join("vmlinux.partial");
     fs::create_dir_all(dir)?;
     let mut child = Command::new(argv[0])
@@ -113,7 +116,7 @@ mod tests {
         let r = payload_range(&img).unwrap();
         assert_eq!(r.start, 4 * 512 + 100);
         assert_eq!(&img[r.clone()], b"\xFD7zXZ\x00rest");
-        assert_eq!(decompressor(&img[r]).unwrap()[0], "xz");
+        assert_eq!(decompressor(&img[r]).unwrap().0[0], "xz");
         let legacy = bzimage(0, 0, b"\x1F\x8Bgz");
         assert_eq!(payload_range(&legacy).unwrap().start, 5 * 512);
     }
@@ -127,28 +130,36 @@ mod tests {
         assert_eq!(decompressor(b"LZ4?"), None);
     }
 
-    #[test]
-    fn gzip_payload_is_decompressed_and_cached() {
-        let dir = std::env::temp_dir().join(format!("xtask-vmlinux-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        let gz = Command::new("gzip")
+    /// A payload as the kernel build leaves it: compressed by `tool`, then the uncompressed
+    /// size appended (`size_append`).
+    fn kernel_payload(tool: &str, plain: &[u8]) -> Vec<u8> {
+        let mut c = Command::new(tool)
             .arg("-c")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
-            .spawn();
-        let Ok(mut gz) = gz else {
-            eprintln!("gzip not installed: skipping");
-            return;
-        };
-        std::io::Write::write_all(&mut gz.stdin.take().unwrap(), b"\x7fELF kernel").unwrap();
-        let payload = gz.wait_with_output().unwrap().stdout;
-        let image = dir.join("bzImage");
-        fs::write(&image, bzimage(1, 16, &payload)).unwrap();
-        let out = extract(&image, &dir).unwrap().unwrap();
-        assert_eq!(fs::read(&out).unwrap(), b"\x7fELF kernel");
-        fs::remove_file(&image).unwrap();
-        assert_eq!(extract(&image, &dir).unwrap(), Some(out), "cached");
-        fs::remove_dir_all(&dir).unwrap();
+            .spawn()
+            .unwrap_or_else(|e| panic!("{tool} (installed by vm-test's prerequisites): {e}"));
+        std::io::Write::write_all(&mut c.stdin.take().unwrap(), plain).unwrap();
+        let mut payload = c.wait_with_output().unwrap().stdout;
+        payload.extend_from_slice(&u32::try_from(plain.len()).unwrap().to_le_bytes());
+        payload
+    }
+
+    #[test]
+    fn gzip_and_zstd_payloads_are_decompressed_and_cached() {
+        for tool in ["gzip", "zstd"] {
+            let dir =
+                std::env::temp_dir().join(format!("xtask-vmlinux-{tool}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            let image = dir.join("bzImage");
+            let kernel = b"\x7fELF kernel".repeat(100);
+            fs::write(&image, bzimage(1, 16, &kernel_payload(tool, &kernel))).unwrap();
+            let out = extract(&image, &dir).unwrap().unwrap();
+            assert_eq!(fs::read(&out).unwrap(), kernel, "{tool}");
+            fs::remove_file(&image).unwrap();
+            assert_eq!(extract(&image, &dir).unwrap(), Some(out), "cached");
+            fs::remove_dir_all(&dir).unwrap();
+        }
     }
 }
