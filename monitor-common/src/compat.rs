@@ -7,7 +7,7 @@
 //! and works on those at or above the minimum, and below it the agent refuses to start,
 //! naming the row.
 
-use crate::{PROG_DNS, PROG_EGRESS, PROG_SOCK_CREATE, PROG_SOCK_RELEASE};
+use crate::{PROG_DNS, PROG_EGRESS, PROG_EGRESS_FINE_CLOCK, PROG_SOCK_CREATE, PROG_SOCK_RELEASE};
 
 /// One program of the agent.
 #[derive(Clone, Copy, Debug)]
@@ -23,6 +23,8 @@ pub struct ProgramSpec {
     /// The agent refuses to start without it. An optional program only adds detail: when
     /// the kernel refuses it the agent logs a warning and runs without (and `doctor` warns).
     pub required: bool,
+    /// The same work for older kernels, loaded only when the kernel refuses this one.
+    pub fallback: Option<&'static ProgramSpec>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +43,19 @@ pub const DNS_PROGRAM: ProgramSpec = ProgramSpec {
     min_kernel: "5.8",
     attach: AttachPoint::SkbIngress,
     required: false,
+    fallback: None,
+};
+
+/// `count_egress` stamping flows with `bpf_ktime_get_ns`: for kernels without the coarse
+/// clock helper (measured: Debian's 5.10 refuses `count_egress` for that helper alone).
+pub const EGRESS_FINE_CLOCK_PROGRAM: ProgramSpec = ProgramSpec {
+    name: PROG_EGRESS_FINE_CLOCK,
+    hook: "cgroup_skb/egress",
+    feature: "BPF_PROG_TYPE_CGROUP_SKB with bpf_sk_fullsock, bpf_skb_cgroup_id, bpf_ktime_get_ns",
+    min_kernel: "5.10",
+    attach: AttachPoint::SkbEgress,
+    required: true,
+    fallback: None,
 };
 
 /// In attach order.
@@ -52,6 +67,7 @@ pub const PROGRAMS: [ProgramSpec; 4] = [
         min_kernel: "5.10",
         attach: AttachPoint::Sock,
         required: true,
+        fallback: None,
     },
     ProgramSpec {
         name: PROG_EGRESS,
@@ -60,6 +76,7 @@ pub const PROGRAMS: [ProgramSpec; 4] = [
         min_kernel: "5.11",
         attach: AttachPoint::SkbEgress,
         required: true,
+        fallback: Some(&EGRESS_FINE_CLOCK_PROGRAM),
     },
     ProgramSpec {
         name: PROG_SOCK_RELEASE,
@@ -68,9 +85,28 @@ pub const PROGRAMS: [ProgramSpec; 4] = [
         min_kernel: "5.9",
         attach: AttachPoint::Sock,
         required: true,
+        fallback: None,
     },
     DNS_PROGRAM,
 ];
+
+/// Every program in the object: the table's, then their fallbacks (what `doctor` loads).
+pub fn all_programs() -> impl Iterator<Item = ProgramSpec> {
+    PROGRAMS
+        .into_iter()
+        .chain(PROGRAMS.into_iter().filter_map(|p| p.fallback.copied()))
+}
+
+/// The lowest kernel a program's role can run on: its own minimum, or its fallback's.
+pub fn role_minimum(spec: &ProgramSpec) -> Option<(u32, u32)> {
+    let own = parse_release(spec.min_kernel)?;
+    Some(
+        match spec.fallback.and_then(|f| parse_release(f.min_kernel)) {
+            Some(fallback) => own.min(fallback),
+            None => own,
+        },
+    )
+}
 
 /// Other kernel features the agent relies on.
 #[derive(Clone, Copy, Debug)]
@@ -124,8 +160,9 @@ pub const FEATURES: [FeatureSpec; 7] = [
     },
 ];
 
-/// Overall minimum kernel for the agent (its required programs).
-pub const MIN_KERNEL: (u32, u32) = (5, 11);
+/// Overall minimum kernel for the agent: where every required program, or its fallback,
+/// loads.
+pub const MIN_KERNEL: (u32, u32) = (5, 10);
 
 /// Parses "6.18.44-fc-v657" (the `uname -r` form) into (major, minor).
 pub fn parse_release(release: &str) -> Option<(u32, u32)> {
@@ -155,10 +192,35 @@ mod tests {
         let max = PROGRAMS
             .iter()
             .filter(|p| p.required)
-            .filter_map(|p| parse_release(p.min_kernel))
+            .filter_map(role_minimum)
             .max()
             .unwrap();
         assert_eq!(max, MIN_KERNEL);
+    }
+
+    #[test]
+    fn a_fallback_does_the_same_work_on_older_kernels() {
+        for p in PROGRAMS {
+            if let Some(f) = p.fallback {
+                assert_eq!(
+                    (f.hook, f.attach, f.required),
+                    (p.hook, p.attach, p.required)
+                );
+                assert!(parse_release(f.min_kernel) < parse_release(p.min_kernel));
+                assert!(f.fallback.is_none(), "one level only");
+            }
+        }
+        let names: Vec<&str> = all_programs().map(|p| p.name).collect();
+        assert_eq!(
+            names,
+            [
+                PROG_SOCK_CREATE,
+                PROG_EGRESS,
+                PROG_SOCK_RELEASE,
+                PROG_DNS,
+                PROG_EGRESS_FINE_CLOCK
+            ]
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub const DNS_ANSWERS_MAP: &str = "DNS_ANSWERS";
 
 /// Program names, as the agent looks them up in the object and `bpftool prog` shows them.
 pub const PROG_EGRESS: &str = "count_egress";
+/// `count_egress` with the fine clock, for kernels without `bpf_ktime_get_coarse_ns`.
+pub const PROG_EGRESS_FINE_CLOCK: &str = "count_egress_ns";
 pub const PROG_SOCK_CREATE: &str = "record_owner";
 pub const PROG_SOCK_RELEASE: &str = "report_release";
 pub const PROG_DNS: &str = "capture_dns";

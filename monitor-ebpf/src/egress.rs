@@ -2,6 +2,11 @@
 //!
 //! Fast path (an existing flow): one hash lookup and two atomic adds. The slow path (first
 //! packet of a flow) copies the socket owner and endpoints into the new entry once.
+//!
+//! The fast path stamps `last_seen_ns` with the coarse clock (`bpf_ktime_get_coarse_ns`,
+//! Linux 5.11: the tick's time, no clock source read). Kernels before it get the same code
+//! stamped with `bpf_ktime_get_ns` ([`FINE_CLOCK`]), built as a second program that the
+//! agent loads only when the kernel refuses the first.
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -27,8 +32,24 @@ const AF_INET: u32 = 2;
 /// `-EEXIST`: another CPU inserted the same flow between our lookup and insert.
 const EEXIST: i32 = -17;
 
+/// `count::<FINE_CLOCK>`: the program for kernels without the coarse clock helper.
+pub const FINE_CLOCK: bool = true;
+
+/// The time `last_seen_ns` gets: both helpers read `CLOCK_MONOTONIC`.
 #[inline(always)]
-pub fn count(ctx: &SkBuffContext) {
+fn now<const FINE: bool>() -> u64 {
+    // SAFETY: helpers without arguments.
+    unsafe {
+        if FINE {
+            bpf_ktime_get_ns()
+        } else {
+            bpf_ktime_get_coarse_ns()
+        }
+    }
+}
+
+#[inline(always)]
+pub fn count<const FINE: bool>(ctx: &SkBuffContext) {
     let skb: *mut __sk_buff = ctx.as_ptr().cast();
     // SAFETY: `skb` is the program's context; field reads are rewritten by the verifier.
     let (len, gso_segs, sk) = unsafe { ((*skb).len, (*skb).gso_segs, (*skb).__bindgen_anon_2.sk) };
@@ -55,19 +76,19 @@ pub fn count(ctx: &SkBuffContext) {
     };
 
     if let Some(flow) = FLOWS.get_ptr_mut(&key) {
-        add(flow, bytes, packets);
+        add::<FINE>(flow, bytes, packets);
         return;
     }
-    insert(ctx, sk, &key, (local_addr, local_port), bytes, packets);
+    insert::<FINE>(ctx, sk, &key, (local_addr, local_port), bytes, packets);
 }
 
 #[inline(always)]
-fn add(flow: *mut FlowCounters, bytes: u64, packets: u64) {
+fn add<const FINE: bool>(flow: *mut FlowCounters, bytes: u64, packets: u64) {
     // SAFETY: `flow` points into a live FLOWS value (RCU protects it for this program run).
     unsafe {
         atomic_add(&raw mut (*flow).bytes, bytes);
         atomic_add(&raw mut (*flow).packets, packets);
-        (*flow).last_seen_ns = bpf_ktime_get_coarse_ns();
+        (*flow).last_seen_ns = now::<FINE>();
     }
 }
 
@@ -176,7 +197,7 @@ fn is_v4_mapped(a: &[u8; 16]) -> bool {
 
 /// First packet of a flow: create its entry with the owner and endpoints.
 #[inline(always)]
-fn insert(
+fn insert<const FINE: bool>(
     ctx: &SkBuffContext,
     sk: *mut bpf_sock,
     key: &FlowKey,
@@ -210,7 +231,7 @@ fn insert(
         Err(EEXIST) => {
             // Another CPU created it first: add to theirs.
             if let Some(flow) = FLOWS.get_ptr_mut(key) {
-                add(flow, bytes, packets);
+                add::<FINE>(flow, bytes, packets);
             }
         }
         Err(_) => {

@@ -2,7 +2,9 @@
 //! fentry, so they load on hardened and minimal kernels alike.
 //!
 //! - `count_egress` (`cgroup_skb/egress` on the cgroup v2 root): counts every egress packet per
-//!   (socket cookie, destination) in `FLOWS`. Always lets the packet pass.
+//!   (socket cookie, destination) in `FLOWS`. Always lets the packet pass. `count_egress_ns` is
+//!   the same program for kernels without the coarse clock helper (Linux 5.10); the agent
+//!   attaches one of the two.
 //! - `record_owner` (`cgroup/sock_create`): stores the creating process in socket storage that is
 //!   cloned to accepted sockets.
 //! - `report_release` (`cgroup/sock_release`): tells the agent a socket with flows has closed.
@@ -44,7 +46,13 @@ const PASS: i32 = 1;
 
 #[cgroup_skb(egress)]
 pub fn count_egress(ctx: SkBuffContext) -> i32 {
-    egress::count(&ctx);
+    egress::count::<{ !egress::FINE_CLOCK }>(&ctx);
+    PASS
+}
+
+#[cgroup_skb(egress)]
+pub fn count_egress_ns(ctx: SkBuffContext) -> i32 {
+    egress::count::<{ egress::FINE_CLOCK }>(&ctx);
     PASS
 }
 

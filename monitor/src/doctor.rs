@@ -80,6 +80,9 @@ pub fn run_checks() -> Vec<Check> {
     checks
 }
 
+/// BPF memory charged to the memory cgroup instead of `RLIMIT_MEMLOCK`.
+const MEMCG_ACCOUNTING: (u32, u32) = (5, 11);
+
 fn kernel_version() -> Check {
     let release = compat::running_release();
     let (maj, min) = compat::MIN_KERNEL;
@@ -133,11 +136,23 @@ fn privileges(caps: CapSet) -> Vec<Check> {
         ));
     }
     if !caps.has(Capability::SysResource) {
-        out.push(check(
-            Capability::SysResource.name(),
-            Status::Warn,
-            "missing: RLIMIT_MEMLOCK cannot be raised; fine on Linux >= 5.11 (memory-cgroup accounting)",
-        ));
+        // Before 5.11 BPF maps and programs are charged to RLIMIT_MEMLOCK (64 KiB by default
+        // on many systems): without raising it the maps cannot be created.
+        let memcg =
+            compat::parse_release(&compat::running_release()).is_none_or(|v| v >= MEMCG_ACCOUNTING);
+        out.push(if memcg {
+            check(
+                Capability::SysResource.name(),
+                Status::Warn,
+                "missing: RLIMIT_MEMLOCK cannot be raised; fine on Linux >= 5.11 (memory-cgroup accounting)",
+            )
+        } else {
+            check(
+                Capability::SysResource.name(),
+                Status::Fail,
+                "missing: RLIMIT_MEMLOCK cannot be raised, and before Linux 5.11 BPF memory is charged to it",
+            )
+        });
     }
     out
 }
@@ -324,18 +339,21 @@ fn helper_probes() -> Vec<Check> {
     for (ty, ty_name, helper, helper_name) in helpers {
         let name = format!("helper {helper_name} in {ty_name}");
         // Only the optional passive DNS program reserves ring buffer space in cgroup_skb:
-        // without it the agent runs, without names.
-        let optional = helper_name == "bpf_ringbuf_reserve";
-        let (missing, why) = if optional {
-            (
+        // without it the agent runs, without names. Without the coarse clock the agent
+        // attaches count_egress_ns, stamped with bpf_ktime_get_ns.
+        let (missing, why) = match helper_name {
+            "bpf_ringbuf_reserve" => (
                 Status::Warn,
                 "not available to this program type on this kernel (optional: passive DNS)",
-            )
-        } else {
-            (
+            ),
+            "bpf_ktime_get_coarse_ns" => (
+                Status::Warn,
+                "not available to this program type on this kernel: the agent attaches count_egress_ns (bpf_ktime_get_ns) instead",
+            ),
+            _ => (
                 Status::Fail,
                 "not available to this program type on this kernel",
-            )
+            ),
         };
         out.push(match is_helper_supported(ty, helper) {
             Ok(true) => check(name, Status::Ok, "available"),
@@ -347,32 +365,70 @@ fn helper_probes() -> Vec<Check> {
 }
 
 fn program_loads() -> Vec<Check> {
-    let mut out = Vec::new();
     match loader::verify_programs() {
-        Ok(results) => {
-            for (spec, result) in results {
-                let name = format!("load {} ({})", spec.name, spec.hook);
-                out.push(match result {
-                    Ok(()) if spec.required => check(name, Status::Ok, "accepted by the verifier"),
-                    Ok(()) => check(
-                        name,
-                        Status::Ok,
-                        "accepted by the verifier (optional: passive DNS names destinations)",
-                    ),
-                    Err(e) if spec.required => check(name, Status::Fail, error_chain(&e)),
-                    // The agent runs without it: a warning, not a failure.
-                    Err(e) => check(
-                        name,
-                        Status::Warn,
-                        format!(
-                            "optional, refused: the agent runs, destinations have no names: {}",
-                            error_chain(&e)
-                        ),
-                    ),
-                });
-            }
-        }
-        Err(e) => out.push(check("load kernel object", Status::Fail, error_chain(&e))),
+        Ok(results) => program_checks(&results),
+        Err(e) => vec![check("load kernel object", Status::Fail, error_chain(&e))],
+    }
+}
+
+/// One check per program loaded. A required program the kernel refuses is a failure unless
+/// its fallback loaded (then the agent uses that: a warning); a fallback's own result only
+/// matters when the program it stands in for is refused.
+fn program_checks(results: &[loader::ProgramCheck]) -> Vec<Check> {
+    let loaded = |name: &str| {
+        results
+            .iter()
+            .any(|(spec, result)| spec.name == name && result.is_ok())
+    };
+    let stands_in_for = |name: &str| {
+        compat::PROGRAMS
+            .iter()
+            .find(|p| p.fallback.is_some_and(|f| f.name == name))
+    };
+    let mut out = Vec::new();
+    for (spec, result) in results {
+        let name = format!("load {} ({})", spec.name, spec.hook);
+        let fallback_loaded = spec.fallback.is_some_and(|f| loaded(f.name));
+        out.push(match (result, stands_in_for(spec.name)) {
+            (Ok(()), Some(primary)) => check(
+                name,
+                Status::Ok,
+                format!(
+                    "accepted by the verifier (used only if {} is refused)",
+                    primary.name
+                ),
+            ),
+            (Ok(()), None) if spec.required => check(name, Status::Ok, "accepted by the verifier"),
+            (Ok(()), None) => check(
+                name,
+                Status::Ok,
+                "accepted by the verifier (optional: passive DNS names destinations)",
+            ),
+            (Err(e), Some(primary)) if loaded(primary.name) => check(
+                name,
+                Status::Warn,
+                format!("refused, not needed here: {}", error_chain(e)),
+            ),
+            (Err(e), _) if spec.required && fallback_loaded => check(
+                name,
+                Status::Warn,
+                // The top line: the verifier's log is noise when the fallback loads.
+                format!(
+                    "refused, the agent attaches {} instead: {e}",
+                    spec.fallback.map_or("", |f| f.name),
+                ),
+            ),
+            (Err(e), _) if spec.required => check(name, Status::Fail, error_chain(e)),
+            // The agent runs without it: a warning, not a failure.
+            (Err(e), _) => check(
+                name,
+                Status::Warn,
+                format!(
+                    "optional, refused: the agent runs, destinations have no names: {}",
+                    error_chain(e)
+                ),
+            ),
+        });
     }
     out
 }
@@ -391,4 +447,60 @@ pub fn render(checks: &[Check]) -> String {
         writeln!(s, "\nnot ready: {fails} checks failed, {warns} warnings")
     };
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use aya::programs::ProgramError;
+
+    use super::*;
+    use crate::kernel::loader::{LoadError, ProgramCheck};
+
+    fn refused(spec: compat::ProgramSpec) -> ProgramCheck {
+        let e = LoadError::Load {
+            program: spec.name,
+            hook: spec.hook,
+            feature: spec.feature,
+            min_kernel: spec.min_kernel,
+            source: Box::new(ProgramError::NotLoaded),
+        };
+        (spec, Err(e))
+    }
+
+    fn status_of(checks: &[Check], program: &str) -> Status {
+        checks
+            .iter()
+            .find(|c| c.name.starts_with(&format!("load {program} ")))
+            .unwrap_or_else(|| panic!("no check for {program}: {checks:?}"))
+            .status
+    }
+
+    const EGRESS: compat::ProgramSpec = compat::PROGRAMS[1];
+    const FINE: compat::ProgramSpec = compat::EGRESS_FINE_CLOCK_PROGRAM;
+
+    #[test]
+    fn a_refused_program_whose_fallback_loads_is_a_warning() {
+        let checks = program_checks(&[refused(EGRESS), (FINE, Ok(()))]);
+        assert_eq!(status_of(&checks, EGRESS.name), Status::Warn);
+        assert!(
+            checks[0]
+                .detail
+                .contains("attaches count_egress_ns instead")
+        );
+        assert_eq!(status_of(&checks, FINE.name), Status::Ok);
+    }
+
+    #[test]
+    fn a_refused_program_without_a_working_fallback_fails() {
+        let checks = program_checks(&[refused(EGRESS), refused(FINE)]);
+        assert_eq!(status_of(&checks, EGRESS.name), Status::Fail);
+        assert_eq!(status_of(&checks, FINE.name), Status::Fail);
+    }
+
+    #[test]
+    fn a_refused_fallback_is_not_needed_when_its_program_loads() {
+        let checks = program_checks(&[(EGRESS, Ok(())), refused(FINE)]);
+        assert_eq!(status_of(&checks, EGRESS.name), Status::Ok);
+        assert_eq!(status_of(&checks, FINE.name), Status::Warn);
+    }
 }

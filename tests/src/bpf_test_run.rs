@@ -1,6 +1,7 @@
 //! Runs the real `count_egress` and `capture_dns` programs on crafted packets with
 //! `BPF_PROG_TEST_RUN`, without attaching them anywhere: the parser is exercised inside the
-//! kernel, under the verifier.
+//! kernel, under the verifier. On a kernel older than `count_egress`'s row (5.10) it is its
+//! fallback `count_egress_ns` that runs, as in the agent.
 
 use std::{
     io,
@@ -14,7 +15,7 @@ use aya::{
 };
 use monitor_common::{
     DNS_ANSWERS_MAP, DnsCapture, ERRORS_MAP, FLOWS_MAP, FlowCounters, FlowKey, PROG_DNS,
-    PROG_EGRESS, UNTRACKED_MAP, Volume,
+    UNTRACKED_MAP, Volume,
 };
 
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
@@ -44,13 +45,32 @@ struct TestRunAttr {
 /// The egress program loaded (not attached) with its own maps.
 pub struct EgressUnderTest {
     ebpf: Ebpf,
+    name: &'static str,
 }
 
 impl EgressUnderTest {
-    pub fn load() -> Self {
+    /// Every egress program the table says this kernel accepts: `count_egress` and its
+    /// fallback `count_egress_ns` from 5.11, the fallback alone on 5.10. So the fallback's
+    /// counting is proven on every kernel the suite runs on, not only where it is attached.
+    pub fn all_for_this_kernel() -> Vec<Self> {
+        use monitor::kernel::compat;
+        let version = compat::parse_release(&compat::running_release());
+        compat::all_programs()
+            .filter(|p| p.attach == compat::AttachPoint::SkbEgress)
+            .filter(|p| version >= compat::parse_release(p.min_kernel))
+            .map(|p| Self::load_named(p.name))
+            .collect()
+    }
+
+    fn load_named(name: &'static str) -> Self {
         Self {
-            ebpf: load_skb_program(PROG_EGRESS),
+            ebpf: load_skb_program(name),
+            name,
         }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
     /// Runs the program `repeat` times on `ip_packet` (an Ethernet header is prepended, as
@@ -68,7 +88,7 @@ impl EgressUnderTest {
         ip_packet: &[u8],
         repeat: u32,
     ) -> io::Result<(u32, u32)> {
-        test_run(&mut self.ebpf, PROG_EGRESS, ethertype, ip_packet, repeat)
+        test_run(&mut self.ebpf, self.name, ethertype, ip_packet, repeat)
     }
 
     pub fn flows(&self) -> Vec<(FlowKey, FlowCounters)> {

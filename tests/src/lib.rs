@@ -18,6 +18,7 @@ use serde_json::Value;
 
 pub mod bpf_test_run;
 pub mod dns;
+pub mod prog_query;
 pub mod time;
 
 pub use time::{deadline, pause, scaled};
@@ -584,9 +585,11 @@ fn bpftool_ids(args: &[&str]) -> Vec<u32> {
         .args(args)
         .output()
         .expect("bpftool must be installed (cargo xtask test installs it)");
+    // With -j, bpftool reports its errors as JSON on stdout.
     assert!(
         out.status.success(),
-        "bpftool {args:?} failed: {}",
+        "bpftool {args:?} failed: {} {}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     if out.stdout.iter().all(u8::is_ascii_whitespace) {
@@ -605,9 +608,10 @@ pub fn loaded_program_ids() -> Vec<u32> {
     bpftool_ids(&["prog", "show"])
 }
 
-/// Program ids attached to a cgroup (`bpftool cgroup show`).
+/// Program ids attached to a cgroup at the agent's hooks (`BPF_PROG_QUERY`, see
+/// [`prog_query`]).
 pub fn cgroup_attached_ids(cgroup: &str) -> Vec<u32> {
-    bpftool_ids(&["cgroup", "show", cgroup])
+    prog_query::attached_to(cgroup)
 }
 
 /// Those of `ids` still loaded or attached to `cgroup`.

@@ -9,7 +9,9 @@
 use std::{process::Command, time::Duration};
 
 use integration_tests::{Agent, agent_bin, require_root, scaled};
-use monitor::kernel::compat::{self, MIN_KERNEL, PROGRAMS, parse_release, running_release};
+use monitor::kernel::compat::{
+    self, MIN_KERNEL, PROGRAMS, all_programs, parse_release, running_release,
+};
 use serde_json::Value;
 
 fn release() -> (String, (u32, u32)) {
@@ -50,7 +52,7 @@ fn doctor_loads_each_program_exactly_where_the_table_says() {
     let (release, version) = release();
     let (ready, checks) = doctor_json();
     let mut wrong = Vec::new();
-    for spec in PROGRAMS {
+    for spec in all_programs() {
         let check = named(&checks, &format!("load {} ({})", spec.name, spec.hook));
         let loads = check["status"] == "ok";
         let expected = version >= min_of(&spec);
@@ -88,9 +90,10 @@ fn doctor_loads_each_program_exactly_where_the_table_says() {
     assert!(text.contains(verdict), "{text}");
 }
 
-/// On a supported kernel the agent attaches and stops cleanly; below the minimum it refuses
-/// to start, within seconds, naming the first required program the kernel refused and its
-/// row (hook, feature, minimum), and prints nothing on stdout.
+/// On a supported kernel the agent attaches one program per role (a fallback where the kernel
+/// is below the program's row, saying so) and stops cleanly; below the minimum it refuses to
+/// start, within seconds, naming the first required program the kernel refused and its row
+/// (hook, feature, minimum), and prints nothing on stdout.
 #[test]
 fn the_agent_runs_on_a_supported_kernel_and_names_the_row_below_it() {
     require_root();
@@ -98,6 +101,22 @@ fn the_agent_runs_on_a_supported_kernel_and_names_the_row_below_it() {
     if version >= MIN_KERNEL {
         let agent = Agent::start(&["--interval", "200ms"]);
         assert_eq!(agent.program_ids().len(), PROGRAMS.len(), "all attached");
+        for spec in PROGRAMS {
+            let Some(fallback) = spec.fallback else {
+                continue;
+            };
+            let said = agent
+                .logs_so_far()
+                .iter()
+                .any(|l| l["program"] == fallback.name && l["instead_of"] == spec.name);
+            assert_eq!(
+                said,
+                version < min_of(&spec),
+                "{} attached instead of {} on {release}",
+                fallback.name,
+                spec.name
+            );
+        }
         let run = agent.stop();
         assert!(run.status.success(), "{:?}", run.logs);
         return;

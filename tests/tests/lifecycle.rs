@@ -113,8 +113,8 @@ fn a_full_flow_table_counts_overflow_and_loses_no_byte() {
     );
 }
 
-/// SIGTERM detaches every program: bpftool shows none of the agent's programs loaded or
-/// attached to the cgroup root afterwards.
+/// SIGTERM detaches every program: none of the agent's programs is loaded (`bpftool prog`)
+/// or attached to the cgroup root (`BPF_PROG_QUERY`) afterwards, all four were while it ran.
 #[test]
 fn sigterm_detaches_every_program() {
     let root = cgroup2_root();

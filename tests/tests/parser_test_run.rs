@@ -38,59 +38,80 @@ fn ipv6_tcp_with_ext_headers(dport: u16) -> Vec<u8> {
     p
 }
 
+/// Each egress program this kernel accepts (`count_egress`, its fallback `count_egress_ns`).
+fn egress_programs() -> Vec<EgressUnderTest> {
+    let progs = EgressUnderTest::all_for_this_kernel();
+    assert!(!progs.is_empty(), "no egress program for this kernel");
+    progs
+}
+
 #[test]
 fn ipv4_udp_destination_and_length() {
     require_root();
-    let mut prog = EgressUnderTest::load();
-    let pkt = ipv4_udp([192, 0, 2, 7], 443, 100);
-    assert_eq!(
-        prog.run(0x0800, &pkt, 3).unwrap(),
-        1,
-        "the program must let the packet pass"
-    );
-    let flows = prog.flows();
-    let (key, c) = flows
-        .iter()
-        .find(|(k, _)| k.remote_addr == v4_mapped([192, 0, 2, 7]))
-        .expect("flow");
-    assert_eq!(
-        (key.remote_port, key.protocol, key.ip_version),
-        (443, 17, 4)
-    );
-    assert_eq!(c.packets, 3, "three runs on one socket, one flow");
-    assert_eq!(c.bytes, 3 * pkt.len() as u64);
-    assert_eq!(c.local_port, 40000);
-    assert_eq!(c.local_addr, v4_mapped([10, 0, 0, 1]));
+    for mut prog in egress_programs() {
+        let name = prog.name();
+        let pkt = ipv4_udp([192, 0, 2, 7], 443, 100);
+        assert_eq!(
+            prog.run(0x0800, &pkt, 3).unwrap(),
+            1,
+            "{name} must let the packet pass"
+        );
+        let flows = prog.flows();
+        let (key, c) = flows
+            .iter()
+            .find(|(k, _)| k.remote_addr == v4_mapped([192, 0, 2, 7]))
+            .expect("flow");
+        assert_eq!(
+            (key.remote_port, key.protocol, key.ip_version),
+            (443, 17, 4),
+            "{name}"
+        );
+        assert_eq!(c.packets, 3, "{name}: three runs on one socket, one flow");
+        assert_eq!(c.bytes, 3 * pkt.len() as u64, "{name}");
+        assert_eq!(c.local_port, 40000, "{name}");
+        assert_eq!(c.local_addr, v4_mapped([10, 0, 0, 1]), "{name}");
+        // Runs 2 and 3 stamped the flow with the program's clock (the coarse one may lag
+        // the insert's fine stamp by a tick, never by a second).
+        assert!(c.last_seen_ns > 0, "{name}: last_seen stamped");
+        assert!(
+            c.last_seen_ns.abs_diff(c.first_seen_ns) < 1_000_000_000,
+            "{name}: both stamps on CLOCK_MONOTONIC: {c:?}"
+        );
+    }
 }
 
 #[test]
 fn ipv6_extension_headers_are_walked_in_the_kernel() {
     require_root();
-    let mut prog = EgressUnderTest::load();
-    let pkt = ipv6_tcp_with_ext_headers(8448);
-    assert_eq!(prog.run(0x86dd, &pkt, 1).unwrap(), 1);
-    let flows = prog.flows();
-    let (key, c) = flows.iter().find(|(k, _)| k.ip_version == 6).expect("flow");
-    assert_eq!(key.remote_addr[15], 2);
-    assert_eq!((key.remote_port, key.protocol), (8448, 6));
-    assert_eq!(c.bytes, pkt.len() as u64);
+    for mut prog in egress_programs() {
+        let name = prog.name();
+        let pkt = ipv6_tcp_with_ext_headers(8448);
+        assert_eq!(prog.run(0x86dd, &pkt, 1).unwrap(), 1, "{name}");
+        let flows = prog.flows();
+        let (key, c) = flows.iter().find(|(k, _)| k.ip_version == 6).expect("flow");
+        assert_eq!(key.remote_addr[15], 2, "{name}");
+        assert_eq!((key.remote_port, key.protocol), (8448, 6), "{name}");
+        assert_eq!(c.bytes, pkt.len() as u64, "{name}");
+    }
 }
 
 #[test]
 fn unparsable_packets_pass_and_are_counted() {
     require_root();
-    let mut prog = EgressUnderTest::load();
-    let mut bad = ipv4_udp([192, 0, 2, 9], 53, 10);
-    bad[0] = 0x55; // IP version 5
-    assert_eq!(
-        prog.run(0x0800, &bad, 1).unwrap(),
-        1,
-        "a malformed packet still passes"
-    );
-    assert_eq!(prog.flows(), vec![]);
-    assert_eq!(prog.error(ProgError::Parse as u32), 1);
-    let v = prog.untracked(Untracked::Unparsed as u32);
-    assert_eq!((v.bytes, v.packets), (bad.len() as u64, 1));
+    for mut prog in egress_programs() {
+        let name = prog.name();
+        let mut bad = ipv4_udp([192, 0, 2, 9], 53, 10);
+        bad[0] = 0x55; // IP version 5
+        assert_eq!(
+            prog.run(0x0800, &bad, 1).unwrap(),
+            1,
+            "{name}: a malformed packet still passes"
+        );
+        assert_eq!(prog.flows(), vec![], "{name}");
+        assert_eq!(prog.error(ProgError::Parse as u32), 1, "{name}");
+        let v = prog.untracked(Untracked::Unparsed as u32);
+        assert_eq!((v.bytes, v.packets), (bad.len() as u64, 1), "{name}");
+    }
 }
 
 /// Average cost of one run of the egress program on an existing flow, measured by the kernel
@@ -100,11 +121,13 @@ fn unparsable_packets_pass_and_are_counted() {
 #[ignore = "measurement; run on demand"]
 fn cost_of_one_run_on_an_existing_flow() {
     require_root();
-    let mut prog = EgressUnderTest::load();
-    let pkt = ipv4_udp([192, 0, 2, 7], 443, 1000);
-    for _ in 0..3 {
-        let (verdict, ns) = prog.run_timed(0x0800, &pkt, 1_000_000).unwrap();
-        assert_eq!(verdict, 1);
-        println!("count_egress, IPv4 UDP, existing flow: {ns} ns per run (BPF_PROG_TEST_RUN)");
+    for mut prog in egress_programs() {
+        let name = prog.name();
+        let pkt = ipv4_udp([192, 0, 2, 7], 443, 1000);
+        for _ in 0..3 {
+            let (verdict, ns) = prog.run_timed(0x0800, &pkt, 1_000_000).unwrap();
+            assert_eq!(verdict, 1);
+            println!("{name}, IPv4 UDP, existing flow: {ns} ns per run (BPF_PROG_TEST_RUN)");
+        }
     }
 }

@@ -74,6 +74,9 @@ enum Command {
         /// Echo the VM's serial console.
         #[arg(long)]
         console: bool,
+        /// Only this test binary of tests/ (`lifecycle`, `kernel_support`...). Repeatable.
+        #[arg(long = "binary")]
+        binaries: Vec<String>,
         /// Test the harness itself on the first kernel: a passing, a failing and a hanging
         /// fixture test must be reported as such.
         #[arg(long)]
@@ -142,6 +145,7 @@ fn main() -> Result<()> {
             timeout,
             console,
             self_test,
+            binaries,
         } => {
             let tools = bootstrap::all(&root)?;
             if self_test {
@@ -153,6 +157,7 @@ fn main() -> Result<()> {
                 fixture,
                 timeout_secs: timeout,
                 echo: console,
+                binaries,
             };
             vm::run(&root, &tools, &opts)
         }

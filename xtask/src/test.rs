@@ -112,6 +112,7 @@ pub fn all(root: &Path, tools: &Tools, opts: &Options<'_>) -> Result<()> {
                     fixture: None,
                     timeout_secs: vm_init::manifest::DEFAULT_TIMEOUT_SECS,
                     echo: false,
+                    binaries: Vec::new(),
                 },
             )
         },

@@ -196,8 +196,8 @@ pub fn load_and_attach(opts: LoadOptions, cgroup_fallback: &Path) -> Result<Atta
     // In table order: owner recording first, so sockets created while the rest attaches are
     // already covered.
     for spec in compat::PROGRAMS.iter().filter(|s| s.required) {
-        attach(&mut ebpf, spec, &cgroup, &root.path)?;
-        tracing::debug!(program = spec.name, hook = spec.hook, "attached");
+        let attached = attach_or_fallback(&mut ebpf, spec, &cgroup, &root.path)?;
+        tracing::debug!(program = attached, hook = spec.hook, "attached");
     }
     let dns_answers = attach_passive_dns(&mut ebpf, &cgroup, &root.path);
     let Some(Map::HashMap(flows)) = ebpf.take_map(FLOWS_MAP) else {
@@ -214,6 +214,35 @@ pub fn load_and_attach(opts: LoadOptions, cgroup_fallback: &Path) -> Result<Atta
         max_flows: opts.max_flows,
         kernel_log,
     })
+}
+
+/// Attaches `spec`, or its fallback when the kernel refuses `spec` (its verifier, not an
+/// attach failure); returns the name of the program attached. When both are refused the
+/// fallback's refusal is returned: its row holds the lower minimum, what the kernel lacks.
+fn attach_or_fallback(
+    ebpf: &mut Ebpf,
+    spec: &ProgramSpec,
+    cgroup: &File,
+    path: &Path,
+) -> Result<&'static str, LoadError> {
+    match (attach(ebpf, spec, cgroup, path), spec.fallback) {
+        (Ok(()), _) => Ok(spec.name),
+        (Err(refused @ LoadError::Load { .. }), Some(fallback)) => {
+            attach(ebpf, fallback, cgroup, path)?;
+            tracing::info!(
+                program = fallback.name,
+                instead_of = spec.name,
+                // The top line only: the verifier's log is for `doctor`.
+                reason = %refused,
+                "kernel refused {}: attached {} ({})",
+                spec.name,
+                fallback.name,
+                fallback.feature
+            );
+            Ok(fallback.name)
+        }
+        (Err(e), _) => Err(e),
+    }
 }
 
 /// Attaches `capture_dns` and returns its ring buffer, or `None` with a warning.
@@ -356,8 +385,7 @@ pub type ProgramCheck = (ProgramSpec, Result<(), LoadError>);
 /// returns each program's outcome. Used by `doctor`.
 pub fn verify_programs() -> Result<Vec<ProgramCheck>, LoadError> {
     let mut ebpf = load_object(None)?;
-    Ok(compat::PROGRAMS
-        .into_iter()
+    Ok(compat::all_programs()
         .map(|spec| {
             let result = load_program(&mut ebpf, &spec);
             (spec, result)

@@ -39,6 +39,8 @@ pub struct Options {
     pub fixture: Option<String>,
     pub timeout_secs: u64,
     pub echo: bool,
+    /// Only the test binaries with these names (`lifecycle`, `kernel_support`...); all if empty.
+    pub binaries: Vec<String>,
 }
 
 pub use selftest::run as self_test;
@@ -140,6 +142,7 @@ pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<()> {
         let tests_here: Vec<_> = tests
             .iter()
             .filter(|(name, _)| supported || name == SUPPORT_TESTS)
+            .filter(|(name, _)| opts.binaries.is_empty() || opts.binaries.contains(name))
             .cloned()
             .collect();
         let payload = initramfs::Payload {
