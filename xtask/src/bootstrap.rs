@@ -284,46 +284,52 @@ fn bpf_linker(version: &str, stable: &str, nightly: &str) -> Result<PathBuf> {
 fn debian_packages() -> Result<()> {
     cmd::step(
         &format!("Debian packages: {}", DEBIAN_PACKAGES.join(" ")),
-        || {
-            let missing: Vec<&str> = DEBIAN_PACKAGES
-                .iter()
-                .copied()
-                .filter(|p| {
-                    !Command::new("dpkg-query")
-                        .args(["-W", "-f=${Status}", p])
-                        .output()
-                        .is_ok_and(|o| {
-                            String::from_utf8_lossy(&o.stdout).contains("install ok installed")
-                        })
-                })
-                .collect();
-            if missing.is_empty() {
-                eprintln!("    already installed");
-                return Ok(());
-            }
-            if !cmd::is_root() || !cmd::exists("apt-get") {
-                eprintln!(
-                    "    not installed: {} (needs root and apt-get); tests that use them will say so",
-                    missing.join(" ")
-                );
-                return Ok(());
-            }
-            cmd::run(
-                Command::new("apt-get")
-                    .args(["update", "-q"])
-                    .env("DEBIAN_FRONTEND", "noninteractive"),
-            )
-            .context("apt-get update")?;
-            let _no_service_starts = NoServiceStarts::install(Path::new(POLICY_RC_D))?;
-            cmd::run(
-                Command::new("apt-get")
-                    .args(["install", "-y", "-q", "--no-install-recommends"])
-                    .args(&missing)
-                    .env("DEBIAN_FRONTEND", "noninteractive"),
-            )
-            .with_context(|| format!("apt-get install {}", missing.join(" ")))
-        },
+        || apt_install(&DEBIAN_PACKAGES),
     )
+}
+
+/// True if dpkg says `package` is installed.
+pub fn dpkg_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// Installs the Debian packages of `packages` that are missing, without starting any
+/// service they ship (see [`NoServiceStarts`]). Without root or apt-get it only says what
+/// is missing.
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        eprintln!("    already installed");
+        return Ok(());
+    }
+    if !cmd::is_root() || !cmd::exists("apt-get") {
+        eprintln!(
+            "    not installed: {} (needs root and apt-get); tests that use them will say so",
+            missing.join(" ")
+        );
+        return Ok(());
+    }
+    cmd::run(
+        Command::new("apt-get")
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .context("apt-get update")?;
+    let _no_service_starts = NoServiceStarts::install(Path::new(POLICY_RC_D))?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .with_context(|| format!("apt-get install {}", missing.join(" ")))
 }
 
 #[cfg(test)]

@@ -1,0 +1,185 @@
+//! `cargo xtask e2e-setup`: the ground of the end-to-end scenario. A real Synapse (PyPI)
+//! behind a real nginx (Debian), both on loopback only and started by this process, populated
+//! through the client-server API, then read back in bulk by one user as in the Tchap
+//! incident. Prints and writes (`target/e2e/report.json`) what it measured; stops both
+//! servers by their pids at the end, also on failure.
+
+mod client;
+mod daemon;
+mod media;
+mod nginx;
+mod scenario;
+mod synapse;
+
+use std::{fs, path::Path, thread, time::Duration};
+
+use anyhow::{Context as _, Result, ensure};
+pub use scenario::Amounts;
+use serde_json::{Value, json};
+
+use crate::cmd;
+
+pub struct Options {
+    pub amounts: Amounts,
+    /// Keep both servers up this long after the read-back (to look at them by hand).
+    pub hold: Duration,
+}
+
+/// True once `GET {base}/_matrix/client/versions` answers 200.
+fn versions_ok(base: &str) -> bool {
+    client::agent()
+        .get(&format!("{base}/_matrix/client/versions"))
+        .call()
+        .is_ok_and(|r| r.status().is_success())
+}
+
+fn facts_json(pid: u32) -> Value {
+    match daemon::facts(pid) {
+        Ok(f) => {
+            json!({"pid": f.pid, "comm": f.comm, "cmdline": f.cmdline, "exe": f.exe, "user": f.user})
+        }
+        Err(e) => json!({"pid": pid, "error": format!("{e:#}")}),
+    }
+}
+
+pub fn setup(root: &Path, opts: &Options) -> Result<()> {
+    let dir = root.join("target").join("e2e");
+    fs::create_dir_all(&dir)?;
+    cmd::step(
+        "nginx (Debian package; the host's service is not started)",
+        nginx::install,
+    )?;
+    let venv = dir.join("venv");
+    let install = cmd::step(
+        &format!("matrix-synapse {} in {}", synapse::VERSION, venv.display()),
+        || synapse::install(&venv),
+    )?;
+    let synapse_port = daemon::free_port()?;
+    let nginx_port = daemon::free_port()?;
+    let admin_base = format!("http://127.0.0.1:{synapse_port}");
+    let base = format!("http://127.0.0.1:{nginx_port}");
+
+    let hs_dir = dir.join("synapse");
+    let (layout, secret) = cmd::step("generate and patch homeserver.yaml", || {
+        let layout = synapse::generate(&install.python, &hs_dir)?;
+        let generated = fs::read_to_string(layout.config())?;
+        let patched = synapse::patch_config(
+            &generated,
+            &synapse::Settings {
+                port: synapse_port,
+                data_dir: &hs_dir,
+                public_baseurl: &format!("{base}/"),
+            },
+        )?;
+        fs::write(layout.config(), &patched)?;
+        Ok((layout, synapse::shared_secret(&patched)?))
+    })?;
+
+    let mut synapse = synapse::start(&install.python, &layout)?;
+    let synapse_start = cmd::step(&format!("Synapse answers on {admin_base}"), || {
+        synapse.wait_until(synapse::START_TIMEOUT, || versions_ok(&admin_base))
+    })?;
+
+    let prefix = dir.join("nginx");
+    let user = cmd::is_root()
+        .then(|| {
+            fs::read_to_string("/etc/passwd")
+                .ok()
+                .filter(|p| p.lines().any(|l| l.starts_with("www-data:")))
+                .map(|_| "www-data")
+        })
+        .flatten();
+    let mut nginx = nginx::start(&nginx::Settings {
+        prefix: &prefix,
+        port: nginx_port,
+        upstream_port: synapse_port,
+        user,
+    })?;
+    let nginx_start = cmd::step(&format!("nginx proxies {base} to Synapse"), || {
+        nginx.wait_until(nginx::START_TIMEOUT, || versions_ok(&base))
+    })?;
+
+    let processes = json!({
+        "synapse": facts_json(synapse.pid()),
+        "nginx_master": facts_json(nginx.pid()),
+        "nginx_workers": daemon::children(nginx.pid()).into_iter().map(facts_json).collect::<Vec<_>>(),
+    });
+    eprintln!("    processes: {processes:#}");
+
+    let pop = cmd::step("populate through nginx", || {
+        scenario::populate(&base, &admin_base, &secret, opts.amounts)
+    })?;
+    let read = cmd::step("read everything back through nginx", || {
+        scenario::read_back(&base, &admin_base, &secret, &pop.room)
+    })?;
+    ensure!(
+        read.text_events == pop.messages && read.image_events == pop.media,
+        "read back {} texts and {} images, {} and {} were posted",
+        read.text_events,
+        read.image_events,
+        pop.messages,
+        pop.media
+    );
+    ensure!(
+        read.media_bytes == pop.media_bytes,
+        "downloaded {} media bytes, {} were uploaded",
+        read.media_bytes,
+        pop.media_bytes
+    );
+    let rss_kb = fs::read_to_string(format!("/proc/{}/status", synapse.pid()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        });
+    if !opts.hold.is_zero() {
+        eprintln!(
+            "==> holding both servers for {:?}: Synapse {admin_base}, nginx {base}",
+            opts.hold
+        );
+        thread::sleep(opts.hold);
+    }
+    let nginx_stop = nginx.stop();
+    let synapse_stop = synapse.stop();
+
+    let report = json!({
+        "synapse_version": synapse::VERSION,
+        "python": install.python.display().to_string(),
+        "pip_install_secs": install.pip_secs,
+        "venv_bytes": install.venv_bytes,
+        "synapse_start_secs": synapse_start.as_secs_f64(),
+        "synapse_rss_kb_after_run": rss_kb,
+        "nginx_start_secs": nginx_start.as_secs_f64(),
+        "stop_secs": {"nginx": nginx_stop.as_secs_f64(), "synapse": synapse_stop.as_secs_f64()},
+        "processes": processes,
+        "population": {
+            "users": opts.amounts.users,
+            "messages": pop.messages,
+            "message_secs": pop.message_secs,
+            "messages_per_sec": pop.messages as f64 / pop.message_secs,
+            "media": pop.media,
+            "media_bytes": pop.media_bytes,
+            "media_secs": pop.media_secs,
+            "total_secs": pop.secs,
+        },
+        "read_back": {
+            "pages": read.pages,
+            "page_bytes": read.page_bytes,
+            "text_events": read.text_events,
+            "image_events": read.image_events,
+            "media_bytes": read.media_bytes,
+            "media_secs": read.media_secs,
+            "total_secs": read.secs,
+            "bytes_served": read.page_bytes + read.media_bytes,
+        },
+        "database_bytes": fs::metadata(hs_dir.join("homeserver.db")).map(|m| m.len()).ok(),
+        "media_store_bytes": synapse::dir_bytes(&hs_dir.join("media_store")),
+    });
+    let out = dir.join("report.json");
+    fs::write(&out, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    eprintln!("==> report written to {}", out.display());
+    Ok(())
+}

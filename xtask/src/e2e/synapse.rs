@@ -1,0 +1,340 @@
+//! A real Synapse from PyPI: a virtualenv under `target/e2e/venv`, a generated configuration
+//! patched for a loopback-only, federation-less, unthrottled homeserver on SQLite, and the
+//! server started as a child process.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_norway::{Mapping, Value};
+
+use super::daemon::Daemon;
+use crate::{bootstrap, cmd};
+
+/// The Synapse release installed from PyPI (the newest that installs on Debian bookworm's
+/// Python 3.11 here, 2026-11).
+pub const VERSION: &str = "1.163.2";
+
+/// The homeserver's name (never resolved: nothing federates).
+pub const SERVER_NAME: &str = "e2e.test";
+
+/// Debian's interpreter when present (its `python3-venv` provides `ensurepip`), else the
+/// first `python3` on PATH.
+fn python() -> PathBuf {
+    let debian = Path::new("/usr/bin/python3");
+    if debian.exists() {
+        debian.to_owned()
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+/// What installing took, for the report.
+pub struct Install {
+    pub python: PathBuf,
+    /// `None` when the venv already had the pinned version.
+    pub pip_secs: Option<f64>,
+    pub venv_bytes: u64,
+}
+
+/// Creates `venv` and installs the pinned Synapse into it, unless it is there already.
+pub fn install(venv: &Path) -> Result<Install> {
+    let py = venv.join("bin").join("python");
+    let installed = Command::new(&py)
+        .args(["-c", "import synapse; print(synapse.__version__)"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    if installed.is_some_and(|v| v.split_whitespace().next() == Some(VERSION)) {
+        eprintln!("    matrix-synapse {VERSION} already in {}", venv.display());
+        return Ok(Install {
+            python: py,
+            pip_secs: None,
+            venv_bytes: dir_bytes(venv),
+        });
+    }
+    let base = python();
+    let has_venv = Command::new(&base)
+        .args(["-c", "import ensurepip, venv"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_venv {
+        eprintln!(
+            "    {} has no venv/ensurepip: installing python3-venv",
+            base.display()
+        );
+        bootstrap::apt_install(&["python3-venv"])?;
+    }
+    let _ = fs::remove_dir_all(venv);
+    cmd::run(Command::new(&base).arg("-m").arg("venv").arg(venv))?;
+    let started = Instant::now();
+    cmd::run(
+        Command::new(venv.join("bin").join("pip"))
+            .args(["install", "-q", "--disable-pip-version-check"])
+            .arg(format!("matrix-synapse=={VERSION}")),
+    )
+    .context("pip install matrix-synapse (is PyPI reachable?)")?;
+    Ok(Install {
+        python: py,
+        pip_secs: Some(started.elapsed().as_secs_f64()),
+        venv_bytes: dir_bytes(venv),
+    })
+}
+
+/// Bytes of the regular files under `dir` (symlinks not followed).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Where the homeserver keeps everything: config, keys, database, media, logs.
+pub struct Layout {
+    pub dir: PathBuf,
+}
+
+impl Layout {
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("homeserver.yaml")
+    }
+}
+
+/// Runs Synapse's own `--generate-config` (keys, secrets, log config) into a fresh `dir`.
+pub fn generate(python: &Path, dir: &Path) -> Result<Layout> {
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir)?;
+    let layout = Layout {
+        dir: dir.to_owned(),
+    };
+    cmd::run(
+        Command::new(python)
+            .args(["-m", "synapse.app.homeserver", "--generate-config"])
+            .args(["--server-name", SERVER_NAME, "--report-stats=no"])
+            .arg("--config-path")
+            .arg(layout.config())
+            .current_dir(dir),
+    )?;
+    Ok(layout)
+}
+
+/// What the patched configuration needs to know.
+pub struct Settings<'a> {
+    pub port: u16,
+    pub data_dir: &'a Path,
+    pub public_baseurl: &'a str,
+}
+
+/// A rate limit no population run reaches.
+fn unlimited() -> Value {
+    let mut m = Mapping::new();
+    m.insert("per_second".into(), 100_000.into());
+    m.insert("burst_count".into(), 100_000.into());
+    Value::Mapping(m)
+}
+
+fn map(entries: Vec<(&str, Value)>) -> Value {
+    Value::Mapping(entries.into_iter().map(|(k, v)| (k.into(), v)).collect())
+}
+
+/// Patches the generated `homeserver.yaml`: client API only, on 127.0.0.1:`port` only; SQLite
+/// and media under `data_dir`; no federation, key servers, URL previews, stats or public
+/// registration (the shared secret `--generate-config` wrote is kept for the admin API);
+/// rate limits and the upload size far above what a bulk population sends.
+pub fn patch_config(generated: &str, s: &Settings<'_>) -> Result<String> {
+    let mut doc: Value = serde_norway::from_str(generated).context("parsing homeserver.yaml")?;
+    let Value::Mapping(root) = &mut doc else {
+        bail!("homeserver.yaml is not a mapping");
+    };
+    let Some(secret) = root
+        .get("registration_shared_secret")
+        .and_then(Value::as_str)
+    else {
+        bail!("the generated homeserver.yaml has no registration_shared_secret");
+    };
+    let secret = secret.to_owned();
+    let data = |name: &str| Value::from(s.data_dir.join(name).display().to_string());
+    let listener = map(vec![
+        ("port", s.port.into()),
+        ("bind_addresses", Value::Sequence(vec!["127.0.0.1".into()])),
+        ("type", "http".into()),
+        ("tls", false.into()),
+        ("x_forwarded", true.into()),
+        (
+            "resources",
+            Value::Sequence(vec![map(vec![
+                ("names", Value::Sequence(vec!["client".into()])),
+                ("compress", false.into()),
+            ])]),
+        ),
+    ]);
+    let per_kind = |kinds: &[&str]| map(kinds.iter().map(|k| (*k, unlimited())).collect());
+    let settings: Vec<(&str, Value)> = vec![
+        ("listeners", Value::Sequence(vec![listener])),
+        (
+            "database",
+            map(vec![
+                ("name", "sqlite3".into()),
+                ("args", map(vec![("database", data("homeserver.db"))])),
+            ]),
+        ),
+        ("media_store_path", data("media_store")),
+        ("pid_file", data("homeserver.pid")),
+        ("public_baseurl", s.public_baseurl.into()),
+        ("registration_shared_secret", secret.into()),
+        ("enable_registration", false.into()),
+        ("report_stats", false.into()),
+        ("enable_metrics", false.into()),
+        ("url_preview_enabled", false.into()),
+        ("federation_domain_whitelist", Value::Sequence(vec![])),
+        ("trusted_key_servers", Value::Sequence(vec![])),
+        ("suppress_key_server_warning", true.into()),
+        ("max_upload_size", "100M".into()),
+        ("rc_message", unlimited()),
+        ("rc_registration", unlimited()),
+        ("rc_media_create", unlimited()),
+        ("rc_room_creation", unlimited()),
+        (
+            "rc_login",
+            per_kind(&["address", "account", "failed_attempts"]),
+        ),
+        ("rc_joins", per_kind(&["local", "remote"])),
+        (
+            "rc_invites",
+            per_kind(&["per_room", "per_user", "per_issuer"]),
+        ),
+    ];
+    for (k, v) in settings {
+        root.insert(k.into(), v);
+    }
+    serde_norway::to_string(&doc).context("writing homeserver.yaml")
+}
+
+/// The shared secret of a (patched) configuration.
+pub fn shared_secret(config: &str) -> Result<String> {
+    let doc: Value = serde_norway::from_str(config)?;
+    doc.get("registration_shared_secret")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .context("no registration_shared_secret")
+}
+
+/// Starts the homeserver the way Debian's and the official packaging do
+/// (`<venv>/bin/python -m synapse.app.homeserver --config-path ...`), in `layout.dir`.
+pub fn start(python: &Path, layout: &Layout) -> Result<Daemon> {
+    Daemon::spawn(
+        "synapse",
+        Command::new(python)
+            .args(["-m", "synapse.app.homeserver", "--config-path"])
+            .arg(layout.config())
+            .current_dir(&layout.dir),
+        &layout.dir.join("synapse.stdout.log"),
+    )
+}
+
+/// Start-up may migrate a fresh SQLite database: give it time on a slow machine.
+pub const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GENERATED: &str = r#"
+server_name: "e2e.test"
+pid_file: /somewhere/homeserver.pid
+listeners:
+  - port: 8008
+    tls: false
+    type: http
+    x_forwarded: true
+    bind_addresses: ['::1', '127.0.0.1']
+    resources:
+      - names: [client, federation]
+        compress: false
+database:
+  name: sqlite3
+  args:
+    database: /somewhere/homeserver.db
+log_config: "/x/e2e.test.log.config"
+media_store_path: /somewhere/media_store
+registration_shared_secret: "a:b;c=d&e"
+report_stats: false
+macaroon_secret_key: "m"
+signing_key_path: "/x/e2e.test.signing.key"
+trusted_key_servers:
+  - server_name: "matrix.org"
+"#;
+
+    #[test]
+    fn patched_config_is_loopback_only_unthrottled_and_keeps_the_secrets() {
+        let out = patch_config(
+            GENERATED,
+            &Settings {
+                port: 12345,
+                data_dir: Path::new("/data"),
+                public_baseurl: "http://127.0.0.1:9999/",
+            },
+        )
+        .unwrap();
+        let v: Value = serde_norway::from_str(&out).unwrap();
+        let listeners = v["listeners"].as_sequence().unwrap();
+        assert_eq!(listeners.len(), 1);
+        assert_eq!(listeners[0]["port"].as_u64(), Some(12345));
+        assert_eq!(
+            listeners[0]["bind_addresses"],
+            Value::Sequence(vec!["127.0.0.1".into()])
+        );
+        let names = &listeners[0]["resources"][0]["names"];
+        assert_eq!(
+            names,
+            &Value::Sequence(vec!["client".into()]),
+            "no federation resource"
+        );
+        assert_eq!(v["database"]["name"].as_str(), Some("sqlite3"));
+        assert_eq!(
+            v["database"]["args"]["database"].as_str(),
+            Some("/data/homeserver.db")
+        );
+        assert_eq!(v["media_store_path"].as_str(), Some("/data/media_store"));
+        assert_eq!(v["trusted_key_servers"], Value::Sequence(vec![]));
+        assert_eq!(v["federation_domain_whitelist"], Value::Sequence(vec![]));
+        assert_eq!(v["rc_message"]["per_second"].as_u64(), Some(100_000));
+        assert_eq!(
+            v["rc_login"]["failed_attempts"]["burst_count"].as_u64(),
+            Some(100_000)
+        );
+        assert_eq!(v["max_upload_size"].as_str(), Some("100M"));
+        assert_eq!(v["enable_registration"].as_bool(), Some(false));
+        // Kept from the generated file.
+        assert_eq!(shared_secret(&out).unwrap(), "a:b;c=d&e");
+        assert_eq!(v["macaroon_secret_key"].as_str(), Some("m"));
+        assert_eq!(
+            v["signing_key_path"].as_str(),
+            Some("/x/e2e.test.signing.key")
+        );
+        assert_eq!(v["server_name"].as_str(), Some(SERVER_NAME));
+    }
+
+    #[test]
+    fn a_config_without_secret_is_refused() {
+        let s = Settings {
+            port: 1,
+            data_dir: Path::new("/d"),
+            public_baseurl: "http://127.0.0.1:2/",
+        };
+        assert!(patch_config("server_name: x\n", &s).is_err());
+        assert!(patch_config("- a\n", &s).is_err());
+    }
+}
