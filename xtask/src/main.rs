@@ -83,29 +83,10 @@ enum Command {
         #[arg(long)]
         self_test: bool,
     },
-    /// Ground of the end-to-end scenario: a real Synapse (PyPI) behind a real nginx (Debian) on
+    /// Ground of the end-to-end scenario: a real Synapse (pip) behind a real nginx (Debian) on
     /// loopback, populated through the client API and read back in bulk; prints what it
     /// measured (also in target/e2e/report.json) and stops both servers.
-    E2eSetup {
-        /// Text messages to post.
-        #[arg(long, default_value_t = 2000)]
-        messages: usize,
-        /// Images to upload and post.
-        #[arg(long, default_value_t = 100)]
-        media: usize,
-        /// Users posting at once.
-        #[arg(long, default_value_t = 4)]
-        users: usize,
-        /// Smallest image, bytes.
-        #[arg(long, default_value_t = 50_000)]
-        media_min: usize,
-        /// Largest image, bytes.
-        #[arg(long, default_value_t = 2_000_000)]
-        media_max: usize,
-        /// Seconds to keep both servers up after the read-back.
-        #[arg(long, default_value_t = 0)]
-        hold_secs: u64,
-    },
+    E2eSetup(e2e::Args),
     /// Write a synthetic two-day trace of a messaging server for `egress-monitor replay`:
     /// normal, bulk-download, upload or slow-drip.
     Trace {
@@ -185,26 +166,7 @@ fn main() -> Result<()> {
             };
             vm::run(&root, &tools, &opts)
         }
-        Command::E2eSetup {
-            messages,
-            media,
-            users,
-            media_min,
-            media_max,
-            hold_secs,
-        } => e2e::setup(
-            &root,
-            &e2e::Options {
-                amounts: e2e::Amounts {
-                    users,
-                    messages,
-                    media,
-                    media_min,
-                    media_max,
-                },
-                hold: std::time::Duration::from_secs(hold_secs),
-            },
-        ),
+        Command::E2eSetup(args) => e2e::setup(&root, &args),
         Command::Trace { scenario, out } => {
             let tools = bootstrap::all(&root)?;
             let bin = build::release(&root, &tools)?;

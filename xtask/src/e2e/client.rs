@@ -58,12 +58,14 @@ fn hex(bytes: &[u8]) -> String {
 /// Percent-encodes one path segment (room ids `!x:server`, event types, transaction ids):
 /// everything but RFC 3986's unreserved characters.
 pub fn encode_segment(s: &str) -> String {
+    use std::fmt::Write as _;
+
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            let _ = write!(out, "%{b:02X}");
         }
     }
     out

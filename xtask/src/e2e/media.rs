@@ -21,9 +21,9 @@ pub fn noise_png(rng: &mut fastrand::Rng, target: usize) -> (Vec<u8>, u32, u32) 
     ihdr.extend(w.to_be_bytes());
     ihdr.extend(h.to_be_bytes());
     ihdr.extend([8, 2, 0, 0, 0]); // 8-bit RGB, deflate, no filter method, no interlace
-    chunk(&mut png, b"IHDR", &ihdr);
-    chunk(&mut png, b"IDAT", &idat);
-    chunk(&mut png, b"IEND", &[]);
+    chunk(&mut png, *b"IHDR", &ihdr);
+    chunk(&mut png, *b"IDAT", &idat);
+    chunk(&mut png, *b"IEND", &[]);
     (png, w, h)
 }
 
@@ -35,10 +35,10 @@ fn dimensions(target: usize) -> (u32, u32) {
     (w, h)
 }
 
-fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+fn chunk(out: &mut Vec<u8>, kind: [u8; 4], data: &[u8]) {
     out.extend((data.len() as u32).to_be_bytes());
     let mut crc = Crc::new();
-    crc.update(kind);
+    crc.update(&kind);
     crc.update(data);
     out.extend(kind);
     out.extend(data);

@@ -1,4 +1,4 @@
-//! A real Synapse from PyPI: a virtualenv under `target/e2e/venv`, a generated configuration
+//! A real Synapse from the Python Package Index: a virtualenv under `target/e2e/venv`, a generated configuration
 //! patched for a loopback-only, federation-less, unthrottled homeserver on SQLite, and the
 //! server started as a child process.
 
@@ -15,7 +15,7 @@ use serde_norway::{Mapping, Value};
 use super::daemon::Daemon;
 use crate::{bootstrap, cmd};
 
-/// The Synapse release installed from PyPI (the newest that installs on Debian bookworm's
+/// The Synapse release installed with pip (the newest that installs on Debian bookworm's
 /// Python 3.11 here, 2026-11).
 pub const VERSION: &str = "1.163.2";
 
