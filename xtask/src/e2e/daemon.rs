@@ -154,6 +154,17 @@ pub fn children(ppid: u32) -> Vec<u32> {
     out
 }
 
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat` (fields 14 and
+/// 15, in `USER_HZ` ticks: 100 per second on every Linux architecture this runs on).
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    stat_cpu_ticks(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?).map(|t| t as f64 / 100.0)
+}
+
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let mut f = stat[stat.rfind(')')? + 1..].split_whitespace().skip(11);
+    Some(f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?)
+}
+
 fn cmdline_text(raw: &[u8]) -> String {
     raw.split(|b| *b == 0)
         .filter(|a| !a.is_empty())
@@ -195,6 +206,8 @@ mod tests {
     fn proc_parsing() {
         assert_eq!(stat_ppid("42 (nginx: worker) S 41 42 41 0"), Some(41));
         assert_eq!(stat_ppid("7 (a) b) R 1 7"), Some(1));
+        let stat = "9 (python) S 1 9 1 0 -1 4194560 100 0 0 0 250 31 0 0 20 0 1 0 5 1000 10";
+        assert_eq!(stat_cpu_ticks(stat), Some(281));
         assert_eq!(
             cmdline_text(b"python3\0-m\0synapse.app.homeserver\0"),
             "python3 -m synapse.app.homeserver"

@@ -154,6 +154,25 @@ fn vm_rss_kb(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// What was read back is what was written.
+fn check(pop: &scenario::Population, read: &scenario::ReadBack) -> Result<()> {
+    ensure!(
+        read.text_events == pop.messages && read.image_events == pop.media,
+        "read back {} texts and {} images, {} and {} were posted",
+        read.text_events,
+        read.image_events,
+        pop.messages,
+        pop.media
+    );
+    ensure!(
+        read.media_bytes == pop.media_bytes,
+        "downloaded {} media bytes, {} were uploaded",
+        read.media_bytes,
+        pop.media_bytes
+    );
+    Ok(())
+}
+
 pub fn setup(root: &Path, args: &Args) -> Result<()> {
     let dir = root.join("target").join("e2e");
     fs::create_dir_all(&dir)?;
@@ -174,26 +193,23 @@ pub fn setup(root: &Path, args: &Args) -> Result<()> {
     });
     eprintln!("    processes: {processes:#}");
 
+    let cpu = |s: &Servers| {
+        let workers: f64 = daemon::children(s.nginx.pid())
+            .into_iter()
+            .filter_map(daemon::cpu_secs)
+            .sum();
+        (daemon::cpu_secs(s.synapse.pid()).unwrap_or(0.0), workers)
+    };
+    let cpu_start = cpu(&s);
     let pop = cmd::step("populate through nginx", || {
         scenario::populate(&s.base, &s.admin_base, &s.secret, args.amounts())
     })?;
+    let cpu_populated = cpu(&s);
     let read = cmd::step("read everything back through nginx", || {
         scenario::read_back(&s.base, &s.admin_base, &s.secret, &pop.room)
     })?;
-    ensure!(
-        read.text_events == pop.messages && read.image_events == pop.media,
-        "read back {} texts and {} images, {} and {} were posted",
-        read.text_events,
-        read.image_events,
-        pop.messages,
-        pop.media
-    );
-    ensure!(
-        read.media_bytes == pop.media_bytes,
-        "downloaded {} media bytes, {} were uploaded",
-        read.media_bytes,
-        pop.media_bytes
-    );
+    check(&pop, &read)?;
+    let cpu_read = cpu(&s);
     let rss_kb = vm_rss_kb(s.synapse.pid());
     if args.hold_secs > 0 {
         eprintln!(
@@ -224,6 +240,8 @@ pub fn setup(root: &Path, args: &Args) -> Result<()> {
             "media_bytes": pop.media_bytes,
             "media_secs": pop.media_secs,
             "total_secs": pop.secs,
+            "synapse_cpu_secs": cpu_populated.0 - cpu_start.0,
+            "nginx_workers_cpu_secs": cpu_populated.1 - cpu_start.1,
         },
         "read_back": {
             "pages": read.pages,
@@ -234,6 +252,8 @@ pub fn setup(root: &Path, args: &Args) -> Result<()> {
             "media_secs": read.media_secs,
             "total_secs": read.secs,
             "bytes_served": read.page_bytes + read.media_bytes,
+            "synapse_cpu_secs": cpu_read.0 - cpu_populated.0,
+            "nginx_workers_cpu_secs": cpu_read.1 - cpu_populated.1,
         },
         "database_bytes": fs::metadata(s.hs_dir.join("homeserver.db")).map(|m| m.len()).ok(),
         "media_store_bytes": synapse::dir_bytes(&s.hs_dir.join("media_store")),
