@@ -129,6 +129,12 @@ impl Agent {
     /// directory of its own (never the host's /var/lib/egress-monitor). With `--output` in
     /// `extra`, stdout is kept as lines ([`Self::stdout_so_far`]) instead of samples.
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_wrapped(&[], extra)
+    }
+
+    /// Like [`Self::start`], the agent run through `wrapper` (a command that execs its
+    /// arguments, such as `setpriv ...`: the agent keeps the wrapper's pid).
+    pub fn start_wrapped(wrapper: &[&str], extra: &[&str]) -> Self {
         require_root();
         let state = (!extra.contains(&"--state-dir")).then(StateDir::new);
         let state_args: Vec<&str> = state
@@ -141,7 +147,15 @@ impl Agent {
         } else {
             &["--output", "json"]
         };
-        let mut child = Command::new(agent_bin())
+        let mut command = match wrapper {
+            [program, args @ ..] => {
+                let mut c = Command::new(program);
+                c.args(args).arg(agent_bin());
+                c
+            }
+            [] => Command::new(agent_bin()),
+        };
+        let mut child = command
             .args(["--log-format", "json", "--log", "info", "run"])
             .args(output)
             .args(extra)

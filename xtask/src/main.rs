@@ -7,6 +7,7 @@ mod bootstrap;
 mod build;
 mod cmd;
 mod e2e;
+mod install;
 mod pins;
 mod test;
 mod vm;
@@ -29,6 +30,16 @@ enum Command {
     Bootstrap,
     /// Build everything in release mode and print the path of the egress-monitor binary.
     Build,
+    /// Install the agent as a systemd service: binary, unit, default configuration (kept if
+    /// present).
+    Install {
+        /// Install into this tree instead of the running system (packaging, staging).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Prefix of the binary (`<prefix>/bin/egress-monitor`).
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+    },
     /// Build, then run the agent as root (through sudo when needed) on its default settings.
     Run {
         /// Arguments for `egress-monitor run` (after `--`).
@@ -113,6 +124,10 @@ fn main() -> Result<()> {
             let bin = build::release(&root, &tools)?;
             println!("{}", bin.display());
             Ok(())
+        }
+        Command::Install { root: dest, prefix } => {
+            let tools = bootstrap::all(&root)?;
+            install::run(&root, &tools, &install::Options { root: dest, prefix })
         }
         Command::Run { args } => {
             let tools = bootstrap::all(&root)?;

@@ -17,7 +17,15 @@ use std::{
 use anyhow::{Context as _, Result};
 
 /// Programs the tests call by name (found on PATH) and directories of plugins they load.
-pub const PROGRAMS: [&str; 6] = ["bpftool", "unshare", "setpriv", "sh", "umount", "rsyslogd"];
+pub const PROGRAMS: [&str; 7] = [
+    "bpftool",
+    "unshare",
+    "setpriv",
+    "sh",
+    "umount",
+    "rsyslogd",
+    "systemd-analyze",
+];
 pub const PLUGIN_DIRS: [&str; 1] = ["/usr/lib/x86_64-linux-gnu/rsyslog"];
 
 /// What to add to the archive: files by real path, and symlinks (path -> real path).
