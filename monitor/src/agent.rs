@@ -1,5 +1,6 @@
 //! The agent loop shared by `run` and `top`: attach, poll every interval, hand each window's
-//! samples to a consumer, and on Ctrl-C / SIGTERM take a last poll and detach everything.
+//! samples to a consumer, and on Ctrl-C / SIGTERM / SIGHUP take a last poll and detach
+//! everything.
 
 use std::{ops::ControlFlow, time::Duration};
 
@@ -30,6 +31,9 @@ pub async fn run(
 ) -> Result<CollectorStats, AgentError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Notify)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Notify)?;
+    // A closed terminal or `kill -HUP` (there is no configuration reload yet): a clean stop
+    // with the last poll and checkpoint, instead of the default action's abrupt death.
+    let mut sighup = signal(SignalKind::hangup()).map_err(AgentError::Notify)?;
 
     let opts = LoadOptions {
         max_flows: args.max_flows,
@@ -99,6 +103,7 @@ pub async fn run(
             }
             _ = sigterm.recv() => break Some("SIGTERM"),
             _ = sigint.recv() => break Some("SIGINT"),
+            _ = sighup.recv() => break Some("SIGHUP"),
         }
     };
     // Last window: what was counted since the previous poll is not lost on shutdown.

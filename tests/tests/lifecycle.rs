@@ -157,13 +157,24 @@ fn sigterm_detaches_every_program() {
 /// Ctrl-C (SIGINT) stops the agent as cleanly as SIGTERM: last poll, detach, exit 0.
 #[test]
 fn sigint_detaches_every_program() {
+    stops_cleanly_on(nix::sys::signal::Signal::SIGINT);
+}
+
+/// SIGHUP (a closed terminal; no configuration reload yet) stops it as cleanly too, instead
+/// of the default action's death without the last poll.
+#[test]
+fn sighup_detaches_every_program() {
+    stops_cleanly_on(nix::sys::signal::Signal::SIGHUP);
+}
+
+fn stops_cleanly_on(signal: nix::sys::signal::Signal) {
     let root = cgroup2_root();
     let agent = Agent::start(&["--interval", "200ms"]);
     let ids = agent.program_ids();
-    agent.signal(nix::sys::signal::Signal::SIGINT);
+    agent.signal(signal);
     let run = agent.stop_after_kill();
     assert!(run.status.success(), "exit status {}", run.status);
-    assert_eq!(run.summary()["signal"], "SIGINT");
+    assert_eq!(run.summary()["signal"], signal.as_str());
     let left = left_behind(&ids, &root);
     assert!(left.is_empty(), "{left:?} of {ids:?} left behind");
 }
