@@ -209,17 +209,7 @@ fn test_run(
         ..TestRunAttr::default()
     };
     // SAFETY: attr is a valid bpf_attr prefix; data_in points to `frame`, alive here.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &raw mut attr,
-            size_of::<TestRunAttr>(),
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    unsafe { crate::bpf_syscall::bpf(BPF_PROG_TEST_RUN, &mut attr) }?;
     Ok((attr.retval, attr.duration))
 }
 

@@ -16,6 +16,7 @@ use std::{
 use monitor::flow::FlowSample;
 use serde_json::Value;
 
+mod bpf_syscall;
 pub mod bpf_test_run;
 pub mod dns;
 pub mod prog_query;

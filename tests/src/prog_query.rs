@@ -42,17 +42,7 @@ pub fn attached(cgroup: &File, attach_type: u32) -> io::Result<Vec<u32>> {
     };
     // SAFETY: `attr` is a valid bpf_attr prefix of the size given; `prog_ids` points to
     // `prog_cnt` writable u32s that outlive the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_QUERY,
-            &raw mut attr,
-            size_of::<QueryAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    unsafe { crate::bpf_syscall::bpf(BPF_PROG_QUERY, &mut attr) }?;
     ids.truncate(attr.prog_cnt as usize);
     Ok(ids)
 }

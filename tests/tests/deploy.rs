@@ -3,39 +3,24 @@
 //! give it), attaches, and attributes another user's traffic to its process with the
 //! executable (which needs `CAP_SYS_PTRACE`). And the unit passes `systemd-analyze verify`.
 
-use std::{process::Command, time::Duration};
+use std::process::Command;
 
-use integration_tests::{Agent, StateDir, Traffic, agent_bin, traffic_exe, udp_sink};
-use monitor::kernel::caps::Capability;
+use integration_tests::{Agent, StateDir, agent_bin, traffic_exe, udp_sink};
+use monitor::kernel::caps::{CapSet, Capability};
 
-/// The agent's capabilities by the unit's (setpriv's) name.
-const KNOWN: [Capability; 7] = [
-    Capability::DacReadSearch,
-    Capability::NetAdmin,
-    Capability::SysPtrace,
-    Capability::SysAdmin,
-    Capability::SysResource,
-    Capability::Perfmon,
-    Capability::Bpf,
-];
-
-fn bit_of(name: &str) -> u64 {
-    let cap = KNOWN
+/// A capability by the unit's (setpriv's) name.
+fn capability(name: &str) -> Capability {
+    *Capability::ALL
         .iter()
         .find(|c| c.name().eq_ignore_ascii_case(&format!("CAP_{name}")))
-        .unwrap_or_else(|| panic!("CAP_{name}: not a capability the agent knows of"));
-    1 << (*cap as u64)
+        .unwrap_or_else(|| panic!("CAP_{name}: not a capability the agent knows of"))
 }
 
 /// This process's bounding set: a container or VM may withhold some capabilities even from
 /// root (this project's machines withhold `CAP_SYS_RESOURCE`).
-fn own_bounding_set() -> u64 {
+fn own_bounding_set() -> CapSet {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapBnd:"))
-        .expect("CapBnd");
-    u64::from_str_radix(hex.trim(), 16).expect("hex")
+    CapSet::from_status_line(&status, "CapBnd:")
 }
 
 /// The unit, compiled in (the VM tests have no source tree).
@@ -74,8 +59,9 @@ fn the_units_capabilities_are_enough_for_an_unprivileged_agent() {
     // What this host can give at all; only CAP_SYS_RESOURCE may be missing, and only where
     // BPF memory is charged to the memory cgroup (5.11+) rather than RLIMIT_MEMLOCK.
     let bounding_here = own_bounding_set();
-    let (given, withheld): (Vec<&String>, Vec<&String>) =
-        ambient.iter().partition(|c| bounding_here & bit_of(c) != 0);
+    let (given, withheld): (Vec<&String>, Vec<&String>) = ambient
+        .iter()
+        .partition(|c| bounding_here.has(capability(c)));
     let release = monitor::kernel::compat::running_release();
     let memcg = monitor::kernel::compat::parse_release(&release) >= Some((5, 11));
     assert!(
@@ -122,17 +108,7 @@ fn the_units_capabilities_are_enough_for_an_unprivileged_agent() {
     // A root process's datagrams: attributed with its executable (read through
     // /proc/PID/exe of another user, CAP_SYS_PTRACE).
     let sink = udp_sink("127.0.0.1:0");
-    let mut t = Traffic::start(&[
-        "udp-send",
-        &sink.local_addr().unwrap().to_string(),
-        "10",
-        "200",
-    ]);
-    let pid = t.pid();
-    t.expect_line("done", Duration::from_secs(30));
-    agent.wait_for_sample_of(pid, Duration::from_secs(10));
-    t.go();
-    t.wait();
+    let pid = agent.send_udp(sink.local_addr().unwrap(), 10, 200);
     let run = agent.stop();
     assert!(run.status.success(), "{:?}", run.logs);
     let mine: Vec<_> = run

@@ -16,6 +16,17 @@ pub enum Capability {
 }
 
 impl Capability {
+    /// Every capability the agent knows of.
+    pub const ALL: [Self; 7] = [
+        Self::DacReadSearch,
+        Self::NetAdmin,
+        Self::SysPtrace,
+        Self::SysAdmin,
+        Self::SysResource,
+        Self::Perfmon,
+        Self::Bpf,
+    ];
+
     pub const fn name(self) -> &'static str {
         match self {
             Self::DacReadSearch => "CAP_DAC_READ_SEARCH",
@@ -42,7 +53,7 @@ impl Capability {
     }
 }
 
-/// Effective capability set of this process.
+/// A capability set from `/proc/PID/status` (the effective one unless said otherwise).
 #[derive(Clone, Copy, Debug)]
 pub struct CapSet(u64);
 
@@ -54,9 +65,14 @@ impl CapSet {
 
     /// Parses the `CapEff:` line of `/proc/PID/status`.
     pub fn from_status(status: &str) -> Self {
+        Self::from_status_line(status, "CapEff:")
+    }
+
+    /// Parses one capability line (`CapEff:`, `CapBnd:`...) of `/proc/PID/status`.
+    pub fn from_status_line(status: &str, field: &str) -> Self {
         let bits = status
             .lines()
-            .find_map(|l| l.strip_prefix("CapEff:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
             .unwrap_or(0);
         Self(bits)

@@ -166,6 +166,15 @@ impl Session {
         format!("Bearer {}", self.token)
     }
 
+    /// An authenticated GET; the answer whatever its status (the caller reads the body).
+    fn get(&self, url: &str) -> Result<ureq::http::Response<ureq::Body>> {
+        self.agent
+            .get(url)
+            .header("Authorization", self.auth())
+            .call()
+            .with_context(|| format!("requesting {url}"))
+    }
+
     fn post(&self, path: &str, body: &Value) -> Result<Value> {
         let url = format!("{}{path}", self.base);
         json_ok(
@@ -257,12 +266,7 @@ impl Session {
             path.push_str(&encode_segment(f));
         }
         let url = format!("{}{path}", self.base);
-        let mut res = self
-            .agent
-            .get(&url)
-            .header("Authorization", self.auth())
-            .call()
-            .with_context(|| format!("requesting {url}"))?;
+        let mut res = self.get(&url)?;
         let status = res.status();
         let body = res
             .body_mut()
@@ -282,12 +286,7 @@ impl Session {
     pub fn download(&self, mxc: &str) -> Result<u64> {
         let path = download_path(mxc).with_context(|| format!("not an mxc URI: {mxc}"))?;
         let url = format!("{}{path}", self.base);
-        let mut res = self
-            .agent
-            .get(&url)
-            .header("Authorization", self.auth())
-            .call()
-            .with_context(|| format!("requesting {url}"))?;
+        let mut res = self.get(&url)?;
         if !res.status().is_success() {
             bail!("{url}: HTTP {}", res.status());
         }

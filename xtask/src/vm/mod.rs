@@ -49,8 +49,9 @@ pub use selftest::run as self_test;
 const TIME_SCALE: &str = "EGRESS_TEST_TIME_SCALE";
 
 /// The host's `EGRESS_TEST_TIME_SCALE` if set, else 3 under TCG: emulation runs the agent and
-/// the tests about three times slower than this host (measured: the suite took 135 s in the
-/// VM against 45 s here), and a wait sized for the host would fail a correct agent.
+/// the tests about three times slower than this host (measured: the suite took 171-223 s in
+/// the VM against 62 s here, build included), and a wait sized for the host would fail a
+/// correct agent.
 fn time_scale(accel: qemu::Accel) -> String {
     std::env::var(TIME_SCALE).unwrap_or_else(|_| {
         match accel {
