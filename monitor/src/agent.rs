@@ -1,6 +1,6 @@
 //! The agent loop shared by `run` and `top`: attach, poll every interval, hand each window's
-//! samples to a consumer, and on Ctrl-C / SIGTERM / SIGHUP take a last poll and detach
-//! everything.
+//! samples to a consumer, pass SIGHUP on to it (reload, or stop), and on Ctrl-C / SIGTERM
+//! take a last poll and detach everything.
 
 use std::{ops::ControlFlow, time::Duration};
 
@@ -23,16 +23,25 @@ pub enum AgentError {
     Notify(#[source] std::io::Error),
 }
 
+/// What the loop hands to its consumer.
+pub enum Event<'a> {
+    /// One poll window.
+    Window(&'a [FlowSample], &'a CollectorStats),
+    /// SIGHUP: `Continue` keeps the agent running (after reloading its configuration),
+    /// `Break` stops it cleanly like SIGTERM (a closed terminal, for `top`).
+    Hangup,
+}
+
 /// Runs until a signal, or until `consume` returns `Break`. Returns the collector's totals,
 /// after the programs have been detached.
 pub async fn run(
     args: &Settings,
-    mut consume: impl FnMut(&[FlowSample], &CollectorStats) -> ControlFlow<()>,
+    mut consume: impl FnMut(Event<'_>) -> ControlFlow<()>,
 ) -> Result<CollectorStats, AgentError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Notify)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Notify)?;
-    // A closed terminal or `kill -HUP` (there is no configuration reload yet): a clean stop
-    // with the last poll and checkpoint, instead of the default action's abrupt death.
+    // Handled, so never the default action's abrupt death (programs left without a last
+    // poll and checkpoint): the consumer reloads, or the agent stops cleanly.
     let mut sighup = signal(SignalKind::hangup()).map_err(AgentError::Notify)?;
 
     let opts = LoadOptions {
@@ -82,7 +91,7 @@ pub async fn run(
                     log_stats("collector totals", collector.stats(), None);
                     last_report = std::time::Instant::now();
                 }
-                if consume(&samples, collector.stats()).is_break() {
+                if consume(Event::Window(&samples, collector.stats())).is_break() {
                     break None;
                 }
             }
@@ -103,7 +112,11 @@ pub async fn run(
             }
             _ = sigterm.recv() => break Some("SIGTERM"),
             _ = sigint.recv() => break Some("SIGINT"),
-            _ = sighup.recv() => break Some("SIGHUP"),
+            _ = sighup.recv() => {
+                if consume(Event::Hangup).is_break() {
+                    break Some("SIGHUP");
+                }
+            }
         }
     };
     // Last window: what was counted since the previous poll is not lost on shutdown.
@@ -112,7 +125,7 @@ pub async fn run(
     drop(dns);
     collector.flush_kernel_log();
     let samples = collector.poll()?;
-    let _ = consume(&samples, collector.stats());
+    let _ = consume(Event::Window(&samples, collector.stats()));
     let stats = collector.stats().clone();
     drop(collector); // closes the bpf_link fds: the programs are detached here
     log_stats("detached all programs; stopped", &stats, signal);

@@ -5,7 +5,7 @@
 
 use std::{
     net::{IpAddr, ToSocketAddrs as _},
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, mpsc},
     thread,
     time::{Duration, Instant},
@@ -58,6 +58,7 @@ pub struct LiveDetector {
     last_rate_log: Option<Instant>,
     /// The Prometheus endpoint and what it serves (with `[metrics] listen`).
     metrics: Option<(Arc<Metrics>, MetricsServer)>,
+    state_dir: PathBuf,
 }
 
 impl LiveDetector {
@@ -71,14 +72,7 @@ impl LiveDetector {
             );
         }
         let mut store = Store::open(state_dir)?;
-        let reporter = Reporter::this_host();
-        let delivery = config
-            .sinks
-            .iter()
-            .map(|sink| {
-                DeliveryThread::start(std::slice::from_ref(sink), state_dir, reporter.clone())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let delivery = start_delivery(&config.sinks, state_dir)?;
         let metrics = match config.metrics.address() {
             Some(addr) => {
                 let metrics = Arc::new(Metrics::default());
@@ -120,7 +114,73 @@ impl LiveDetector {
             rate_limited_logged: 0,
             last_rate_log: None,
             metrics,
+            state_dir: state_dir.to_owned(),
         })
+    }
+
+    /// Applies a reloaded configuration (see [`crate::reload`]): the detector takes the new
+    /// settings and keeps its state; allowlisted names are resolved again when the
+    /// destinations changed; sinks and the metrics endpoint restart when theirs changed. If
+    /// the new sinks cannot start, the previous ones are started again and the error is
+    /// returned; everything else is applied either way.
+    pub fn reload(&mut self, old: &Config, new: &Config) -> Result<(), StartError> {
+        self.detector.reconfigure(new);
+        if old.destinations != new.destinations {
+            let hosts = self.detector.classifier_mut().hosts_to_resolve();
+            // Dropping the old receiver ends the old resolver thread at its next result.
+            self.resolved = (!hosts.is_empty())
+                .then(|| spawn_resolver(hosts, new.destinations.resolve_every.get_ref().0));
+        }
+        self.checkpoint_every = new.state.checkpoint_every.get_ref().0;
+        self.keep_resolved = new.state.keep_resolved.get_ref().0;
+        if old.metrics != new.metrics {
+            // The old endpoint goes first: the new one may listen on the same address.
+            let counters = self.metrics.take().map(|(metrics, _server)| metrics);
+            if let Some(addr) = new.metrics.address() {
+                let metrics = counters.unwrap_or_default();
+                let server = MetricsServer::start(addr, Arc::clone(&metrics))?;
+                self.metrics = Some((metrics, server));
+            }
+        }
+        let mut result = Ok(());
+        if old.sinks != new.sinks {
+            // Stopped before the new ones start: two threads must never deliver for one
+            // sink name. Their cursors are in the database: nothing is sent twice or lost.
+            for thread in self.delivery.drain(..) {
+                thread.stop();
+            }
+            self.delivery = match start_delivery(&new.sinks, &self.state_dir) {
+                Ok(threads) => threads,
+                Err(e) => {
+                    result = Err(e.into());
+                    start_delivery(&old.sinks, &self.state_dir).unwrap_or_else(|e| {
+                        tracing::error!(
+                            error = %error_chain(&e),
+                            "the previous sinks cannot start again either: alert events stay \
+                             in the outbox until the next reload or restart"
+                        );
+                        Vec::new()
+                    })
+                }
+            };
+        }
+        if let Some((metrics, _)) = &self.metrics {
+            metrics.set_sinks(
+                self.delivery
+                    .iter()
+                    .flat_map(|t| t.counters.iter().cloned()),
+            );
+        }
+        // Events stored while no thread ran are delivered now.
+        for thread in &self.delivery {
+            thread.kick();
+        }
+        result
+    }
+
+    /// Open alerts (they survive reloads and restarts).
+    pub fn open_alerts(&self) -> usize {
+        self.detector.book().open_alerts().count()
     }
 
     /// One poll window: operator actions and resolutions first, then detection; the events
@@ -275,6 +335,29 @@ impl LiveDetector {
         self.store_errors += 1;
         tracing::error!(error = %error_chain(e), "{what}: state database write failed");
     }
+}
+
+/// One delivery thread per sink: a hung receiver delays only its own sink.
+fn start_delivery(
+    sinks: &[crate::export::settings::SinkConfig],
+    state_dir: &Path,
+) -> Result<Vec<DeliveryThread>, DeliveryError> {
+    let reporter = Reporter::this_host();
+    let mut threads = Vec::with_capacity(sinks.len());
+    for sink in sinks {
+        match DeliveryThread::start(std::slice::from_ref(sink), state_dir, reporter.clone()) {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                // Stopped, not just dropped: none may still deliver when the caller falls
+                // back to other threads for the same sink names.
+                for thread in threads {
+                    thread.stop();
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(threads)
 }
 
 /// Resolves `hosts` now and every `every`, in a thread (getaddrinfo blocks); stops when the

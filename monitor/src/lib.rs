@@ -17,6 +17,7 @@ pub mod flow;
 pub mod kernel;
 pub mod metrics;
 pub mod output;
+pub mod reload;
 pub mod replay;
 #[cfg(test)]
 pub(crate) mod schema_check;

@@ -65,13 +65,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", config.to_toml());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run(args) => run_agent(&config, &args),
+        Command::Run(args) => run_agent(config, cli.config.as_deref(), &args),
         Command::Top(args) => {
             let settings = args.collect.resolve(&config);
             let mut table = TopTable::default();
             let tty = std::io::stdout().is_terminal();
             let mut shown = 0u64;
-            runtime()?.block_on(agent::run(&settings, |samples, _| {
+            runtime()?.block_on(agent::run(&settings, |event| {
+                // A closed terminal: stop.
+                let agent::Event::Window(samples, _) = event else {
+                    return ControlFlow::Break(());
+                };
                 table.update(samples);
                 // The agent's last poll at shutdown comes after the last refresh: not shown.
                 if args.iterations.is_some_and(|n| shown >= n) {
@@ -125,13 +129,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn run_agent(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let settings = args.collect.resolve(config);
+/// `run`: `config` was read from `config_path` (the embedded default when `None`), which
+/// SIGHUP reads again.
+fn run_agent(
+    mut config: Config,
+    config_path: Option<&std::path::Path>,
+    args: &RunArgs,
+) -> anyhow::Result<ExitCode> {
+    let settings = args.collect.resolve(&config);
     let format = args.output.unwrap_or(config.agent.output);
     // Privileges first: an unprivileged start names the missing capability rather
     // than failing on the state directory.
     monitor::kernel::loader::check_privileges()?;
-    let mut detection = LiveDetector::start(config, &args.state.dir(config), args.reset_state)?;
+    let mut detection = LiveDetector::start(&config, &args.state.dir(&config), args.reset_state)?;
     if format != output::OutputFormat::None
         && config.sinks.iter().any(|s| s.kind == SinkType::Stdout)
     {
@@ -147,7 +157,15 @@ fn run_agent(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
         .then(|| std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock()));
     let mut write_error = None;
     let max_flows = u64::from(settings.max_flows);
-    runtime()?.block_on(agent::run(&settings, |samples, stats| {
+    let samples_on_stdout = format != output::OutputFormat::None;
+    runtime()?.block_on(agent::run(&settings, |event| {
+        let (samples, stats) = match event {
+            agent::Event::Window(samples, stats) => (samples, stats),
+            agent::Event::Hangup => {
+                reload(config_path, &mut config, &mut detection, samples_on_stdout);
+                return ControlFlow::Continue(());
+            }
+        };
         for e in detection.observe(samples) {
             log_alert(e);
         }
@@ -171,6 +189,28 @@ fn run_agent(config: &Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
         return Err(e).context("writing samples to stdout");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP: the configuration file again (see `monitor::reload`); logged either way.
+fn reload(
+    path: Option<&std::path::Path>,
+    config: &mut Config,
+    detection: &mut LiveDetector,
+    samples_on_stdout: bool,
+) {
+    match monitor::reload::on_hangup(path, config, detection, samples_on_stdout) {
+        Ok(changes) => tracing::info!(
+            file = %path.map_or_else(|| "(embedded default)".into(), |p| p.display().to_string()),
+            changed = ?changes.applied,
+            at_next_start = ?changes.at_next_start,
+            open_alerts = detection.open_alerts(),
+            "configuration reloaded (SIGHUP)"
+        ),
+        Err(e) => tracing::error!(
+            error = %e,
+            "configuration reload refused: the agent goes on with the previous configuration"
+        ),
+    }
 }
 
 /// Alerts of the live agent go to the log (stderr) until the export sinks exist; they are

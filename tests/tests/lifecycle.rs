@@ -160,13 +160,6 @@ fn sigint_detaches_every_program() {
     stops_cleanly_on(nix::sys::signal::Signal::SIGINT);
 }
 
-/// SIGHUP (a closed terminal; no configuration reload yet) stops it as cleanly too, instead
-/// of the default action's death without the last poll.
-#[test]
-fn sighup_detaches_every_program() {
-    stops_cleanly_on(nix::sys::signal::Signal::SIGHUP);
-}
-
 fn stops_cleanly_on(signal: nix::sys::signal::Signal) {
     let root = cgroup2_root();
     let agent = Agent::start(&["--interval", "200ms"]);

@@ -268,6 +268,11 @@ impl AlertBook {
         }
     }
 
+    /// New lifecycle settings (a configuration reload); open alerts stay open and follow them.
+    pub fn set_lifecycle(&mut self, lifecycle: Lifecycle) {
+        self.lifecycle = lifecycle;
+    }
+
     pub fn open_alerts(&self) -> impl Iterator<Item = &Alert> {
         self.open.values().map(|t| &t.alert)
     }

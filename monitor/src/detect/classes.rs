@@ -149,6 +149,39 @@ impl Classifier {
         }
     }
 
+    /// What each allowlisted host name resolves to, as last set.
+    fn resolved_hosts(&self) -> Vec<(String, Vec<IpAddr>)> {
+        self.hosts_to_resolve()
+            .into_iter()
+            .map(|host| {
+                let mut addrs: Vec<IpAddr> = self
+                    .resolved
+                    .iter()
+                    .filter(|(_, rules)| {
+                        rules.iter().any(|&i| {
+                            matches!(&self.allow[i].target, AllowTarget::Host(h) if *h == host)
+                        })
+                    })
+                    .map(|(addr, _)| *addr)
+                    .collect();
+                addrs.sort();
+                (host, addrs)
+            })
+            .collect()
+    }
+
+    /// Takes over what `previous` resolved for the host names both allowlists have, so that
+    /// after a configuration reload an allowlisted host is not unknown until its names are
+    /// resolved again.
+    pub fn keep_resolved_from(&mut self, previous: &Self) {
+        let wanted = self.hosts_to_resolve();
+        for (host, addrs) in previous.resolved_hosts() {
+            if wanted.contains(&host) {
+                self.set_resolved(&host, &addrs);
+            }
+        }
+    }
+
     pub fn is_internal(&self, addr: IpAddr) -> bool {
         let addr = canonical(addr);
         self.internal.iter().any(|n| n.contains(&addr))
@@ -349,6 +382,34 @@ mod tests {
             "suffix needs a label"
         );
         assert!(!c.is_allowlisted("s", a, 443, Some("evilcdn.example.net")));
+    }
+
+    #[test]
+    fn a_reloaded_allowlist_keeps_the_addresses_of_the_hosts_it_still_names() {
+        let mut old = classifier(vec![
+            allow(None, Some("backup.example.org"), &[], &[]),
+            allow(None, Some("gone.example.org"), &[], &[]),
+        ]);
+        old.set_resolved(
+            "backup.example.org",
+            &[ip("198.51.100.20"), ip("2001:db8::20")],
+        );
+        old.set_resolved("gone.example.org", &[ip("198.51.100.30")]);
+        let mut new = classifier(vec![
+            allow(Some("203.0.113.0/24"), None, &[], &[]),
+            allow(None, Some("Backup.example.org"), &[443], &[]),
+        ]);
+        new.keep_resolved_from(&old);
+        assert!(new.is_allowlisted("s", ip("198.51.100.20"), 443, None));
+        assert!(new.is_allowlisted("s", ip("2001:db8::20"), 443, None));
+        assert!(
+            !new.is_allowlisted("s", ip("198.51.100.20"), 80, None),
+            "the new rule's ports apply"
+        );
+        assert!(
+            !new.is_allowlisted("s", ip("198.51.100.30"), 443, None),
+            "a host no longer listed is not allowlisted"
+        );
     }
 
     #[test]

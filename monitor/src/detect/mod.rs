@@ -29,7 +29,7 @@ use self::{
     peers::{DIRTY, LEARNED, PeerKey, PeerState},
     rules::{RuleId, Severity},
     services::ServiceMatcher,
-    settings::RulesConfig,
+    settings::{AlertsConfig, RulesConfig},
     window::{Window, WindowLen},
 };
 use crate::{
@@ -196,6 +196,14 @@ const TOUCH_AHEAD: usize = 16;
 /// How many recent first-seen destinations a rule-4 alert lists.
 const EXAMPLES: usize = 5;
 
+fn lifecycle(a: &AlertsConfig) -> Lifecycle {
+    Lifecycle {
+        resolve_after_secs: a.resolve_after.get_ref().0.as_secs() as i64,
+        update_every_secs: a.update_every.get_ref().0.as_secs() as i64,
+        max_new_per_minute: *a.max_new_per_minute.get_ref(),
+    }
+}
+
 pub struct Detector {
     params: Params,
     learning_secs: u64,
@@ -233,11 +241,7 @@ impl Detector {
             service_ids: HashMap::new(),
             services: Vec::new(),
             peers: FxHashMap::default(),
-            book: AlertBook::new(Lifecycle {
-                resolve_after_secs: a.resolve_after.get_ref().0.as_secs() as i64,
-                update_every_secs: a.update_every.get_ref().0.as_secs() as i64,
-                max_new_per_minute: *a.max_new_per_minute.get_ref(),
-            }),
+            book: AlertBook::new(lifecycle(a)),
             learned: Vec::new(),
             forgotten: Vec::new(),
             now_ms: 0,
@@ -245,6 +249,23 @@ impl Detector {
             last_sweep: 0,
             stats: DetectorStats::default(),
         }
+    }
+
+    /// Applies a reloaded configuration: rules, learning settings, services, destinations
+    /// and the alert lifecycle change now; what was observed (services, peers, windows,
+    /// baselines, learned destinations, open alerts) is kept. Owners are matched again
+    /// against the new `[[services]]`. A service already learning keeps its end of learning
+    /// (a new `learning_period` applies to services that start learning after).
+    pub fn reconfigure(&mut self, config: &Config) {
+        self.params = Params::new(&config.rules);
+        self.learning_secs = config.detect.learning_period.get_ref().0.as_secs();
+        self.learn_new_services = config.detect.learn_new_services;
+        self.matcher = ServiceMatcher::new(&config.services, config.detect.group_unmatched);
+        self.owners.clear();
+        let mut classifier = Classifier::new(&config.destinations);
+        classifier.keep_resolved_from(&self.classifier);
+        self.classifier = classifier;
+        self.book.set_lifecycle(lifecycle(&config.alerts));
     }
 
     pub fn classifier_mut(&mut self) -> &mut Classifier {

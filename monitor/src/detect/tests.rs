@@ -280,3 +280,55 @@ fn a_service_that_appears_after_the_host_learned_is_judged_at_once() {
         assert_eq!(r.opened(), vec![], "{extra}");
     }
 }
+
+#[test]
+fn a_reload_applies_new_settings_and_keeps_what_was_observed() {
+    let mut r = Run::new(LEARN);
+    r.send(0, "198.51.100.1", 443, 1000); // learned
+    for i in 0..60 {
+        r.send(3700 + i, "203.0.113.9", 443, 1_000_000);
+    }
+    assert_eq!(r.opened().len(), 1, "32 MiB crossed before the reload");
+    let open_before: Vec<_> = r.detector.book().open_alerts().map(|a| a.id).collect();
+
+    // Rule 1 at 64 MiB, 192.0.2.0/24 allowlisted, an hour-long learning period kept.
+    r.detector.reconfigure(&config(
+        "[detect]\nlearning_period = \"1h\"\n\
+         [rules.unknown_volume]\n1m = \"64MiB\"\n\
+         [[destinations.allow]]\ncidr = \"192.0.2.0/24\"\n",
+    ));
+    let open_after: Vec<_> = r.detector.book().open_alerts().map(|a| a.id).collect();
+    assert_eq!(open_after, open_before, "the open alert is still open");
+    r.events.clear();
+    for i in 0..50 {
+        // 50 MB in 50 s to a new unknown (over the old bar, under the new one); 100 MB to
+        // an allowlisted one and to the learned one (still learned).
+        r.send(3800 + i, "203.0.113.10", 443, 1_000_000);
+        r.send(3800 + i, "192.0.2.7", 443, 2_000_000);
+        r.send(3800 + i, "198.51.100.1", 443, 2_000_000);
+    }
+    assert_eq!(r.opened(), vec![], "{:?}", r.events);
+    for i in 50..80 {
+        r.send(3800 + i, "203.0.113.10", 443, 2_000_000);
+    }
+    assert_eq!(
+        r.opened(),
+        vec![(RuleId::UnknownVolume, Some("203.0.113.10".parse().unwrap()))]
+    );
+    let alert = &r.events.last().unwrap().alert;
+    assert_eq!(alert.threshold.bytes, 64 << 20, "the new threshold");
+}
+
+#[test]
+fn a_reload_matches_owners_again_against_the_new_services() {
+    let mut r = Run::new(LEARN);
+    r.send(0, "198.51.100.1", 443, 1000);
+    assert_eq!(&*r.detector.services()[0].name, "backup.service");
+    r.detector.reconfigure(&config(
+        "[detect]\nlearning_period = \"1h\"\n\
+         [[services]]\nname = \"archive\"\n[[services.match]]\ncomm = \"backup\"\n",
+    ));
+    r.send(10, "198.51.100.1", 443, 1000);
+    let names: Vec<&str> = r.detector.services().iter().map(|s| &*s.name).collect();
+    assert_eq!(names, ["backup.service", "archive"]);
+}

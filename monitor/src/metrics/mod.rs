@@ -64,6 +64,13 @@ impl Metrics {
         }
     }
 
+    /// Replaces the sinks whose counters are served (their delivery restarted on a reload).
+    pub fn set_sinks(&self, sinks: impl IntoIterator<Item = (String, Arc<SinkCounters>)>) {
+        if let Ok(mut s) = self.sinks.lock() {
+            *s = sinks.into_iter().collect();
+        }
+    }
+
     /// Copies the detector's figures (after a poll).
     pub fn update_detection(
         &self,
