@@ -165,6 +165,47 @@ fn an_allowlisted_host_name_resolved_by_the_agent_is_silent() {
     drop((local_sink, stranger_sink, other_sink));
 }
 
+/// A configured service (matched on its command line) that stops and starts again, as a
+/// watched service restarted by its operator: the new process, with new sockets, is the same
+/// service to the agent. Its learned destination stays quiet, a stranger raises an alert that
+/// names the service and the new process. Nothing is re-attached for it: the programs watch
+/// the cgroup root, so processes come and go under them.
+#[test]
+fn a_restarted_watched_service_is_still_watched() {
+    let state = StateDir::new();
+    let config = rule_1_only("2s").replace("[detect]\n", "[detect]\ngroup_unmatched = false\n")
+        + "[[services]]\nname = \"sender\"\n[[services.match]]\ncmdline = \"*udp-send*\"\n";
+    let known_sink = udp_sink("127.0.0.1:0");
+    let known = known_sink.local_addr().unwrap();
+    let stranger_sink = udp_sink("127.0.0.2:0");
+    let stranger = stranger_sink.local_addr().unwrap();
+    let agent = start(&state, &config);
+    let ids = agent.program_ids();
+    let first = agent.send_udp(known, 10, 100); // learned, then this process exits
+    pause(Duration::from_millis(2500));
+    let quiet = agent.send_udp(known, 2000, 1000);
+    let loud = agent.send_udp(stranger, 2000, 1000);
+    assert!(first != quiet && quiet != loud, "three processes");
+    let opened = agent.wait_for_log_where(Duration::from_secs(10), |l| is_alert(l, "opened"));
+    assert_eq!(opened["service"], "sender", "{opened}");
+    assert_eq!(opened["peer"], stranger.ip().to_string(), "{opened}");
+    let attached = integration_tests::cgroup_attached_ids(&integration_tests::cgroup2_root());
+    assert!(
+        ids.iter().all(|id| attached.contains(id)),
+        "{ids:?} {attached:?}"
+    );
+    let run = agent.stop();
+    assert_eq!(
+        run.logs.iter().filter(|l| is_alert(l, "opened")).count(),
+        1,
+        "the learned destination stays quiet after the restart"
+    );
+    let alerts = alerts_json(&state);
+    assert_eq!(alerts[0]["service"], "sender");
+    assert_eq!(alerts[0]["process"]["pid"], loud);
+    drop((known_sink, stranger_sink));
+}
+
 #[test]
 fn a_corrupt_state_file_is_refused_and_reset_moves_it_aside() {
     let state = StateDir::new();
