@@ -369,6 +369,7 @@ struct Outcome<'a> {
     watch: &'a Watch<'a>,
     agent: AgentFacts,
     total_secs: f64,
+    servers_at_attack: Value,
 }
 
 fn report_json(o: &Outcome<'_>) -> Value {
@@ -419,6 +420,7 @@ fn report_json(o: &Outcome<'_>) -> Value {
             "start_ms": o.attack_start_ms, "pages": o.attack.pages, "images": o.attack.media,
             "received": o.attack.received, "sent": o.attack.sent, "secs": o.attack.secs,
         },
+        "servers_at_attack": o.servers_at_attack,
         "rsyslogd": {"pid": o.receiver.daemon.pid(), "address": o.receiver.address()},
         "threshold_unknown_volume_1m": o.setup.threshold,
         "max_bytes_accepted": o.max_bytes,
@@ -589,6 +591,12 @@ pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<Report> {
         &mut watch,
         &mut agent,
     )?;
+    // Who serves the attacker: the alert should name one of them.
+    let nginx_at_attack = json!({
+        "master": servers.nginx.pid(),
+        "workers": daemon::children(servers.nginx.pid()),
+        "synapse": servers.synapse.pid(),
+    });
     let (attack, attack_start_ms) =
         attack_phase(opts, &servers.base, &pop.room, &mut watch, &mut agent)?;
     cmd::step(
@@ -654,6 +662,7 @@ pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<Report> {
         watch: &watch,
         agent: agent_facts,
         total_secs: t_run.elapsed().as_secs_f64(),
+        servers_at_attack: nginx_at_attack,
     });
     conclude(&dir, report, &failures)
 }

@@ -24,6 +24,9 @@ pub struct Finding {
     pub bytes: Option<u64>,
     /// Unix ms the agent opened the alert.
     pub created_ms: i64,
+    /// The sending process the alert names: pid and user.
+    pub pid: Option<u64>,
+    pub user: Option<String>,
 }
 
 /// The Detection Finding in an OCSF event (`None` for other classes: the agent may send
@@ -61,6 +64,10 @@ pub fn finding(ocsf: &Value, received_ms: i64) -> Option<Finding> {
         peer: evidence["dst_endpoint"]["ip"].as_str().map(str::to_owned),
         bytes,
         created_ms: info["created_time"].as_i64()?,
+        pid: evidence["process"]["pid"].as_u64(),
+        user: evidence["process"]["user"]["name"]
+            .as_str()
+            .map(str::to_owned),
     })
 }
 
@@ -90,6 +97,9 @@ impl Expect<'_> {
 #[derive(Debug, Serialize)]
 pub struct Detection {
     pub alert: String,
+    /// The sending process it names.
+    pub pid: Option<u64>,
+    pub user: Option<String>,
     pub rule: String,
     pub service: Option<String>,
     pub bytes: Option<u64>,
@@ -171,6 +181,8 @@ pub fn judge(findings: &[Finding], e: &Expect<'_>) -> Verdict {
     Verdict {
         detection: expected.map(|f| Detection {
             alert: f.alert.clone(),
+            pid: f.pid,
+            user: f.user.clone(),
             rule: f.rule.clone(),
             service: f.service.clone(),
             bytes: f.bytes,
@@ -274,7 +286,8 @@ mod tests {
             "time": created + 5,
             "metadata": {"event_code": rule, "labels": ["service:messaging"]},
             "finding_info": {"uid": alert, "created_time": created, "analytic": {"uid": rule}},
-            "evidences": [{"dst_endpoint": {"ip": peer, "port": 40000}}],
+            "evidences": [{"dst_endpoint": {"ip": peer, "port": 40000},
+                           "process": {"pid": 42, "user": {"name": "www-data"}}}],
             "anomaly_analyses": [{"anomalies": [{
                 "observation_parameter": "bytes_sent_in_1m",
                 "observations": [{"value": bytes.to_string()}],
@@ -317,6 +330,7 @@ mod tests {
         assert_eq!(x.bytes, Some(40 << 20));
         assert_eq!(x.created_ms, START + 900);
         assert_eq!(x.activity, "Create");
+        assert_eq!((x.pid, x.user.as_deref()), (Some(42), Some("www-data")));
         assert!(
             finding(&json!({"class_uid": 4001}), 0).is_none(),
             "not a finding"
