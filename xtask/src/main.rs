@@ -98,6 +98,12 @@ enum Command {
     /// loopback, populated through the client API and read back in bulk; prints what it
     /// measured (also in target/e2e/report.json) and stops both servers.
     E2eSetup(e2e::Args),
+    /// The acceptance scenario: the release agent watches a real Synapse behind nginx
+    /// through learning, normal use, a restart and an account takeover's bulk download;
+    /// its OCSF alert must reach a real rsyslogd within 60 s, naming the service, the
+    /// attacker's address, the rule and the bytes, with no false alert. Writes
+    /// target/e2e/report.json; exits non-zero naming each failed expectation.
+    E2e(e2e::RunArgs),
     /// Write a synthetic two-day trace of a messaging server for `egress-monitor replay`:
     /// normal, bulk-download, upload or slow-drip.
     Trace {
@@ -182,6 +188,10 @@ fn main() -> Result<()> {
             vm::run(&root, &tools, &opts)
         }
         Command::E2eSetup(args) => e2e::setup(&root, &args),
+        Command::E2e(args) => {
+            let tools = bootstrap::all(&root)?;
+            e2e::command(&root, &tools, &args.options())
+        }
         Command::Trace { scenario, out } => {
             let tools = bootstrap::all(&root)?;
             let bin = build::release(&root, &tools)?;

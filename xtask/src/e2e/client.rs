@@ -116,6 +116,31 @@ pub fn register(
         .context("no access_token")
 }
 
+/// Password login (`POST /_matrix/client/v3/login`) as a client does it; returns the
+/// access token of the new device.
+pub fn login(agent: &Agent, base: &str, user: &str, password: &str) -> Result<String> {
+    let url = format!("{base}/_matrix/client/v3/login");
+    let body = json!({
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": user},
+        "password": password,
+    });
+    json_ok(send_json(agent.post(&url), &body), &url)?["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no access_token")
+}
+
+/// The thumbnail path (authenticated media API) for an `mxc://` URI, scaled into `w`x`h`.
+pub fn thumbnail_path(mxc: &str, w: u32, h: u32) -> Option<String> {
+    let (server, id) = parse_mxc(mxc)?;
+    Some(format!(
+        "/_matrix/client/v1/media/thumbnail/{}/{}?width={w}&height={h}&method=scale",
+        encode_segment(server),
+        encode_segment(id)
+    ))
+}
+
 /// Sends `body` as JSON (ureq's own `json` feature is off in the workspace).
 fn send_json(
     req: ureq::RequestBuilder<ureq::typestate::WithBody>,
@@ -154,8 +179,13 @@ pub struct Session {
 
 impl Session {
     pub fn new(base: &str, token: String) -> Self {
+        Self::with_agent(agent(), base, token)
+    }
+
+    /// A session over a given HTTP agent (a simulated host's own source address).
+    pub fn with_agent(agent: Agent, base: &str, token: String) -> Self {
         Self {
-            agent: agent(),
+            agent,
             base: base.to_owned(),
             token,
             txn: 0,
@@ -282,9 +312,41 @@ impl Session {
         Ok((serde_json::from_slice(&body)?, body.len() as u64))
     }
 
+    /// `/sync`: the initial one without `since`, then incremental, waiting up to
+    /// `timeout_ms` for news. Returns the answer and its size.
+    pub fn sync(&self, since: Option<&str>, timeout_ms: u64) -> Result<(Value, u64)> {
+        let mut url = format!("{}/_matrix/client/v3/sync?timeout={timeout_ms}", self.base);
+        if let Some(s) = since {
+            url.push_str("&since=");
+            url.push_str(&encode_segment(s));
+        }
+        let mut res = self.get(&url)?;
+        let status = res.status();
+        let body = res
+            .body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_to_vec()?;
+        if !status.is_success() {
+            bail!("{url}: HTTP {status}");
+        }
+        Ok((serde_json::from_slice(&body)?, body.len() as u64))
+    }
+
+    /// Fetches one thumbnail; returns its size in bytes.
+    pub fn thumbnail(&self, mxc: &str, w: u32, h: u32) -> Result<u64> {
+        let path = thumbnail_path(mxc, w, h).with_context(|| format!("not an mxc URI: {mxc}"))?;
+        self.fetch(&path)
+    }
+
     /// Downloads one media file (authenticated media API) and returns its size in bytes.
     pub fn download(&self, mxc: &str) -> Result<u64> {
         let path = download_path(mxc).with_context(|| format!("not an mxc URI: {mxc}"))?;
+        self.fetch(&path)
+    }
+
+    /// GETs `path` and reads the answer to the end; returns its size.
+    fn fetch(&self, path: &str) -> Result<u64> {
         let url = format!("{}{path}", self.base);
         let mut res = self.get(&url)?;
         if !res.status().is_success() {
@@ -340,5 +402,12 @@ mod tests {
             download_path("mxc://e2e.test/AbC123").as_deref(),
             Some("/_matrix/client/v1/media/download/e2e.test/AbC123")
         );
+        assert_eq!(
+            thumbnail_path("mxc://e2e.test/Ab:C", 320, 240).as_deref(),
+            Some(
+                "/_matrix/client/v1/media/thumbnail/e2e.test/Ab%3AC?width=320&height=240&method=scale"
+            )
+        );
+        assert_eq!(thumbnail_path("nope", 1, 1), None);
     }
 }

@@ -6,7 +6,7 @@ use std::{
     fs,
     net::{Ipv4Addr, TcpListener},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -69,11 +69,22 @@ impl Daemon {
         }
     }
 
+    /// The exit status, if the child has exited (without waiting).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// SIGTERM to the child's pid, up to 15 s to exit, then SIGKILL. Returns how long it took.
     pub fn stop(&mut self) -> Duration {
+        self.stop_status().0
+    }
+
+    /// As [`Self::stop`], with the exit status (`None`: it had to be killed, or cannot be
+    /// waited for).
+    pub fn stop_status(&mut self) -> (Duration, Option<ExitStatus>) {
         let started = Instant::now();
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return started.elapsed();
+        if let Some(status) = self.exited() {
+            return (started.elapsed(), Some(status));
         }
         let pid = self.child.id().to_string();
         let _ = Command::new("kill")
@@ -81,9 +92,9 @@ impl Daemon {
             .stderr(Stdio::null())
             .status();
         while started.elapsed() < Duration::from_secs(15) {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                eprintln!("    {} (pid {pid}) stopped", self.name);
-                return started.elapsed();
+            if let Some(status) = self.exited() {
+                eprintln!("    {} (pid {pid}) stopped: {status}", self.name);
+                return (started.elapsed(), Some(status));
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -93,7 +104,7 @@ impl Daemon {
         );
         let _ = self.child.kill();
         let _ = self.child.wait();
-        started.elapsed()
+        (started.elapsed(), None)
     }
 }
 
@@ -160,6 +171,24 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     stat_cpu_ticks(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?).map(|t| t as f64 / 100.0)
 }
 
+/// Resident memory (kB) of a process, from `/proc/PID/status`.
+pub fn rss_kb(pid: u32) -> Option<u64> {
+    status_field(
+        &fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
+        "VmRSS:",
+    )
+}
+
+fn status_field(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn stat_cpu_ticks(stat: &str) -> Option<u64> {
     let mut f = stat[stat.rfind(')')? + 1..].split_whitespace().skip(11);
     Some(f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?)
@@ -213,6 +242,11 @@ mod tests {
             "python3 -m synapse.app.homeserver"
         );
         assert_eq!(status_uid("Name:\tx\nUid:\t33\t33\t33\t33\n"), Some(33));
+        assert_eq!(
+            status_field("Name:\tx\nVmRSS:\t  12345 kB\n", "VmRSS:"),
+            Some(12345)
+        );
+        assert_eq!(status_field("Name:\tx\n", "VmRSS:"), None);
         let passwd = "root:x:0:0:root:/root:/bin/bash\nwww-data:x:33:33:www-data:/var/www:/usr/sbin/nologin\n";
         assert_eq!(user_name(33, passwd).as_deref(), Some("www-data"));
         assert_eq!(user_name(5, passwd), None);

@@ -1,27 +1,40 @@
-//! `cargo xtask e2e-setup`: the ground of the end-to-end scenario. A real Synapse (from the
-//! Python Package Index) behind a real nginx (Debian's), both on loopback only and started by
-//! this process, populated through the client-server API, then read back in bulk by one user
-//! as in the Tchap incident. Prints and writes (`target/e2e/report.json`) what it measured;
-//! stops both servers by their pids at the end, also on failure.
+//! The end-to-end scenario on a real homeserver. `cargo xtask e2e` (module `run`) is the
+//! product's acceptance test: the agent watching Synapse and nginx through normal use, a
+//! restart and an account takeover's bulk download, its alert checked at a real rsyslogd.
+//! `cargo xtask e2e-setup` (here) is its ground alone, without the agent: a real Synapse
+//! (from the Python Package Index) behind a real nginx (Debian's), both on loopback only and
+//! started by this process, populated through the client-server API, then read back in bulk
+//! by one user as in the Tchap incident; it prints and writes (`target/e2e/report.json`) what
+//! it measured. Every process started is stopped by its pid at the end, also on failure.
 
+mod agent_config;
 mod client;
 mod daemon;
+mod egress_agent;
 mod media;
 mod nginx;
+mod prereq;
+mod report;
+mod rsyslog;
+mod run;
 mod scenario;
+mod servers;
+mod source_addr;
 mod synapse;
+mod traffic;
+mod verdict;
+mod watch;
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    thread,
-    time::Duration,
-};
+use std::{fs, path::Path, thread, time::Duration};
 
 use anyhow::{Context as _, Result, ensure};
 use serde_json::{Value, json};
 
-use self::{daemon::Daemon, scenario::Amounts};
+pub use self::{
+    prereq::unavailable,
+    run::{Args as RunArgs, Options, run},
+};
+use self::{scenario::Amounts, servers::Servers};
 use crate::cmd;
 
 /// `cargo xtask e2e-setup` options.
@@ -59,12 +72,21 @@ impl Args {
     }
 }
 
-/// True once `GET {base}/_matrix/client/versions` answers 200.
-fn versions_ok(base: &str) -> bool {
-    client::agent()
-        .get(&format!("{base}/_matrix/client/versions"))
-        .call()
-        .is_ok_and(|r| r.status().is_success())
+/// `cargo xtask e2e`: runs the scenario and says how it went; a missing prerequisite is
+/// named as such.
+pub fn command(root: &Path, tools: &crate::bootstrap::Tools, opts: &Options) -> Result<()> {
+    match run(root, tools, opts) {
+        Ok(report) => {
+            eprintln!("==> e2e ({}) passed: {}", opts.name, report.headline());
+            Ok(())
+        }
+        Err(e) => {
+            if let Some(u) = unavailable(&e) {
+                eprintln!("==> e2e could not run here: {u}");
+            }
+            Err(e)
+        }
+    }
 }
 
 fn facts_json(pid: u32) -> Value {
@@ -74,84 +96,6 @@ fn facts_json(pid: u32) -> Value {
         }
         Err(e) => json!({"pid": pid, "error": format!("{e:#}")}),
     }
-}
-
-/// Both servers, running; dropping this stops them (nginx first).
-struct Servers {
-    nginx: Daemon,
-    synapse: Daemon,
-    /// Synapse itself (the admin API is not proxied).
-    admin_base: String,
-    /// nginx: what clients use.
-    base: String,
-    secret: String,
-    hs_dir: PathBuf,
-    synapse_start: Duration,
-    nginx_start: Duration,
-}
-
-fn start_servers(dir: &Path, python: &Path) -> Result<Servers> {
-    let synapse_port = daemon::free_port()?;
-    let nginx_port = daemon::free_port()?;
-    let admin_base = format!("http://127.0.0.1:{synapse_port}");
-    let base = format!("http://127.0.0.1:{nginx_port}");
-
-    let hs_dir = dir.join("synapse");
-    let (layout, secret) = cmd::step("generate and patch homeserver.yaml", || {
-        let layout = synapse::generate(python, &hs_dir)?;
-        let generated = fs::read_to_string(layout.config())?;
-        let patched = synapse::patch_config(
-            &generated,
-            &synapse::Settings {
-                port: synapse_port,
-                data_dir: &hs_dir,
-                public_baseurl: &format!("{base}/"),
-            },
-        )?;
-        fs::write(layout.config(), &patched)?;
-        Ok((layout, synapse::shared_secret(&patched)?))
-    })?;
-
-    let mut synapse = synapse::start(python, &layout)?;
-    let synapse_start = cmd::step(&format!("Synapse answers on {admin_base}"), || {
-        synapse.wait_until(synapse::START_TIMEOUT, || versions_ok(&admin_base))
-    })?;
-
-    // As Debian's own nginx.conf: workers as www-data when the master runs as root.
-    let user = (cmd::is_root()
-        && fs::read_to_string("/etc/passwd")
-            .is_ok_and(|p| p.lines().any(|l| l.starts_with("www-data:"))))
-    .then_some("www-data");
-    let mut nginx = nginx::start(&nginx::Settings {
-        prefix: &dir.join("nginx"),
-        port: nginx_port,
-        upstream_port: synapse_port,
-        user,
-    })?;
-    let nginx_start = cmd::step(&format!("nginx proxies {base} to Synapse"), || {
-        nginx.wait_until(nginx::START_TIMEOUT, || versions_ok(&base))
-    })?;
-    Ok(Servers {
-        nginx,
-        synapse,
-        admin_base,
-        base,
-        secret,
-        hs_dir,
-        synapse_start,
-        nginx_start,
-    })
-}
-
-fn vm_rss_kb(pid: u32) -> Option<u64> {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// What was read back is what was written.
@@ -183,9 +127,14 @@ pub fn setup(root: &Path, args: &Args) -> Result<()> {
     let venv = dir.join("venv");
     let install = cmd::step(
         &format!("matrix-synapse {} in {}", synapse::VERSION, venv.display()),
-        || synapse::install(&venv),
+        || {
+            synapse::install(&venv).map_err(|e| match e {
+                synapse::InstallError::Unreachable(why) => anyhow::anyhow!(why),
+                synapse::InstallError::Failed(e) => e,
+            })
+        },
     )?;
-    let mut s = start_servers(&dir, &install.python)?;
+    let mut s = Servers::start(&dir, &install.python)?;
     let processes = json!({
         "synapse": facts_json(s.synapse.pid()),
         "nginx_master": facts_json(s.nginx.pid()),
@@ -210,7 +159,7 @@ pub fn setup(root: &Path, args: &Args) -> Result<()> {
     })?;
     check(&pop, &read)?;
     let cpu_read = cpu(&s);
-    let rss_kb = vm_rss_kb(s.synapse.pid());
+    let rss_kb = daemon::rss_kb(s.synapse.pid());
     if args.hold_secs > 0 {
         eprintln!(
             "==> holding both servers for {} s: Synapse {}, nginx {}",

@@ -33,6 +33,8 @@ pub struct Population {
     pub media_bytes: u64,
     pub messages: usize,
     pub media: usize,
+    /// The `mxc://` URI of every image posted (what normal clients look at).
+    pub media_uris: Vec<String>,
 }
 
 const WORDS: [&str; 24] = [
@@ -111,10 +113,14 @@ pub fn populate(base: &str, admin_base: &str, secret: &str, a: Amounts) -> Resul
     let mut rng = fastrand::Rng::with_seed(0xe2e);
     let sizes = media::sizes(&mut rng, a.media, a.media_min, a.media_max);
     let t = Instant::now();
+    let uris = std::sync::Mutex::new(Vec::with_capacity(a.media));
     let media_bytes = run_senders(&mut sessions, a.media, |s, i, rng| {
         let (png, w, h) = media::noise_png(rng, sizes[i]);
         let name = format!("IMG_{i:05}.png");
         let mxc = s.upload(&name, "image/png", &png)?;
+        uris.lock()
+            .map_err(|_| anyhow::anyhow!("a sender panicked"))?
+            .push(mxc.clone());
         s.send_message(
             &room,
             &json!({"msgtype": "m.image", "body": name, "url": mxc,
@@ -137,6 +143,9 @@ pub fn populate(base: &str, admin_base: &str, secret: &str, a: Amounts) -> Resul
         media_bytes,
         messages: a.messages,
         media: a.media,
+        media_uris: uris
+            .into_inner()
+            .map_err(|_| anyhow::anyhow!("a sender panicked"))?,
     })
 }
 

@@ -33,25 +33,41 @@ fn python() -> PathBuf {
     }
 }
 
+/// Synapse's dependencies, pinned (`pip install -c`): what a working venv held.
+pub const CONSTRAINTS: &str = include_str!("synapse-constraints.txt");
+
 /// What installing took, for the report.
 pub struct Install {
     pub python: PathBuf,
-    /// `None` when the venv already had the pinned version.
+    /// `None` when the venv already had the pinned versions.
     pub pip_secs: Option<f64>,
     pub venv_bytes: u64,
 }
 
-/// Creates `venv` and installs the pinned Synapse into it, unless it is there already.
-pub fn install(venv: &Path) -> Result<Install> {
+/// Why installing failed: the Python Package Index (or Debian's venv package) could not be
+/// reached, or something else.
+#[derive(Debug)]
+pub enum InstallError {
+    Unreachable(String),
+    Failed(anyhow::Error),
+}
+
+/// The marker a finished install leaves in the venv: the constraints it was made with (a
+/// venv from other pins, or a half-made one, is made again).
+const MARKER: &str = "e2e-constraints.txt";
+
+/// Creates `venv` and installs the pinned Synapse with the pinned dependencies into it,
+/// unless a previous install with the same pins is there.
+pub fn install(venv: &Path) -> Result<Install, InstallError> {
     let py = venv.join("bin").join("python");
-    let installed = Command::new(&py)
-        .args(["-c", "import synapse; print(synapse.__version__)"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    if installed.is_some_and(|v| v.split_whitespace().next() == Some(VERSION)) {
-        eprintln!("    matrix-synapse {VERSION} already in {}", venv.display());
+    let marker = venv.join(MARKER);
+    if fs::read_to_string(&marker).is_ok_and(|m| m == CONSTRAINTS)
+        && version_of(&py).as_deref() == Some(VERSION)
+    {
+        eprintln!(
+            "    matrix-synapse {VERSION} (pinned dependencies) already in {}",
+            venv.display()
+        );
         return Ok(Install {
             python: py,
             pip_secs: None,
@@ -68,22 +84,83 @@ pub fn install(venv: &Path) -> Result<Install> {
             "    {} has no venv/ensurepip: installing python3-venv",
             base.display()
         );
-        bootstrap::apt_install(&["python3-venv"])?;
+        bootstrap::apt_install(&["python3-venv"])
+            .map_err(|e| InstallError::Unreachable(format!("python3-venv (Debian): {e:#}")))?;
     }
+    let failed = |e: anyhow::Error| InstallError::Failed(e);
     let _ = fs::remove_dir_all(venv);
-    cmd::run(Command::new(&base).arg("-m").arg("venv").arg(venv))?;
+    cmd::run(Command::new(&base).arg("-m").arg("venv").arg(venv)).map_err(failed)?;
+    let constraints = venv.join("constraints.txt");
+    fs::write(&constraints, CONSTRAINTS).map_err(|e| failed(e.into()))?;
     let started = Instant::now();
-    cmd::run(
-        Command::new(venv.join("bin").join("pip"))
-            .args(["install", "-q", "--disable-pip-version-check"])
-            .arg(format!("matrix-synapse=={VERSION}")),
-    )
-    .context("pip install matrix-synapse (is PyPI reachable?)")?;
+    let out = Command::new(venv.join("bin").join("pip"))
+        .args(["install", "-q", "--disable-pip-version-check", "-c"])
+        .arg(&constraints)
+        .arg(format!("matrix-synapse=={VERSION}"))
+        .output()
+        .map_err(|e| failed(anyhow::Error::new(e).context("starting pip")))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        let tail: Vec<&str> = text.lines().rev().take(15).collect();
+        let tail = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+        return Err(if unreachable_index(&text) {
+            InstallError::Unreachable(format!(
+                "matrix-synapse {VERSION} from the Python Package Index (not reachable): {tail}"
+            ))
+        } else {
+            InstallError::Failed(anyhow::anyhow!(
+                "pip install matrix-synapse=={VERSION} failed: {tail}"
+            ))
+        });
+    }
+    let installed = version_of(&py);
+    if installed.as_deref() != Some(VERSION) {
+        return Err(failed(anyhow::anyhow!(
+            "pip installed matrix-synapse but it reports version {installed:?}"
+        )));
+    }
+    fs::write(&marker, CONSTRAINTS).map_err(|e| failed(e.into()))?;
     Ok(Install {
         python: py,
         pip_secs: Some(started.elapsed().as_secs_f64()),
         venv_bytes: dir_bytes(venv),
     })
+}
+
+/// `synapse.__version__` as `python` imports it.
+fn version_of(python: &Path) -> Option<String> {
+    Command::new(python)
+        .args(["-c", "import synapse; print(synapse.__version__)"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .next()
+                .map(str::to_owned)
+        })
+}
+
+/// Whether pip's output says the index could not be reached (as opposed to a refused pin or
+/// a failed build). Offline, pip finds no version at all of the first requirement.
+pub fn unreachable_index(pip_output: &str) -> bool {
+    const MARKERS: [&str; 9] = [
+        "(from versions: none)",
+        "NewConnectionError",
+        "Failed to establish a new connection",
+        "Temporary failure in name resolution",
+        "Name or service not known",
+        "Network is unreachable",
+        "ConnectTimeoutError",
+        "ProxyError",
+        "Max retries exceeded",
+    ];
+    MARKERS.iter().any(|m| pip_output.contains(m))
 }
 
 /// Bytes of the regular files under `dir` (symlinks not followed).
@@ -325,6 +402,38 @@ trusted_key_servers:
             Some("/x/e2e.test.signing.key")
         );
         assert_eq!(v["server_name"].as_str(), Some(SERVER_NAME));
+    }
+
+    #[test]
+    fn pip_failures_are_told_apart() {
+        // What pip 23 printed here with the index unreachable (PIP_INDEX_URL to a closed
+        // port), constraints given: the resolver then fails instead of finding no version.
+        let offline = "WARNING: Retrying (Retry(total=0, connect=None, read=None, redirect=None, status=None)) after connection broken by 'NewConnectionError('<pip._vendor.urllib3.connection.HTTPConnection object at 0x7f1ec5c69490>: Failed to establish a new connection: [Errno 111] Connection refused')': /simple/matrix-synapse/\nERROR: Cannot install matrix-synapse==1.163.2 because these package versions have conflicting dependencies.\nERROR: ResolutionImpossible: for help visit https://pip.pypa.io/en/latest/topics/dependency-resolution/#dealing-with-dependency-conflicts";
+        assert!(
+            !unreachable_index("ERROR: ResolutionImpossible: for help visit"),
+            "a real conflict"
+        );
+        assert!(unreachable_index(offline));
+        let bad_pin = "ERROR: Could not find a version that satisfies the requirement attrs==99 (from versions: 25.1.0, 26.1.0)\nERROR: No matching distribution found for attrs==99";
+        assert!(!unreachable_index(bad_pin));
+        let build = "error: subprocess-exited-with-error\n  Building wheel for x (pyproject.toml) did not run successfully.";
+        assert!(!unreachable_index(build));
+    }
+
+    #[test]
+    fn the_constraints_pin_synapse_and_only_pin() {
+        let pins: Vec<&str> = CONSTRAINTS
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .collect();
+        assert!(pins.len() > 20, "the whole dependency tree: {}", pins.len());
+        assert!(
+            pins.iter().all(|l| l
+                .split_once("==")
+                .is_some_and(|(n, v)| !n.is_empty() && !v.is_empty())),
+            "exact pins only"
+        );
+        assert!(pins.contains(&format!("matrix-synapse=={VERSION}").as_str()));
     }
 
     #[test]
