@@ -55,6 +55,9 @@ enum Command {
         /// Skip the QEMU part (quicker local iterations; CI runs it).
         #[arg(long)]
         no_vm: bool,
+        /// Skip the end-to-end scenario (Synapse, nginx, rsyslogd; CI runs it).
+        #[arg(long)]
+        no_e2e: bool,
         /// Only run integration tests whose name contains this.
         #[arg(long)]
         filter: Option<String>,
@@ -143,6 +146,7 @@ fn main() -> Result<()> {
         Command::Test {
             no_lint,
             no_vm,
+            no_e2e,
             filter,
         } => {
             let tools = bootstrap::all(&root)?;
@@ -150,6 +154,7 @@ fn main() -> Result<()> {
                 lint: !no_lint,
                 filter: filter.as_deref(),
                 vm: !no_vm,
+                e2e: !no_e2e,
             };
             test::all(&root, &tools, &opts)
         }

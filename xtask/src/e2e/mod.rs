@@ -13,6 +13,7 @@ mod daemon;
 mod egress_agent;
 mod media;
 mod nginx;
+mod options;
 mod prereq;
 mod report;
 mod rsyslog;
@@ -31,8 +32,9 @@ use anyhow::{Context as _, Result, ensure};
 use serde_json::{Value, json};
 
 pub use self::{
+    options::{Args as RunArgs, Options},
     prereq::unavailable,
-    run::{Args as RunArgs, Options, run},
+    run::run,
 };
 use self::{scenario::Amounts, servers::Servers};
 use crate::cmd;

@@ -117,7 +117,7 @@ pub fn summary(r: &Value) -> String {
         r["false_alerts"].as_array().map_or(0, Vec::len)
     ));
     lines.push(format!(
-        "  agent: {} kB RSS, {:.1} % CPU, exit {}",
+        "  agent: {} kB RSS, {:.1} % CPU, {}",
         r["agent"]["rss_kb_at_end"],
         r["agent"]["cpu_percent"].as_f64().unwrap_or(0.0),
         r["agent"]["exit"].as_str().unwrap_or("?")

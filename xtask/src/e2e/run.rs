@@ -21,7 +21,9 @@ use serde_json::{Value, json};
 use super::{
     agent_config, daemon,
     daemon::Daemon,
-    egress_agent, prereq, report, rsyslog,
+    egress_agent,
+    options::Options,
+    prereq, report, rsyslog,
     scenario::{self, Amounts},
     servers::{Restart, Servers},
     synapse,
@@ -30,93 +32,6 @@ use super::{
     watch::{POLL, Watch, now_ms},
 };
 use crate::{bootstrap::Tools, build, cmd};
-
-/// How big and how long.
-#[derive(Clone, Debug)]
-pub struct Options {
-    pub name: &'static str,
-    pub messages: usize,
-    pub media: usize,
-    pub media_min: usize,
-    pub media_max: usize,
-    /// Normal clients, each on its own address from 127.0.0.10.
-    pub clients: u8,
-    pub learning: Duration,
-    /// Normal traffic after learning (the restart at its start), before the attack.
-    pub after_learning: Duration,
-    /// The alert must reach rsyslogd within this of the attack's start.
-    pub alert_within: Duration,
-    /// Normal traffic kept going after the alert, to catch later false alerts.
-    pub grace: Duration,
-}
-
-impl Options {
-    /// The full scenario: a room of 2000 messages and 100 images (50 KB-2 MB), 5 minutes of
-    /// learning, 2 of normal traffic after it.
-    pub fn full() -> Self {
-        Self {
-            name: "full",
-            messages: 2000,
-            media: 100,
-            media_min: 50_000,
-            media_max: 2_000_000,
-            clients: 10,
-            learning: Duration::from_secs(300),
-            after_learning: Duration::from_secs(120),
-            alert_within: Duration::from_secs(60),
-            grace: Duration::from_secs(20),
-        }
-    }
-
-    /// For `cargo xtask test`: about 3 minutes with pip's install. 50 images of 300 KB-3 MB
-    /// (about 58 MB, log-uniform) so that the attack is well over the 32 MiB a minute of
-    /// rule 1, in seconds.
-    pub fn short() -> Self {
-        Self {
-            name: "short",
-            messages: 300,
-            media: 50,
-            media_min: 300_000,
-            media_max: 3_000_000,
-            clients: 6,
-            learning: Duration::from_secs(60),
-            after_learning: Duration::from_secs(30),
-            alert_within: Duration::from_secs(60),
-            grace: Duration::from_secs(10),
-        }
-    }
-}
-
-/// `cargo xtask e2e` options.
-#[derive(clap::Args)]
-pub struct Args {
-    /// The short preset (what `cargo xtask test` runs): about 3 minutes.
-    #[arg(long)]
-    short: bool,
-    /// Learning period, seconds (overrides the preset).
-    #[arg(long)]
-    learning_secs: Option<u64>,
-    /// Normal traffic after learning and before the attack, seconds (overrides the preset).
-    #[arg(long)]
-    after_secs: Option<u64>,
-}
-
-impl Args {
-    pub fn options(&self) -> Options {
-        let mut o = if self.short {
-            Options::short()
-        } else {
-            Options::full()
-        };
-        if let Some(s) = self.learning_secs {
-            o.learning = Duration::from_secs(s);
-        }
-        if let Some(s) = self.after_secs {
-            o.after_learning = Duration::from_secs(s);
-        }
-        o
-    }
-}
 
 /// The attacker's host: an address no client used while the agent learned.
 pub const ATTACKER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 66);
