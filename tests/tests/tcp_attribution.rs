@@ -95,3 +95,57 @@ fn tcp_ipv6_accepted_socket_is_attributed_to_the_server() {
 fn v4_mapped_peers_are_reported_as_ipv4() {
     serve_and_check("[::]:0", "127.0.0.1".parse().unwrap());
 }
+
+/// A pre-forked server (nginx, Apache, gunicorn): the master creates the listener, a worker
+/// (its child) accepts and sends. The kernel's record of an accepted socket is the
+/// listener's, i.e. the master's; the agent finds the worker holding the connection
+/// (`sock_diag`, then the master's children's fd tables) and names it: pid, command line,
+/// attribution `sockdiag`. At most the first packets (the kernel's ACKs before `accept`)
+/// may be counted to the master.
+#[test]
+fn a_pre_forked_workers_connection_is_attributed_to_the_worker() {
+    let agent = Agent::start(&["--interval", "200ms"]);
+    let mut server = Traffic::start(&["prefork-serve", &N.to_string()]);
+    let master = server.pid();
+    let words = server.expect_line("listening", Duration::from_secs(10));
+    let port: u16 = words[1].parse().unwrap();
+    let worker: u32 = words[2].parse().unwrap();
+    assert_ne!(worker, master);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).expect("read");
+    assert_eq!(got.len() as u64, N);
+    server.expect_line("sent", Duration::from_secs(10));
+    agent.wait_for_sample_of(worker, Duration::from_secs(10));
+    server.go();
+    server.wait();
+    drop(client);
+    let run = agent.stop();
+    assert!(run.status.success(), "agent exit: {}", run.status);
+
+    let on_port = |pid: u32| {
+        move |s: &FlowSample| s.owner.pid == Some(pid) && s.local.is_some_and(|l| l.port == port)
+    };
+    let by_worker = run.bytes_where(on_port(worker));
+    let by_master = run.bytes_where(on_port(master));
+    assert!(
+        by_worker >= N,
+        "worker {worker}: {by_worker} of {N} bytes (master {master}: {by_master})"
+    );
+    assert!(
+        by_master < 4 * MAX_SEGMENT,
+        "master {master} counted {by_master} bytes of the worker's connection"
+    );
+    let s = run
+        .samples
+        .iter()
+        .find(|s| on_port(worker)(s))
+        .expect("a sample of the worker");
+    assert_eq!(s.owner.attribution, Attribution::SockDiag);
+    assert!(
+        s.owner.cmdline.iter().any(|a| a == "worker-send"),
+        "{:?}",
+        s.owner.cmdline
+    );
+    assert_eq!(s.owner.exe.as_deref(), Some(traffic_exe().as_str()));
+}

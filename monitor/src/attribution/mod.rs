@@ -41,6 +41,8 @@ enum OwnerKey {
     },
     /// A socket older than the agent: looked up per socket.
     Legacy { cookie: u64, cgroup_id: u64 },
+    /// An accepted connection held by another process than the listener's creator.
+    Holder { pid: u32, cgroup_id: u64 },
 }
 
 /// How long a resolved owner is reused before /proc and the cgroup tree are consulted again.
@@ -55,7 +57,28 @@ pub struct Attributor {
     cgroups: cgroups::CgroupPaths,
     users: HashMap<u32, Option<String>>,
     legacy: HashMap<u64, LegacyOwner>,
+    /// TCP sockets with a kernel owner, checked once: for a connection accepted by a child
+    /// of the listener's creator (a pre-forked server's worker: nginx, Apache, gunicorn),
+    /// the worker holding it; else `None`. The kernel's record is the listener's, copied at
+    /// accept, so it names the master; the worker is who sends.
+    accepted: HashMap<u64, Holder>,
 }
+
+/// Who holds a TCP socket with a kernel owner (see [`Attributor::resolve_accepted`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Holder {
+    /// The kernel's owner is right (not an accepted connection, or held by its creator).
+    Kernel,
+    /// Accepted, not yet found in a child's fd table (still in the accept queue, or the
+    /// poll came between the kernel's first ACK and `accept`): looked up again, this many
+    /// times so far.
+    Searching(u8),
+    /// Accepted, held by this child of the listener's creator.
+    Worker(u32),
+}
+
+/// Polls an accepted socket is looked for in the listener creator's children.
+const HOLDER_LOOKUP_TRIES: u8 = 3;
 
 impl Attributor {
     pub fn new(cgroup_root: PathBuf) -> Self {
@@ -67,6 +90,7 @@ impl Attributor {
             cgroups: cgroups::CgroupPaths::new(cgroup_root),
             users: HashMap::new(),
             legacy: HashMap::new(),
+            accepted: HashMap::new(),
         }
     }
 
@@ -160,6 +184,67 @@ impl Attributor {
         }
     }
 
+    /// Finds the worker holding each TCP socket not seen before whose kernel owner is the
+    /// creator of the listener it was accepted from: one `sock_diag` dump of TCP sockets,
+    /// then the fd tables of the owner's children only. A socket the owner holds itself, an
+    /// outgoing connection, or one closed meanwhile keeps the kernel's owner.
+    pub fn resolve_accepted(&mut self, sockets: impl IntoIterator<Item = (u64, u32)>) {
+        let fresh: Vec<(u64, u32)> = sockets
+            .into_iter()
+            .filter(|(cookie, _)| match self.accepted.get(cookie) {
+                None => true,
+                Some(Holder::Searching(tries)) => *tries < HOLDER_LOOKUP_TRIES,
+                Some(_) => false,
+            })
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        if self.accepted.len() + fresh.len() > OWNER_CACHE_MAX {
+            self.accepted.clear();
+        }
+        let diag = match sockdiag::dump_tcp() {
+            Ok(d) => d,
+            Err(error) => {
+                tracing::warn!(%error, "sock_diag dump failed: accepted connections keep the listener's owner");
+                Vec::new()
+            }
+        };
+        let listeners: Vec<sockdiag::DiagSocket> = diag
+            .iter()
+            .filter(|s| s.state == sockdiag::TCP_LISTEN)
+            .copied()
+            .collect();
+        let by_cookie: HashMap<u64, &sockdiag::DiagSocket> =
+            diag.iter().map(|s| (s.cookie, s)).collect();
+        // Accepted sockets by the listener creator's pid.
+        let mut by_owner: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
+        for (cookie, tgid) in fresh {
+            let entry = self.accepted.entry(cookie).or_insert(Holder::Searching(0));
+            match by_cookie.get(&cookie) {
+                Some(s) if sockdiag::accepted_from(s, &listeners) => {
+                    if let Holder::Searching(tries) = entry {
+                        *tries += 1;
+                    }
+                    if s.inode != 0 {
+                        by_owner.entry(tgid).or_default().push((cookie, s.inode));
+                    }
+                }
+                _ => *entry = Holder::Kernel,
+            }
+        }
+        for (tgid, sockets) in by_owner {
+            let children = sockdiag::children_of(&self.proc_root, tgid);
+            let inodes: HashSet<u64> = sockets.iter().map(|(_, inode)| *inode).collect();
+            let holders = sockdiag::owners_among(&self.proc_root, &children, &inodes);
+            for (cookie, inode) in sockets {
+                if let Some(&pid) = holders.get(&inode) {
+                    self.accepted.insert(cookie, Holder::Worker(pid));
+                }
+            }
+        }
+    }
+
     /// Reads a process's /proc entry now (it announced itself by creating a socket), so its
     /// executable is known even if it exits before the next poll.
     pub fn prime_process(&mut self, pid: u32) {
@@ -168,6 +253,8 @@ impl Attributor {
 
     /// Drops what is remembered of a closed socket.
     pub fn forget_socket(&mut self, cookie: u64) {
+        // (A holder's owner is shared by the worker's connections: it expires by TTL.)
+        self.accepted.remove(&cookie);
         if self.legacy.remove(&cookie).is_some() {
             self.owners
                 .retain(|k, _| !matches!(k, OwnerKey::Legacy { cookie: c, .. } if *c == cookie));
@@ -178,7 +265,16 @@ impl Attributor {
     /// The owner of a flow of socket `cookie`, shared by all flows of the same owner.
     pub fn owner(&mut self, cookie: u64, flow: &FlowCounters) -> Arc<Owner> {
         let k = &flow.owner;
-        let key = if k.is_known() {
+        let holder = match self.accepted.get(&cookie) {
+            Some(Holder::Worker(pid)) => Some(*pid),
+            _ => None,
+        };
+        let key = if let Some(pid) = holder {
+            OwnerKey::Holder {
+                pid,
+                cgroup_id: flow.cgroup_id,
+            }
+        } else if k.is_known() {
             OwnerKey::Kernel {
                 tgid: k.tgid,
                 uid: k.uid,
@@ -199,16 +295,20 @@ impl Attributor {
         if self.owners.len() >= OWNER_CACHE_MAX {
             self.owners.clear();
         }
-        let owner = Arc::new(self.resolve_owner(cookie, flow));
+        let owner = Arc::new(self.resolve_owner(cookie, flow, holder));
         self.owners
             .insert(key, (Instant::now(), Arc::clone(&owner)));
         owner
     }
 
-    fn resolve_owner(&mut self, cookie: u64, flow: &FlowCounters) -> Owner {
+    fn resolve_owner(&mut self, cookie: u64, flow: &FlowCounters, holder: Option<u32>) -> Owner {
         let mut owner = Owner::default();
         let kernel = &flow.owner;
-        if kernel.is_known() {
+        if let Some(pid) = holder {
+            // Found through sock_diag and the fd tables; name and user from /proc below.
+            owner.attribution = Attribution::SockDiag;
+            owner.pid = Some(pid);
+        } else if kernel.is_known() {
             owner.attribution = Attribution::Kernel;
             owner.pid = Some(kernel.tgid);
             owner.uid = Some(kernel.uid);

@@ -65,7 +65,15 @@ pub struct DiagSocket {
     pub cookie: u64,
     pub inode: u64,
     pub uid: u32,
+    /// TCP state (`TCP_LISTEN` for listeners); UDP sockets report 7 (close) or 1.
+    pub state: u8,
+    /// Local port (host order) and address (IPv4 in the first word, network order).
+    pub sport: u16,
+    pub src: [u32; 4],
 }
+
+/// `TCP_LISTEN` in `include/net/tcp_states.h`.
+pub const TCP_LISTEN: u8 = 10;
 
 /// Parses the payload of one `SOCK_DIAG_BY_FAMILY` answer (`struct inet_diag_msg`).
 pub fn parse_inet_diag_msg(payload: &[u8]) -> Option<DiagSocket> {
@@ -81,7 +89,29 @@ pub fn parse_inet_diag_msg(payload: &[u8]) -> Option<DiagSocket> {
         cookie,
         uid: u32_at(64),
         inode: u64::from(u32_at(68)),
+        state: payload[1],
+        sport: u16::from_be_bytes([payload[4], payload[5]]),
+        src: [u32_at(8), u32_at(12), u32_at(16), u32_at(20)],
     })
+}
+
+/// Dumps every TCP socket (IPv4 and IPv6) of this network namespace.
+pub fn dump_tcp() -> io::Result<Vec<DiagSocket>> {
+    let mut out = Vec::new();
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        dump(family, libc::IPPROTO_TCP as u8, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Whether `s` was accepted from one of `listeners`: it has a listener's local port, on the
+/// listener's address or under a wildcard listener. (An outgoing connection bound to a
+/// listening port would match too; naming the process that holds it is right either way.)
+pub fn accepted_from(s: &DiagSocket, listeners: &[DiagSocket]) -> bool {
+    s.state != TCP_LISTEN
+        && listeners.iter().any(|l| {
+            l.state == TCP_LISTEN && l.sport == s.sport && (l.src == [0; 4] || l.src == s.src)
+        })
 }
 
 /// Dumps every TCP and UDP socket (IPv4 and IPv6) of this network namespace.
@@ -196,8 +226,73 @@ pub fn owners_of<S: std::hash::BuildHasher>(
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect();
     pids.sort_unstable();
+    scan_fds(proc_root, &pids, wanted, &mut found);
+    found
+}
+
+/// Like [`owners_of`], among `pids` only (in that order).
+pub fn owners_among<S: std::hash::BuildHasher>(
+    proc_root: &Path,
+    pids: &[u32],
+    wanted: &HashSet<u64, S>,
+) -> HashMap<u64, u32> {
+    let mut found = HashMap::new();
+    if !wanted.is_empty() {
+        scan_fds(proc_root, pids, wanted, &mut found);
+    }
+    found
+}
+
+/// The children of `pid`: `/proc/PID/task/*/children` where the kernel has it
+/// (`CONFIG_PROC_CHILDREN`, as Debian's), else every process whose `/proc/*/stat` names
+/// `pid` as its parent (this project's 6.18 machines lack the former).
+pub fn children_of(proc_root: &Path, pid: u32) -> Vec<u32> {
+    let Ok(tasks) = fs::read_dir(proc_root.join(pid.to_string()).join("task")) else {
+        return Vec::new();
+    };
+    let lists: Vec<String> = tasks
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("children")).ok())
+        .collect();
+    let mut out: Vec<u32> = if lists.is_empty() {
+        let Ok(dir) = fs::read_dir(proc_root) else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|&child| {
+                fs::read_to_string(proc_root.join(child.to_string()).join("stat"))
+                    .ok()
+                    .and_then(|stat| parent_in_stat(&stat))
+                    == Some(pid)
+            })
+            .collect()
+    } else {
+        lists
+            .iter()
+            .flat_map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()))
+            .collect()
+    };
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The parent pid in a `/proc/PID/stat` line: the second field after the command name,
+/// which is in parentheses and may itself hold spaces and parentheses.
+fn parent_in_stat(stat: &str) -> Option<u32> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn scan_fds<S: std::hash::BuildHasher>(
+    proc_root: &Path,
+    pids: &[u32],
+    wanted: &HashSet<u64, S>,
+    found: &mut HashMap<u64, u32>,
+) {
     let (mut scanned, mut sockets_seen) = (0usize, 0usize);
-    for pid in pids {
+    for &pid in pids {
         scanned += 1;
         let Ok(fds) = fs::read_dir(proc_root.join(pid.to_string()).join("fd")) else {
             continue;
@@ -225,7 +320,6 @@ pub fn owners_of<S: std::hash::BuildHasher>(
         found = found.len(),
         "scanned /proc/*/fd"
     );
-    found
 }
 
 /// `socket:[12345]` -> 12345.
@@ -262,7 +356,10 @@ mod tests {
             DiagSocket {
                 cookie: 0x5566_7788_1122_3344,
                 inode: 4242,
-                uid: 33
+                uid: 33,
+                state: 0,
+                sport: 0,
+                src: [0; 4],
             }
         );
         assert_eq!(parse_inet_diag_msg(&p[..71]), None);
@@ -286,5 +383,74 @@ mod tests {
         assert_ne!(mine.cookie, 0);
         let owners = owners_of(Path::new("/proc"), &HashSet::from([inode]));
         assert_eq!(owners.get(&inode), Some(&std::process::id()));
+        assert_eq!(mine.state, TCP_LISTEN);
+        assert_eq!(mine.sport, listener.local_addr().unwrap().port());
+    }
+
+    /// A connection accepted from a listener is recognised by its local port and address;
+    /// the listener itself and the connecting side are not.
+    #[test]
+    fn recognises_accepted_connections() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let all = dump_tcp().unwrap();
+        let cookie_of = |fd: i32| {
+            let link = fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+            let inode = socket_inode(&link.to_string_lossy()).unwrap();
+            *all.iter().find(|s| s.inode == inode).expect("in the dump")
+        };
+        let (l, c, a) = (
+            cookie_of(listener.as_raw_fd()),
+            cookie_of(client.as_raw_fd()),
+            cookie_of(server.as_raw_fd()),
+        );
+        let listeners: Vec<DiagSocket> = all
+            .iter()
+            .filter(|s| s.state == TCP_LISTEN)
+            .copied()
+            .collect();
+        assert!(accepted_from(&a, &listeners));
+        assert!(!accepted_from(&c, &listeners));
+        assert!(!accepted_from(&l, &listeners));
+        assert_eq!(a.src, l.src);
+    }
+
+    #[test]
+    fn parent_pid_from_stat_despite_odd_command_names() {
+        assert_eq!(parent_in_stat("42 (nginx) S 7 42 42 0 -1"), Some(7));
+        assert_eq!(parent_in_stat("43 (a) b (c) R 9 43 43 0"), Some(9));
+        assert_eq!(parent_in_stat("garbage"), None);
+    }
+
+    /// This test process's child is found, whichever way the kernel offers.
+    #[test]
+    fn finds_a_child_process() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("spawn sleep");
+        let children = children_of(Path::new("/proc"), std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(children.contains(&child.id()), "{children:?}");
+    }
+
+    #[test]
+    fn a_wildcard_listener_covers_every_local_address() {
+        let s = |state, sport, first| DiagSocket {
+            cookie: 1,
+            inode: 1,
+            uid: 0,
+            state,
+            sport,
+            src: [first, 0, 0, 0],
+        };
+        let any = [s(TCP_LISTEN, 443, 0)];
+        let one = [s(TCP_LISTEN, 443, 0x0100_007f)];
+        assert!(accepted_from(&s(1, 443, 0x0200_007f), &any));
+        assert!(!accepted_from(&s(1, 443, 0x0200_007f), &one));
+        assert!(accepted_from(&s(1, 443, 0x0100_007f), &one));
+        assert!(!accepted_from(&s(1, 444, 0x0100_007f), &any));
     }
 }

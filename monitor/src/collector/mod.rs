@@ -160,6 +160,12 @@ impl Collector {
                 .filter(|(_, c)| !c.owner.is_known())
                 .map(|(k, _)| k.cookie),
         );
+        self.attributor.resolve_accepted(
+            flows
+                .iter()
+                .filter(|(k, c)| k.protocol == monitor_common::IPPROTO_TCP && c.owner.is_known())
+                .map(|(k, c)| (k.cookie, c.owner.tgid)),
+        );
 
         // Deltas first: they also tell which flows were active (counters grew) since the
         // last poll, which is what expiry decides on.

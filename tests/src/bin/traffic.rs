@@ -26,13 +26,15 @@ fn main() {
         "hold-udp" => hold_udp(addr(arg(1)), num(arg(2)), num(arg(3)) as usize),
         "udp-twice" => udp_twice(addr(arg(1)), num(arg(2)) as usize, num(arg(3))),
         "active-udp" => active_udp(addr(arg(1)), num(arg(2)) as usize, num(arg(3))),
+        "prefork-serve" => prefork_serve(num(arg(1))),
+        "worker-send" => worker_send(num(arg(1))),
         _ => usage(),
     }
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: traffic tcp-serve BIND BYTES | udp-send TO COUNT SIZE [--socket-per-datagram] | short-tcp COUNT BYTES | pre-existing BYTES | two-cpu-udp TO COUNT SIZE | hold-udp TO SOCKETS SIZE"
+        "usage: traffic tcp-serve BIND BYTES | udp-send TO COUNT SIZE [--socket-per-datagram] | short-tcp COUNT BYTES | pre-existing BYTES | two-cpu-udp TO COUNT SIZE | hold-udp TO SOCKETS SIZE | prefork-serve BYTES"
     );
     std::process::exit(2)
 }
@@ -241,5 +243,55 @@ fn udp_twice(to: SocketAddr, size: usize, pause_ms: u64) {
     thread::sleep(std::time::Duration::from_millis(pause_ms));
     s.send_to(&payload, to).expect("send");
     say(&format!("done {}", s.local_addr().expect("addr").port()));
+    wait_for_go();
+}
+
+/// A pre-forked server, as nginx or Apache run: this process (the "master") creates the
+/// listener on 127.0.0.1, then starts a worker (`worker-send`, a child process that inherits
+/// the listener as fd 3) which accepts one connection and sends `bytes` on it. Prints
+/// `listening PORT WORKER_PID`; the worker exits on "go" (stdin is shared), then so does
+/// this process.
+fn prefork_serve(bytes: u64) {
+    use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let fd = listener.as_raw_fd();
+    let mut worker = std::process::Command::new(env::current_exe().expect("own exe"));
+    worker.args(["worker-send", &bytes.to_string()]);
+    // SAFETY: only dup2(2) and fcntl(2), async-signal-safe, between fork and exec. The
+    // duplicate (fd 3) has no close-on-exec flag, so the worker inherits the listener; when
+    // the listener already is fd 3, dup2 does nothing and the flag is cleared instead.
+    unsafe {
+        worker.pre_exec(move || {
+            let ok = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if ok < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut worker = worker.spawn().expect("start the worker");
+    say(&format!("listening {port} {}", worker.id()));
+    let status = worker.wait().expect("wait for the worker");
+    assert!(status.success(), "worker failed: {status}");
+    drop(listener);
+}
+
+/// The worker of `prefork-serve`: accepts one connection on fd 3, sends `bytes`, shuts its
+/// sending side (the socket stays open in this process), waits for "go".
+fn worker_send(bytes: u64) {
+    use std::os::fd::FromRawFd as _;
+
+    // SAFETY: fd 3 is the listener `prefork-serve` passed down; nothing else owns it here.
+    let listener = unsafe { TcpListener::from_raw_fd(3) };
+    let (mut conn, _) = listener.accept().expect("accept");
+    write_all_bytes(&mut conn, bytes);
+    conn.shutdown(Shutdown::Write).expect("shutdown");
+    say("sent");
     wait_for_go();
 }

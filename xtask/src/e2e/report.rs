@@ -16,11 +16,24 @@ pub struct Checks<'a> {
     pub images_posted: usize,
     /// Syslog messages whose structured data contradicts their OCSF payload.
     pub sd_mismatches: &'a [String],
+    /// The process the attacker's alert names, and nginx's workers when the attack began:
+    /// the worker that served the attacker is who sent the bytes (not the master, whose
+    /// listener the connection was accepted from).
+    pub alert_pid: Option<u64>,
+    pub nginx_workers: &'a [u32],
 }
 
 /// Each failed expectation, in words.
 pub fn failures(c: &Checks<'_>) -> Vec<String> {
     let mut out = Vec::new();
+    if let Some(pid) = c.alert_pid
+        && !c.nginx_workers.iter().any(|&w| u64::from(w) == pid)
+    {
+        out.push(format!(
+            "the alert names process {pid}, not one of nginx's workers {:?}",
+            c.nginx_workers
+        ));
+    }
     if let Err(how) = &c.agent_exit {
         out.push(format!("the agent did not exit 0 on SIGTERM: {how}"));
     }
@@ -144,6 +157,8 @@ mod tests {
             images_found: 50,
             images_posted: 50,
             sd_mismatches: &[],
+            alert_pid: Some(102),
+            nginx_workers: &[101, 102],
         }
     }
 
@@ -170,6 +185,12 @@ mod tests {
         });
         assert_eq!(f.len(), 1);
         assert!(f[0].contains("alert a: peer"));
+        let f = failures(&Checks {
+            alert_pid: Some(100),
+            ..good()
+        });
+        assert_eq!(f.len(), 1);
+        assert!(f[0].contains("names process 100, not one of nginx's workers"));
     }
 
     #[test]

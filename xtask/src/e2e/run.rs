@@ -506,10 +506,11 @@ pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<Report> {
         &mut watch,
         &mut agent,
     )?;
-    // Who serves the attacker: the alert should name one of them.
+    // Who serves the attacker: the alert must name one of the workers.
+    let nginx_workers = daemon::children(servers.nginx.pid());
     let nginx_at_attack = json!({
         "master": servers.nginx.pid(),
-        "workers": daemon::children(servers.nginx.pid()),
+        "workers": nginx_workers,
         "synapse": servers.synapse.pid(),
     });
     let (attack, attack_start_ms) =
@@ -554,6 +555,8 @@ pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<Report> {
         images_found: attack.media,
         images_posted: pop.media,
         sd_mismatches: &sd_mismatches,
+        alert_pid: v.detection.as_ref().and_then(|d| d.pid),
+        nginx_workers: &nginx_workers,
     }));
 
     let report = report_json(&Outcome {
