@@ -235,6 +235,13 @@ impl Attributor {
         }
         for (tgid, sockets) in by_owner {
             let children = sockdiag::children_of(&self.proc_root, tgid);
+            if children.is_empty() {
+                // A server without workers holds its connections itself.
+                for (cookie, _) in sockets {
+                    self.accepted.insert(cookie, Holder::Kernel);
+                }
+                continue;
+            }
             let inodes: HashSet<u64> = sockets.iter().map(|(_, inode)| *inode).collect();
             let holders = sockdiag::owners_among(&self.proc_root, &children, &inodes);
             for (cookie, inode) in sockets {
