@@ -1,7 +1,10 @@
 //! A minimal Matrix client-server API client over plain HTTP to loopback: shared-secret
 //! registration (admin API), rooms, messages, media upload and authenticated download.
 
-use std::{io, time::Duration};
+use std::{
+    io,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result, bail};
 use hmac::{KeyInit as _, Mac as _};
@@ -295,8 +298,53 @@ impl Session {
             path.push_str("&from=");
             path.push_str(&encode_segment(f));
         }
-        let url = format!("{}{path}", self.base);
-        let mut res = self.get(&url)?;
+        self.get_json(&format!("{}{path}", self.base))
+    }
+
+    /// The whole history of `room`, paged backwards from its end with pages of `page`
+    /// events, within `deadline` from `started`.
+    pub fn whole_history(
+        &self,
+        room: &str,
+        page: u32,
+        started: Instant,
+        deadline: Duration,
+    ) -> Result<History> {
+        let mut h = History::default();
+        let mut from: Option<String> = None;
+        loop {
+            anyhow::ensure!(
+                started.elapsed() < deadline,
+                "history not read in {deadline:?} ({} pages so far)",
+                h.pages
+            );
+            let (answer, bytes) = self.messages_page(room, from.as_deref(), page)?;
+            h.pages += 1;
+            h.bytes += bytes;
+            let chunk = answer["chunk"].as_array().cloned().unwrap_or_default();
+            let done = chunk.is_empty();
+            h.events.extend(chunk);
+            match answer["end"].as_str() {
+                Some(end) if !done => from = Some(end.to_owned()),
+                _ => return Ok(h),
+            }
+        }
+    }
+
+    /// `/sync`: the initial one without `since`, then incremental, waiting up to
+    /// `timeout_ms` for news. Returns the answer and its size.
+    pub fn sync(&self, since: Option<&str>, timeout_ms: u64) -> Result<(Value, u64)> {
+        let mut url = format!("{}/_matrix/client/v3/sync?timeout={timeout_ms}", self.base);
+        if let Some(s) = since {
+            url.push_str("&since=");
+            url.push_str(&encode_segment(s));
+        }
+        self.get_json(&url)
+    }
+
+    /// GET `url` (authenticated), expecting JSON: the answer and its size in bytes.
+    fn get_json(&self, url: &str) -> Result<(Value, u64)> {
+        let mut res = self.get(url)?;
         let status = res.status();
         let body = res
             .body_mut()
@@ -308,27 +356,6 @@ impl Session {
                 "{url}: HTTP {status}: {}",
                 String::from_utf8_lossy(&body[..body.len().min(300)])
             );
-        }
-        Ok((serde_json::from_slice(&body)?, body.len() as u64))
-    }
-
-    /// `/sync`: the initial one without `since`, then incremental, waiting up to
-    /// `timeout_ms` for news. Returns the answer and its size.
-    pub fn sync(&self, since: Option<&str>, timeout_ms: u64) -> Result<(Value, u64)> {
-        let mut url = format!("{}/_matrix/client/v3/sync?timeout={timeout_ms}", self.base);
-        if let Some(s) = since {
-            url.push_str("&since=");
-            url.push_str(&encode_segment(s));
-        }
-        let mut res = self.get(&url)?;
-        let status = res.status();
-        let body = res
-            .body_mut()
-            .with_config()
-            .limit(256 << 20)
-            .read_to_vec()?;
-        if !status.is_success() {
-            bail!("{url}: HTTP {status}");
         }
         Ok((serde_json::from_slice(&body)?, body.len() as u64))
     }
@@ -354,6 +381,31 @@ impl Session {
         }
         io::copy(&mut res.body_mut().as_reader(), &mut io::sink())
             .with_context(|| format!("reading {url}"))
+    }
+}
+
+/// A room's events as `/messages` served them, newest first.
+#[derive(Debug, Default)]
+pub struct History {
+    pub pages: usize,
+    /// Bytes of the answers' bodies.
+    pub bytes: u64,
+    pub events: Vec<Value>,
+}
+
+impl History {
+    /// The `mxc://` URIs of the room's images.
+    pub fn images(&self) -> Vec<String> {
+        self.messages("m.image")
+            .filter_map(|ev| ev["content"]["url"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// The `m.room.message` events of one `msgtype`.
+    pub fn messages<'a>(&'a self, msgtype: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.events
+            .iter()
+            .filter(move |ev| ev["type"] == "m.room.message" && ev["content"]["msgtype"] == msgtype)
     }
 }
 

@@ -215,33 +215,14 @@ pub fn read_back(base: &str, admin_base: &str, secret: &str, room: &str) -> Resu
     )?;
     let s = Session::new(base, token);
     s.join(room)?;
-    let (mut pages, mut page_bytes, mut texts) = (0, 0, 0);
-    let mut media = Vec::new();
-    let mut from: Option<String> = None;
-    loop {
-        ensure!(
-            pages < MAX_PAGES && started.elapsed() < DEADLINE,
-            "history not read in bounds"
-        );
-        let (page, bytes) = s.messages_page(room, from.as_deref(), PAGE)?;
-        pages += 1;
-        page_bytes += bytes;
-        let chunk = page["chunk"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        for ev in chunk.iter().filter(|e| e["type"] == "m.room.message") {
-            match ev["content"]["msgtype"].as_str() {
-                Some("m.text") => texts += 1,
-                Some("m.image") => media.extend(ev["content"]["url"].as_str().map(str::to_owned)),
-                _ => {}
-            }
-        }
-        match page["end"].as_str() {
-            Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
-            _ => break,
-        }
-    }
+    let history = s.whole_history(room, PAGE, started, DEADLINE)?;
+    ensure!(
+        history.pages <= MAX_PAGES,
+        "history not read in {MAX_PAGES} pages"
+    );
+    let (pages, page_bytes) = (history.pages, history.bytes);
+    let texts = history.messages("m.text").count();
+    let media = history.images();
     eprintln!(
         "    history: {pages} pages, {:.1} MB, {texts} texts, {} images",
         page_bytes as f64 / 1e6,

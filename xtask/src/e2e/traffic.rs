@@ -254,31 +254,8 @@ pub fn attack(
     let token = client::login(&agent, base, &account.user, &account.password)
         .context("the attacker's login")?;
     let s = Session::with_agent(agent, base, token);
-    let (mut pages, mut page_bytes) = (0, 0);
-    let mut media = Vec::new();
-    let mut from: Option<String> = None;
-    loop {
-        ensure!(
-            started.elapsed() < deadline,
-            "history not read in {deadline:?}"
-        );
-        let (page, bytes) = s.messages_page(room, from.as_deref(), PAGE)?;
-        pages += 1;
-        page_bytes += bytes;
-        let chunk = page["chunk"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        media.extend(chunk.iter().filter_map(|ev| {
-            (ev["type"] == "m.room.message" && ev["content"]["msgtype"] == "m.image")
-                .then(|| ev["content"]["url"].as_str().map(str::to_owned))
-                .flatten()
-        }));
-        match page["end"].as_str() {
-            Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
-            _ => break,
-        }
-    }
+    let history = s.whole_history(room, PAGE, started, deadline)?;
+    let media = history.images();
     let mut media_bytes = 0;
     for mxc in &media {
         ensure!(
@@ -289,8 +266,8 @@ pub fn attack(
     }
     Ok(Attack {
         secs: started.elapsed().as_secs_f64(),
-        pages,
-        page_bytes,
+        pages: history.pages,
+        page_bytes: history.bytes,
         media: media.len(),
         media_bytes,
         received: counters.received(),
