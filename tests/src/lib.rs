@@ -156,10 +156,18 @@ impl Agent {
             }
             [] => Command::new(agent_bin()),
         };
+        // `--log FILTER` among `extra` replaces the default `info` (given once: clap refuses
+        // it twice).
+        let (log, extra) = match extra.iter().position(|a| *a == "--log") {
+            Some(i) if i + 1 < extra.len() => {
+                (extra[i + 1], [&extra[..i], &extra[i + 2..]].concat())
+            }
+            _ => ("info", extra.to_vec()),
+        };
         let mut child = command
-            .args(["--log-format", "json", "--log", "info", "run"])
+            .args(["--log-format", "json", "--log", log, "run"])
             .args(output)
-            .args(extra)
+            .args(&extra)
             .args(&state_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -104,7 +104,12 @@ fn v4_mapped_peers_are_reported_as_ipv4() {
 /// may be counted to the master.
 #[test]
 fn a_pre_forked_workers_connection_is_attributed_to_the_worker() {
-    let agent = Agent::start(&["--interval", "200ms"]);
+    let agent = Agent::start(&[
+        "--interval",
+        "200ms",
+        "--log",
+        "info,monitor::attribution=debug",
+    ]);
     let mut server = Traffic::start(&["prefork-serve", &N.to_string()]);
     let master = server.pid();
     let words = server.expect_line("listening", Duration::from_secs(10));
@@ -116,7 +121,9 @@ fn a_pre_forked_workers_connection_is_attributed_to_the_worker() {
     client.read_to_end(&mut got).expect("read");
     assert_eq!(got.len() as u64, N);
     server.expect_line("sent", Duration::from_secs(10));
-    agent.wait_for_sample_of(worker, Duration::from_secs(10));
+    // A few polls while the worker holds the connection (the diagnostics below say what
+    // the agent saw if it named the wrong process).
+    pause(Duration::from_secs(1));
     server.go();
     server.wait();
     drop(client);
@@ -128,9 +135,30 @@ fn a_pre_forked_workers_connection_is_attributed_to_the_worker() {
     };
     let by_worker = run.bytes_where(on_port(worker));
     let by_master = run.bytes_where(on_port(master));
+    let seen: Vec<String> = run
+        .samples
+        .iter()
+        .filter(|s| s.local.is_some_and(|l| l.port == port))
+        .map(|s| {
+            format!(
+                "{} pid {:?} {:?} {} B first {:?}",
+                s.window_end, s.owner.pid, s.owner.attribution, s.bytes, s.first_seen
+            )
+        })
+        .collect();
+    let resolving: Vec<&serde_json::Value> = run
+        .logs
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("accepted connection"))
+        })
+        .collect();
     assert!(
         by_worker >= N,
-        "worker {worker}: {by_worker} of {N} bytes (master {master}: {by_master})"
+        "worker {worker}: {by_worker} of {N} bytes (master {master}: {by_master}); samples:\n{}\n{resolving:?}",
+        seen.join("\n")
     );
     assert!(
         by_master < 4 * MAX_SEGMENT,

@@ -61,7 +61,7 @@ pub struct Attributor {
     /// of the listener's creator (a pre-forked server's worker: nginx, Apache, gunicorn),
     /// the worker holding it; else `None`. The kernel's record is the listener's, copied at
     /// accept, so it names the master; the worker is who sends.
-    accepted: HashMap<u64, Holder>,
+    accepted: rustc_hash::FxHashMap<u64, Holder>,
 }
 
 /// Who holds a TCP socket with a kernel owner (see [`Attributor::resolve_accepted`]).
@@ -90,7 +90,7 @@ impl Attributor {
             cgroups: cgroups::CgroupPaths::new(cgroup_root),
             users: HashMap::new(),
             legacy: HashMap::new(),
-            accepted: HashMap::new(),
+            accepted: rustc_hash::FxHashMap::default(),
         }
     }
 
@@ -221,7 +221,16 @@ impl Attributor {
         let mut by_owner: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
         for (cookie, tgid) in fresh {
             let entry = self.accepted.entry(cookie).or_insert(Holder::Searching(0));
-            match by_cookie.get(&cookie) {
+            let found = by_cookie.get(&cookie);
+            tracing::debug!(
+                cookie,
+                owner = tgid,
+                in_dump = found.is_some(),
+                accepted = found.is_some_and(|s| sockdiag::accepted_from(s, &listeners)),
+                inode = found.map_or(0, |s| s.inode),
+                "accepted connection? looking for its holder"
+            );
+            match found {
                 Some(s) if sockdiag::accepted_from(s, &listeners) => {
                     if let Holder::Searching(tries) = entry {
                         *tries += 1;
@@ -245,10 +254,20 @@ impl Attributor {
             let inodes: HashSet<u64> = sockets.iter().map(|(_, inode)| *inode).collect();
             let holders = sockdiag::owners_among(&self.proc_root, &children, &inodes);
             for (cookie, inode) in sockets {
-                if let Some(&pid) = holders.get(&inode) {
+                let holder = holders.get(&inode).copied();
+                tracing::debug!(cookie, owner = tgid, children = ?children, holder, "accepted connection: holder search");
+                if let Some(pid) = holder {
                     self.accepted.insert(cookie, Holder::Worker(pid));
                 }
             }
+        }
+    }
+
+    /// The worker holding accepted socket `cookie`, once found.
+    pub fn holder(&self, cookie: u64) -> Option<u32> {
+        match self.accepted.get(&cookie) {
+            Some(Holder::Worker(pid)) => Some(*pid),
+            _ => None,
         }
     }
 
@@ -272,10 +291,7 @@ impl Attributor {
     /// The owner of a flow of socket `cookie`, shared by all flows of the same owner.
     pub fn owner(&mut self, cookie: u64, flow: &FlowCounters) -> Arc<Owner> {
         let k = &flow.owner;
-        let holder = match self.accepted.get(&cookie) {
-            Some(Holder::Worker(pid)) => Some(*pid),
-            _ => None,
-        };
+        let holder = self.holder(cookie);
         let key = if let Some(pid) = holder {
             OwnerKey::Holder {
                 pid,

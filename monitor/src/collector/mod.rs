@@ -267,7 +267,13 @@ impl Collector {
         let last_seen = clock.wall(c.last_seen_ns.max(c.first_seen_ns));
         let protocol = Protocol::from_number(key.protocol);
         let sk = SampleKey {
-            owner_pid: c.owner.tgid,
+            // The worker holding an accepted connection, not the listener's creator: the
+            // kernel's first packets of the connection (SYN-ACK) may be another flow with
+            // the creator as owner, and must not absorb the worker's bytes.
+            owner_pid: (key.protocol == monitor_common::IPPROTO_TCP)
+                .then(|| self.attributor.holder(key.cookie))
+                .flatten()
+                .unwrap_or(c.owner.tgid),
             legacy_cookie: if c.owner.is_known() { 0 } else { key.cookie },
             cgroup_id: c.cgroup_id,
             local: Endpoint {
