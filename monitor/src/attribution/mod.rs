@@ -222,24 +222,24 @@ impl Attributor {
         for (cookie, tgid) in fresh {
             let entry = self.accepted.entry(cookie).or_insert(Holder::Searching(0));
             let found = by_cookie.get(&cookie);
+            let accepted = found.filter(|s| sockdiag::accepted_from(s, &listeners));
             tracing::debug!(
                 cookie,
                 owner = tgid,
                 in_dump = found.is_some(),
-                accepted = found.is_some_and(|s| sockdiag::accepted_from(s, &listeners)),
+                accepted = accepted.is_some(),
                 inode = found.map_or(0, |s| s.inode),
                 "accepted connection? looking for its holder"
             );
-            match found {
-                Some(s) if sockdiag::accepted_from(s, &listeners) => {
-                    if let Holder::Searching(tries) = entry {
-                        *tries += 1;
-                    }
-                    if s.inode != 0 {
-                        by_owner.entry(tgid).or_default().push((cookie, s.inode));
-                    }
-                }
-                _ => *entry = Holder::Kernel,
+            let Some(s) = accepted else {
+                *entry = Holder::Kernel;
+                continue;
+            };
+            if let Holder::Searching(tries) = entry {
+                *tries += 1;
+            }
+            if s.inode != 0 {
+                by_owner.entry(tgid).or_default().push((cookie, s.inode));
             }
         }
         for (tgid, sockets) in by_owner {

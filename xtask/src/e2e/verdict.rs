@@ -295,6 +295,18 @@ mod tests {
         })
     }
 
+    /// The attacker's `unknown_volume` alert (id `a1`), as most cases need it.
+    fn attacker_alert(bytes: u64, created: i64, activity: &str) -> Value {
+        ocsf(
+            "a1",
+            "unknown_volume",
+            "127.0.0.66",
+            bytes,
+            created,
+            activity,
+        )
+    }
+
     const START: i64 = 1_000_000;
 
     fn expect() -> Expect<'static> {
@@ -315,14 +327,7 @@ mod tests {
 
     #[test]
     fn findings_are_read_from_ocsf() {
-        let v = ocsf(
-            "a1",
-            "unknown_volume",
-            "127.0.0.66",
-            40 << 20,
-            START + 900,
-            "Create",
-        );
+        let v = attacker_alert(40 << 20, START + 900, "Create");
         let x = f(&v, START + 1500);
         assert_eq!(x.rule, "unknown_volume");
         assert_eq!(x.service.as_deref(), Some("messaging"));
@@ -343,22 +348,8 @@ mod tests {
 
     #[test]
     fn the_expected_alert_passes_and_its_latencies_are_measured() {
-        let open = ocsf(
-            "a1",
-            "unknown_volume",
-            "127.0.0.66",
-            40 << 20,
-            START + 900,
-            "Create",
-        );
-        let update = ocsf(
-            "a1",
-            "unknown_volume",
-            "127.0.0.66",
-            59 << 20,
-            START + 900,
-            "Update",
-        );
+        let open = attacker_alert(40 << 20, START + 900, "Create");
+        let update = attacker_alert(59 << 20, START + 900, "Update");
         let v = judge(
             &[f(&open, START + 1500), f(&update, START + 61_000)],
             &expect(),
@@ -384,47 +375,19 @@ mod tests {
             v.failures
         );
 
-        let late = ocsf(
-            "a1",
-            "unknown_volume",
-            "127.0.0.66",
-            40 << 20,
-            START + 61_000,
-            "Create",
-        );
+        let late = attacker_alert(40 << 20, START + 61_000, "Create");
         let v = judge(&[f(&late, START + 61_500)], &expect());
         assert!(v.failures[0].contains("61.5 s after"), "{:?}", v.failures);
 
-        let small = ocsf(
-            "a1",
-            "unknown_volume",
-            "127.0.0.66",
-            1 << 20,
-            START + 900,
-            "Create",
-        );
+        let small = attacker_alert(1 << 20, START + 900, "Create");
         let v = judge(&[f(&small, START + 1000)], &expect());
         assert!(v.failures[0].contains("outside"), "{:?}", v.failures);
 
-        let big = ocsf(
-            "a1",
-            "unknown_volume",
-            "127.0.0.66",
-            80 << 20,
-            START + 900,
-            "Create",
-        );
+        let big = attacker_alert(80 << 20, START + 900, "Create");
         let v = judge(&[f(&big, START + 1000)], &expect());
         assert!(v.failures[0].contains("outside"), "{:?}", v.failures);
 
-        let mut other = ocsf(
-            "a1",
-            "unknown_volume",
-            "127.0.0.66",
-            40 << 20,
-            START + 900,
-            "Create",
-        );
+        let mut other = attacker_alert(40 << 20, START + 900, "Create");
         other["metadata"]["labels"] = json!(["service:nginx"]);
         let v = judge(&[f(&other, START + 1000)], &expect());
         assert!(
@@ -456,14 +419,7 @@ mod tests {
 
     #[test]
     fn structured_data_must_agree_with_the_payload() {
-        let v = ocsf(
-            "a1",
-            "unknown_volume",
-            "127.0.0.66",
-            40 << 20,
-            START,
-            "Create",
-        );
+        let v = attacker_alert(40 << 20, START, "Create");
         let x = f(&v, START);
         let mut params: BTreeMap<String, String> = [
             ("rule", "unknown_volume"),
@@ -484,14 +440,7 @@ mod tests {
 
     #[test]
     fn alerts_on_others_or_before_the_attack_are_false() {
-        let good = ocsf(
-            "a1",
-            "unknown_volume",
-            "127.0.0.66",
-            40 << 20,
-            START + 900,
-            "Create",
-        );
+        let good = attacker_alert(40 << 20, START + 900, "Create");
         let client = ocsf(
             "a2",
             "unknown_volume",
