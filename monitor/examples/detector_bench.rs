@@ -187,6 +187,7 @@ fn blank_batch() -> Vec<FlowSample> {
             first_seen: None,
             last_seen: None,
             untracked: None,
+            direction: None,
         })
         .collect()
 }

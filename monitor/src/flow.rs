@@ -46,6 +46,50 @@ pub struct FlowSample {
     /// Set when the bytes could not be kept per socket, with the reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub untracked: Option<UntrackedReason>,
+    /// Who opened the conversation, when known: the host `served` the peer (a connection
+    /// accepted from a local listener; for UDP, the peer spoke first to a bound port) or
+    /// `initiated` it (the host connected out). Absent in traces written before the field
+    /// existed and where the agent could not tell; the detector then infers it from the ports
+    /// (see `Direction::infer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+}
+
+/// Who opened a flow's conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// The peer came to the host: it is a client of a local service.
+    Served,
+    /// The host went to the peer: it is a destination the service chose.
+    Initiated,
+}
+
+/// Linux's default ephemeral port range starts here (`net.ipv4.ip_local_port_range`); Windows
+/// and macOS clients use 49152 and up.
+const EPHEMERAL_START: u16 = 32_768;
+
+impl Direction {
+    /// The JSON name (`served`, `initiated`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Served => "served",
+            Self::Initiated => "initiated",
+        }
+    }
+
+    /// A best guess from the ports alone, for samples that do not say: a flow whose local
+    /// port is below the ephemeral range and below the remote one is a server answering a
+    /// client (443 -> 51234); anything else (an ephemeral local port, the usual sign of a
+    /// connection made by the host) counts as initiated. Wrong for servers on high ports
+    /// talking to clients on lower ones, which is why the agent records the real direction.
+    pub fn infer(local_port: u16, remote_port: u16) -> Self {
+        if local_port != 0 && local_port < EPHEMERAL_START && local_port < remote_port {
+            Self::Served
+        } else {
+            Self::Initiated
+        }
+    }
 }
 
 /// The process and service behind a flow.
@@ -201,6 +245,7 @@ mod tests {
             first_seen: Some("2026-11-26T09:59:58.5Z".parse().unwrap()),
             last_seen: Some("2026-11-26T10:00:01.25Z".parse().unwrap()),
             untracked: None,
+            direction: Some(Direction::Served),
         }
     }
 
@@ -227,6 +272,36 @@ mod tests {
         assert_eq!(v["first_seen"], "2026-11-26T09:59:58.5Z");
         assert_eq!(v["last_seen"], "2026-11-26T10:00:01.25Z");
         assert!(v.get("untracked").is_none());
+        assert_eq!(v["direction"], "served");
+    }
+
+    /// `direction` came after `remote_name`: older lines read as "not recorded", and the
+    /// field is left out when unknown, so the agent's lines stay readable by older replays.
+    #[test]
+    fn lines_without_direction_still_read() {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v.as_object_mut().unwrap().remove("direction");
+        let back: FlowSample = serde_json::from_value(v).unwrap();
+        assert_eq!(back.direction, None);
+        let line = serde_json::to_string(&back).unwrap();
+        assert!(!line.contains("direction"), "{line}");
+        let initiated = FlowSample {
+            direction: Some(Direction::Initiated),
+            ..sample()
+        };
+        let line = serde_json::to_string(&initiated).unwrap();
+        assert!(line.contains(r#""direction":"initiated""#), "{line}");
+    }
+
+    #[test]
+    fn direction_is_inferred_from_ports_when_missing() {
+        assert_eq!(Direction::infer(443, 51_234), Direction::Served);
+        assert_eq!(Direction::infer(8448, 40_000), Direction::Served);
+        // NAT gateways may map clients to low ports; still above the server's.
+        assert_eq!(Direction::infer(443, 2_000), Direction::Served);
+        assert_eq!(Direction::infer(51_234, 443), Direction::Initiated);
+        assert_eq!(Direction::infer(40_000, 5432), Direction::Initiated);
+        assert_eq!(Direction::infer(0, 0), Direction::Initiated);
     }
 
     #[test]

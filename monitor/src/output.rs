@@ -198,6 +198,7 @@ mod tests {
             first_seen: Some("2026-11-26T09:59:00Z".parse().unwrap()),
             last_seen: None,
             untracked,
+            direction: None,
         };
         let samples = [
             mk(1, None, None),
@@ -235,6 +236,7 @@ mod tests {
             first_seen: None,
             last_seen: None,
             untracked: None,
+            direction: None,
         };
         assert!(
             text_line(&s).contains("-> 127.0.0.9:4000 (exfil.example.test)"),

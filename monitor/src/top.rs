@@ -130,6 +130,7 @@ mod tests {
             first_seen: None,
             last_seen: None,
             untracked: None,
+            direction: None,
         }
     }
 

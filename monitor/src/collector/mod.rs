@@ -312,6 +312,7 @@ impl Collector {
             first_seen: Some(first_seen),
             last_seen: Some(last_seen),
             untracked: None,
+            direction: None,
         });
     }
 
@@ -443,6 +444,7 @@ impl Collector {
                     Untracked::NoFullSocket => UntrackedReason::NoFullSocket,
                     Untracked::Unparsed => UntrackedReason::Unparsed,
                 }),
+                direction: None,
             });
         }
         Ok(())

@@ -46,6 +46,7 @@ pub(crate) fn sample(owner: &Arc<Owner>, at: i64, peer: &str, port: u16, bytes: 
         first_seen: None,
         last_seen: None,
         untracked: None,
+        direction: None,
     }
 }
 

@@ -400,6 +400,7 @@ fn sample(
         first_seen: Some(ts(start)),
         last_seen: Some(ts(end)),
         untracked: None,
+        direction: None,
     }
 }
 
