@@ -7,7 +7,7 @@ use std::{
 };
 
 use crate::{
-    detect::alerts::{Alert, AlertEvent, ThresholdKind},
+    detect::alerts::{Alert, AlertEvent, Reference, Threshold, ThresholdKind},
     output::{OutputFormat, human_bytes, process_label},
 };
 
@@ -28,7 +28,17 @@ pub fn write_event(out: &mut impl Write, format: OutputFormat, e: &AlertEvent) -
 pub fn summary(a: &Alert) -> String {
     let mut line = format!("{} {} service={}", a.rule, a.severity, a.service);
     if let Some(p) = &a.peer {
-        let _ = write!(line, " peer={}", endpoint(p.addr, p.port));
+        match p.prefix_len {
+            Some(len) => {
+                let _ = write!(line, " prefix={}/{len}", p.addr);
+                if let Some(n) = p.members {
+                    let _ = write!(line, " ({n} addresses)");
+                }
+            }
+            None => {
+                let _ = write!(line, " peer={}", endpoint(p.addr, p.port));
+            }
+        }
         if let Some(name) = &p.name {
             let _ = write!(line, " ({name})");
         }
@@ -52,7 +62,7 @@ fn endpoint(addr: std::net::IpAddr, port: u16) -> String {
     }
 }
 
-/// "120.0 MB in 1m > 64.0 MB (p99.9 1.2 MB x10 over 5000 windows)".
+/// "120.0 MiB in 1m > 64.0 MiB (clients p99.9 1.2 MiB x3, 5000 values), 300.0 MiB so far".
 fn volume(a: &Alert) -> String {
     let t = &a.threshold;
     if t.kind == ThresholdKind::Count {
@@ -69,15 +79,42 @@ fn volume(a: &Alert) -> String {
         a.window,
         human_bytes(t.bytes)
     );
-    if let (Some(q), Some(base), Some(f)) = (t.quantile, t.baseline_bytes, t.factor) {
-        let _ = write!(s, " (baseline p{} {} x{f}", q * 100.0, human_bytes(base));
-        if let Some(n) = t.samples {
-            let _ = write!(s, " over {n} windows");
-        }
-        s.push(')');
+    let r = reference(t);
+    if !r.is_empty() {
+        let _ = write!(s, " ({r})");
     }
     if a.total_bytes > 0 {
         let _ = write!(s, ", {} so far", human_bytes(a.total_bytes));
+    }
+    s
+}
+
+/// What a threshold was judged against, in a few words: "clients p99.9 1.2 MiB x3 x1.4
+/// activity, 5000 values", "own curve 180.0 MiB x1.5", "clients floor (12 values)", or
+/// nothing for a configured threshold.
+pub fn reference(t: &Threshold) -> String {
+    let name = t.reference.map_or("baseline", Reference::name);
+    let mut s = String::new();
+    match (t.reference, t.quantile, t.baseline_bytes, t.factor) {
+        (Some(Reference::Configured), ..) | (None, None, None, None) => {}
+        (Some(Reference::OwnCurve), _, Some(base), Some(f)) => {
+            let _ = write!(s, "own curve {} x{f}", human_bytes(base));
+        }
+        (_, Some(q), Some(base), Some(f)) => {
+            let _ = write!(s, "{name} p{} {} x{f}", q * 100.0, human_bytes(base));
+        }
+        _ => {
+            let _ = write!(s, "{name} floor");
+        }
+    }
+    if let Some(activity) = t
+        .activity
+        .filter(|a| *a > 1.0 && t.kind == ThresholdKind::Baseline)
+    {
+        let _ = write!(s, " x{activity:.2} activity");
+    }
+    if let Some(n) = t.samples.filter(|_| !s.is_empty()) {
+        let _ = write!(s, ", {n} values");
     }
     s
 }
@@ -126,15 +163,25 @@ pub fn detail(a: &Alert, history: &[AlertEvent]) -> String {
         }
     }
     if let Some(p) = &a.peer {
+        let at = match p.prefix_len {
+            Some(len) => format!(
+                "prefix {}/{len} ({} addresses)",
+                p.addr,
+                p.members.unwrap_or_default()
+            ),
+            None => endpoint(p.addr, p.port),
+        };
         let _ = writeln!(
             s,
-            "peer      {} name {} class {}",
-            endpoint(p.addr, p.port),
+            "peer      {at} name {} class {}",
             p.name.as_deref().unwrap_or("-"),
             p.class.name()
         );
     }
     let _ = writeln!(s, "volume    {}", volume(a));
+    if let Some(r) = a.threshold.reference {
+        let _ = writeln!(s, "judged    against the {}", r.describe());
+    }
     let _ = writeln!(s, "packets   {} in {}", a.packets, a.window);
     let _ = writeln!(s, "peak      {} in {}", human_bytes(a.peak_bytes), a.window);
     if !a.examples.is_empty() {

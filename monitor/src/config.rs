@@ -475,7 +475,11 @@ mod tests {
         assert_eq!(c.services[0].name.get_ref(), "messaging");
         assert_eq!(c.services[0].matchers[1].get_ref().uid, Some(998));
         assert_eq!(c.destinations.allow.len(), 2);
-        assert_eq!(c.rules.peer_outlier.floor.as_u64(), 1_000_000_000);
+        assert_eq!(
+            c.rules.peer_outlier.floor.get_ref().one_minute.as_u64(),
+            1_000_000_000,
+            "one size is the one-minute floor, as before the other windows"
+        );
         assert!((c.rules.peer_outlier.factor.get_ref() - 3.0).abs() < f64::EPSILON);
         assert_eq!(c.rules.slow_drip.threshold.as_u64(), 1000);
         assert_eq!(parse(&c.to_toml()).unwrap(), c, "round trip with services");

@@ -311,7 +311,11 @@ impl LiveDetector {
                 OperatorAction::Suppress { suppression } => {
                     let _ = self.detector.book_mut().suppress(suppression, now);
                 }
-                OperatorAction::Learn { service, addr } => self.detector.learn(&service, addr),
+                OperatorAction::Learn {
+                    service,
+                    addr,
+                    prefix,
+                } => self.detector.confirm(&service, addr, prefix),
                 OperatorAction::ReloadSuppressions => {
                     match self.store.active_suppressions(Timestamp::now()) {
                         Ok(list) => self.detector.book_mut().set_suppressions(list),

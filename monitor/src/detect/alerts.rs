@@ -48,6 +48,72 @@ pub struct Peer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub class: DestinationClass,
+    /// Set when the alert is about a prefix group: `addr` is then the network's first address
+    /// and this its length (`/24`, `/64`, `/48`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_len: Option<u8>,
+    /// Prefix groups: the addresses of the prefix seen since the group was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<u32>,
+}
+
+impl Peer {
+    /// `198.51.100.7`, or `198.51.100.0/24` for a prefix group.
+    pub fn addr_text(&self) -> String {
+        match self.prefix_len {
+            Some(len) => format!("{}/{len}", self.addr),
+            None => self.addr.to_string(),
+        }
+    }
+}
+
+/// What a rule judged the volume against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reference {
+    /// A threshold of the configuration (rules 1, 4, 5; and a population's floor).
+    Configured,
+    /// The population of the service's clients (per-client volumes for the window).
+    Clients,
+    /// The population of the destinations the service learned.
+    Destinations,
+    /// The population of the service's prefix groups.
+    Prefixes,
+    /// The peer's (or prefix's) own curve for this time of day.
+    OwnCurve,
+    /// The service's own per-minute totals for this hour of day (rule 3).
+    ServiceCurve,
+    /// The service's own hourly volume to new clients for this hour of day (rule 8).
+    NewClientCurve,
+}
+
+impl Reference {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Configured => "configured",
+            Self::Clients => "clients",
+            Self::Destinations => "destinations",
+            Self::Prefixes => "prefixes",
+            Self::OwnCurve => "own_curve",
+            Self::ServiceCurve => "service_curve",
+            Self::NewClientCurve => "new_client_curve",
+        }
+    }
+
+    /// In words, for messages and SIEM fields.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::Configured => "configured threshold",
+            Self::Clients => "population of the service's clients",
+            Self::Destinations => "population of the service's learned destinations",
+            Self::Prefixes => "population of the service's prefix groups",
+            Self::OwnCurve => "the peer's own curve for this time of day",
+            Self::ServiceCurve => "the service's own curve for this hour of day",
+            Self::NewClientCurve => {
+                "the service's hourly volume to new clients for this hour of day"
+            }
+        }
+    }
 }
 
 /// The ATT&CK mapping, owned so alerts deserialize from the database.
@@ -98,6 +164,29 @@ pub struct Threshold {
     /// Windows the baseline was learned from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples: Option<u64>,
+    /// What the volume was judged against (absent in alerts stored before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Reference>,
+    /// The service's activity at the time, relative to its usual for the hour (1 = usual),
+    /// by which the learned part of the bar was multiplied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<f64>,
+}
+
+impl Threshold {
+    /// A configured threshold.
+    pub fn configured(bytes: u64) -> Self {
+        Self {
+            bytes,
+            kind: ThresholdKind::Absolute,
+            baseline_bytes: None,
+            quantile: None,
+            factor: None,
+            samples: None,
+            reference: Some(Reference::Configured),
+            activity: None,
+        }
+    }
 }
 
 /// An alert, as stored and exported (the agent's own alert schema, see the README).
@@ -175,12 +264,14 @@ pub struct AlertEvent {
     pub alert: Alert,
 }
 
-/// Dedup key: (rule, service, peer).
+/// Dedup key: (rule, service, peer or prefix).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AlertKey {
     pub rule: RuleId,
     pub service: Arc<str>,
     pub peer: Option<IpAddr>,
+    /// The prefix length when `peer` is a prefix group's network.
+    pub prefix: Option<u8>,
 }
 
 /// A condition a rule found true now; the book turns it into an alert event or nothing.
@@ -283,6 +374,7 @@ impl AlertBook {
             rule: alert.rule,
             service: Arc::from(alert.service.as_str()),
             peer: alert.peer.as_ref().map(|p| p.addr),
+            prefix: alert.peer.as_ref().and_then(|p| p.prefix_len),
         };
         self.open.insert(
             key,
@@ -309,6 +401,7 @@ impl AlertBook {
             a.total_bytes = a.total_bytes.saturating_add(c.sample_bytes);
             a.last_seen = c.last_seen;
             a.threshold = c.threshold;
+            a.window = c.window;
             a.new_destinations = c.new_destinations.or(a.new_destinations);
             if !c.examples.is_empty() {
                 a.examples = c.examples;
@@ -320,6 +413,7 @@ impl AlertBook {
                 p.port = new.port;
                 p.class = new.class;
                 p.name = new.name.or(p.name.take());
+                p.members = new.members.or(p.members);
             }
             let due =
                 now.as_second() - t.last_emitted.as_second() >= self.lifecycle.update_every_secs;
@@ -488,7 +582,12 @@ impl AlertBook {
 }
 
 fn alert_id(key: &AlertKey, opened: Timestamp) -> Uuid {
-    let peer = key.peer.map(|p| p.to_string()).unwrap_or_default();
+    // A prefix is written `addr/len`; a single address as before, so ids do not change.
+    let peer = match (key.peer, key.prefix) {
+        (Some(p), Some(len)) => format!("{p}/{len}"),
+        (Some(p), None) => p.to_string(),
+        (None, _) => String::new(),
+    };
     let name = format!(
         "{}|{}|{}|{}",
         key.rule.id(),
@@ -526,6 +625,7 @@ pub mod fixtures {
                 rule,
                 service: Arc::from("messaging"),
                 peer: Some(addr),
+                prefix: None,
             },
             severity: Severity::High,
             process: None,
@@ -534,6 +634,8 @@ pub mod fixtures {
                 port: 443,
                 name: Some("x.example.org".into()),
                 class: DestinationClass::Learned,
+                prefix_len: None,
+                members: None,
             }),
             window: WindowLen::OneMinute,
             bytes,
@@ -546,6 +648,8 @@ pub mod fixtures {
                 quantile: Some(0.999),
                 factor: Some(10.0),
                 samples: Some(5000),
+                reference: Some(super::Reference::Clients),
+                activity: Some(1.0),
             },
             new_destinations: None,
             examples: vec![],

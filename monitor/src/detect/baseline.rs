@@ -52,15 +52,40 @@ impl Distribution {
     /// The value at `quantile`, cached until the distribution grew by 1 % (quantiles of a
     /// histogram with thousands of buckets are too slow to compute per sample).
     pub fn quantile(&mut self, quantile: f64) -> u64 {
+        self.quantile_trimmed(quantile, 0)
+    }
+
+    /// The value at `quantile`, or lower while the distribution is small: never above the
+    /// value that leaves `trim` values above it. A high quantile of a few hundred values is
+    /// the largest of them, whatever it is; with `trim`, a handful of extreme values (the first
+    /// hour of a NAT gateway before it is known as heavy) cannot set the bar. Cached like
+    /// [`Self::quantile`].
+    pub fn quantile_trimmed(&mut self, quantile: f64, trim: u64) -> u64 {
         let len = self.hist.len();
         if let Some((value, at)) = self.cached
+            && len >= at
             && len <= at + at / 100
         {
             return value;
         }
-        let value = self.hist.value_at_quantile(quantile);
+        let q = if len > trim {
+            quantile.min(1.0 - trim as f64 / len as f64)
+        } else {
+            0.0
+        };
+        let value = self.hist.value_at_quantile(q);
         self.cached = Some((value, len));
         value
+    }
+
+    /// The cached quantile (value, count when computed): stored with the distribution where
+    /// a restart must give the same bars as a run without one.
+    pub fn cache(&self) -> Option<(u64, u64)> {
+        self.cached
+    }
+
+    pub fn set_cache(&mut self, cached: Option<(u64, u64)>) {
+        self.cached = cached;
     }
 
     /// Compressed V2 encoding, for the state database.
@@ -158,6 +183,16 @@ impl TimeOfDay {
             (Some(a), Some(b)) => Some(if b.0 > a.0 { b } else { a }),
             (a, b) => a.or(b),
         }
+    }
+
+    /// The usual (median) value at `secs`'s hour of day: that hour's once it holds
+    /// `min_samples` values, else the whole day's; `None` before anything was learned.
+    pub fn median(&self, secs: u64, min_samples: u64) -> Option<u64> {
+        let hour = self.hours[hour_of_day(secs)]
+            .as_ref()
+            .filter(|h| h.len() >= min_samples.max(1));
+        let d = hour.unwrap_or(&self.all_day);
+        (!d.is_empty()).then(|| d.hist.value_at_quantile(0.5))
     }
 
     /// The hour's threshold when that hour has `min_samples`, else the whole day's.

@@ -1,6 +1,7 @@
 //! Destination classes: `internal` (configured networks), `allowlisted` (CIDRs or host names,
 //! optionally per port and service), `learned` (seen during learning or confirmed by an
-//! operator: the detector knows that, not this file), else `unknown`.
+//! operator: the detector knows that, not this file), else `unknown` for destinations the
+//! service connected to, and `client` for peers that came to it.
 
 use std::{collections::HashMap, net::IpAddr};
 
@@ -16,6 +17,9 @@ pub enum DestinationClass {
     Allowlisted,
     Learned,
     Unknown,
+    /// A peer that came to the service (it served the peer): judged against the population
+    /// of the service's clients, not by whether it was seen before.
+    Client,
 }
 
 impl DestinationClass {
@@ -25,6 +29,7 @@ impl DestinationClass {
             Self::Allowlisted => "allowlisted",
             Self::Learned => "learned",
             Self::Unknown => "unknown",
+            Self::Client => "client",
         }
     }
 }

@@ -1,15 +1,30 @@
 //! The detector: consumes `FlowSample`s on their own time (the window end), keeps sliding
-//! windows per (service, peer), classes destinations, learns baselines and raises alerts.
-//! Pure: no I/O, no clock. The agent and `replay` feed it and store what it reports, so the
-//! same code runs live and on recorded data.
+//! windows per (service, peer) and per (service, network prefix), learns what each kind of
+//! peer usually receives, and raises alerts. Pure: no I/O, no clock. The agent and `replay`
+//! feed it and store what it reports, so the same code runs live and on recorded data.
+//!
+//! Every peer is judged against the right reference (see `judge`): a destination the
+//! service connected to against what it learned; a client against the population of the
+//! service's clients; several clients of one network prefix together against the population
+//! of prefixes; a heavy peer (NAT gateway, backup target) against its own curve.
 
 pub mod alerts;
 pub mod baseline;
 pub mod classes;
+pub mod curve;
+mod judge;
+mod learn;
+pub mod params;
 pub mod peers;
+pub mod population;
+mod prefixes;
+pub mod ring;
+pub mod rule_settings;
 pub mod rules;
+mod service;
 pub mod services;
 pub mod settings;
+pub mod table;
 #[cfg(test)]
 pub(crate) mod tests;
 pub mod window;
@@ -20,141 +35,31 @@ use jiff::Timestamp;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
+pub use self::service::ServiceState;
 use self::{
     alerts::{
-        AlertBook, AlertEvent, AlertKey, Condition, Lifecycle, Peer, Threshold, ThresholdKind,
+        AlertBook, AlertEvent, AlertKey, Condition, Lifecycle, Peer, Reference, Threshold,
+        ThresholdKind,
     },
-    baseline::{Bar, Distribution, PEER_SIGFIG, TimeOfDay},
     classes::{Classifier, DestinationClass, canonical},
-    peers::{DIRTY, LEARNED, PeerKey, PeerState},
-    rules::{RuleId, Severity},
+    curve::Curve,
+    judge::Crossing,
+    params::Params,
+    peers::{
+        DAY_PENDING, DIRTY, EXEMPT, HEAVY, HOUR_PENDING, INITIATED, LEARNED, PeerKey, PeerState,
+        SERVED,
+    },
+    population::Kind,
+    rules::RuleId,
     services::ServiceMatcher,
-    settings::{AlertsConfig, RulesConfig},
-    window::{Window, WindowLen},
+    settings::AlertsConfig,
+    table::PeerTable,
+    window::WindowLen,
 };
 use crate::{
     config::Config,
-    flow::{FlowSample, Owner},
+    flow::{Direction, FlowSample, Owner},
 };
-
-/// Rule parameters as plain numbers (the configuration keeps spans and units).
-#[derive(Clone, Debug, PartialEq)]
-struct Params {
-    unknown: Option<(Severity, [(WindowLen, u64); 3])>,
-    outlier: Option<Outlier>,
-    baseline: Option<Baseline>,
-    new_dest: Option<(Severity, WindowLen, u64)>,
-    drip: Option<(Severity, u64)>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Outlier {
-    severity: Severity,
-    window: WindowLen,
-    bar: Bar,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Baseline {
-    severity: Severity,
-    bar: Bar,
-}
-
-impl Params {
-    fn new(rules: &RulesConfig) -> Self {
-        let unknown = &rules.unknown_volume;
-        let outlier = &rules.peer_outlier;
-        let baseline = &rules.service_baseline;
-        let new_dest = &rules.new_destinations;
-        let drip = &rules.slow_drip;
-        Self {
-            unknown: unknown.enabled.then_some((
-                unknown.severity,
-                [
-                    (WindowLen::OneMinute, unknown.one_minute.as_u64()),
-                    (WindowLen::TenMinutes, unknown.ten_minutes.as_u64()),
-                    (WindowLen::OneHour, unknown.one_hour.as_u64()),
-                ],
-            )),
-            outlier: outlier.enabled.then_some(Outlier {
-                severity: outlier.severity,
-                window: *outlier.window.get_ref(),
-                bar: Bar {
-                    quantile: *outlier.quantile.get_ref(),
-                    factor: *outlier.factor.get_ref(),
-                    floor: outlier.floor.as_u64(),
-                    min_samples: outlier.min_samples,
-                },
-            }),
-            baseline: baseline.enabled.then_some(Baseline {
-                severity: baseline.severity,
-                bar: Bar {
-                    quantile: *baseline.quantile.get_ref(),
-                    factor: *baseline.factor.get_ref(),
-                    floor: baseline.floor.as_u64(),
-                    min_samples: baseline.min_samples,
-                },
-            }),
-            new_dest: new_dest.enabled.then_some((
-                new_dest.severity,
-                *new_dest.window.get_ref(),
-                u64::from(*new_dest.max_new.get_ref()),
-            )),
-            drip: drip
-                .enabled
-                .then_some((drip.severity, drip.threshold.as_u64())),
-        }
-    }
-
-    /// The window whose completed buckets feed rule 2's distribution.
-    fn outlier_window(&self) -> WindowLen {
-        self.outlier.map_or(WindowLen::OneMinute, |o| o.window)
-    }
-}
-
-/// Per-service state.
-#[derive(Clone, Debug)]
-pub struct ServiceState {
-    pub name: Arc<str>,
-    /// Unix seconds of the service's first sample, and the end of its learning period.
-    pub first_seen: u64,
-    pub learn_until: u64,
-    /// Non-internal bytes per minute (rule 3).
-    pub total: Window,
-    /// First-seen unknown destinations (rule 4), counted as "bytes".
-    pub new_destinations: Window,
-    /// The latest few first-seen destinations, for rule 4's alert.
-    pub recent_new: Vec<IpAddr>,
-    /// Per-peer window volumes (rule 2).
-    pub peer_volumes: Distribution,
-    /// Per-minute totals by hour of day (rule 3).
-    pub time_of_day: TimeOfDay,
-    pub dirty: bool,
-    /// Bytes since the agent started, by destination class (for the metrics endpoint; not
-    /// persisted: Prometheus counters restart with the process).
-    pub bytes_by_class: [u64; 4],
-}
-
-impl ServiceState {
-    fn new(name: Arc<str>) -> Self {
-        Self {
-            name,
-            first_seen: 0,
-            learn_until: 0,
-            total: Window::default(),
-            new_destinations: Window::default(),
-            recent_new: Vec::new(),
-            peer_volumes: Distribution::new(PEER_SIGFIG),
-            time_of_day: TimeOfDay::default(),
-            dirty: true,
-            bytes_by_class: [0; 4],
-        }
-    }
-
-    pub fn learning(&self, secs: u64) -> bool {
-        secs < self.learn_until
-    }
-}
 
 /// Counters of the detector, cumulative.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -168,6 +73,8 @@ pub struct DetectorStats {
     pub services: u64,
     /// (service, peer) pairs tracked.
     pub peers: u64,
+    /// Prefix groups tracked (networks with two or more clients of one service).
+    pub prefix_groups: u64,
     pub learned: u64,
     /// Pairs forgotten after `FORGET_AFTER_SECS` without traffic (not learned ones).
     pub forgotten: u64,
@@ -183,11 +90,11 @@ pub struct Learned {
 
 /// How many owners to remember by pointer before starting over (processes come and go).
 const OWNER_CACHE_MAX: usize = 65_536;
-/// A peer that is not learned and has sent nothing for this long (longer than the longest
-/// window, so every window is empty) is forgotten: memory stays bounded on a server whose
-/// clients come and go. It is "new" again if it comes back.
+/// A peer that is neither learned nor heavy and has sent nothing for this long (longer than
+/// the longest window, so every window is empty) is forgotten: memory stays bounded on a
+/// server whose clients come and go. It is "new" again if it comes back.
 pub const FORGET_AFTER_SECS: u64 = 25 * 3600;
-/// How often (simulated time) forgotten peers are swept.
+/// How often (simulated time) quiet peers teach their last hour and forgotten ones go.
 const SWEEP_EVERY_SECS: i64 = 600;
 
 /// Samples whose peers are looked up together before they are processed (see `touch`).
@@ -196,12 +103,31 @@ const TOUCH_AHEAD: usize = 16;
 /// How many recent first-seen destinations a rule-4 alert lists.
 const EXAMPLES: usize = 5;
 
+/// A client is "new" (rule 8) for this long after its first sample.
+const NEW_CLIENT_SECS: u64 = 86_400;
+
+/// How long an operator-confirmed peer's curve learns freely.
+const CONFIRMED_LEARNING_SECS: u64 = 86_400;
+
 fn lifecycle(a: &AlertsConfig) -> Lifecycle {
     Lifecycle {
         resolve_after_secs: a.resolve_after.get_ref().0.as_secs() as i64,
         update_every_secs: a.update_every.get_ref().0.as_secs() as i64,
         max_new_per_minute: *a.max_new_per_minute.get_ref(),
     }
+}
+
+/// What one sample is to its service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Internal or allowlisted: counted, never judged.
+    Exempt,
+    /// A client (the peer came to the service).
+    Client,
+    /// A destination the service learned.
+    Destination,
+    /// A destination the service connected to and never learned.
+    Unknown,
 }
 
 pub struct Detector {
@@ -216,11 +142,15 @@ pub struct Detector {
     owners: FxHashMap<usize, (Arc<Owner>, Option<u32>)>,
     service_ids: HashMap<Arc<str>, u32>,
     services: Vec<ServiceState>,
-    peers: FxHashMap<PeerKey, PeerState>,
+    peers: PeerTable,
+    /// Prefixes with a single client so far -> that client's slot (a group is made when a
+    /// second client of the prefix appears).
+    first_members: FxHashMap<PeerKey, u32>,
+    groups: u64,
     book: AlertBook,
     learned: Vec<Learned>,
     /// Pairs forgotten since the last call to `take_forgotten` (for the store).
-    forgotten: Vec<(Arc<str>, IpAddr)>,
+    forgotten: Vec<(Arc<str>, PeerKey)>,
     now_ms: u64,
     last_tick: i64,
     last_sweep: i64,
@@ -231,7 +161,7 @@ impl Detector {
     pub fn new(config: &Config) -> Self {
         let a = &config.alerts;
         Self {
-            params: Params::new(&config.rules),
+            params: Params::new(&config.rules, &config.detect),
             learning_secs: config.detect.learning_period.get_ref().0.as_secs(),
             learn_new_services: config.detect.learn_new_services,
             host_learn_until: 0,
@@ -240,7 +170,9 @@ impl Detector {
             owners: FxHashMap::default(),
             service_ids: HashMap::new(),
             services: Vec::new(),
-            peers: FxHashMap::default(),
+            peers: PeerTable::default(),
+            first_members: FxHashMap::default(),
+            groups: 0,
             book: AlertBook::new(lifecycle(a)),
             learned: Vec::new(),
             forgotten: Vec::new(),
@@ -255,9 +187,10 @@ impl Detector {
     /// and the alert lifecycle change now; what was observed (services, peers, windows,
     /// baselines, learned destinations, open alerts) is kept. Owners are matched again
     /// against the new `[[services]]`. A service already learning keeps its end of learning
-    /// (a new `learning_period` applies to services that start learning after).
+    /// (a new `learning_period` applies to services that start learning after). New prefix
+    /// lengths make groups from the next samples on.
     pub fn reconfigure(&mut self, config: &Config) {
-        self.params = Params::new(&config.rules);
+        self.params = Params::new(&config.rules, &config.detect);
         self.learning_secs = config.detect.learning_period.get_ref().0.as_secs();
         self.learn_new_services = config.detect.learn_new_services;
         self.matcher = ServiceMatcher::new(&config.services, config.detect.group_unmatched);
@@ -293,7 +226,11 @@ impl Detector {
         &mut self.services
     }
 
-    pub fn peers_mut(&mut self) -> &mut FxHashMap<PeerKey, PeerState> {
+    pub fn peers(&self) -> &PeerTable {
+        &self.peers
+    }
+
+    pub fn peers_mut(&mut self) -> &mut PeerTable {
         &mut self.peers
     }
 
@@ -307,8 +244,17 @@ impl Detector {
         self.host_learn_until = secs;
     }
 
-    /// Pairs forgotten since the last call (their checkpoints can go).
-    pub fn take_forgotten(&mut self) -> Vec<(Arc<str>, IpAddr)> {
+    /// The latest sweep (Unix seconds of the samples' time), for checkpoints.
+    pub fn last_sweep(&self) -> i64 {
+        self.last_sweep
+    }
+
+    pub fn set_last_sweep(&mut self, secs: i64) {
+        self.last_sweep = secs;
+    }
+
+    /// Pairs and groups forgotten since the last call (their checkpoints can go).
+    pub fn take_forgotten(&mut self) -> Vec<(Arc<str>, PeerKey)> {
         std::mem::take(&mut self.forgotten)
     }
 
@@ -330,14 +276,47 @@ impl Detector {
         id
     }
 
-    /// Marks `addr` learned for `service` (from the database, or confirmed by an operator).
+    /// Marks `addr` learned for `service` (a destination learned before a restart, from the
+    /// database).
     pub fn learn(&mut self, service: &str, addr: IpAddr) {
         let sid = self.service_id(service);
-        let peer = self
-            .peers
-            .entry(PeerKey::new(sid, canonical(addr)))
-            .or_default();
-        peer.flags |= LEARNED;
+        let (id, _) = self.peers.get_or_insert(PeerKey::new(sid, canonical(addr)));
+        self.peers.slot_mut(id).flags |= LEARNED;
+    }
+
+    /// An operator confirmed that `addr` (an address, or a prefix group's network when
+    /// `prefix` is set) is a normal peer of `service` (`alerts ack --learn`): it becomes a
+    /// learned destination; a client or a prefix also becomes heavy, with its own curve
+    /// starting at what it receives now and learning freely for a day.
+    pub fn confirm(&mut self, service: &str, addr: IpAddr, prefix: Option<u8>) {
+        let sid = self.service_id(service);
+        let key = match prefix {
+            Some(len) => PeerKey::network(sid, canonical(addr), len),
+            None => PeerKey::new(sid, canonical(addr)),
+        };
+        let now = self.now_ms / 1000;
+        let (id, _) = self.peers.get_or_insert(key);
+        let peer = self.peers.slot_mut(id);
+        if !key.is_group() {
+            peer.flags |= LEARNED | DIRTY;
+        }
+        if key.is_group() || peer.has(SERVED) {
+            peer.flags |= HEAVY | DIRTY;
+            let mut curve = peer
+                .curve
+                .take()
+                .map_or_else(|| Curve::learning_until(now), |c| *c);
+            curve.learn_freely_until(now + CONFIRMED_LEARNING_SECS);
+            let busiest = (0..7u64)
+                .filter_map(|k| peer.ring.epoch().checked_sub(k))
+                .map(|e| peer.ring.slot(e).0)
+                .max()
+                .unwrap_or(0);
+            for hour in 0..24u64 {
+                curve.learn(hour * 3600, busiest, now);
+            }
+            peer.curve = Some(Box::new(curve));
+        }
     }
 
     /// Feeds one poll window (or any batch) of samples, then resolves quiet alerts. Alert
@@ -353,17 +332,17 @@ impl Detector {
     }
 
     /// Looks up the peers of a few samples before processing them. With a million peers
-    /// every lookup is a cache miss; issued back to back, the misses overlap instead of
-    /// waiting one after the other inside the long per-sample work (measured: the probe's
-    /// loads were about 60 % of the detector's time at 1M peers).
+    /// every lookup is a cache miss (the index, then the slot); issued back to back, the
+    /// misses overlap instead of waiting one after the other inside the long per-sample
+    /// work (measured: the probe's loads were about 60 % of the detector's time at 1M).
     fn touch(&mut self, chunk: &[FlowSample]) {
-        let mut sum = 0u8;
+        let mut sum = 0u16;
         for s in chunk {
             let (Some(remote), Some(sid)) = (s.remote, self.cached_service(&s.owner)) else {
                 continue;
             };
-            if let Some(p) = self.peers.get(&PeerKey::new(sid, canonical(remote.addr))) {
-                sum ^= p.flags;
+            if let Some(id) = self.peers.id(&PeerKey::new(sid, canonical(remote.addr))) {
+                sum ^= self.peers.slot(id).flags;
             }
         }
         std::hint::black_box(sum);
@@ -378,54 +357,114 @@ impl Detector {
 
     /// Re-checks open alerts against their windows (which decay with time) and resolves
     /// those whose condition has not held for `resolve_after`; at most once per simulated
-    /// second.
+    /// second. Every ten minutes, quiet peers teach their last hour and idle ones go.
     pub fn tick(&mut self, out: &mut Vec<AlertEvent>) {
         let now = self.now();
-        self.stats.peers = self.peers.len() as u64;
+        self.stats.peers = self.peers.len() as u64 - self.groups;
+        self.stats.prefix_groups = self.groups;
         if now.as_second() <= self.last_tick {
             return;
         }
         self.last_tick = now.as_second();
         for (key, len, threshold) in self.book.open_conditions() {
-            let Some(&sid) = self.service_ids.get(&*key.service) else {
-                continue;
-            };
-            let window = match key.peer {
-                Some(addr) => self
-                    .peers
-                    .get(&PeerKey::new(sid, addr))
-                    .map(|p| *p.window(len)),
-                None if key.rule == RuleId::NewDestinations => {
-                    Some(self.services[sid as usize].new_destinations)
-                }
-                None => Some(self.services[sid as usize].total),
-            };
-            if window.is_some_and(|w| w.estimate(len, self.now_ms).bytes > threshold) {
+            if self.still_holds(&key, len, threshold) {
                 self.book.still_exceeded(&key, now);
             }
         }
         self.book.tick(now, out);
-        if now.as_second() - self.last_sweep >= SWEEP_EVERY_SECS {
+        // On ten-minute boundaries of the samples' time (stored with the checkpoints), so a
+        // restart sweeps when a run without one would have.
+        if now.as_second().div_euclid(SWEEP_EVERY_SECS)
+            > self.last_sweep.div_euclid(SWEEP_EVERY_SECS)
+        {
             self.last_sweep = now.as_second();
             self.sweep();
         }
     }
 
-    /// Forgets pairs idle for `FORGET_AFTER_SECS` that are not learned.
+    /// Whether the condition of an open alert still holds now. A population or curve rule
+    /// holds while any judged window of the peer is above its bar (so a pull's alert stays
+    /// open while its bytes are in the 1h and 24h windows, instead of resolving and opening
+    /// again on the peer's next ordinary request); the others while the alert's own window
+    /// is above the alert's threshold.
+    fn still_holds(&mut self, key: &AlertKey, len: WindowLen, threshold: u64) -> bool {
+        let Some(&sid) = self.service_ids.get(&*key.service) else {
+            return false;
+        };
+        let Some(addr) = key.peer else {
+            return self.services[sid as usize].volume(key.rule, len, self.now_ms) > threshold;
+        };
+        let pkey = match key.prefix {
+            Some(bits) => PeerKey::network(sid, addr, bits),
+            None => PeerKey::new(sid, addr),
+        };
+        let Some(id) = self.peers.id(&pkey) else {
+            return false;
+        };
+        let entity = self.peers.slot(id);
+        if !matches!(
+            key.rule,
+            RuleId::PeerOutlier | RuleId::PrefixOutlier | RuleId::PeerRise
+        ) {
+            return entity.volume(len, self.now_ms).bytes > threshold;
+        }
+        let kind = if pkey.is_group() {
+            Kind::Prefixes
+        } else if entity.learned() {
+            Kind::Destinations
+        } else {
+            Kind::Clients
+        };
+        let explained = if pkey.is_group() {
+            prefixes::explained(&self.peers, entity, self.now_ms / 1000)
+        } else {
+            None
+        };
+        let svc = &mut self.services[sid as usize];
+        let ten = entity.volume(WindowLen::TenMinutes, self.now_ms).bytes;
+        let activity = svc.activity(ten, self.now_ms, &self.params);
+        judge::volume(
+            entity,
+            explained,
+            svc,
+            &self.params,
+            kind,
+            self.now_ms,
+            activity,
+        )
+        .is_some()
+    }
+
+    /// Lets quiet peers teach the hour and day they were last active in, and forgets pairs
+    /// idle for `FORGET_AFTER_SECS` that are neither learned nor heavy.
     fn sweep(&mut self) {
+        let now = self.now_ms / 1000;
         let horizon = self.now_ms.saturating_sub(FORGET_AFTER_SECS * 1000);
-        let services = &self.services;
-        let forgotten = &mut self.forgotten;
-        let before = self.peers.len();
-        self.peers.retain(|key, p| {
-            let keep = p.learned() || p.last_seen_ms >= horizon;
-            if !keep && let Some(svc) = services.get(key.service as usize) {
-                forgotten.push((svc.name.clone(), key.ip()));
+        let mut gone: Vec<u32> = Vec::new();
+        for (id, p) in self.peers.iter_mut() {
+            if let Some(svc) = self.services.get_mut(p.key.service as usize) {
+                learn::flush(p, svc, &self.params, now);
             }
-            keep
-        });
-        self.stats.forgotten += (before - self.peers.len()) as u64;
-        self.stats.peers = self.peers.len() as u64;
+            if !(p.learned() || p.heavy() || p.last_seen_ms >= horizon) {
+                gone.push(id);
+            }
+        }
+        for id in gone {
+            let key = self.peers.slot(id).key;
+            if key.is_group() {
+                self.groups -= 1;
+            }
+            if let Some(svc) = self.services.get(key.service as usize) {
+                self.forgotten.push((svc.name.clone(), key));
+            }
+            self.peers.remove(id);
+            self.stats.forgotten += 1;
+        }
+        let peers = &self.peers;
+        self.first_members
+            .retain(|prefix, id| prefixes::is_member(peers, *prefix, *id));
+        self.stats.peers = self.peers.len() as u64 - self.groups;
+        self.stats.prefix_groups = self.groups;
     }
 
     fn service_of(&mut self, owner: &Arc<Owner>) -> Option<u32> {
@@ -443,6 +482,26 @@ impl Detector {
             .map(|name| self.service_id(&name));
         self.owners.insert(ptr, (owner.clone(), sid));
         sid
+    }
+
+    /// The first sample of a service starts its learning period (or not, see
+    /// `learn_new_services`).
+    fn start_service(&mut self, sid: u32, t: u64) {
+        let svc = &mut self.services[sid as usize];
+        if svc.first_seen != 0 {
+            return;
+        }
+        if self.host_learn_until == 0 {
+            self.host_learn_until = t + self.learning_secs;
+        }
+        svc.first_seen = t;
+        // Services present while the host learns, configured ones, and (if asked) any new
+        // one get a learning period; others are judged from their first packet.
+        let learns = t < self.host_learn_until
+            || self.learn_new_services
+            || self.matcher.is_configured(&svc.name);
+        svc.learn_until = if learns { t + self.learning_secs } else { t };
+        svc.dirty = true;
     }
 
     #[expect(
@@ -469,32 +528,30 @@ impl Detector {
             .min(t_ms / 1000);
         self.now_ms = self.now_ms.max(t_ms);
         let now = timestamp_ms(t_ms);
-        let params = &self.params;
-        let svc = &mut self.services[sid as usize];
-        if svc.first_seen == 0 {
-            if self.host_learn_until == 0 {
-                self.host_learn_until = t + self.learning_secs;
-            }
-            svc.first_seen = t;
-            // Services present while the host learns, configured ones, and (if asked) any
-            // new one get a learning period; others are judged from their first packet.
-            let learns = t < self.host_learn_until
-                || self.learn_new_services
-                || self.matcher.is_configured(&svc.name);
-            svc.learn_until = if learns { t + self.learning_secs } else { t };
-            svc.dirty = true;
+        self.start_service(sid, t);
+        let learning = self.services[sid as usize].learning(t);
+        if !learning && !self.services[sid as usize].learning_finished {
+            self.finish_learning(sid);
         }
-        let learning = svc.learning(t);
         let addr = canonical(remote.addr);
-        let key = PeerKey::new(sid, addr);
-        let peer = self.peers.entry(key).or_default();
-        let is_new = peer.first_seen == 0;
+        let direction = s
+            .direction
+            .unwrap_or_else(|| Direction::infer(s.local.map_or(0, |l| l.port), remote.port));
+
+        let (id, is_new) = self.peers.get_or_insert(PeerKey::new(sid, addr));
+        let svc = &mut self.services[sid as usize];
+        learn::flush(self.peers.slot_mut(id), svc, &self.params, t);
+        let peer = self.peers.slot_mut(id);
         if is_new {
-            peer.first_seen = t;
+            peer.first_seen = u32::try_from(t).unwrap_or(u32::MAX);
         }
         peer.last_seen_ms = peer.last_seen_ms.max(t_ms);
         peer.port = remote.port;
-        peer.flags |= DIRTY;
+        peer.flags |= DIRTY
+            | match direction {
+                Direction::Served => SERVED,
+                Direction::Initiated => INITIATED,
+            };
         if peer
             .owner
             .as_ref()
@@ -507,67 +564,53 @@ impl Detector {
         {
             peer.name = Some(name.clone());
         }
-        let name = peer.name.as_deref();
-        let class = match self
-            .classifier
-            .static_class(&svc.name, addr, remote.port, name)
-        {
-            Some(c) => c,
-            None if peer.flags & LEARNED != 0 => DestinationClass::Learned,
-            None if learning => {
-                peer.flags |= LEARNED;
-                self.stats.learned += 1;
-                self.learned.push(Learned {
-                    service: svc.name.clone(),
-                    addr,
-                    at: now,
-                });
-                DestinationClass::Learned
-            }
-            None => DestinationClass::Unknown,
-        };
-        svc.bytes_by_class[class as usize] += s.bytes;
-        let outlier_window = params.outlier_window();
-        for len in WindowLen::ALL {
-            let completed = peer.windows[len.index()].roll(len, t);
-            if len == outlier_window
-                && class != DestinationClass::Internal
-                && let Some(done) = completed
+        let class =
+            match self
+                .classifier
+                .static_class(&svc.name, addr, remote.port, peer.name.as_deref())
             {
-                // Learn from ordinary windows only: an outlier must not raise the bar.
-                let anomalous = params.outlier.is_some_and(|o| {
-                    !learning
-                        && baseline::threshold(&mut svc.peer_volumes, &o.bar)
-                            .is_some_and(|(thr, _)| done.bytes > thr)
-                });
-                if !anomalous {
-                    svc.peer_volumes.record(done.bytes);
-                    svc.dirty = true;
+                Some(c) => c,
+                None if peer.learned() => DestinationClass::Learned,
+                None if direction == Direction::Served => DestinationClass::Client,
+                None if learning => {
+                    peer.flags |= LEARNED;
+                    self.stats.learned += 1;
+                    self.learned.push(Learned {
+                        service: svc.name.clone(),
+                        addr,
+                        at: now,
+                    });
+                    DestinationClass::Learned
                 }
-            }
-            peer.windows[len.index()].add(s.bytes, s.packets);
+                None => DestinationClass::Unknown,
+            };
+        let role = match class {
+            DestinationClass::Internal | DestinationClass::Allowlisted => Role::Exempt,
+            DestinationClass::Learned => Role::Destination,
+            DestinationClass::Client => Role::Client,
+            DestinationClass::Unknown => Role::Unknown,
+        };
+        if role == Role::Exempt {
+            peer.flags |= EXEMPT;
+        } else {
+            peer.flags &= !EXEMPT;
         }
+        svc.bytes_by_class[class as usize] += s.bytes;
+        peer.roll(t);
+        peer.add(s.bytes, s.packets);
+        peer.flags |= HOUR_PENDING | DAY_PENDING;
         if class == DestinationClass::Internal {
             return;
         }
-        if let Some(done) = svc.total.roll(WindowLen::OneMinute, t) {
-            let anomalous = params.baseline.is_some_and(|b| {
-                !learning
-                    && svc
-                        .time_of_day
-                        .threshold(t, &b.bar)
-                        .is_some_and(|(thr, _, _)| done.bytes > thr)
-            });
-            if !anomalous {
-                svc.time_of_day
-                    .record(u64::from(done.epoch) * 60, done.bytes);
-                svc.dirty = true;
-            }
+        let new_client = role == Role::Client && t < u64::from(peer.first_seen) + NEW_CLIENT_SECS;
+        let own_ten = peer.volume(WindowLen::TenMinutes, t_ms).bytes;
+        svc.count(s.bytes, s.packets, t, learning, &self.params);
+        if new_client {
+            svc.count_new_client(s.bytes, t, learning, &self.params);
         }
-        svc.total.add(s.bytes, s.packets);
-        if let Some((_, len, _)) = params.new_dest {
+        if let Some((_, len, _)) = self.params.new_dest {
             svc.new_destinations.roll(len, t);
-            if is_new && class == DestinationClass::Unknown && !learning {
+            if is_new && role == Role::Unknown && !learning {
                 svc.new_destinations.add(1, 0);
                 if svc.recent_new.len() >= EXAMPLES {
                     svc.recent_new.remove(0);
@@ -575,107 +618,100 @@ impl Detector {
                 svc.recent_new.push(addr);
             }
         }
-        if learning || class == DestinationClass::Allowlisted {
+        let groups = if role == Role::Client {
+            self.group_sample(sid, addr, id, is_new, s, t)
+        } else {
+            prefixes::Groups::default()
+        };
+        if learning || role == Role::Exempt {
             return;
         }
 
-        // Per-peer rules. Each builds a condition only when its threshold is crossed.
-        let peer_info = || Peer {
-            addr,
-            port: remote.port,
-            name: peer.name.as_deref().map(str::to_owned),
-            class,
-        };
-        let mut conditions: Vec<Condition> = Vec::new();
-        let peer_condition =
-            |rule: RuleId, severity: Severity, len: WindowLen, threshold: Threshold| {
-                let v = peer.window(len).estimate(len, t_ms);
-                Condition {
-                    key: AlertKey {
-                        rule,
-                        service: svc.name.clone(),
-                        peer: Some(addr),
-                    },
-                    severity,
-                    process: peer.owner.clone(),
-                    peer: Some(peer_info()),
-                    window: len,
-                    bytes: v.bytes,
-                    packets: v.packets,
-                    sample_bytes: s.bytes,
-                    threshold,
-                    new_destinations: None,
-                    examples: Vec::new(),
-                    first_seen: timestamp_ms(peer.first_seen * 1000),
-                    last_seen: timestamp_ms(peer.last_seen_ms),
-                }
-            };
-        if class == DestinationClass::Unknown
-            && let Some((severity, windows)) = params.unknown
-            && let Some(&(len, limit)) = windows
-                .iter()
-                .find(|(len, limit)| peer.window(*len).estimate(*len, t_ms).bytes > *limit)
+        // Per-peer rules.
+        let svc = &mut self.services[sid as usize];
+        let params = &self.params;
+        let mut crossings: Vec<(Option<u32>, Crossing)> = Vec::new();
         {
-            conditions.push(peer_condition(
-                RuleId::UnknownVolume,
-                severity,
-                len,
-                absolute(limit),
-            ));
-        }
-        if let Some(o) = params.outlier {
-            let v = peer.window(o.window).estimate(o.window, t_ms).bytes;
-            if v > o.bar.floor
-                && let Some((thr, q)) = baseline::threshold(&mut svc.peer_volumes, &o.bar)
-                && v > thr
-            {
-                let threshold = Threshold {
-                    bytes: thr,
-                    kind: ThresholdKind::Baseline,
-                    baseline_bytes: Some(q),
-                    quantile: Some(o.bar.quantile),
-                    factor: Some(o.bar.factor),
-                    samples: Some(svc.peer_volumes.len()),
-                };
-                conditions.push(peer_condition(
-                    RuleId::PeerOutlier,
-                    o.severity,
-                    o.window,
-                    threshold,
-                ));
+            let peer = self.peers.slot(id);
+            match role {
+                Role::Unknown => {
+                    crossings.extend(
+                        judge::unknown(peer, params, t_ms)
+                            .into_iter()
+                            .map(|c| (None, c)),
+                    );
+                }
+                Role::Client | Role::Destination => {
+                    let kind = if role == Role::Client {
+                        Kind::Clients
+                    } else {
+                        Kind::Destinations
+                    };
+                    let activity = svc.activity(own_ten, t_ms, params);
+                    crossings.extend(
+                        judge::volume(peer, None, svc, params, kind, t_ms, activity)
+                            .map(|c| (None, c)),
+                    );
+                }
+                Role::Exempt => {}
+            }
+            // The most specific entity that crossed names the alert: the client itself when
+            // it explains the volume alone, else its longest prefix that crossed (a /48 of
+            // the same clients as a /64 says nothing more).
+            for gid in groups.ids() {
+                if !crossings.is_empty() {
+                    break;
+                }
+                let group = self.peers.slot(gid);
+                let explained = prefixes::explained(&self.peers, group, t);
+                let group_ten = group.volume(WindowLen::TenMinutes, t_ms).bytes;
+                let activity = svc.activity(group_ten, t_ms, params);
+                crossings.extend(
+                    judge::volume(
+                        group,
+                        explained,
+                        svc,
+                        params,
+                        Kind::Prefixes,
+                        t_ms,
+                        activity,
+                    )
+                    .map(|c| (Some(gid), c)),
+                );
             }
         }
-        if let Some((severity, limit)) = params.drip
-            && peer
-                .window(WindowLen::OneDay)
-                .estimate(WindowLen::OneDay, t_ms)
-                .bytes
-                > limit
-        {
-            conditions.push(peer_condition(
-                RuleId::SlowDrip,
-                severity,
-                WindowLen::OneDay,
-                absolute(limit),
-            ));
+        // A client that crossed explains its groups' volume for as long as its bytes stay in
+        // their windows (a day): the other members' samples do not raise the same bytes
+        // again on the prefix; a second sender of the prefix still crosses alone.
+        if role == Role::Client && crossings.iter().any(|(gid, _)| gid.is_none()) {
+            let until = t.saturating_add(86_400);
+            for gid in groups.ids() {
+                prefixes::explain(self.peers.slot_mut(gid), id, until);
+            }
+        }
+        let mut conditions: Vec<Condition> = Vec::with_capacity(crossings.len() + 3);
+        for (gid, c) in crossings {
+            let entity = self.peers.slot(gid.unwrap_or(id));
+            conditions.push(peer_condition(entity, &svc.name, class, c, s));
         }
 
         // Service rules.
+        let service_name = svc.name.clone();
         let service_condition =
-            |rule: RuleId, severity: Severity, len: WindowLen, w: &Window, threshold: Threshold| {
-                let v = w.estimate(len, t_ms);
+            |rule: RuleId, severity, len: WindowLen, bytes: u64, packets: u64, threshold| {
                 Condition {
                     key: AlertKey {
                         rule,
-                        service: svc.name.clone(),
+                        service: service_name.clone(),
                         peer: None,
+                        prefix: None,
                     },
                     severity,
                     process: Some(s.owner.clone()),
                     peer: None,
                     window: len,
-                    bytes: v.bytes,
-                    packets: v.packets,
+                    bytes,
+                    packets,
                     sample_bytes: s.bytes,
                     threshold,
                     new_destinations: None,
@@ -685,25 +721,28 @@ impl Detector {
                     last_seen: now,
                 }
             };
-        if let Some(b) = params.baseline {
-            let v = svc.total.estimate(WindowLen::OneMinute, t_ms).bytes;
-            if v > b.bar.floor
-                && let Some((thr, q, n)) = svc.time_of_day.threshold(t, &b.bar)
-                && v > thr
+        if let Some((severity, bar)) = params.baseline {
+            let v = svc.total.estimate(WindowLen::OneMinute, t_ms);
+            if v.bytes > bar.floor
+                && let Some((thr, q, n)) = svc.time_of_day.threshold(t, &bar)
+                && v.bytes > thr
             {
                 let threshold = Threshold {
                     bytes: thr,
                     kind: ThresholdKind::Baseline,
                     baseline_bytes: Some(q),
-                    quantile: Some(b.bar.quantile),
-                    factor: Some(b.bar.factor),
+                    quantile: Some(bar.quantile),
+                    factor: Some(bar.factor),
                     samples: Some(n),
+                    reference: Some(Reference::ServiceCurve),
+                    activity: None,
                 };
                 conditions.push(service_condition(
                     RuleId::ServiceBaseline,
-                    b.severity,
+                    severity,
                     WindowLen::OneMinute,
-                    &svc.total,
+                    v.bytes,
+                    v.packets,
                     threshold,
                 ));
             }
@@ -711,11 +750,13 @@ impl Detector {
         if let Some((severity, len, max_new)) = params.new_dest {
             let count = svc.new_destinations.estimate(len, t_ms).bytes;
             if count > max_new {
+                let total = svc.activity_volume(len, t_ms);
                 let mut c = service_condition(
                     RuleId::NewDestinations,
                     severity,
                     len,
-                    &svc.total,
+                    total.bytes,
+                    total.packets,
                     Threshold {
                         bytes: max_new,
                         kind: ThresholdKind::Count,
@@ -723,14 +764,27 @@ impl Detector {
                         quantile: None,
                         factor: None,
                         samples: None,
+                        reference: Some(Reference::Configured),
+                        activity: None,
                     },
                 );
                 c.new_destinations = Some(count);
                 c.examples.clone_from(&svc.recent_new);
-                let total = svc.total.estimate(len, t_ms);
-                (c.bytes, c.packets) = (total.bytes, total.packets);
                 conditions.push(c);
             }
+        }
+        if new_client
+            && let Some((severity, bar)) = params.new_clients
+            && let Some((threshold, v)) = svc.new_client_crossing(t_ms, &bar)
+        {
+            conditions.push(service_condition(
+                RuleId::NewClientVolume,
+                severity,
+                WindowLen::OneHour,
+                v.bytes,
+                v.packets,
+                threshold,
+            ));
         }
         for c in conditions {
             if let Some(event) = self.book.raise(c, now) {
@@ -738,16 +792,142 @@ impl Detector {
             }
         }
     }
+
+    /// The service's learning period is over: the peers above their bar in its last,
+    /// unfinished hour become heavy (see `learn::finish_learning`). Once per service.
+    fn finish_learning(&mut self, sid: u32) {
+        let svc = &mut self.services[sid as usize];
+        svc.learning_finished = true;
+        svc.dirty = true;
+        if svc.learn_until <= svc.first_seen {
+            return; // judged from its first packet: nothing learned, nobody heavy
+        }
+        for (_, p) in self.peers.iter_mut() {
+            if p.key.service == sid {
+                learn::finish_learning(p, svc, &self.params);
+            }
+        }
+    }
+
+    /// Adds a client's sample to the groups of its prefixes (making a group when a second
+    /// client of a prefix appears); returns the groups' slots.
+    fn group_sample(
+        &mut self,
+        sid: u32,
+        addr: IpAddr,
+        member: u32,
+        new_member: bool,
+        s: &FlowSample,
+        t: u64,
+    ) -> prefixes::Groups {
+        let lens = if addr.is_ipv4() {
+            &self.params.ipv4_prefixes
+        } else {
+            &self.params.ipv6_prefixes
+        };
+        let mut groups = prefixes::Groups::default();
+        for &len in lens {
+            let key = PeerKey::network(sid, addr, len);
+            if let Some(gid) = self.peers.id(&key) {
+                let svc = &mut self.services[sid as usize];
+                let member_seen = self.peers.slot(member).last_seen_ms;
+                let group = self.peers.slot_mut(gid);
+                learn::flush(group, svc, &self.params, t);
+                group.roll(t);
+                group.add(s.bytes, s.packets);
+                group.flags |= DIRTY | HOUR_PENDING | DAY_PENDING;
+                group.last_seen_ms = group.last_seen_ms.max(member_seen);
+                if new_member {
+                    group.members = group.members.saturating_add(1);
+                }
+                prefixes::refresh_owner(self.peers.slot_mut(gid), &s.owner);
+                groups.push(gid);
+                continue;
+            }
+            match self.first_members.get(&key).copied() {
+                Some(first) if first == member => {}
+                Some(first) if prefixes::is_member(&self.peers, key, first) => {
+                    let mut group = PeerState::new(key);
+                    group.absorb(self.peers.slot(first));
+                    group.absorb(self.peers.slot(member));
+                    group.members = 2;
+                    group.flags |= DIRTY;
+                    prefixes::refresh_owner(&mut group, &s.owner);
+                    let gid = self.peers.insert(group);
+                    self.groups += 1;
+                    self.first_members.remove(&key);
+                    groups.push(gid);
+                }
+                _ => {
+                    self.first_members.insert(key, member);
+                }
+            }
+        }
+        groups
+    }
+
+    /// Registers the prefixes of every client loaded from a checkpoint whose group does not
+    /// exist yet (the first-member index is not stored: it is rebuilt from the clients).
+    pub fn rebuild_prefix_index(&mut self) {
+        let mut index = FxHashMap::default();
+        for (id, p) in self.peers.iter() {
+            if p.key.is_group() || !p.has(SERVED) || p.learned() {
+                continue;
+            }
+            let addr = p.key.ip();
+            let lens = if addr.is_ipv4() {
+                &self.params.ipv4_prefixes
+            } else {
+                &self.params.ipv6_prefixes
+            };
+            for &len in lens {
+                let key = PeerKey::network(p.key.service, addr, len);
+                if self.peers.id(&key).is_none() {
+                    index.entry(key).or_insert(id);
+                }
+            }
+        }
+        self.first_members = index;
+        self.groups = self.peers.iter().filter(|(_, p)| p.key.is_group()).count() as u64;
+    }
 }
 
-fn absolute(bytes: u64) -> Threshold {
-    Threshold {
-        bytes,
-        kind: ThresholdKind::Absolute,
-        baseline_bytes: None,
-        quantile: None,
-        factor: None,
-        samples: None,
+/// The condition of a per-peer crossing, naming the peer (or the prefix).
+fn peer_condition(
+    entity: &PeerState,
+    service: &Arc<str>,
+    class: DestinationClass,
+    c: Crossing,
+    s: &FlowSample,
+) -> Condition {
+    let key = entity.key;
+    let prefix = key.is_group().then_some(key.prefix);
+    Condition {
+        key: AlertKey {
+            rule: c.rule,
+            service: service.clone(),
+            peer: Some(key.ip()),
+            prefix,
+        },
+        severity: c.severity,
+        process: entity.owner.clone().or_else(|| Some(s.owner.clone())),
+        peer: Some(Peer {
+            addr: key.ip(),
+            port: entity.port,
+            name: entity.name.as_deref().map(str::to_owned),
+            class,
+            prefix_len: prefix,
+            members: prefix.map(|_| entity.members),
+        }),
+        window: c.window,
+        bytes: c.volume.bytes,
+        packets: c.volume.packets,
+        sample_bytes: s.bytes,
+        threshold: c.threshold,
+        new_destinations: None,
+        examples: Vec::new(),
+        first_seen: timestamp_ms(u64::from(entity.first_seen) * 1000),
+        last_seen: timestamp_ms(entity.last_seen_ms),
     }
 }
 

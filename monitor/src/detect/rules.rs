@@ -44,8 +44,16 @@ pub enum RuleId {
     ServiceBaseline,
     /// 4: many never-seen destinations in one window.
     NewDestinations,
-    /// 5: cumulative volume to one non-allowlisted peer over 24 h.
+    /// 5: cumulative volume over 24 h to one destination the service connected to, never
+    /// learned.
     SlowDrip,
+    /// 6: one network prefix (several clients of one provider) far above the service's
+    /// prefix groups.
+    PrefixOutlier,
+    /// 7: a heavy peer or prefix (NAT gateway, federation server) far above its own curve.
+    PeerRise,
+    /// 8: the service's volume to clients first seen in the last 24 h far above its own curve.
+    NewClientVolume,
 }
 
 /// MITRE ATT&CK tactic and technique of a rule.
@@ -69,12 +77,15 @@ const fn exfiltration(technique_id: &'static str, technique: &'static str) -> At
 }
 
 impl RuleId {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 8] = [
         Self::UnknownVolume,
         Self::PeerOutlier,
         Self::ServiceBaseline,
         Self::NewDestinations,
         Self::SlowDrip,
+        Self::PrefixOutlier,
+        Self::PeerRise,
+        Self::NewClientVolume,
     ];
 
     pub const fn id(self) -> &'static str {
@@ -84,10 +95,13 @@ impl RuleId {
             Self::ServiceBaseline => "service_baseline",
             Self::NewDestinations => "new_destinations",
             Self::SlowDrip => "slow_drip",
+            Self::PrefixOutlier => "prefix_outlier",
+            Self::PeerRise => "peer_rise",
+            Self::NewClientVolume => "new_client_volume",
         }
     }
 
-    /// The rule's number in the documentation (1 to 5).
+    /// The rule's number in the documentation (1 to 8).
     pub const fn number(self) -> u8 {
         match self {
             Self::UnknownVolume => 1,
@@ -95,6 +109,9 @@ impl RuleId {
             Self::ServiceBaseline => 3,
             Self::NewDestinations => 4,
             Self::SlowDrip => 5,
+            Self::PrefixOutlier => 6,
+            Self::PeerRise => 7,
+            Self::NewClientVolume => 8,
         }
     }
 
@@ -104,7 +121,18 @@ impl RuleId {
             Self::PeerOutlier => "One peer receives far more than the service's other peers",
             Self::ServiceBaseline => "Service egress far above its baseline for this time of day",
             Self::NewDestinations => "Burst of never-seen destinations",
-            Self::SlowDrip => "Slow drip: cumulative volume to one peer over 24 hours",
+            Self::SlowDrip => {
+                "Slow drip: cumulative volume to one unknown destination over 24 hours"
+            }
+            Self::PrefixOutlier => {
+                "One network prefix receives far more than the service's other prefixes"
+            }
+            Self::PeerRise => {
+                "A known heavy peer receives far more than its own usual for this time of day"
+            }
+            Self::NewClientVolume => {
+                "Service egress to new clients far above its usual for this hour"
+            }
         }
     }
 
@@ -112,13 +140,17 @@ impl RuleId {
     /// use (T1048); a peer pulling bulk data through the service's own web API (T1567); the
     /// whole service sending far more than usual, typically scripted (T1020); fanning out to
     /// many new hosts (T1048 again: new channels); staying under thresholds with small
-    /// pieces (T1030).
+    /// pieces (T1030). Rules 6 to 8 find the same pull through the service's own web API as
+    /// rule 2, spread over a provider's addresses, hidden behind a known NAT gateway, or
+    /// rotated over new client addresses: T1567 like rule 2.
     pub const fn attack(self) -> Attack {
         match self {
             Self::UnknownVolume | Self::NewDestinations => {
                 exfiltration("T1048", "Exfiltration Over Alternative Protocol")
             }
-            Self::PeerOutlier => exfiltration("T1567", "Exfiltration Over Web Service"),
+            Self::PeerOutlier | Self::PrefixOutlier | Self::PeerRise | Self::NewClientVolume => {
+                exfiltration("T1567", "Exfiltration Over Web Service")
+            }
             Self::ServiceBaseline => exfiltration("T1020", "Automated Exfiltration"),
             Self::SlowDrip => exfiltration("T1030", "Data Transfer Size Limits"),
         }
@@ -126,7 +158,10 @@ impl RuleId {
 
     /// Whether alerts of this rule are about one peer (else about the whole service).
     pub const fn per_peer(self) -> bool {
-        !matches!(self, Self::ServiceBaseline | Self::NewDestinations)
+        !matches!(
+            self,
+            Self::ServiceBaseline | Self::NewDestinations | Self::NewClientVolume
+        )
     }
 }
 

@@ -7,11 +7,11 @@ use std::{ops::Range, path::PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::{rules::Severity, window::WindowLen};
-use crate::config::{Bytes, HumanDuration};
+pub use super::rule_settings::RulesConfig;
+use crate::config::HumanDuration;
 
 /// `[detect]`: learning.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectConfig {
     /// How long a service is observed, without alerts, before rules arm. Destinations seen
@@ -25,6 +25,15 @@ pub struct DetectConfig {
     /// process that appears later, an attacker's tool for one, is judged at once (every
     /// destination `unknown`). Configured `[[services]]` always learn.
     pub learn_new_services: bool,
+    /// Prefix lengths of the groups that sum clients by network (rule `prefix_outlier`, and
+    /// heavy prefixes against their own curve): IPv4 and IPv6, at most two each, longest
+    /// first. Empty: no groups of that family.
+    pub ipv4_prefixes: Vec<Spanned<u8>>,
+    pub ipv6_prefixes: Vec<Spanned<u8>>,
+    /// After learning, a peer teaches its population nothing while one of its windows is above
+    /// this fraction of its bar (the lower watermark: an attacker staying just under the bar
+    /// for days does not raise it).
+    pub learn_below: Spanned<f64>,
 }
 
 impl Default for DetectConfig {
@@ -33,7 +42,22 @@ impl Default for DetectConfig {
             learning_period: unspanned(HumanDuration::hours(24)),
             group_unmatched: true,
             learn_new_services: false,
+            ipv4_prefixes: vec![unspanned(24)],
+            ipv6_prefixes: vec![unspanned(64), unspanned(48)],
+            learn_below: unspanned(0.5),
         }
+    }
+}
+
+impl DetectConfig {
+    /// The prefix lengths in force, longest first.
+    pub fn prefixes(&self) -> (Vec<u8>, Vec<u8>) {
+        let sorted = |list: &[Spanned<u8>]| {
+            let mut v: Vec<u8> = list.iter().map(|s| *s.get_ref()).collect();
+            v.sort_unstable_by(|a, b| b.cmp(a));
+            v
+        };
+        (sorted(&self.ipv4_prefixes), sorted(&self.ipv6_prefixes))
     }
 }
 
@@ -156,142 +180,6 @@ pub struct AllowConfig {
     pub services: Vec<String>,
 }
 
-/// `[rules.*]`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RulesConfig {
-    pub unknown_volume: UnknownVolumeConfig,
-    pub peer_outlier: PeerOutlierConfig,
-    pub service_baseline: ServiceBaselineConfig,
-    pub new_destinations: NewDestinationsConfig,
-    pub slow_drip: SlowDripConfig,
-}
-
-/// Rule 1: bytes to one `unknown` peer over sliding windows.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct UnknownVolumeConfig {
-    pub enabled: bool,
-    pub severity: Severity,
-    /// Alert when the volume to one unknown peer in the last minute exceeds this.
-    #[serde(rename = "1m")]
-    pub one_minute: Bytes,
-    #[serde(rename = "10m")]
-    pub ten_minutes: Bytes,
-    #[serde(rename = "1h")]
-    pub one_hour: Bytes,
-}
-
-impl Default for UnknownVolumeConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            severity: Severity::High,
-            one_minute: Bytes::mib(32),
-            ten_minutes: Bytes::mib(128),
-            one_hour: Bytes::mib(256),
-        }
-    }
-}
-
-/// Rule 2: one peer's volume against the service's distribution of per-peer volumes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PeerOutlierConfig {
-    pub enabled: bool,
-    pub severity: Severity,
-    pub window: Spanned<WindowLen>,
-    /// The quantile of per-peer window volumes the threshold starts from.
-    pub quantile: Spanned<f64>,
-    /// Threshold = max(floor, quantile value x factor).
-    pub factor: Spanned<f64>,
-    pub floor: Bytes,
-    /// Per-peer windows the service must have recorded before the rule arms.
-    pub min_samples: u64,
-}
-
-impl Default for PeerOutlierConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            severity: Severity::High,
-            window: unspanned(WindowLen::OneMinute),
-            quantile: unspanned(0.999),
-            factor: unspanned(10.0),
-            floor: Bytes::mib(64),
-            min_samples: 500,
-        }
-    }
-}
-
-/// Rule 3: the service's total per minute against its own baseline for that hour of day.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServiceBaselineConfig {
-    pub enabled: bool,
-    pub severity: Severity,
-    pub quantile: Spanned<f64>,
-    pub factor: Spanned<f64>,
-    pub floor: Bytes,
-    /// Minutes recorded in an hour-of-day slot before it is used (else the whole-day
-    /// baseline is).
-    pub min_samples: u64,
-}
-
-impl Default for ServiceBaselineConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            severity: Severity::Medium,
-            quantile: unspanned(0.99),
-            factor: unspanned(4.0),
-            floor: Bytes::mib(256),
-            min_samples: 30,
-        }
-    }
-}
-
-/// Rule 4: many destinations never seen before in one window.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NewDestinationsConfig {
-    pub enabled: bool,
-    pub severity: Severity,
-    pub window: Spanned<WindowLen>,
-    /// Alert when more first-seen unknown destinations than this appear in the window.
-    pub max_new: Spanned<u32>,
-}
-
-impl Default for NewDestinationsConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            severity: Severity::Medium,
-            window: unspanned(WindowLen::TenMinutes),
-            max_new: unspanned(50),
-        }
-    }
-}
-
-/// Rule 5: cumulative bytes to one non-allowlisted peer over 24 hours.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SlowDripConfig {
-    pub enabled: bool,
-    pub severity: Severity,
-    pub threshold: Bytes,
-}
-
-impl Default for SlowDripConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            severity: Severity::Medium,
-            threshold: Bytes::mib(256),
-        }
-    }
-}
-
 /// `[alerts]`: lifecycle.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -314,14 +202,18 @@ impl Default for AlertsConfig {
     }
 }
 
-fn unspanned<T>(v: T) -> Spanned<T> {
+pub(super) fn unspanned<T>(v: T) -> Spanned<T> {
     Spanned::new(0..0, v)
 }
 
 /// A validation failure: where, which key, what.
 pub type Invalid = (Range<usize>, String, String);
 
-fn invalid(span: Range<usize>, key: impl Into<String>, message: impl Into<String>) -> Invalid {
+pub(super) fn invalid(
+    span: Range<usize>,
+    key: impl Into<String>,
+    message: impl Into<String>,
+) -> Invalid {
     (span, key.into(), message.into())
 }
 
@@ -342,6 +234,57 @@ pub fn validate(
             "longer than 90 days",
         ));
     }
+    for (list, family, range, key) in [
+        (
+            &detect.ipv4_prefixes,
+            "IPv4",
+            8..=31u8,
+            "detect.ipv4_prefixes",
+        ),
+        (
+            &detect.ipv6_prefixes,
+            "IPv6",
+            16..=127u8,
+            "detect.ipv6_prefixes",
+        ),
+    ] {
+        if list.len() > 2 {
+            return Err(invalid(
+                list[2].span(),
+                key,
+                "at most two prefix lengths per family (each one is a group per client to keep)",
+            ));
+        }
+        for (i, len) in list.iter().enumerate() {
+            if !range.contains(len.get_ref()) {
+                return Err(invalid(
+                    len.span(),
+                    format!("{key}[{i}]"),
+                    format!(
+                        "/{} is not a useful {family} group ({} to {})",
+                        len.get_ref(),
+                        range.start(),
+                        range.end()
+                    ),
+                ));
+            }
+            if list[..i].iter().any(|o| o.get_ref() == len.get_ref()) {
+                return Err(invalid(
+                    len.span(),
+                    format!("{key}[{i}]"),
+                    format!("/{} is listed twice", len.get_ref()),
+                ));
+            }
+        }
+    }
+    let below = *detect.learn_below.get_ref();
+    if !(below > 0.0 && below <= 1.0) {
+        return Err(invalid(
+            detect.learn_below.span(),
+            "detect.learn_below",
+            format!("{below} must be a fraction of the bar, above 0 and at most 1"),
+        ));
+    }
     if state.checkpoint_every.get_ref().0.as_secs() == 0 {
         return Err(invalid(
             state.checkpoint_every.span(),
@@ -358,7 +301,7 @@ pub fn validate(
     }
     validate_services(services)?;
     validate_destinations(destinations)?;
-    validate_rules(rules)?;
+    super::rule_settings::validate_rules(rules)?;
     validate_alerts(alerts)
 }
 
@@ -471,62 +414,6 @@ fn validate_alerts(a: &AlertsConfig) -> Result<(), Invalid> {
             a.max_new_per_minute.span(),
             "alerts.max_new_per_minute",
             "0 would silence every alert (disable rules instead)",
-        ));
-    }
-    Ok(())
-}
-
-fn validate_rules(rules: &RulesConfig) -> Result<(), Invalid> {
-    let check_quantile = |q: &Spanned<f64>, key: &str| {
-        let v = *q.get_ref();
-        if v > 0.0 && v < 1.0 {
-            Ok(())
-        } else {
-            Err(invalid(
-                q.span(),
-                key,
-                format!("{v} is not a quantile strictly between 0 and 1"),
-            ))
-        }
-    };
-    let check_factor = |f: &Spanned<f64>, key: &str| {
-        let v = *f.get_ref();
-        if v.is_finite() && v >= 1.0 {
-            Ok(())
-        } else {
-            Err(invalid(
-                f.span(),
-                key,
-                format!("{v} must be a finite number >= 1"),
-            ))
-        }
-    };
-    let p = &rules.peer_outlier;
-    check_quantile(&p.quantile, "rules.peer_outlier.quantile")?;
-    check_factor(&p.factor, "rules.peer_outlier.factor")?;
-    if *p.window.get_ref() == WindowLen::OneDay {
-        return Err(invalid(
-            p.window.span(),
-            "rules.peer_outlier.window",
-            "24h is the slow-drip window; use 1m, 10m or 1h",
-        ));
-    }
-    let s = &rules.service_baseline;
-    check_quantile(&s.quantile, "rules.service_baseline.quantile")?;
-    check_factor(&s.factor, "rules.service_baseline.factor")?;
-    let n = &rules.new_destinations;
-    if *n.window.get_ref() == WindowLen::OneDay {
-        return Err(invalid(
-            n.window.span(),
-            "rules.new_destinations.window",
-            "use 1m, 10m or 1h",
-        ));
-    }
-    if *n.max_new.get_ref() == 0 {
-        return Err(invalid(
-            n.max_new.span(),
-            "rules.new_destinations.max_new",
-            "0 would alert on every new destination",
         ));
     }
     Ok(())

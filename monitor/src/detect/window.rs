@@ -156,6 +156,36 @@ impl Window {
 }
 
 impl Window {
+    /// Epoch of the current bucket.
+    pub fn epoch(&self) -> u64 {
+        u64::from(self.epoch)
+    }
+
+    pub fn current_bytes(&self) -> u64 {
+        self.cur_bytes
+    }
+
+    pub fn previous_bytes(&self) -> u64 {
+        self.prev_bytes
+    }
+
+    /// Adds `other`'s buckets to this window's buckets of the same epochs.
+    pub fn merge(&mut self, other: &Self, len: WindowLen) {
+        if other.epoch > self.epoch {
+            self.roll(len, u64::from(other.epoch) * u64::from(len.secs()));
+        }
+        let (mine, theirs) = (self.epoch, other.epoch);
+        if mine == theirs {
+            self.cur_bytes = self.cur_bytes.saturating_add(other.cur_bytes);
+            self.cur_packets = self.cur_packets.saturating_add(other.cur_packets);
+            self.prev_bytes = self.prev_bytes.saturating_add(other.prev_bytes);
+            self.prev_packets = self.prev_packets.saturating_add(other.prev_packets);
+        } else if mine == theirs + 1 {
+            self.prev_bytes = self.prev_bytes.saturating_add(other.cur_bytes);
+            self.prev_packets = self.prev_packets.saturating_add(other.cur_packets);
+        }
+    }
+
     pub const ENCODED_LEN: usize = 28;
 
     /// Little-endian fixed encoding (checkpoints).

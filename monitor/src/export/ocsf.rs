@@ -46,7 +46,11 @@ fn status(e: &AlertEvent) -> (u32, &'static str) {
 /// Threshold rules are "Rule" analytics; rules against a learned distribution "Statistical".
 const fn analytic_type(rule: RuleId) -> (u32, &'static str) {
     match rule {
-        RuleId::PeerOutlier | RuleId::ServiceBaseline => (3, "Statistical"),
+        RuleId::PeerOutlier
+        | RuleId::ServiceBaseline
+        | RuleId::PrefixOutlier
+        | RuleId::PeerRise
+        | RuleId::NewClientVolume => (3, "Statistical"),
         RuleId::UnknownVolume | RuleId::NewDestinations | RuleId::SlowDrip => (1, "Rule"),
     }
 }
@@ -133,6 +137,10 @@ fn evidence(e: &AlertEvent, reporter: &Reporter) -> Value {
         if let Some(name) = &p.name {
             dst["hostname"] = json!(name);
         }
+        if p.prefix_len.is_some() {
+            // A prefix group: the network's first address, and the network.
+            dst["subnet_uid"] = json!(p.addr_text());
+        }
         ev.insert("dst_endpoint".into(), dst);
     }
     if let Some(process) = process(e) {
@@ -193,19 +201,29 @@ fn anomaly(e: &AlertEvent) -> Value {
         ),
     };
     let window_ms = i64::from(a.window.secs()) * 1000;
-    let pattern = match (
-        a.threshold.quantile,
-        a.threshold.factor,
-        a.threshold.baseline_bytes,
-    ) {
+    let thr = &a.threshold;
+    let against = thr.reference.map_or(
+        "learned baseline",
+        crate::detect::alerts::Reference::describe,
+    );
+    let pattern = match (thr.quantile, thr.factor, thr.baseline_bytes) {
         (Some(q), Some(f), Some(base)) => format!(
-            "max(floor, p{} of {} learned windows = {base} bytes x {f})",
+            "{against}: max(floor, p{} of {} values = {base} bytes x {f}{})",
             q * 100.0,
-            a.threshold.samples.unwrap_or_default()
+            thr.samples.unwrap_or_default(),
+            busier(thr.activity),
         ),
-        _ => "configured threshold".to_owned(),
+        (None, Some(f), Some(base)) => format!(
+            "{against}: max({base} bytes x {f}{}, population bar)",
+            busier(thr.activity)
+        ),
+        _ => against.to_owned(),
     };
     let target = match &a.peer {
+        Some(p) if p.prefix_len.is_some() => json!({
+            "name": format!("{} -> {}", a.service, p.addr_text()),
+            "type": "service_prefix",
+        }),
         Some(p) => {
             json!({ "name": format!("{} -> {}", a.service, p.addr), "type": "service_peer" })
         }
@@ -229,6 +247,13 @@ fn anomaly(e: &AlertEvent) -> Value {
             "observations": [{ "value": threshold.to_string() }],
         }],
     })
+}
+
+/// " x activity 1.40" when the service was busier than usual.
+fn busier(a: Option<f64>) -> String {
+    a.filter(|a| *a > 1.0)
+        .map(|a| format!(" x activity {a:.2}"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -27,18 +27,19 @@ use crate::{
 };
 
 /// The destination classes, in the order of [`Snapshot::egress_bytes`] (their discriminants).
-const CLASSES: [DestinationClass; 4] = [
+const CLASSES: [DestinationClass; 5] = [
     DestinationClass::Internal,
     DestinationClass::Allowlisted,
     DestinationClass::Learned,
     DestinationClass::Unknown,
+    DestinationClass::Client,
 ];
 
 /// The agent's figures as of its last poll.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// Bytes sent since the agent started, by service and destination class.
-    pub egress_bytes: Vec<(Arc<str>, [u64; 4])>,
+    pub egress_bytes: Vec<(Arc<str>, [u64; 5])>,
     /// Alert events since the agent started, by (rule, event).
     pub alert_events: BTreeMap<(&'static str, &'static str), u64>,
     /// Alerts open now, by rule.

@@ -30,6 +30,9 @@ pub enum OperatorAction {
     Learn {
         service: String,
         addr: IpAddr,
+        /// Set when the alert was about a prefix group (`addr` is its network).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prefix: Option<u8>,
     },
     /// A suppression was lifted: read the active ones again.
     ReloadSuppressions,
@@ -255,6 +258,7 @@ impl Store {
             actions.push(OperatorAction::Learn {
                 service: alert.service.clone(),
                 addr: peer.addr,
+                prefix: peer.prefix_len,
             });
         }
         self.apply_operator(&events, &actions, now)?;
@@ -277,6 +281,7 @@ impl Store {
                         rule: a.rule,
                         service: std::sync::Arc::from(a.service.as_str()),
                         peer: a.peer.as_ref().map(|p| p.addr),
+                        prefix: a.peer.as_ref().and_then(|p| p.prefix_len),
                     },
                     now,
                 )
@@ -328,12 +333,21 @@ impl Store {
         let err = |e| super::classify(&path, e);
         let tx = self.conn.transaction().map_err(err)?;
         for action in actions {
-            if let OperatorAction::Learn { service, addr } = action {
+            if let OperatorAction::Learn {
+                service,
+                addr,
+                prefix,
+            } = action
+            {
+                let text = match prefix {
+                    Some(len) => format!("{addr}/{len}"),
+                    None => addr.to_string(),
+                };
                 tx.execute(
                     "INSERT INTO learned (service, addr, source, learned_at)
                      VALUES (?1, ?2, 'operator', ?3)
                      ON CONFLICT (service, addr) DO UPDATE SET source = 'operator'",
-                    params![service, addr.to_string(), ms(now)],
+                    params![service, text, ms(now)],
                 )
                 .map_err(err)?;
             }

@@ -2,7 +2,7 @@
 //! learned destinations, the per-peer windows (checkpoints, so a restart mid-window keeps the
 //! bytes already counted) and the open alerts.
 
-use std::{net::IpAddr, str::FromStr as _, sync::Arc};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension as _, params};
@@ -10,8 +10,9 @@ use rusqlite::{OptionalExtension as _, params};
 use super::{Store, StoreError};
 use crate::detect::{
     Detector,
-    baseline::{Distribution, PEER_SIGFIG, TIME_OF_DAY_SIGFIG, TimeOfDay},
+    baseline::{Distribution, TIME_OF_DAY_SIGFIG, TimeOfDay},
     peers::{DIRTY, LEARNED, PeerKey, PeerState},
+    population::Populations,
 };
 
 /// What a load restored, for the start-up log.
@@ -53,6 +54,19 @@ impl Store {
                 .map_err(|_| self.decode_error("host learning period", v.clone()))?;
             detector.set_host_learn_until(secs);
         }
+        let sweep: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'last_sweep'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        if let Some(v) = sweep {
+            let secs = v
+                .parse()
+                .map_err(|_| self.decode_error("last sweep", v.clone()))?;
+            detector.set_last_sweep(secs);
+        }
         let mut restored = Restored {
             services: self.load_services(detector)?,
             learned: self.load_learned(detector)?,
@@ -80,37 +94,61 @@ impl Store {
     }
 
     fn load_services(&self, detector: &mut Detector) -> Result<usize, StoreError> {
+        type Row = (
+            String,
+            i64,
+            i64,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+        );
+        // `peer_volumes` (rule 2's single distribution before the populations) is left
+        // unread: the populations learn anew, per kind of peer.
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT name, first_seen, learn_until, peer_volumes, time_of_day FROM services",
+                "SELECT name, first_seen, learn_until, time_of_day, populations,
+                        new_client_curve, windows FROM services",
             )
             .map_err(|e| self.sql(e))?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<Vec<u8>>>(3)?,
-                    r.get::<_, Option<Vec<u8>>>(4)?,
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
                 ))
             })
             .map_err(|e| self.sql(e))?;
         let mut count = 0;
         for row in rows {
-            let (name, first_seen, learn_until, volumes, tod) = row.map_err(|e| self.sql(e))?;
+            let (name, first_seen, learn_until, tod, populations, new_clients, windows): Row =
+                row.map_err(|e| self.sql(e))?;
             let sid = detector.service_id(&name);
             let svc = &mut detector.services_mut()[sid as usize];
             svc.first_seen = first_seen.max(0) as u64;
             svc.learn_until = learn_until.max(0) as u64;
-            if let Some(bytes) = volumes {
-                svc.peer_volumes = Distribution::decode(&bytes, PEER_SIGFIG)
-                    .map_err(|e| self.decode_error("peer-volume baseline", e.to_string()))?;
-            }
             if let Some(bytes) = tod {
                 svc.time_of_day = decode_time_of_day(&bytes)
                     .map_err(|detail| self.decode_error("time-of-day baseline", detail))?;
+            }
+            if let Some(bytes) = populations {
+                svc.populations = Populations::decode(&bytes)
+                    .map_err(|detail| self.decode_error("populations", detail))?;
+            }
+            if let Some(bytes) = new_clients {
+                svc.new_client_curve = decode_time_of_day(&bytes)
+                    .map_err(|detail| self.decode_error("new-client curve", detail))?;
+            }
+            if let Some(bytes) = windows {
+                svc.decode_windows(&bytes).ok_or_else(|| {
+                    self.decode_error("service windows", format!("{} bytes", bytes.len()))
+                })?;
             }
             svc.dirty = false;
             count += 1;
@@ -129,9 +167,13 @@ impl Store {
         let mut count = 0;
         for row in rows {
             let (service, addr) = row.map_err(|e| self.sql(e))?;
-            let addr = IpAddr::from_str(&addr)
-                .map_err(|_| self.decode_error("learned address", addr.clone()))?;
-            detector.learn(&service, addr);
+            let key = PeerKey::parse(0, &addr)
+                .ok_or_else(|| self.decode_error("learned address", addr.clone()))?;
+            // A confirmed prefix group is heavy: its state (and curve) comes with the
+            // checkpointed windows.
+            if !key.is_group() {
+                detector.learn(&service, key.ip());
+            }
             count += 1;
         }
         Ok(count)
@@ -154,19 +196,19 @@ impl Store {
         let mut count = 0;
         for row in rows {
             let (service, addr, state) = row.map_err(|e| self.sql(e))?;
-            let addr = IpAddr::from_str(&addr)
-                .map_err(|_| self.decode_error("peer address", addr.clone()))?;
-            let mut state = PeerState::decode(&state)
-                .ok_or_else(|| self.decode_error("peer windows", format!("{service} {addr}")))?;
             let sid = detector.service_id(&service);
-            let key = PeerKey::new(sid, addr);
+            let key = PeerKey::parse(sid, &addr)
+                .ok_or_else(|| self.decode_error("peer address", addr.clone()))?;
+            let mut state = PeerState::decode(key, &state)
+                .ok_or_else(|| self.decode_error("peer windows", format!("{service} {addr}")))?;
             let peers = detector.peers_mut();
             if peers.get(&key).is_some_and(PeerState::learned) {
                 state.flags |= LEARNED;
             }
-            peers.insert(key, state);
+            peers.insert(state);
             count += 1;
         }
+        detector.rebuild_prefix_index();
         Ok(count)
     }
 
@@ -184,19 +226,28 @@ impl Store {
             )
             .map_err(err)?;
         }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('last_sweep', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [detector.last_sweep().to_string()],
+        )
+        .map_err(err)?;
         {
             let mut service = tx
                 .prepare_cached(
-                    "INSERT INTO services (name, first_seen, learn_until, peer_volumes, time_of_day)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
+                    "INSERT INTO services (name, first_seen, learn_until, time_of_day, populations,
+                        new_client_curve, windows)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (name) DO UPDATE SET first_seen = excluded.first_seen,
-                        learn_until = excluded.learn_until, peer_volumes = excluded.peer_volumes,
-                        time_of_day = excluded.time_of_day",
+                        learn_until = excluded.learn_until, time_of_day = excluded.time_of_day,
+                        populations = excluded.populations,
+                        new_client_curve = excluded.new_client_curve, windows = excluded.windows",
                 )
                 .map_err(err)?;
             let names: Vec<Arc<str>> = detector.services().iter().map(|s| s.name.clone()).collect();
             for svc in detector.services_mut() {
-                if !svc.dirty || svc.first_seen == 0 {
+                // The service's windows change with every sample: saved at each checkpoint.
+                if svc.first_seen == 0 {
                     continue;
                 }
                 service
@@ -204,8 +255,10 @@ impl Store {
                         &*svc.name,
                         svc.first_seen as i64,
                         svc.learn_until as i64,
-                        svc.peer_volumes.encode(),
                         encode_time_of_day(&svc.time_of_day),
+                        svc.populations.encode(),
+                        encode_time_of_day(&svc.new_client_curve),
+                        svc.encode_windows(),
                     ])
                     .map_err(err)?;
                 svc.dirty = false;
@@ -217,14 +270,14 @@ impl Store {
                      ON CONFLICT (service, addr) DO UPDATE SET state = excluded.state",
                 )
                 .map_err(err)?;
-            for (key, state) in detector.peers_mut().iter_mut() {
+            for (_, state) in detector.peers_mut().iter_mut() {
                 if state.flags & DIRTY == 0 || state.first_seen == 0 {
                     continue;
                 }
-                let Some(name) = names.get(key.service as usize) else {
+                let Some(name) = names.get(state.key.service as usize) else {
                     continue;
                 };
-                peer.execute(params![&**name, key.ip().to_string(), state.encode()])
+                peer.execute(params![&**name, state.key.addr_text(), state.encode()])
                     .map_err(err)?;
                 state.flags &= !DIRTY;
                 written.peers += 1;
@@ -232,9 +285,9 @@ impl Store {
             let mut forget = tx
                 .prepare_cached("DELETE FROM peer_windows WHERE service = ?1 AND addr = ?2")
                 .map_err(err)?;
-            for (service, addr) in detector.take_forgotten() {
+            for (service, key) in detector.take_forgotten() {
                 forget
-                    .execute(params![&*service, addr.to_string()])
+                    .execute(params![&*service, key.addr_text()])
                     .map_err(err)?;
             }
             // Open alerts' latest totals and last-exceeded time, so a restart resolves them

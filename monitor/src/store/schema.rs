@@ -77,6 +77,13 @@ pub const MIGRATIONS: &[&str] = &[
         seq INTEGER NOT NULL              -- last alert_events.seq delivered
     ) STRICT, WITHOUT ROWID;
     ",
+    // 4: the populations (clients, learned destinations, prefix groups), rule 8's curve and
+    // the service's own windows. peer_windows.addr may now be a prefix (`198.51.100.0/24`).
+    "
+    ALTER TABLE services ADD COLUMN populations BLOB;       -- Populations::encode
+    ALTER TABLE services ADD COLUMN new_client_curve BLOB;  -- 25 hdrhistograms (rule 8)
+    ALTER TABLE services ADD COLUMN windows BLOB;           -- ServiceState::encode_windows
+    ",
 ];
 
 /// The schema version this build writes.

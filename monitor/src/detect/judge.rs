@@ -1,0 +1,221 @@
+//! The per-peer rules: what a peer's (or a prefix group's) windows are compared with, given
+//! its role. Each returns the crossing it found, with the threshold and the reference it was
+//! judged against; the detector turns crossings into alert conditions.
+//!
+//! | role | rules |
+//! |---|---|
+//! | a destination the service connected to and never learned | `unknown_volume` (1m, 10m, 1h), `slow_drip` (24h): configured thresholds |
+//! | a client (it came to the service) | `peer_outlier` against the clients' population, each window |
+//! | a learned destination (federation server, push gateway) | `peer_outlier` against the destinations' population, at least the clients' bar |
+//! | a prefix group of clients | `prefix_outlier` against the prefixes' population |
+//! | a heavy peer or prefix (NAT gateway, backup target) | `peer_rise` against its own curve, at least its population's bar |
+
+use super::{
+    ServiceState,
+    alerts::{Reference, Threshold, ThresholdKind},
+    params::Params,
+    peers::PeerState,
+    population::{self, Kind},
+    rules::{RuleId, Severity},
+    window::{Volume, WindowLen},
+};
+
+/// A window that crossed its bar.
+#[derive(Clone, Debug)]
+pub struct Crossing {
+    pub rule: RuleId,
+    pub severity: Severity,
+    pub window: WindowLen,
+    pub volume: Volume,
+    pub threshold: Threshold,
+}
+
+impl Kind {
+    pub const fn reference(self) -> Reference {
+        match self {
+            Self::Clients => Reference::Clients,
+            Self::Destinations => Reference::Destinations,
+            Self::Prefixes => Reference::Prefixes,
+        }
+    }
+}
+
+/// A population's bar as the alert's threshold.
+fn population_threshold(
+    r: &population::Reference,
+    reference: Reference,
+    params: &Params,
+    kind: Kind,
+    activity: f64,
+) -> Threshold {
+    let bar = params.bar(kind);
+    Threshold {
+        bytes: r.bytes,
+        kind: if r.floor {
+            ThresholdKind::Absolute
+        } else {
+            ThresholdKind::Baseline
+        },
+        baseline_bytes: r.baseline,
+        quantile: r.baseline.map(|_| bar.quantile),
+        factor: r.baseline.map(|_| bar.factor),
+        samples: Some(r.samples),
+        reference: Some(reference),
+        activity: r.baseline.map(|_| activity),
+    }
+}
+
+/// `entity`'s volume in window `len`, less what `explained` (a member of the group whose own
+/// alert already explains it) received in that window.
+fn net(entity: &PeerState, explained: Option<&PeerState>, len: WindowLen, millis: u64) -> Volume {
+    let v = entity.volume(len, millis);
+    match explained {
+        Some(m) => {
+            let m = m.volume(len, millis);
+            Volume {
+                bytes: v.bytes.saturating_sub(m.bytes),
+                packets: v.packets.saturating_sub(m.packets),
+            }
+        }
+        None => v,
+    }
+}
+
+/// The windows of a client, a learned destination or a prefix group (`kind`) against its
+/// population, or, when heavy, against its own curve. For a group, `explained` is a member
+/// whose own alert is open: its bytes are not counted again against the group (a second
+/// attacker of the prefix still is).
+pub fn volume(
+    entity: &PeerState,
+    explained: Option<&PeerState>,
+    svc: &mut ServiceState,
+    params: &Params,
+    kind: Kind,
+    millis: u64,
+    activity: f64,
+) -> Option<Crossing> {
+    if entity.heavy() {
+        return rise(entity, explained, svc, params, kind, millis, activity);
+    }
+    let (rule, severity) = match kind {
+        Kind::Prefixes => (RuleId::PrefixOutlier, params.prefix?),
+        Kind::Clients | Kind::Destinations => (RuleId::PeerOutlier, params.outlier?),
+    };
+    let judged = params.bar(kind).windows;
+    let mut best: Option<(f64, Crossing)> = None;
+    for len in WindowLen::ALL {
+        if !judged[len.index()] {
+            continue;
+        }
+        let v = net(entity, explained, len, millis);
+        let (r, reference) = svc.bar(kind, len, params, activity);
+        if v.bytes <= r.bytes {
+            continue;
+        }
+        // The most anomalous window names the alert.
+        let ratio = v.bytes as f64 / r.bytes.max(1) as f64;
+        if best.as_ref().is_none_or(|(b, _)| ratio > *b) {
+            let bar_kind = if reference == Reference::Clients {
+                Kind::Clients
+            } else {
+                kind
+            };
+            best = Some((
+                ratio,
+                Crossing {
+                    rule,
+                    severity,
+                    window: len,
+                    volume: v,
+                    threshold: population_threshold(&r, reference, params, bar_kind, activity),
+                },
+            ));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+/// A heavy peer's last ten minutes against its own curve: max(the usual busiest ten minutes
+/// around this hour x factor x activity, usual + `min_excess`, the population's bar).
+fn rise(
+    entity: &PeerState,
+    explained: Option<&PeerState>,
+    svc: &mut ServiceState,
+    params: &Params,
+    kind: Kind,
+    millis: u64,
+    activity: f64,
+) -> Option<Crossing> {
+    let rise = params.rise?;
+    let curve = entity.curve.as_ref()?;
+    let len = WindowLen::TenMinutes;
+    let v = net(entity, explained, len, millis);
+    let usual = curve.expected(millis / 1000);
+    let own = ((usual as f64 * rise.factor * activity) as u64).max(usual + rise.min_excess);
+    if v.bytes <= own {
+        return None;
+    }
+    let (pop, reference) = svc.bar(kind, len, params, activity);
+    if v.bytes <= pop.bytes {
+        return None;
+    }
+    let threshold = if own >= pop.bytes {
+        Threshold {
+            bytes: own,
+            kind: ThresholdKind::Baseline,
+            baseline_bytes: Some(usual),
+            quantile: None,
+            factor: Some(rise.factor),
+            samples: None,
+            reference: Some(Reference::OwnCurve),
+            activity: Some(activity),
+        }
+    } else {
+        let bar_kind = if reference == Reference::Clients {
+            Kind::Clients
+        } else {
+            kind
+        };
+        population_threshold(&pop, reference, params, bar_kind, activity)
+    };
+    Some(Crossing {
+        rule: RuleId::PeerRise,
+        severity: rise.severity,
+        window: len,
+        volume: v,
+        threshold,
+    })
+}
+
+/// A destination the service connected to and never learned: the configured thresholds of
+/// `unknown_volume` (1m, 10m, 1h) and `slow_drip` (24h).
+pub fn unknown(entity: &PeerState, params: &Params, millis: u64) -> Vec<Crossing> {
+    let mut found = Vec::new();
+    if let Some((severity, windows)) = params.unknown
+        && let Some((len, limit, v)) = windows.iter().find_map(|&(len, limit)| {
+            let v = entity.volume(len, millis);
+            (v.bytes > limit).then_some((len, limit, v))
+        })
+    {
+        found.push(Crossing {
+            rule: RuleId::UnknownVolume,
+            severity,
+            window: len,
+            volume: v,
+            threshold: Threshold::configured(limit),
+        });
+    }
+    if let Some((severity, limit)) = params.drip {
+        let v = entity.volume(WindowLen::OneDay, millis);
+        if v.bytes > limit {
+            found.push(Crossing {
+                rule: RuleId::SlowDrip,
+                severity,
+                window: WindowLen::OneDay,
+                volume: v,
+                threshold: Threshold::configured(limit),
+            });
+        }
+    }
+    found
+}

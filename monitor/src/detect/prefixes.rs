@@ -1,0 +1,65 @@
+//! Prefix groups: the clients of one network prefix (an IPv4 /24, an IPv6 /64 or /48 by
+//! default) summed, so that a pull rotated over a provider's addresses adds up. A group is
+//! made when a second client of the prefix appears (a prefix with one client is that client,
+//! judged already); until then the prefix's only client is remembered in a small index.
+
+use std::sync::Arc;
+
+use super::{
+    peers::{PeerKey, PeerState, VACANT},
+    table::PeerTable,
+};
+use crate::flow::Owner;
+
+/// The groups of one sample: at most two prefix lengths per family.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Groups {
+    ids: [u32; 2],
+    len: usize,
+}
+
+impl Groups {
+    pub fn push(&mut self, id: u32) {
+        if self.len < self.ids.len() {
+            self.ids[self.len] = id;
+            self.len += 1;
+        }
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.ids[..self.len].iter().copied()
+    }
+}
+
+/// Whether slot `id` still holds a client of `prefix` (slots are reused once freed).
+pub fn is_member(peers: &PeerTable, prefix: PeerKey, id: u32) -> bool {
+    let Some(p) = peers.iter_slot(id) else {
+        return false;
+    };
+    p.flags & VACANT == 0
+        && !p.key.is_group()
+        && p.key.service == prefix.service
+        && PeerKey::network(p.key.service, p.key.ip(), prefix.prefix) == prefix
+}
+
+/// The group names the process that last sent to one of its clients.
+pub fn refresh_owner(group: &mut PeerState, owner: &Arc<Owner>) {
+    if group.owner.as_ref().is_none_or(|o| !Arc::ptr_eq(o, owner)) {
+        group.owner = Some(owner.clone());
+    }
+}
+
+/// The member whose open alert explains `group`'s volume at `t`, if it is still a member.
+pub fn explained<'a>(peers: &'a PeerTable, group: &PeerState, t: u64) -> Option<&'a PeerState> {
+    let id = group.explained_by.checked_sub(1)?;
+    if u64::from(group.explained_until) < t || !is_member(peers, group.key, id) {
+        return None;
+    }
+    peers.iter_slot(id)
+}
+
+/// `member` (a slot) explains `group`'s volume until `until` (Unix seconds).
+pub fn explain(group: &mut PeerState, member: u32, until: u64) {
+    group.explained_by = member + 1;
+    group.explained_until = u32::try_from(until).unwrap_or(u32::MAX);
+}

@@ -1,0 +1,253 @@
+//! Per-service state: its learning period, its totals (rule 3, its activity, its volume to
+//! new clients), its populations and its own curves.
+
+use std::{net::IpAddr, sync::Arc};
+
+use super::{
+    alerts::{Reference, Threshold, ThresholdKind},
+    baseline::{Bar, TimeOfDay},
+    params::Params,
+    population::{self, Kind, Populations},
+    ring::{PER_HOUR, Ring},
+    rules::RuleId,
+    window::{Volume, Window, WindowLen},
+};
+
+/// The service's activity (its traffic to other peers now against its usual for the hour)
+/// multiplies learned bars by at most this: a busy morning raises every client, not one.
+pub const MAX_ACTIVITY: f64 = 4.0;
+
+/// Bytes of [`ServiceState::encode_windows`].
+const WINDOWS_LEN: usize = 2 * Window::ENCODED_LEN + 2 * Ring::ENCODED_LEN + 17;
+
+/// Minutes an hour of day needs before its usual total is that hour's (else the day's).
+const USUAL_MIN_SAMPLES: u64 = 30;
+
+#[derive(Clone, Debug)]
+pub struct ServiceState {
+    pub name: Arc<str>,
+    /// Unix seconds of the service's first sample, and the end of its learning period.
+    pub first_seen: u64,
+    pub learn_until: u64,
+    /// Non-internal bytes per minute (rule 3).
+    pub total: Window,
+    /// Non-internal bytes in ten-minute slots: the service's activity.
+    pub activity: Ring,
+    /// First-seen unknown destinations (rule 4), counted as "bytes".
+    pub new_destinations: Window,
+    /// The latest few first-seen destinations, for rule 4's alert.
+    pub recent_new: Vec<IpAddr>,
+    /// What clients, learned destinations and prefix groups usually receive.
+    pub populations: Populations,
+    /// Per-minute totals by hour of day (rule 3, and the usual activity).
+    pub time_of_day: TimeOfDay,
+    /// Bytes to clients first seen in the last 24 hours, in ten-minute slots (rule 8).
+    pub new_clients: Ring,
+    /// Hourly volumes to new clients by hour of day (rule 8's curve).
+    pub new_client_curve: TimeOfDay,
+    pub dirty: bool,
+    /// Bytes since the agent started, by destination class (for the metrics endpoint; not
+    /// persisted: Prometheus counters restart with the process).
+    pub bytes_by_class: [u64; 5],
+    /// (ten-minute epoch, usual bytes per ten minutes) of the latest activity computation.
+    usual: (u64, u64),
+    /// The end of learning was handled (peers above their bar then became heavy).
+    pub learning_finished: bool,
+}
+
+impl ServiceState {
+    pub fn new(name: Arc<str>) -> Self {
+        Self {
+            name,
+            first_seen: 0,
+            learn_until: 0,
+            total: Window::default(),
+            activity: Ring::default(),
+            new_destinations: Window::default(),
+            recent_new: Vec::new(),
+            populations: Populations::default(),
+            time_of_day: TimeOfDay::default(),
+            new_clients: Ring::default(),
+            new_client_curve: TimeOfDay::default(),
+            dirty: true,
+            bytes_by_class: [0; 5],
+            usual: (u64::MAX, 0),
+            learning_finished: false,
+        }
+    }
+
+    pub fn learning(&self, secs: u64) -> bool {
+        secs < self.learn_until
+    }
+
+    /// The service's own windows, for checkpoints (a restart keeps its totals).
+    pub fn encode_windows(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(WINDOWS_LEN);
+        out.extend_from_slice(&self.total.to_bytes());
+        out.extend_from_slice(&self.new_destinations.to_bytes());
+        out.extend_from_slice(&self.activity.to_bytes());
+        out.extend_from_slice(&self.new_clients.to_bytes());
+        out.extend_from_slice(&self.usual.0.to_le_bytes());
+        out.extend_from_slice(&self.usual.1.to_le_bytes());
+        out.push(u8::from(self.learning_finished));
+        out
+    }
+
+    /// Reads [`Self::encode_windows`] back; `None` if it is not that encoding.
+    pub fn decode_windows(&mut self, b: &[u8]) -> Option<()> {
+        let w = Window::ENCODED_LEN;
+        let r = Ring::ENCODED_LEN;
+        if b.len() != WINDOWS_LEN {
+            return None;
+        }
+        let end = 2 * w + 2 * r;
+        self.total = Window::from_bytes(&b[..w])?;
+        self.new_destinations = Window::from_bytes(&b[w..2 * w])?;
+        self.activity = Ring::from_bytes(&b[2 * w..2 * w + r])?;
+        self.new_clients = Ring::from_bytes(&b[2 * w + r..end])?;
+        self.usual = (
+            u64::from_le_bytes(b[end..end + 8].try_into().ok()?),
+            u64::from_le_bytes(b[end + 8..end + 16].try_into().ok()?),
+        );
+        self.learning_finished = b[end + 16] != 0;
+        Some(())
+    }
+
+    /// Counts a non-internal sample in the service's totals; a completed minute teaches the
+    /// time-of-day baseline unless it was anomalous (rule 3).
+    pub fn count(&mut self, bytes: u64, packets: u64, t: u64, learning: bool, params: &Params) {
+        if let Some(done) = self.total.roll(WindowLen::OneMinute, t) {
+            let anomalous = params.baseline.is_some_and(|(_, bar)| {
+                !learning
+                    && self
+                        .time_of_day
+                        .threshold(t, &bar)
+                        .is_some_and(|(thr, _, _)| done.bytes > thr)
+            });
+            if !anomalous {
+                self.time_of_day
+                    .record(u64::from(done.epoch) * 60, done.bytes);
+                self.dirty = true;
+            }
+        }
+        self.total.add(bytes, packets);
+        self.activity.roll(t);
+        self.activity.add(bytes, packets);
+    }
+
+    /// Counts a sample to a new client; a completed hour teaches rule 8's curve unless it
+    /// went above `learn_below` x its bar (after learning).
+    pub fn count_new_client(&mut self, bytes: u64, t: u64, learning: bool, params: &Params) {
+        let hour = self.new_clients.epoch() / PER_HOUR;
+        if self.new_clients.epoch() > 0 && hour < t / 3600 {
+            let (volume, _) = self.new_clients.hour_summary(hour);
+            let teaches = learning
+                || params.new_clients.is_none_or(|(_, bar)| {
+                    self.new_client_curve
+                        .threshold(hour * 3600, &bar)
+                        .is_none_or(|(thr, _, _)| volume as f64 <= thr as f64 * params.learn_below)
+                });
+            if volume > 0 && teaches {
+                self.new_client_curve.record(hour * 3600, volume);
+                self.dirty = true;
+            }
+        }
+        self.new_clients.roll(t);
+        self.new_clients.add(bytes, 0);
+    }
+
+    /// Rule 8: the last hour's bytes to new clients above max(floor, the curve's quantile for
+    /// this hour x factor), once the curve has learned anything.
+    pub fn new_client_crossing(&mut self, millis: u64, bar: &Bar) -> Option<(Threshold, Volume)> {
+        let v = self.new_clients.hour(millis);
+        if v.bytes <= bar.floor {
+            return None;
+        }
+        let (thr, q, n) = self.new_client_curve.threshold(millis / 1000, bar)?;
+        (v.bytes > thr).then_some((
+            Threshold {
+                bytes: thr,
+                kind: if thr > bar.floor {
+                    ThresholdKind::Baseline
+                } else {
+                    ThresholdKind::Absolute
+                },
+                baseline_bytes: Some(q),
+                quantile: Some(bar.quantile),
+                factor: Some(bar.factor),
+                samples: Some(n),
+                reference: Some(Reference::NewClientCurve),
+                activity: None,
+            },
+            v,
+        ))
+    }
+
+    /// The service's own volume of a service rule's window, for re-checking open alerts.
+    pub fn volume(&self, rule: RuleId, len: WindowLen, millis: u64) -> u64 {
+        match rule {
+            RuleId::NewDestinations => self.new_destinations.estimate(len, millis).bytes,
+            RuleId::NewClientVolume => self.new_clients.hour(millis).bytes,
+            _ => self.total.estimate(WindowLen::OneMinute, millis).bytes,
+        }
+    }
+
+    /// The service's traffic (not internal) over `len`.
+    pub fn activity_volume(&self, len: WindowLen, millis: u64) -> Volume {
+        match len {
+            WindowLen::OneMinute => self.total.estimate(len, millis),
+            WindowLen::TenMinutes => self.activity.ten_minutes(millis),
+            WindowLen::OneHour | WindowLen::OneDay => self.activity.hour(millis),
+        }
+    }
+
+    /// How busy the service is with everyone but the judged peer, against its usual for this
+    /// hour of day: 1 when usual or quieter, up to [`MAX_ACTIVITY`]. `own_ten` is the judged
+    /// peer's (or prefix's) last ten minutes, left out so that a peer cannot raise its own bar.
+    pub fn activity(&mut self, own_ten: u64, millis: u64, _params: &Params) -> f64 {
+        let epoch = millis / 600_000;
+        if self.usual.0 != epoch {
+            let per_minute = self
+                .time_of_day
+                .median(millis / 1000, USUAL_MIN_SAMPLES)
+                .unwrap_or(0);
+            self.usual = (epoch, per_minute * 10);
+        }
+        let usual = self.usual.1;
+        if usual == 0 {
+            return 1.0;
+        }
+        let others = self
+            .activity
+            .ten_minutes(millis)
+            .bytes
+            .saturating_sub(own_ten);
+        (others as f64 / usual as f64).clamp(1.0, MAX_ACTIVITY)
+    }
+
+    /// The bar of a peer of `kind` for window `len` at `activity`: its population's, and for a
+    /// learned destination never below a client's (a known server gets at least the
+    /// tolerance of a client). With the population it came from.
+    pub fn bar(
+        &mut self,
+        kind: Kind,
+        len: WindowLen,
+        params: &Params,
+        activity: f64,
+    ) -> (population::Reference, Reference) {
+        let own = self
+            .populations
+            .get_mut(kind)
+            .reference(len, params.bar(kind), activity);
+        if kind == Kind::Destinations {
+            let clients =
+                self.populations
+                    .get_mut(Kind::Clients)
+                    .reference(len, &params.peers, activity);
+            if clients.bytes > own.bytes {
+                return (clients, Reference::Clients);
+            }
+        }
+        (own, kind.reference())
+    }
+}
