@@ -67,6 +67,14 @@ pub fn line(e: &AlertEvent, reporter: &Reporter) -> String {
         }
         ext.push(("cs4", p.class.name().to_owned()));
         ext.push(("cs4Label", "peerClass".into()));
+        if p.prefix_len.is_some() {
+            ext.push(("cs6", p.addr_text()));
+            ext.push(("cs6Label", "destinationPrefix".into()));
+        }
+    }
+    if let Some(r) = a.threshold.reference {
+        ext.push(("cs5", r.name().to_owned()));
+        ext.push(("cs5Label", "judgedAgainst".into()));
     }
     if let Some(o) = &a.process {
         if let Some(pid) = o.pid {

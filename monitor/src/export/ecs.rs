@@ -1,6 +1,7 @@
 //! ECS 9.4.0 alert document for an alert event. The host is the source (`source.bytes` is
 //! what it sent in the rule window), the peer the destination; `network.direction` is
-//! `egress`. Values ECS has no field for (alert id, peer class, threshold) go in `labels`,
+//! `egress`. Values ECS has no field for (alert id, peer class, threshold, what it was judged
+//! against, a prefix group's network) go in `labels`,
 //! ECS's place for keyword extras, so the document uses ECS fields only.
 
 use serde_json::{Map, Value, json};
@@ -28,8 +29,19 @@ pub fn alert(e: &AlertEvent, reporter: &Reporter) -> Value {
         json!(a.threshold.bytes.to_string()),
     );
     labels.insert("total_bytes".into(), json!(a.total_bytes.to_string()));
+    if let Some(r) = a.threshold.reference {
+        labels.insert("reference".into(), json!(r.name()));
+    }
     if let Some(p) = &a.peer {
         labels.insert("peer_class".into(), json!(p.class.name()));
+        if p.prefix_len.is_some() {
+            // destination.ip is the network's address; the prefix says it is a group.
+            labels.insert("destination_prefix".into(), json!(p.addr_text()));
+            labels.insert(
+                "prefix_members".into(),
+                json!(p.members.unwrap_or_default().to_string()),
+            );
+        }
     }
     let mut doc = json!({
         "@timestamp": e.at.to_string(),

@@ -219,7 +219,7 @@ mod schema_tests {
     use super::*;
     use crate::{
         detect::{
-            alerts::{AlertEventKind, AlertStatus, ThresholdKind},
+            alerts::{AlertEventKind, AlertStatus, Reference, ThresholdKind},
             rules::RuleId,
         },
         schema_check::{validate_ecs, validate_ocsf},
@@ -256,6 +256,40 @@ mod schema_tests {
                 out.push(e);
             }
         }
+        // Each rule judged against what it is in the detector, with a learned baseline.
+        for (rule, reference) in [
+            (RuleId::PeerOutlier, Reference::Clients),
+            (RuleId::PeerOutlier, Reference::Destinations),
+            (RuleId::PrefixOutlier, Reference::Prefixes),
+            (RuleId::PeerRise, Reference::OwnCurve),
+            (RuleId::ServiceBaseline, Reference::ServiceCurve),
+            (RuleId::NewClientVolume, Reference::NewClientCurve),
+        ] {
+            let mut e = fixtures::opened();
+            e.alert.rule = rule;
+            e.alert.title = rule.title().into();
+            e.alert.attack = rule.into();
+            let t = &mut e.alert.threshold;
+            t.kind = ThresholdKind::Baseline;
+            t.reference = Some(reference);
+            t.baseline_bytes = Some(12 << 20);
+            t.quantile = (reference != Reference::OwnCurve).then_some(0.999);
+            t.factor = Some(3.0);
+            t.samples = Some(4_000);
+            t.activity = Some(1.4);
+            if rule.per_peer() {
+                if rule == RuleId::PrefixOutlier {
+                    let p = e.alert.peer.as_mut().unwrap();
+                    p.addr = "2001:db8:1::".parse().unwrap();
+                    p.prefix_len = Some(48);
+                    p.members = Some(12);
+                    p.name = None;
+                }
+            } else {
+                e.alert.peer = None;
+            }
+            out.push(e);
+        }
         let mut bare = fixtures::opened();
         bare.alert.process = None;
         if let Some(p) = &mut bare.alert.peer {
@@ -284,6 +318,32 @@ mod schema_tests {
                 panic!("{:?} {:?}: {errors:#?}\n{doc:#}", e.alert.rule, e.event);
             }
         }
+    }
+
+    /// A prefix group's alert names the network in every form that carries a peer, and
+    /// every form says what the volume was judged against.
+    #[test]
+    fn prefix_groups_and_references_reach_every_form() {
+        let e = variants()
+            .into_iter()
+            .find(|e| e.alert.peer.as_ref().is_some_and(|p| p.prefix_len.is_some()))
+            .unwrap();
+        let r = fixtures::reporter();
+        let ecs = ecs::alert(&e, &r);
+        assert_eq!(ecs["labels"]["destination_prefix"], "2001:db8:1::/48");
+        assert_eq!(ecs["labels"]["prefix_members"], "12");
+        assert_eq!(ecs["labels"]["reference"], "prefixes");
+        assert_eq!(ecs["destination"]["ip"], "2001:db8:1::");
+        let cef = cef::line(&e, &r);
+        assert!(cef.contains("cs6=2001:db8:1::/48 cs6Label=destinationPrefix"), "{cef}");
+        assert!(cef.contains("cs5=prefixes cs5Label=judgedAgainst"), "{cef}");
+        let ocsf = ocsf::detection_finding(&e, &r).to_string();
+        assert!(ocsf.contains("2001:db8:1::/48"), "{ocsf}");
+        let text = render(Format::Text, &e, &r);
+        assert!(text.contains("2001:db8:1::/48"), "{text}");
+        let sys = syslog::message(&e, &r, 13, syslog::Payload::Text);
+        assert!(sys.contains(" peer=\"2001:db8:1::/48\""), "{sys}");
+        assert!(sys.contains(" reference=\"prefixes\""), "{sys}");
     }
 
     #[test]

@@ -129,8 +129,12 @@ fn header(e: &AlertEvent, reporter: &Reporter, facility: u8, msgid: &str) -> Str
         ("tactic", a.attack.tactic_id.clone()),
         ("technique", a.attack.technique_id.clone()),
     ];
+    if let Some(r) = a.threshold.reference {
+        params.push(("reference", r.name().to_owned()));
+    }
     if let Some(p) = &a.peer {
-        params.push(("peer", p.addr.to_string()));
+        // A prefix group's peer is its network in CIDR form (`198.51.100.0/24`).
+        params.push(("peer", p.addr_text()));
         params.push(("port", p.port.to_string()));
         params.push(("class", p.class.name().to_owned()));
     }
