@@ -55,7 +55,19 @@ impl Curve {
 
     /// The expected busiest ten minutes around `secs`: the largest of this hour's slot and its
     /// neighbours' (the same traffic shifted by half an hour is still normal).
+    ///
+    /// While the curve still learns freely it has not seen every hour yet (a peer made heavy
+    /// late in the learning period, or confirmed by an operator), so every hour expects the
+    /// busiest slot seen so far instead of an empty one.
     pub fn expected(&self, secs: u64) -> u64 {
+        if self.learns_freely(secs) {
+            return self
+                .slots
+                .iter()
+                .map(|&s| u64::from(s) * 1024)
+                .max()
+                .unwrap_or(0);
+        }
         let h = ((secs / 3600) % 24) as usize;
         self.slot_bytes(h + 23)
             .max(self.slot_bytes(h))
@@ -125,13 +137,17 @@ mod tests {
         let mut c = Curve::learning_until(T + DAY);
         c.learn(T + 10 * 3600, 100 * MIB, T + 11 * 3600);
         c.learn(T + 10 * 3600, 80 * MIB, T + 11 * 3600);
-        assert_eq!(c.expected(T + 10 * 3600 + 5), 100 * MIB);
-        assert_eq!(c.expected(T + 9 * 3600), 100 * MIB, "the hour before");
-        assert_eq!(c.expected(T + 11 * 3600), 100 * MIB, "the hour after");
-        assert_eq!(c.expected(T + 13 * 3600), 0);
+        // While learning, an hour not seen yet expects the busiest one.
+        assert_eq!(c.expected(T + 13 * 3600), 100 * MIB);
+        // After, each hour its own slot and its neighbours'.
+        let after = T + DAY;
+        assert_eq!(c.expected(after + 10 * 3600 + 5), 100 * MIB);
+        assert_eq!(c.expected(after + 9 * 3600), 100 * MIB, "the hour before");
+        assert_eq!(c.expected(after + 11 * 3600), 100 * MIB, "the hour after");
+        assert_eq!(c.expected(after + 13 * 3600), 0);
         // Around midnight the neighbours wrap.
         c.learn(T + 23 * 3600, 5 * MIB, T + 23 * 3600);
-        assert_eq!(c.expected(T + DAY + 60), 5 * MIB);
+        assert_eq!(c.expected(after + DAY + 60), 5 * MIB);
     }
 
     #[test]

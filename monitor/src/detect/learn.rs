@@ -74,7 +74,15 @@ pub fn flush(peer: &mut PeerState, svc: &mut ServiceState, params: &Params, now:
     if peer.has(DAY_PENDING) && peer.day.epoch() < now / 86_400 {
         peer.flags &= !DAY_PENDING;
         let volume = peer.day.current_bytes();
-        teach_values(peer, svc, params, &[(WindowLen::OneDay, volume)], now);
+        let day_start = peer.day.epoch() * 86_400;
+        teach_values(
+            peer,
+            svc,
+            params,
+            &[(WindowLen::OneDay, volume)],
+            day_start,
+            now,
+        );
     }
 }
 
@@ -96,11 +104,13 @@ fn teach_hour(
     if peer.heavy() {
         return;
     }
-    if svc.learning(now) && above_bar(peer, svc, params, &values) {
+    // Whether the hour was learned is the hour's own time: a quiet peer's hour may be taught
+    // after learning has ended.
+    if svc.learning(hour_start) && above_bar(peer, svc, params, &values) {
         count_heavy_hour(peer, svc, hour_start, values[1].1);
         return;
     }
-    teach_values(peer, svc, params, &values, now);
+    teach_values(peer, svc, params, &values, hour_start, now);
 }
 
 /// One more hour above the bar while the service learned: heavy after `HEAVY_HOURS`.
@@ -108,7 +118,8 @@ fn count_heavy_hour(peer: &mut PeerState, svc: &ServiceState, hour_start: u64, b
     peer.heavy_hours = peer.heavy_hours.saturating_add(1);
     if peer.heavy_hours >= HEAVY_HOURS {
         peer.flags |= HEAVY;
-        let mut curve = Curve::learning_until(svc.learn_until);
+        // Free learning lasts until the curve has seen every hour of a day at least once.
+        let mut curve = Curve::learning_until(svc.learn_until.max(hour_start + 86_400));
         curve.seed(hour_start, busiest_ten);
         peer.curve = Some(Box::new(curve));
     }
@@ -154,13 +165,14 @@ fn above_bar(
         .any(|&(len, v)| v > svc.bar(kind, len, params, 1.0).0.bytes)
 }
 
-/// Records `values` into the peer's population, unless the watermark or the per-day tail
-/// budget says no.
+/// Records `values` (of the period that started at `at`) into the peer's population, unless
+/// the watermark (after learning) or the per-day tail budget says no.
 fn teach_values(
     peer: &mut PeerState,
     svc: &mut ServiceState,
     params: &Params,
     values: &[(WindowLen, u64)],
+    at: u64,
     now: u64,
 ) {
     let Some(kind) = kind(peer) else {
@@ -169,7 +181,7 @@ fn teach_values(
     if peer.heavy() {
         return;
     }
-    if !svc.learning(now) {
+    if !svc.learning(at) {
         let watermark = |len: WindowLen, svc: &mut ServiceState| {
             (svc.bar(kind, len, params, 1.0).0.bytes as f64 * params.learn_below) as u64
         };

@@ -11,6 +11,8 @@
 pub mod alerts;
 pub mod baseline;
 pub mod classes;
+#[cfg(test)]
+mod client_tests;
 pub mod curve;
 mod judge;
 mod learn;
@@ -435,6 +437,17 @@ impl Detector {
         .is_some()
     }
 
+    /// The clients' bar of `service` for window `len` at usual activity, at `secs`.
+    #[cfg(test)]
+    pub(crate) fn bar_for_tests(&mut self, service: &str, len: WindowLen, secs: i64) -> u64 {
+        let sid = self.service_ids[service];
+        let _ = secs;
+        self.services[sid as usize]
+            .bar(Kind::Clients, len, &self.params, 1.0)
+            .0
+            .bytes
+    }
+
     /// Lets quiet peers teach the hour and day they were last active in, and forgets pairs
     /// idle for `FORGET_AFTER_SECS` that are neither learned nor heavy.
     fn sweep(&mut self) {
@@ -685,6 +698,7 @@ impl Detector {
         // again on the prefix; a second sender of the prefix still crosses alone.
         if role == Role::Client && crossings.iter().any(|(gid, _)| gid.is_none()) {
             let until = t.saturating_add(86_400);
+            self.peers.slot_mut(id).crossed_until = u32::try_from(until).unwrap_or(u32::MAX);
             for gid in groups.ids() {
                 prefixes::explain(self.peers.slot_mut(gid), id, until);
             }
@@ -851,6 +865,13 @@ impl Detector {
                     group.absorb(self.peers.slot(first));
                     group.absorb(self.peers.slot(member));
                     group.members = 2;
+                    // A member that crossed alone already explains its bytes in the group.
+                    for m in [first, member] {
+                        let until = self.peers.slot(m).crossed_until;
+                        if u64::from(until) > t {
+                            prefixes::explain(&mut group, m, u64::from(until));
+                        }
+                    }
                     group.flags |= DIRTY;
                     prefixes::refresh_owner(&mut group, &s.owner);
                     let gid = self.peers.insert(group);

@@ -163,6 +163,9 @@ pub struct PeerState {
     /// renews it with its next crossing.
     pub explained_by: u32,
     pub explained_until: u32,
+    /// Clients only: until when (Unix seconds) the client's own crossing explains the
+    /// volume of a group made from it later; not stored.
+    pub crossed_until: u32,
 }
 
 impl PeerState {

@@ -326,7 +326,12 @@ mod schema_tests {
     fn prefix_groups_and_references_reach_every_form() {
         let e = variants()
             .into_iter()
-            .find(|e| e.alert.peer.as_ref().is_some_and(|p| p.prefix_len.is_some()))
+            .find(|e| {
+                e.alert
+                    .peer
+                    .as_ref()
+                    .is_some_and(|p| p.prefix_len.is_some())
+            })
             .unwrap();
         let r = fixtures::reporter();
         let ecs = ecs::alert(&e, &r);
@@ -335,7 +340,10 @@ mod schema_tests {
         assert_eq!(ecs["labels"]["reference"], "prefixes");
         assert_eq!(ecs["destination"]["ip"], "2001:db8:1::");
         let cef = cef::line(&e, &r);
-        assert!(cef.contains("cs6=2001:db8:1::/48 cs6Label=destinationPrefix"), "{cef}");
+        assert!(
+            cef.contains("cs6=2001:db8:1::/48 cs6Label=destinationPrefix"),
+            "{cef}"
+        );
         assert!(cef.contains("cs5=prefixes cs5Label=judgedAgainst"), "{cef}");
         let ocsf = ocsf::detection_finding(&e, &r).to_string();
         assert!(ocsf.contains("2001:db8:1::/48"), "{ocsf}");

@@ -1,0 +1,340 @@
+//! The rules for a server's clients, on small hand-made streams: a client is judged against
+//! the clients' population (never as "unknown"), in every window; prefixes add up; heavy
+//! peers are judged against their own curve; new clients' volume against its curve; the
+//! baselines resist ratcheting.
+
+use std::{net::IpAddr, sync::Arc};
+
+use super::{
+    Detector,
+    alerts::{AlertEvent, AlertEventKind, Reference, ThresholdKind},
+    classes::DestinationClass,
+    rules::RuleId,
+    tests::{T0, config, owner, sample},
+    window::WindowLen,
+};
+use crate::flow::{Direction, Endpoint, FlowSample, Owner};
+
+const MIB: u64 = 1 << 20;
+
+struct Server {
+    detector: Detector,
+    owner: Arc<Owner>,
+    events: Vec<AlertEvent>,
+}
+
+impl Server {
+    fn new(text: &str) -> Self {
+        Self {
+            detector: Detector::new(&config(text)),
+            owner: owner(),
+            events: Vec::new(),
+        }
+    }
+
+    fn sample(&self, at: i64, peer: &str, bytes: u64, direction: Direction) -> FlowSample {
+        let mut s = sample(&self.owner, T0 + at, peer, 50_000, bytes);
+        s.direction = Some(direction);
+        if direction == Direction::Served {
+            s.local = Some(Endpoint {
+                addr: "192.0.2.1".parse().unwrap(),
+                port: 443,
+            });
+        }
+        s
+    }
+
+    /// One minute's samples, at second `at` from T0.
+    fn minute(&mut self, at: i64, sends: &[(&str, u64)]) {
+        let batch: Vec<FlowSample> = sends
+            .iter()
+            .map(|&(peer, bytes)| self.sample(at, peer, bytes, Direction::Served))
+            .collect();
+        self.detector.observe(&batch, &mut self.events);
+    }
+
+    fn initiated(&mut self, at: i64, peer: &str, bytes: u64) {
+        let s = self.sample(at, peer, bytes, Direction::Initiated);
+        self.detector.observe(&[s], &mut self.events);
+    }
+
+    fn opened(&self) -> Vec<&AlertEvent> {
+        self.events
+            .iter()
+            .filter(|e| e.event == AlertEventKind::Opened)
+            .collect()
+    }
+
+    fn rules(&self) -> Vec<(RuleId, String)> {
+        self.opened()
+            .iter()
+            .map(|e| {
+                (
+                    e.alert.rule,
+                    e.alert
+                        .peer
+                        .as_ref()
+                        .map_or_else(String::new, super::alerts::Peer::addr_text),
+                )
+            })
+            .collect()
+    }
+}
+
+/// One hour of learning, from a first exchange at T0.
+const LEARN_1H: &str = "[detect]\nlearning_period = \"1h\"\n";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn a_never_seen_client_is_judged_against_the_clients_not_as_unknown() {
+    let mut srv = Server::new(LEARN_1H);
+    srv.minute(0, &[("198.51.100.1", 1000)]);
+    // After learning: 60 MB in a minute to a client, and to a host the service connected to.
+    srv.minute(4000, &[("203.0.113.5", 60_000_000)]);
+    srv.initiated(4000, "203.0.113.99", 60_000_000);
+    let got = srv.rules();
+    assert_eq!(
+        got,
+        vec![
+            (RuleId::PeerOutlier, "203.0.113.5".to_owned()),
+            (RuleId::UnknownVolume, "203.0.113.99".to_owned()),
+        ],
+        "{got:?}"
+    );
+    let client = &srv.opened()[0].alert;
+    assert_eq!(
+        client.peer.as_ref().unwrap().class,
+        DestinationClass::Client
+    );
+    assert_eq!(client.threshold.reference, Some(Reference::Clients));
+    assert_eq!(client.threshold.kind, ThresholdKind::Absolute);
+    assert_eq!(
+        client.threshold.bytes,
+        48 * MIB,
+        "the clients' 1m floor until armed"
+    );
+    assert_eq!(client.window, WindowLen::OneMinute);
+}
+
+#[test]
+fn a_slow_pull_crosses_the_one_hour_bar_while_its_minutes_are_ordinary() {
+    let mut srv = Server::new(LEARN_1H);
+    srv.minute(0, &[("198.51.100.1", 1000)]);
+    let start = 7200;
+    for m in 0..60 {
+        srv.minute(start + m * 60, &[("203.0.113.7", 4 * MIB)]);
+    }
+    let opened = srv.opened();
+    assert_eq!(opened.len(), 1, "{:?}", srv.rules());
+    let a = &opened[0].alert;
+    assert_eq!(a.rule, RuleId::PeerOutlier);
+    assert_eq!(a.window, WindowLen::OneHour);
+    assert_eq!(a.peer.as_ref().unwrap().addr, ip("203.0.113.7"));
+    // 192 MiB (the 1h floor) at 4 MiB a minute: the 49th minute.
+    let minutes = (a.opened_at.as_second() - (T0 + start)) / 60;
+    assert!((47..=49).contains(&minutes), "{minutes}");
+}
+
+#[test]
+fn rotation_over_one_prefix_adds_up_and_names_the_prefix() {
+    let mut srv = Server::new(LEARN_1H);
+    srv.minute(0, &[("198.51.100.1", 1000)]);
+    let addrs: Vec<String> = (10..22).map(|i| format!("203.0.113.{i}")).collect();
+    for m in 0..60 {
+        let sends: Vec<(&str, u64)> = addrs.iter().map(|a| (a.as_str(), 3 * MIB)).collect();
+        srv.minute(7200 + m * 60, &sends);
+    }
+    let got = srv.rules();
+    assert_eq!(
+        got,
+        vec![(RuleId::PrefixOutlier, "203.0.113.0/24".to_owned())]
+    );
+    let a = &srv.opened()[0].alert;
+    let p = a.peer.as_ref().unwrap();
+    assert_eq!((p.prefix_len, p.members), (Some(24), Some(12)));
+    assert_eq!(a.threshold.reference, Some(Reference::Prefixes));
+    // 12 x 3 MiB a minute crosses the 48 MiB 1m floor within minutes.
+    let minutes = (a.opened_at.as_second() - (T0 + 7200)) / 60;
+    assert!(minutes <= 3, "{minutes}");
+}
+
+#[test]
+fn an_ipv6_client_and_its_own_64_are_one_alert_not_two() {
+    let mut srv = Server::new(LEARN_1H);
+    srv.minute(0, &[("198.51.100.1", 1000)]);
+    for m in 0..10 {
+        srv.minute(
+            7200 + m * 60,
+            &[
+                ("2001:db8:7:1::2", 100 * MIB),
+                // A second device of the same home network, ordinary.
+                ("2001:db8:7:1::3", MIB),
+            ],
+        );
+    }
+    assert_eq!(
+        srv.rules(),
+        vec![(RuleId::PeerOutlier, "2001:db8:7:1::2".to_owned())],
+        "the client explains its /64 and /48"
+    );
+}
+
+#[test]
+fn a_nat_gateway_is_judged_against_its_own_curve() {
+    let mut srv = Server::new("[detect]\nlearning_period = \"3h\"\n");
+    let nat = "198.51.100.40";
+    // Learning: 15 MiB a minute (150 MiB in ten minutes, above the 128 MiB bar): heavy.
+    for m in 0..180 {
+        srv.minute(m * 60, &[(nat, 15 * MIB), ("198.51.100.1", MIB)]);
+    }
+    // Two ordinary hours after learning: nothing.
+    for m in 180..300 {
+        srv.minute(m * 60, &[(nat, 15 * MIB), ("198.51.100.1", MIB)]);
+    }
+    assert_eq!(
+        srv.rules(),
+        vec![],
+        "its absolute volume alone never alerts"
+    );
+    // An insider behind it adds 30 MiB a minute.
+    for m in 300..330 {
+        srv.minute(m * 60, &[(nat, 45 * MIB), ("198.51.100.1", MIB)]);
+    }
+    assert_eq!(srv.rules(), vec![(RuleId::PeerRise, nat.to_owned())]);
+    let a = &srv.opened()[0].alert;
+    assert_eq!(a.threshold.reference, Some(Reference::OwnCurve));
+    assert_eq!(a.window, WindowLen::TenMinutes);
+    // Own curve 150 MiB x 1.5 = 225 MiB over ten minutes: crossed in the sixth minute.
+    let minutes = (a.opened_at.as_second() - (T0 + 300 * 60)) / 60;
+    assert!((3..=7).contains(&minutes), "{minutes}");
+}
+
+#[test]
+fn clients_never_count_as_new_destinations_but_connections_out_do() {
+    let text = "[detect]\nlearning_period = \"1h\"\n[rules.new_destinations]\nmax_new = 5\n";
+    let mut srv = Server::new(text);
+    srv.minute(0, &[("198.51.100.1", 1000)]);
+    let clients: Vec<String> = (1..40).map(|i| format!("203.0.113.{i}")).collect();
+    let sends: Vec<(&str, u64)> = clients.iter().map(|a| (a.as_str(), 10_000)).collect();
+    srv.minute(4000, &sends);
+    assert_eq!(
+        srv.rules(),
+        vec![],
+        "39 new clients in a minute are a server's day"
+    );
+    for i in 1..8 {
+        srv.initiated(4060, &format!("192.0.2.{i}"), 10_000);
+    }
+    assert_eq!(srv.rules(), vec![(RuleId::NewDestinations, String::new())]);
+}
+
+#[test]
+fn new_clients_volume_is_judged_against_its_own_curve() {
+    let mut srv = Server::new("[detect]\nlearning_period = \"1d\"\n");
+    // Learning day: two new devices an hour, 20 MiB each.
+    let mut n = 0u32;
+    let mut addr = || {
+        n += 1;
+        // One /24 each: their prefixes stay single clients.
+        format!("100.64.{n}.1")
+    };
+    for h in 0..24 {
+        for _ in 0..2 {
+            let a = addr();
+            srv.minute(h * 3600 + 120, &[(a.as_str(), 20 * MIB)]);
+        }
+    }
+    // Day 2, 10:00: forty new devices in one hour, each an ordinary initial sync of 30 MiB.
+    for i in 0..40 {
+        let a = addr();
+        srv.minute(86_400 + 10 * 3600 + i * 60, &[(a.as_str(), 30 * MIB)]);
+    }
+    let got = srv.rules();
+    assert!(
+        got.iter().all(|(r, _)| *r == RuleId::NewClientVolume),
+        "no client alone is an outlier: {got:?}"
+    );
+    let a = srv
+        .opened()
+        .into_iter()
+        .find(|e| e.alert.rule == RuleId::NewClientVolume)
+        .unwrap_or_else(|| panic!("no new_client_volume alert: {got:?}"));
+    assert_eq!(
+        a.alert.threshold.bytes,
+        512 * MIB,
+        "the floor (the curve is small)"
+    );
+    assert_eq!(a.alert.threshold.reference, Some(Reference::NewClientCurve));
+}
+
+/// An attacker who pulls just under the bars every working day does not raise them: the
+/// watermark keeps their hours and days out of the population, so the bars stay where the
+/// ordinary clients put them.
+#[test]
+fn a_client_just_under_the_bar_for_days_does_not_raise_it() {
+    // Floors under the population's bars (p99.9 x 3 of 8 MiB hours, of 64 MiB days), above
+    // what one ordinary client does, so that the learning day makes nobody heavy.
+    let mut srv = Server::new(
+        "[detect]\nlearning_period = \"1d\"\n[rules.peer_outlier]\n\
+         floor = { 1m = \"10MiB\", 10m = \"10MiB\", 1h = \"10MiB\", 24h = \"100MiB\" }\n",
+    );
+    let clients: Vec<String> = (0..150)
+        .map(|i| format!("2001:db8:{:x}::1", 0x100 + i))
+        .collect();
+    let ordinary = |srv: &mut Server, h: i64| {
+        for (i, c) in clients.iter().enumerate() {
+            if (i as i64 + h) % 3 == 0 {
+                srv.minute(h * 3600 + 60 + i as i64, &[(c.as_str(), 8 * MIB)]);
+            }
+        }
+    };
+    // The learning day, and day 2 until 09:00 (the days are taught once they end).
+    for h in 0..33 {
+        ordinary(&mut srv, h);
+    }
+    let bars = |srv: &mut Server| {
+        [WindowLen::OneHour, WindowLen::OneDay]
+            .map(|len| srv.detector.bar_for_tests("backup.service", len, 0))
+    };
+    let before = bars(&mut srv);
+    assert!((20 * MIB..30 * MIB).contains(&before[0]), "{before:?}");
+    assert!((150 * MIB..250 * MIB).contains(&before[1]), "{before:?}");
+    // Four days, 10:00 to 16:00, of 90 % of the hour's bar from one address (a third of a
+    // MiB a minute: no minute stands out), about two thirds of the day's bar a day (the
+    // 24-hour window is estimated from two day buckets, so it also sees some of yesterday).
+    let hourly = (before[0] * 9 / 10).min(before[1] * 9 / 60);
+    for h in 33..129 {
+        ordinary(&mut srv, h);
+        if (10..16).contains(&(h % 24)) {
+            for m in 0..60 {
+                srv.minute(h * 3600 + m * 60 + 30, &[("203.0.113.66", hourly / 60)]);
+            }
+        }
+    }
+    let got: Vec<String> = srv
+        .opened()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {} > {} {:?} act {:?}",
+                e.at,
+                e.alert.window,
+                e.alert.bytes,
+                e.alert.threshold.bytes,
+                e.alert.threshold.reference,
+                e.alert.threshold.activity
+            )
+        })
+        .collect();
+    assert!(
+        got.is_empty(),
+        "under the bars: no alert, {before:?}, {hourly}: {got:#?}"
+    );
+    let after = bars(&mut srv);
+    for (b, a) in before.iter().zip(after) {
+        assert!(a <= b + b / 10, "a bar moved from {before:?} to {after:?}");
+    }
+}
