@@ -2,15 +2,16 @@
 //! `Detector::observe` on one core, and memory per tracked (service, peer) pair.
 //!
 //! `detector_bench --peers N [--samples M]` prints one JSON object. Samples go to N peers of
-//! one service (eight processes), 1,000 per one-second window: first one sample per peer
-//! during the learning period (90 % of peers become learned), then M samples to peers drawn
-//! at random, after learning, so every rule is evaluated. Only `observe` is timed; building
+//! one service (eight processes), 1,000 per one-second window, all clients the service
+//! served (see `peer` for their prefixes): first one sample to each of 90 % of the peers
+//! during the learning period, then M samples to peers drawn at random, after learning, so
+//! every rule is evaluated, the prefix groups' included. Only `observe` is timed; building
 //! the samples is not. Memory is counted by a counting allocator: bytes allocated by the
 //! detector, divided by the pairs it tracks.
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
-    net::{IpAddr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::{
         Arc,
         atomic::{AtomicIsize, Ordering},
@@ -161,6 +162,7 @@ fn main() {
             "learning_samples_per_second": learned as f64 / learn_timed.as_secs_f64().max(1e-9),
             "heap_bytes": bytes,
             "bytes_per_pair": bytes as f64 / pairs as f64,
+            "prefix_groups": detector.stats.prefix_groups,
             "alerts_opened": opened,
         })
     );
@@ -192,18 +194,28 @@ fn blank_batch() -> Vec<FlowSample> {
         .collect()
 }
 
-/// Peer `i`: a documentation IPv6 address.
+/// Peer `i`, a client of a public server (the addresses are never contacted: the samples
+/// only exist in memory). Three in five are IPv4 clients, eight per /24 (a provider's
+/// pool); two in five IPv6 devices, each on its own /64, a hundred per /48 (a carrier's or
+/// an ISP's customers). So the /24 and /48 groups exist and are judged with every sample,
+/// as on a real server; a /64 group is made only for a /64 with two clients.
 fn peer(i: usize) -> IpAddr {
-    IpAddr::V6(Ipv6Addr::new(
-        0x2001,
-        0xdb8,
-        (i >> 32) as u16,
-        (i >> 16) as u16,
-        i as u16,
-        0,
-        0,
-        1,
-    ))
+    if i % 5 < 3 {
+        let j = (i / 5 * 3 + i % 5) as u32;
+        IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + ((j / 8) << 8) + j % 8 + 1))
+    } else {
+        let k = i / 5 * 2 + i % 5 - 3;
+        IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            (k / 100) as u16,
+            (k % 100) as u16,
+            0,
+            0,
+            0,
+            1,
+        ))
+    }
 }
 
 /// The default rules, a 2-hour learning period, and no internal networks (every peer counts).

@@ -339,12 +339,42 @@ impl Detector {
     /// work (measured: the probe's loads were about 60 % of the detector's time at 1M).
     fn touch(&mut self, chunk: &[FlowSample]) {
         let mut sum = 0u16;
+        let mut ids = [0u32; TOUCH_AHEAD];
+        let mut n = 0;
         for s in chunk {
             let (Some(remote), Some(sid)) = (s.remote, self.cached_service(&s.owner)) else {
                 continue;
             };
-            if let Some(id) = self.peers.id(&PeerKey::new(sid, canonical(remote.addr))) {
-                sum ^= self.peers.slot(id).flags;
+            let addr = canonical(remote.addr);
+            if let Some(id) = self.peers.id(&PeerKey::new(sid, addr)) {
+                self.peers.prefetch(id);
+                ids[n] = id + 1;
+                n += 1;
+                continue;
+            }
+            // A new peer: its prefix groups (or the first member that stands for one) are
+            // looked up now.
+            let lens = if addr.is_ipv4() {
+                &self.params.ipv4_prefixes
+            } else {
+                &self.params.ipv6_prefixes
+            };
+            for &len in lens {
+                let key = PeerKey::network(sid, addr, len);
+                match self.peers.id(&key) {
+                    Some(gid) => self.peers.prefetch(gid),
+                    None => sum ^= self.first_members.get(&key).map_or(0, |&m| m as u16),
+                }
+            }
+        }
+        // Known peers name their groups' slots: those load while the chunk is processed.
+        for &id in &ids[..n] {
+            if id != 0 {
+                for gid in self.peers.slot(id - 1).group_slots {
+                    if gid != 0 && self.peers.iter_slot(gid - 1).is_some() {
+                        self.peers.prefetch(gid - 1);
+                    }
+                }
             }
         }
         std::hint::black_box(sum);
@@ -840,9 +870,9 @@ impl Detector {
             &self.params.ipv6_prefixes
         };
         let mut groups = prefixes::Groups::default();
-        for &len in lens {
+        for (i, &len) in lens.iter().enumerate() {
             let key = PeerKey::network(sid, addr, len);
-            if let Some(gid) = self.peers.id(&key) {
+            if let Some(gid) = prefixes::group_slot(&mut self.peers, member, i, &key) {
                 let svc = &mut self.services[sid as usize];
                 let member_seen = self.peers.slot(member).last_seen_ms;
                 let group = self.peers.slot_mut(gid);
@@ -875,6 +905,7 @@ impl Detector {
                     group.flags |= DIRTY;
                     prefixes::refresh_owner(&mut group, &s.owner);
                     let gid = self.peers.insert(group);
+                    prefixes::remember_group(&mut self.peers, member, i, gid);
                     self.groups += 1;
                     self.first_members.remove(&key);
                     groups.push(gid);

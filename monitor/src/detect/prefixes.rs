@@ -63,3 +63,52 @@ pub fn explain(group: &mut PeerState, member: u32, until: u64) {
     group.explained_by = member + 1;
     group.explained_until = u32::try_from(until).unwrap_or(u32::MAX);
 }
+
+/// The slot of the group `key` of `member` (its `i`-th prefix length): the member's hint
+/// when that slot still holds the group, else the index's answer (then remembered).
+pub fn group_slot(peers: &mut PeerTable, member: u32, i: usize, key: &PeerKey) -> Option<u32> {
+    if let Some(&hint) = peers.slot(member).group_slots.get(i)
+        && hint != 0
+        && peers.iter_slot(hint - 1).is_some_and(|g| g.key == *key)
+    {
+        return Some(hint - 1);
+    }
+    let gid = peers.id(key)?;
+    remember_group(peers, member, i, gid);
+    Some(gid)
+}
+
+/// Remembers in `member` that its `i`-th group is in slot `gid`.
+pub fn remember_group(peers: &mut PeerTable, member: u32, i: usize, gid: u32) {
+    if let Some(hint) = peers.slot_mut(member).group_slots.get_mut(i) {
+        *hint = gid + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    #[test]
+    fn a_stale_group_hint_is_never_used() {
+        let addr: IpAddr = "11.2.3.4".parse().unwrap();
+        let mut peers = PeerTable::default();
+        let member = peers.insert(PeerState::new(PeerKey::new(0, addr)));
+        let key = PeerKey::network(0, addr, 24);
+        let group = peers.insert(PeerState::new(key));
+        assert_eq!(group_slot(&mut peers, member, 0, &key), Some(group));
+        assert_eq!(peers.slot(member).group_slots[0], group + 1);
+        // The group goes; its slot is reused by another group: the hint must not follow it.
+        peers.remove(group);
+        let other = PeerKey::network(0, "11.9.9.9".parse().unwrap(), 24);
+        let reused = peers.insert(PeerState::new(other));
+        assert_eq!(reused, group);
+        assert_eq!(group_slot(&mut peers, member, 0, &key), None);
+        // Made again elsewhere: found through the index and remembered.
+        let again = peers.insert(PeerState::new(key));
+        assert_eq!(group_slot(&mut peers, member, 0, &key), Some(again));
+        assert_eq!(peers.slot(member).group_slots[0], again + 1);
+    }
+}
