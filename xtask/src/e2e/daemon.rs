@@ -20,6 +20,22 @@ pub fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// A port on 127.0.0.1 below the ephemeral range (where real services listen), free right
+/// now: clients' ports are then above the server's, as on a real host. Starts at a place
+/// that depends on the pid, so two runs rarely probe the same ports.
+pub fn free_service_port() -> Result<u16> {
+    const FIRST: u16 = 20_000;
+    const COUNT: u16 = 8_000;
+    let start = (std::process::id() % u32::from(COUNT)) as u16;
+    for i in 0..COUNT {
+        let port = FIRST + (start + i) % COUNT;
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port on 127.0.0.1 in {FIRST}-{}", FIRST + COUNT - 1)
+}
+
 /// A server started by the scenario, stopped on drop by its own pid.
 pub struct Daemon {
     name: &'static str,
@@ -230,6 +246,13 @@ fn user_name(uid: u32, passwd: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_port_is_free_and_below_the_ephemeral_range() {
+        let port = free_service_port().unwrap();
+        assert!((20_000..28_000).contains(&port), "{port}");
+        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+    }
 
     #[test]
     fn proc_parsing() {

@@ -41,17 +41,20 @@ pub fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
-/// `rules.unknown_volume."1m"` of an effective configuration (`egress-monitor config`).
-pub fn unknown_volume_1m(config_toml: &str) -> Result<u64> {
+/// `rules.peer_outlier.floor."1m"` of an effective configuration (`egress-monitor config`):
+/// the lowest bar a client's minute is judged against (the bar itself while the clients'
+/// population is too small to have a quantile, as after the scenario's short learning).
+pub fn peer_outlier_floor_1m(config_toml: &str) -> Result<u64> {
     let v: toml::Value = toml::from_str(config_toml).context("parsing the effective config")?;
     let raw = v
         .get("rules")
-        .and_then(|r| r.get("unknown_volume"))
+        .and_then(|r| r.get("peer_outlier"))
+        .and_then(|r| r.get("floor"))
         .and_then(|r| r.get("1m"));
     match raw {
         Some(toml::Value::Integer(n)) => u64::try_from(*n).context("a negative threshold"),
         Some(toml::Value::String(s)) => parse_size(s).with_context(|| format!("size {s:?}")),
-        other => bail!("rules.unknown_volume.1m is {other:?}"),
+        other => bail!("rules.peer_outlier.floor.1m is {other:?}"),
     }
 }
 
@@ -99,12 +102,14 @@ mod tests {
 
     #[test]
     fn threshold_from_the_effective_config() {
-        let c = "[rules.unknown_volume]\nenabled = true\n1m = \"32MiB\"\n10m = \"128MiB\"\n";
-        assert_eq!(unknown_volume_1m(c).unwrap(), 32 << 20);
+        let c =
+            "[rules.peer_outlier]\nenabled = true\nfloor = { 1m = \"48MiB\", 10m = \"128MiB\" }\n";
+        assert_eq!(peer_outlier_floor_1m(c).unwrap(), 48 << 20);
         assert_eq!(
-            unknown_volume_1m("[rules.unknown_volume]\n1m = 1000\n").unwrap(),
+            peer_outlier_floor_1m("[rules.peer_outlier.floor]\n1m = 1000\n").unwrap(),
             1000
         );
-        assert!(unknown_volume_1m("[rules]\n").is_err());
+        assert!(peer_outlier_floor_1m("[rules.peer_outlier]\nfloor = {}\n").is_err());
+        assert!(peer_outlier_floor_1m("[rules]\n").is_err());
     }
 }

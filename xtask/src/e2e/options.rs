@@ -20,16 +20,28 @@ pub struct Options {
     pub alert_within: Duration,
     /// Normal traffic kept going after the alert, to catch later false alerts.
     pub grace: Duration,
+    /// Normal clients move to a new address (and log in again) about this often.
+    pub roam_every: Option<Duration>,
+    /// A patient attacker after the grace period.
+    pub patient: Option<PatientOptions>,
+}
+
+/// The patient attacker: paced to `per_minute`, under the 1-minute bar; it must be alerted
+/// within `alert_within` of its start.
+#[derive(Clone, Copy, Debug)]
+pub struct PatientOptions {
+    pub per_minute: u64,
+    pub alert_within: Duration,
 }
 
 impl Options {
-    /// The full scenario: a room of 2000 messages and 100 images (50 KB-2 MB), 5 minutes of
-    /// learning, 2 of normal traffic after it.
+    /// The full scenario: a room of 2000 messages and 160 images (50 KB-2 MB, about 85 MB),
+    /// 5 minutes of learning, 2 of normal traffic after it.
     pub fn full() -> Self {
         Self {
             name: "full",
             messages: 2000,
-            media: 100,
+            media: 160,
             media_min: 50_000,
             media_max: 2_000_000,
             clients: 10,
@@ -37,17 +49,25 @@ impl Options {
             after_learning: Duration::from_secs(120),
             alert_within: Duration::from_secs(60),
             grace: Duration::from_secs(20),
+            // Mobile clients: a new address every minute or so (a few per client per run).
+            roam_every: Some(Duration::from_secs(60)),
+            // Half the 1-minute floor (48 MiB): the 10-minute floor (128 MiB) is crossed
+            // after about 5.3 minutes.
+            patient: Some(PatientOptions {
+                per_minute: 24 << 20,
+                alert_within: Duration::from_secs(480),
+            }),
         }
     }
 
-    /// For `cargo xtask test`: about 3 minutes with pip's install. 50 images of 300 KB-3 MB
-    /// (about 58 MB, log-uniform) so that the attack is well over the 32 MiB a minute of
-    /// rule 1, in seconds.
+    /// For `cargo xtask test`: about 3 minutes with pip's install. 60 images of 300 KB-3 MB
+    /// (about 70 MB, log-uniform) so that the attack is well over the 48 MiB a minute of
+    /// `peer_outlier`'s floor (the clients' bar after so short a learning), in seconds.
     pub fn short() -> Self {
         Self {
             name: "short",
             messages: 300,
-            media: 50,
+            media: 60,
             media_min: 300_000,
             media_max: 3_000_000,
             clients: 6,
@@ -55,6 +75,9 @@ impl Options {
             after_learning: Duration::from_secs(30),
             alert_within: Duration::from_secs(60),
             grace: Duration::from_secs(10),
+            // The short run keeps its shape (CI time): fixed clients, one attacker.
+            roam_every: None,
+            patient: None,
         }
     }
 }

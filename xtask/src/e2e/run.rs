@@ -10,7 +10,10 @@ use std::{
     fs,
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    sync::{Arc, atomic::Ordering::Relaxed},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -22,13 +25,13 @@ use super::{
     agent_config, daemon,
     daemon::Daemon,
     egress_agent,
-    options::Options,
+    options::{Options, PatientOptions},
     prereq, report, rsyslog,
     scenario::{self, Amounts},
     servers::{Restart, Servers},
     synapse,
     traffic::{self, Account, Attack, Population, World},
-    verdict::{self, Expect},
+    verdict::{self, Expect, PatientExpect},
     watch::{POLL, Watch, now_ms},
 };
 use crate::{bootstrap::Tools, build, cmd};
@@ -37,13 +40,17 @@ use crate::{bootstrap::Tools, build, cmd};
 pub const ATTACKER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 66);
 /// The hijacked account (also in use by its owner, the client at 127.0.0.11).
 const HIJACKED: usize = 1;
+/// The patient attacker's host (full preset) and account (the client at 127.0.0.12's).
+pub const PATIENT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 77);
+const PATIENT_ACCOUNT: usize = 2;
 /// The learning period runs from the service's first packet (the first answer to a client,
 /// just after the agent attached) and rules arm at the next evaluation: margin for both.
 const LEARNING_MARGIN: Duration = Duration::from_secs(5);
 /// Bound on the attacker's whole run.
 const ATTACK_DEADLINE: Duration = Duration::from_secs(180);
-/// The rule the attack must trip.
-const RULE: &str = "unknown_volume";
+/// The rule the attack must trip: the attacker is a client nginx served, judged against the
+/// service's clients.
+const RULE: &str = "peer_outlier";
 
 /// The outcome: `json` is what `target/e2e/report.json` holds.
 pub struct Report {
@@ -74,7 +81,7 @@ fn account(i: usize) -> Account {
 struct AgentSetup {
     config: PathBuf,
     json_sink: PathBuf,
-    /// `unknown_volume` over 1 minute, as the agent reads its configuration.
+    /// `peer_outlier`'s 1-minute floor, as the agent reads its configuration.
     threshold: u64,
 }
 
@@ -95,7 +102,7 @@ fn configure_agent(dir: &Path, bin: &Path, opts: &Options, syslog: &str) -> Resu
         }),
     )?;
     let threshold =
-        egress_agent::unknown_volume_1m(&egress_agent::effective_config(bin, &config)?)?;
+        egress_agent::peer_outlier_floor_1m(&egress_agent::effective_config(bin, &config)?)?;
     Ok(AgentSetup {
         config,
         json_sink,
@@ -166,6 +173,79 @@ fn normal_phases(
     })
 }
 
+/// What the attack phases did.
+struct Attacks {
+    attack: Attack,
+    attack_start_ms: i64,
+    /// The patient attacker and its start (Unix ms), when the preset has one.
+    patient: Option<(traffic::Patient, i64)>,
+}
+
+/// The attacker, normal traffic for the grace period, then the patient attacker.
+fn attacks(
+    opts: &Options,
+    world: &Arc<World>,
+    users: usize,
+    watch: &mut Watch<'_>,
+    agent: &mut Daemon,
+) -> Result<Attacks> {
+    let (attack, attack_start_ms) = attack_phase(opts, &world.base, &world.room, watch, agent)?;
+    cmd::step(
+        &format!(
+            "normal traffic goes on {} s after the attack",
+            opts.grace.as_secs()
+        ),
+        || watch.hold(Instant::now() + opts.grace, agent),
+    )?;
+    let patient = match opts.patient {
+        Some(p) => Some(patient_phase(p, world, users, watch, agent)?),
+        None => None,
+    };
+    Ok(Attacks {
+        attack,
+        attack_start_ms,
+        patient,
+    })
+}
+
+/// The patient attacker must stay under the 1-minute bar, or the phase proves nothing.
+fn impatience(patient: Option<&(traffic::Patient, i64)>, bar: u64) -> Option<String> {
+    let (p, _) = patient?;
+    (p.max_minute >= bar).then(|| {
+        format!(
+            "the patient attacker took {} bytes in one minute, not under the {bar}-byte bar",
+            p.max_minute
+        )
+    })
+}
+
+/// What the verdict expects of the run.
+fn expectations<'a>(
+    opts: &Options,
+    setup: &AgentSetup,
+    (attacker, attack, attack_start_ms): (&'a str, &Attack, i64),
+    (patient_ip, patient): (&'a str, Option<&(traffic::Patient, i64)>),
+) -> Expect<'a> {
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    Expect {
+        service: agent_config::SERVICE,
+        rule: RULE,
+        attacker,
+        attack_start_ms,
+        attacker_received: attack.received,
+        threshold: setup.threshold,
+        max_latency_ms: ms(opts.alert_within),
+        patient: match (patient, opts.patient) {
+            (Some((_, start_ms)), Some(p)) => Some(PatientExpect {
+                address: patient_ip,
+                start_ms: *start_ms,
+                max_latency_ms: ms(p.alert_within),
+            }),
+            _ => None,
+        },
+    }
+}
+
 /// The attacker in its own thread while rsyslogd is watched; returns once it is done and
 /// the alert came or the time allowed for it passed. Also returns its start (Unix ms).
 fn attack_phase(
@@ -228,7 +308,7 @@ fn clients_json(clients: &Population) -> Vec<Value> {
         .map(|c| {
             json!({"addr": c.addr.to_string(), "user": c.user, "received": c.counters.received(),
                    "sent": c.counters.sent(), "rounds_ok": c.stats.ok.load(Relaxed),
-                   "errors": c.stats.errors.load(Relaxed), "logins": c.stats.logins.load(Relaxed),
+                   "errors": c.stats.errors.load(Relaxed), "logins": c.stats.logins.load(Relaxed), "addresses": c.stats.addresses.load(Relaxed),
                    "thumbnails": c.stats.thumbnails.load(Relaxed), "posts": c.stats.posts.load(Relaxed)})
         })
         .collect()
@@ -276,6 +356,7 @@ struct Outcome<'a> {
     clients: Vec<Value>,
     attack: &'a Attack,
     attack_start_ms: i64,
+    patient: Option<&'a traffic::Patient>,
     receiver: &'a rsyslog::Receiver,
     setup: &'a AgentSetup,
     max_bytes: u64,
@@ -337,9 +418,11 @@ fn report_json(o: &Outcome<'_>) -> Value {
         },
         "servers_at_attack": o.servers_at_attack,
         "rsyslogd": {"pid": o.receiver.daemon.pid(), "address": o.receiver.address()},
-        "threshold_unknown_volume_1m": o.setup.threshold,
+        "threshold_peer_outlier_floor_1m": o.setup.threshold,
         "max_bytes_accepted": o.max_bytes,
         "alert": o.verdict.detection,
+        "patient_attack": o.patient,
+        "patient_alert": o.verdict.patient,
         "alerts_by_rule": o.verdict.alerts_by_rule,
         "attacker_rules": o.verdict.attacker_rules,
         "false_alerts": o.verdict.false_alerts,
@@ -416,7 +499,7 @@ fn start_clients(
     pop: &scenario::Population,
     opts: &Options,
     users: usize,
-) -> Population {
+) -> (Arc<World>, Population) {
     let world = Arc::new(World {
         base: base.to_owned(),
         room: pop.room.clone(),
@@ -430,7 +513,61 @@ fn start_clients(
             )
         })
         .collect();
-    Population::start(&world, hosts)
+    let clients = Population::start(&world, hosts, opts.roam_every);
+    (world, clients)
+}
+
+/// The patient attacker in its own thread while rsyslogd is watched, until its alert comes
+/// or the time allowed for it passes. Returns what it did and its start (Unix ms).
+fn patient_phase(
+    p: PatientOptions,
+    world: &Arc<World>,
+    users: usize,
+    watch: &mut Watch<'_>,
+    agent: &mut Daemon,
+) -> Result<(traffic::Patient, i64)> {
+    eprintln!(
+        "==> patient attacker: {} from {PATIENT}, {} MiB a minute (under every 1-minute bar)",
+        account(PATIENT_ACCOUNT % users).user,
+        p.per_minute >> 20
+    );
+    let start_ms = now_ms();
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker = {
+        let (world, stop) = (Arc::clone(world), Arc::clone(&stop));
+        let account = account(PATIENT_ACCOUNT % users);
+        let deadline = p.alert_within + Duration::from_secs(30);
+        thread::spawn(move || {
+            traffic::patient_attack(&world, PATIENT, &account, p.per_minute, deadline, &stop)
+        })
+    };
+    let address = PATIENT.to_string();
+    let detected = |w: &Watch<'_>| {
+        w.findings()
+            .iter()
+            .any(|f| f.peer.as_deref() == Some(address.as_str()) && f.rule == RULE)
+    };
+    while !detected(watch) && started.elapsed() < p.alert_within && !attacker.is_finished() {
+        watch.hold(Instant::now() + POLL, agent)?;
+    }
+    stop.store(true, Relaxed);
+    let patient = attacker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the patient attacker's thread panicked"))?
+        .context("the patient attacker")?;
+    eprintln!(
+        "    patient attacker: {:.1} MB in {:.0} s (busiest minute {:.1} MB); alert {}",
+        patient.received as f64 / 1e6,
+        patient.secs,
+        patient.max_minute as f64 / 1e6,
+        if detected(watch) {
+            "received"
+        } else {
+            "NOT received"
+        }
+    );
+    Ok((patient, start_ms))
 }
 
 /// SIGTERM to the agent, after its last resource use is read.
@@ -495,7 +632,7 @@ pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<Report> {
     let cpu_at_attach = daemon::cpu_secs(agent.pid()).unwrap_or(0.0);
     let t_attached = Instant::now();
 
-    let mut clients = start_clients(&servers.base, &pop, opts, users);
+    let (world, mut clients) = start_clients(&servers.base, &pop, opts, users);
     let mut watch = Watch::new(&receiver);
 
     let normal = normal_phases(
@@ -513,15 +650,11 @@ pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<Report> {
         "workers": nginx_workers,
         "synapse": servers.synapse.pid(),
     });
-    let (attack, attack_start_ms) =
-        attack_phase(opts, &servers.base, &pop.room, &mut watch, &mut agent)?;
-    cmd::step(
-        &format!(
-            "normal traffic goes on {} s after the attack",
-            opts.grace.as_secs()
-        ),
-        || watch.hold(Instant::now() + opts.grace, &mut agent),
-    )?;
+    let Attacks {
+        attack,
+        attack_start_ms,
+        patient,
+    } = attacks(opts, &world, users, &mut watch, &mut agent)?;
     let bytes_attack_phase =
         clients.received() - normal.bytes_learning - normal.bytes_after_learning;
     let client_report = clients_json(&clients);
@@ -533,19 +666,17 @@ pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<Report> {
     drop(servers);
 
     let findings = watch.findings();
-    let attacker_ip = ATTACKER.to_string();
-    let expect = Expect {
-        service: agent_config::SERVICE,
-        rule: RULE,
-        attacker: &attacker_ip,
-        attack_start_ms,
-        attacker_received: attack.received,
-        threshold: setup.threshold,
-        max_latency_ms: i64::try_from(opts.alert_within.as_millis()).unwrap_or(i64::MAX),
-    };
+    let (attacker_ip, patient_ip) = (ATTACKER.to_string(), PATIENT.to_string());
+    let expect = expectations(
+        opts,
+        &setup,
+        (&attacker_ip, &attack, attack_start_ms),
+        (&patient_ip, patient.as_ref()),
+    );
     let v = verdict::judge(&findings, &expect);
     let sd_mismatches = watch.sd_mismatches();
     let mut failures = v.failures.clone();
+    failures.extend(impatience(patient.as_ref(), setup.threshold));
     failures.extend(report::failures(&report::Checks {
         agent_exit: agent_facts.exit_ok.clone(),
         clients: usize::from(opts.clients),
@@ -572,6 +703,7 @@ pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<Report> {
         clients: client_report,
         attack: &attack,
         attack_start_ms,
+        patient: patient.as_ref().map(|(p, _)| p),
         receiver: &receiver,
         setup: &setup,
         max_bytes: expect.max_bytes(),

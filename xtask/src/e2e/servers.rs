@@ -54,7 +54,8 @@ impl Servers {
     /// `dir/nginx`, each on a free loopback port.
     pub fn start(dir: &Path, python: &Path) -> Result<Self> {
         let synapse_port = daemon::free_port()?;
-        let nginx_port = daemon::free_port()?;
+        // nginx listens where a web server would: below the clients' ephemeral ports.
+        let nginx_port = daemon::free_service_port()?;
         let admin_base = format!("http://127.0.0.1:{synapse_port}");
         let base = format!("http://127.0.0.1:{nginx_port}");
 

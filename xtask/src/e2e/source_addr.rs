@@ -49,15 +49,10 @@ pub struct SourceConnector {
 }
 
 impl SourceConnector {
-    pub fn new(source: IpAddr) -> Self {
-        Self {
-            source,
-            counters: Arc::default(),
-        }
-    }
-
-    pub fn counters(&self) -> Arc<Counters> {
-        Arc::clone(&self.counters)
+    /// A connector whose bytes add to `counters` (a client that moved to a new address
+    /// keeps one count).
+    pub fn counting_into(source: IpAddr, counters: Arc<Counters>) -> Self {
+        Self { source, counters }
     }
 
     fn open(&self, to: SocketAddr, timeout: Option<Duration>) -> io::Result<TcpStream> {
@@ -180,17 +175,19 @@ impl Transport for Counting {
 /// A client agent as [`super::client::agent`] (no proxy, statuses as answers) whose
 /// connections come from `source`; and its counters.
 pub fn agent_from(source: IpAddr, timeout: Duration) -> (Agent, Arc<Counters>) {
-    let connector = SourceConnector::new(source);
-    let counters = connector.counters();
+    let counters = Arc::default();
+    (agent_counting(source, timeout, &counters), counters)
+}
+
+/// An agent from `source` whose bytes add to `counters`.
+pub fn agent_counting(source: IpAddr, timeout: Duration, counters: &Arc<Counters>) -> Agent {
+    let connector = SourceConnector::counting_into(source, Arc::clone(counters));
     let config = Agent::config_builder()
         .proxy(None)
         .http_status_as_error(false)
         .timeout_global(Some(timeout))
         .build();
-    (
-        Agent::with_parts(config, connector, DefaultResolver::default()),
-        counters,
-    )
+    Agent::with_parts(config, connector, DefaultResolver::default())
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ pub struct Stats {
     pub ok: AtomicU64,
     pub errors: AtomicU64,
     pub logins: AtomicU64,
+    /// Source addresses used (1 for a client that never roams).
+    pub addresses: AtomicU64,
     pub posts: AtomicU64,
     pub thumbnails: AtomicU64,
 }
@@ -74,20 +76,33 @@ pub struct Account {
 }
 
 impl Population {
-    pub fn start(world: &Arc<World>, hosts: Vec<(Ipv4Addr, Account)>) -> Self {
+    /// Every client from its own address; with `roam_every`, each moves to a new address
+    /// (and logs in again) about that often, as mobile clients do.
+    pub fn start(
+        world: &Arc<World>,
+        hosts: Vec<(Ipv4Addr, Account)>,
+        roam_every: Option<Duration>,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let clients = hosts
             .into_iter()
             .enumerate()
             .map(|(i, (addr, account))| {
-                let (agent, counters) = source_addr::agent_from(IpAddr::V4(addr), REQUEST_TIMEOUT);
+                let counters = Arc::new(Counters::default());
                 let stats = Arc::new(Stats::default());
                 let (world, stop, s) = (Arc::clone(world), Arc::clone(&stop), Arc::clone(&stats));
+                let c = Arc::clone(&counters);
                 let user = account.user.clone();
                 let handle = thread::Builder::new()
                     .name(format!("client-{addr}"))
                     .spawn(move || {
-                        normal_client(&world, &agent, &account, &s, &stop, i as u64 + 100);
+                        let host = Host {
+                            index: i,
+                            first: addr,
+                            roam_every,
+                            counters: c,
+                        };
+                        normal_client(&world, &host, &account, &s, &stop, i as u64 + 100);
                     })
                     .expect("spawning a client thread");
                 Client {
@@ -149,6 +164,27 @@ fn pause(d: Duration, stop: &AtomicBool) -> bool {
     !stop.load(Ordering::Relaxed)
 }
 
+/// Where a client is: its first address, and whether and how often it moves.
+struct Host {
+    index: usize,
+    first: Ipv4Addr,
+    roam_every: Option<Duration>,
+    counters: Arc<Counters>,
+}
+
+/// The `k`-th address (from 1) a roaming client `index` moves to: 127.1.(index+1).x, a
+/// /24 of its own (one carrier's pool), never an address of the fixed clients or attackers
+/// (127.0.0.x).
+pub fn roaming_addr(index: usize, k: u64) -> Ipv4Addr {
+    let octet = |n: u64| u8::try_from(n).unwrap_or(u8::MAX);
+    Ipv4Addr::new(
+        127,
+        1,
+        octet(index as u64 % 250 + 1),
+        octet((k - 1) % 250 + 1),
+    )
+}
+
 /// After this many failed rounds in a row, log in again (a server that lost the session).
 const RELOGIN_AFTER: u32 = 5;
 
@@ -157,19 +193,38 @@ const RELOGIN_AFTER: u32 = 5;
 /// counted and retried after a short pause.
 fn normal_client(
     world: &World,
-    agent: &ureq::Agent,
+    host: &Host,
     account: &Account,
     stats: &Stats,
     stop: &AtomicBool,
     seed: u64,
 ) {
     let mut rng = fastrand::Rng::with_seed(seed);
+    let mut agent =
+        source_addr::agent_counting(IpAddr::V4(host.first), REQUEST_TIMEOUT, &host.counters);
+    Stats::add(&stats.addresses);
+    let mut moves = 0;
+    // Each stay lasts `roam_every` +- 30 %.
+    let stay = |rng: &mut fastrand::Rng| host.roam_every.map(|d| d.mul_f64(0.7 + 0.6 * rng.f64()));
+    let mut moved_at = Instant::now();
+    let mut stay_for = stay(&mut rng);
     let mut session: Option<Session> = None;
     let mut since: Option<String> = None;
     let mut failed_in_a_row = 0;
     while !stop.load(Ordering::Relaxed) {
+        if stay_for.is_some_and(|d| moved_at.elapsed() >= d) {
+            // A new network: a new address, a new connection, a new login.
+            moves += 1;
+            let addr = roaming_addr(host.index, moves);
+            agent = source_addr::agent_counting(IpAddr::V4(addr), REQUEST_TIMEOUT, &host.counters);
+            Stats::add(&stats.addresses);
+            session = None;
+            moved_at = Instant::now();
+            stay_for = stay(&mut rng);
+        }
         if session.is_none() {
-            if let Ok(token) = client::login(agent, &world.base, &account.user, &account.password) {
+            if let Ok(token) = client::login(&agent, &world.base, &account.user, &account.password)
+            {
                 Stats::add(&stats.logins);
                 session = Some(Session::with_agent(agent.clone(), &world.base, token));
             } else {
@@ -273,4 +328,106 @@ pub fn attack(
         received: counters.received(),
         sent: counters.sent(),
     })
+}
+
+/// What the patient attacker did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Patient {
+    pub secs: f64,
+    pub downloads: usize,
+    pub received: u64,
+    /// The most it received in any 60 s (what a 1-minute bar sees).
+    pub max_minute: u64,
+}
+
+/// A second hijacked account from a new host that pulls the room's media over and over,
+/// paced to `per_minute` bytes a minute (under every 1-minute bar), until `stop` is set or
+/// `deadline` passes.
+pub fn patient_attack(
+    world: &World,
+    addr: Ipv4Addr,
+    account: &Account,
+    per_minute: u64,
+    deadline: Duration,
+    stop: &AtomicBool,
+) -> Result<Patient> {
+    ensure!(!world.media.is_empty(), "no media to pull");
+    let started = Instant::now();
+    let (agent, counters) = source_addr::agent_from(IpAddr::V4(addr), REQUEST_TIMEOUT);
+    let token = client::login(&agent, &world.base, &account.user, &account.password)
+        .context("the patient attacker's login")?;
+    let s = Session::with_agent(agent, &world.base, token);
+    let mut arrivals: Vec<(Instant, u64)> = Vec::new();
+    let mut next = 0;
+    while started.elapsed() < deadline && !stop.load(Ordering::Relaxed) {
+        // Paced: never ahead of `per_minute` x the time so far.
+        let allowed = per_minute as f64 * started.elapsed().as_secs_f64() / 60.0;
+        if counters.received() as f64 > allowed {
+            thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        let before = counters.received();
+        s.download(&world.media[next % world.media.len()])?;
+        next += 1;
+        arrivals.push((Instant::now(), counters.received() - before));
+    }
+    Ok(Patient {
+        secs: started.elapsed().as_secs_f64(),
+        downloads: next,
+        received: counters.received(),
+        max_minute: max_in_window(&arrivals, Duration::from_secs(60)),
+    })
+}
+
+/// The largest sum of `bytes` arriving within any `window` (a sliding window).
+fn max_in_window(arrivals: &[(Instant, u64)], window: Duration) -> u64 {
+    let (mut best, mut sum, mut first) = (0, 0, 0);
+    for &(at, bytes) in arrivals {
+        sum += bytes;
+        while at.duration_since(arrivals[first].0) >= window {
+            sum -= arrivals[first].1;
+            first += 1;
+        }
+        best = best.max(sum);
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roaming_addresses_are_new_and_never_the_fixed_hosts() {
+        let a: Vec<Ipv4Addr> = (1..=300).map(|k| roaming_addr(3, k)).collect();
+        assert_eq!(a[0], Ipv4Addr::new(127, 1, 4, 1));
+        assert_eq!(
+            a.iter()
+                .take(250)
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
+            250
+        );
+        assert!(
+            a.iter()
+                .all(|x| x.octets()[..3] == [127, 1, 4] && x.octets()[3] != 0)
+        );
+        assert_ne!(roaming_addr(0, 1), roaming_addr(1, 1));
+    }
+
+    #[test]
+    fn the_busiest_minute_is_a_sliding_window() {
+        let t = Instant::now();
+        let s = |secs: u64| t + Duration::from_secs(secs);
+        let arrivals = [
+            (s(0), 10),
+            (s(30), 10),
+            (s(59), 10),
+            (s(61), 50),
+            (s(200), 5),
+        ];
+        // 30..61 holds 10 + 10 + 50.
+        assert_eq!(max_in_window(&arrivals, Duration::from_secs(60)), 70);
+        assert_eq!(max_in_window(&[], Duration::from_secs(60)), 0);
+    }
 }

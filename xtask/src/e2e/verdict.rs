@@ -1,5 +1,5 @@
 //! The scenario's verdict, from what the SOC received: the OCSF Detection Findings rsyslogd
-//! wrote, each stamped with when the harness saw it. Expected: one `unknown_volume` alert
+//! wrote, each stamped with when the harness saw it. Expected: one `peer_outlier` alert
 //! about the attacker's address, on service `messaging`, within the deadline, naming a
 //! plausible byte count; nothing else about anyone else, and nothing before the attack.
 
@@ -83,6 +83,16 @@ pub struct Expect<'a> {
     /// The rule's threshold for its 1-minute window, from the agent's effective config.
     pub threshold: u64,
     pub max_latency_ms: i64,
+    /// The patient attacker's phase, when the run had one.
+    pub patient: Option<PatientExpect<'a>>,
+}
+
+/// A second attacker, paced under every 1-minute bar: it must be alerted (by `rule`, in a
+/// longer window) within `max_latency_ms`, and its alerts are no false alerts.
+pub struct PatientExpect<'a> {
+    pub address: &'a str,
+    pub start_ms: i64,
+    pub max_latency_ms: i64,
 }
 
 impl Expect<'_> {
@@ -125,6 +135,8 @@ pub struct Verdict {
     /// Rules that raised an alert about the attacker.
     pub attacker_rules: BTreeSet<String>,
     pub false_alerts: Vec<FalseAlert>,
+    /// The patient attacker's first alert by the expected rule.
+    pub patient: Option<Detection>,
     /// Each failed expectation, in words; empty when the run passed.
     pub failures: Vec<String>,
 }
@@ -162,6 +174,29 @@ pub fn judge(findings: &[Finding], e: &Expect<'_>) -> Verdict {
         )],
         Some(f) => check_detection(f, e),
     };
+    let patient = e.patient.as_ref().and_then(|p| {
+        first
+            .values()
+            .filter(|f| f.peer.as_deref() == Some(p.address) && f.rule == e.rule)
+            .filter(|f| f.created_ms >= p.start_ms)
+            .min_by_key(|f| f.received_ms)
+            .map(|f| (p, *f))
+    });
+    match (&e.patient, patient) {
+        (Some(p), None) => failures.push(format!(
+            "no {} alert about the patient attacker {} reached rsyslogd",
+            e.rule, p.address
+        )),
+        (_, Some((p, f))) if f.received_ms - p.start_ms > p.max_latency_ms => {
+            failures.push(format!(
+                "the patient attacker's alert reached rsyslogd {:.0} s after it started (limit \
+                 {:.0} s)",
+                (f.received_ms - p.start_ms) as f64 / 1e3,
+                p.max_latency_ms as f64 / 1e3
+            ));
+        }
+        _ => {}
+    }
     if !false_alerts.is_empty() {
         failures.push(format!(
             "{} false alert(s): {}",
@@ -192,14 +227,30 @@ pub fn judge(findings: &[Finding], e: &Expect<'_>) -> Verdict {
         alerts_by_rule,
         attacker_rules,
         false_alerts,
+        patient: patient.map(|(p, f)| Detection {
+            alert: f.alert.clone(),
+            pid: f.pid,
+            user: f.user.clone(),
+            rule: f.rule.clone(),
+            service: f.service.clone(),
+            bytes: f.bytes,
+            latency_received_ms: f.received_ms - p.start_ms,
+            latency_agent_ms: f.created_ms - p.start_ms,
+        }),
         failures,
     }
 }
 
 /// Why an alert is false: opened before the attack, or about another address.
 fn false_alert(f: &Finding, e: &Expect<'_>) -> Option<FalseAlert> {
+    let patient = e
+        .patient
+        .as_ref()
+        .is_some_and(|p| f.peer.as_deref() == Some(p.address) && f.created_ms >= p.start_ms);
     let why = if f.created_ms < e.attack_start_ms {
         "opened before the attack"
+    } else if patient {
+        return None;
     } else if f.peer.as_deref() != Some(e.attacker) {
         "not about the attacker's address"
     } else {
@@ -295,16 +346,9 @@ mod tests {
         })
     }
 
-    /// The attacker's `unknown_volume` alert (id `a1`), as most cases need it.
+    /// The attacker's `peer_outlier` alert (id `a1`), as most cases need it.
     fn attacker_alert(bytes: u64, created: i64, activity: &str) -> Value {
-        ocsf(
-            "a1",
-            "unknown_volume",
-            "127.0.0.66",
-            bytes,
-            created,
-            activity,
-        )
+        ocsf("a1", "peer_outlier", "127.0.0.66", bytes, created, activity)
     }
 
     const START: i64 = 1_000_000;
@@ -312,12 +356,13 @@ mod tests {
     fn expect() -> Expect<'static> {
         Expect {
             service: "messaging",
-            rule: "unknown_volume",
+            rule: "peer_outlier",
             attacker: "127.0.0.66",
             attack_start_ms: START,
             attacker_received: 60 << 20,
-            threshold: 32 << 20,
+            threshold: 48 << 20,
             max_latency_ms: 60_000,
+            patient: None,
         }
     }
 
@@ -327,12 +372,12 @@ mod tests {
 
     #[test]
     fn findings_are_read_from_ocsf() {
-        let v = attacker_alert(40 << 20, START + 900, "Create");
+        let v = attacker_alert(50 << 20, START + 900, "Create");
         let x = f(&v, START + 1500);
-        assert_eq!(x.rule, "unknown_volume");
+        assert_eq!(x.rule, "peer_outlier");
         assert_eq!(x.service.as_deref(), Some("messaging"));
         assert_eq!(x.peer.as_deref(), Some("127.0.0.66"));
-        assert_eq!(x.bytes, Some(40 << 20));
+        assert_eq!(x.bytes, Some(50 << 20));
         assert_eq!(x.created_ms, START + 900);
         assert_eq!(x.activity, "Create");
         assert_eq!((x.pid, x.user.as_deref()), (Some(42), Some("www-data")));
@@ -348,7 +393,7 @@ mod tests {
 
     #[test]
     fn the_expected_alert_passes_and_its_latencies_are_measured() {
-        let open = attacker_alert(40 << 20, START + 900, "Create");
+        let open = attacker_alert(50 << 20, START + 900, "Create");
         let update = attacker_alert(59 << 20, START + 900, "Update");
         let v = judge(
             &[f(&open, START + 1500), f(&update, START + 61_000)],
@@ -358,10 +403,7 @@ mod tests {
         let d = v.detection.unwrap();
         assert_eq!(d.latency_received_ms, 1500);
         assert_eq!(d.latency_agent_ms, 900);
-        assert_eq!(
-            v.alerts_by_rule["unknown_volume"], 1,
-            "one alert, two events"
-        );
+        assert_eq!(v.alerts_by_rule["peer_outlier"], 1, "one alert, two events");
         assert!(v.false_alerts.is_empty());
     }
 
@@ -370,12 +412,12 @@ mod tests {
         let v = judge(&[], &expect());
         assert_eq!(v.failures.len(), 1);
         assert!(
-            v.failures[0].contains("no unknown_volume alert"),
+            v.failures[0].contains("no peer_outlier alert"),
             "{:?}",
             v.failures
         );
 
-        let late = attacker_alert(40 << 20, START + 61_000, "Create");
+        let late = attacker_alert(50 << 20, START + 61_000, "Create");
         let v = judge(&[f(&late, START + 61_500)], &expect());
         assert!(v.failures[0].contains("61.5 s after"), "{:?}", v.failures);
 
@@ -387,7 +429,7 @@ mod tests {
         let v = judge(&[f(&big, START + 1000)], &expect());
         assert!(v.failures[0].contains("outside"), "{:?}", v.failures);
 
-        let mut other = attacker_alert(40 << 20, START + 900, "Create");
+        let mut other = attacker_alert(50 << 20, START + 900, "Create");
         other["metadata"]["labels"] = json!(["service:nginx"]);
         let v = judge(&[f(&other, START + 1000)], &expect());
         assert!(
@@ -398,19 +440,19 @@ mod tests {
 
         let wrong_rule = ocsf(
             "a1",
-            "peer_outlier",
+            "unknown_volume",
             "127.0.0.66",
-            40 << 20,
+            50 << 20,
             START + 900,
             "Create",
         );
         let v = judge(&[f(&wrong_rule, START + 1000)], &expect());
         assert!(
-            v.failures[0].contains("no unknown_volume alert"),
+            v.failures[0].contains("no peer_outlier alert"),
             "{:?}",
             v.failures
         );
-        assert!(v.attacker_rules.contains("peer_outlier"));
+        assert!(v.attacker_rules.contains("unknown_volume"));
         assert!(
             v.false_alerts.is_empty(),
             "another rule on the attacker is no false alert"
@@ -419,10 +461,10 @@ mod tests {
 
     #[test]
     fn structured_data_must_agree_with_the_payload() {
-        let v = attacker_alert(40 << 20, START, "Create");
+        let v = attacker_alert(50 << 20, START, "Create");
         let x = f(&v, START);
         let mut params: BTreeMap<String, String> = [
-            ("rule", "unknown_volume"),
+            ("rule", "peer_outlier"),
             ("service", "messaging"),
             ("peer", "127.0.0.66"),
             ("bytes", "1"),
@@ -440,10 +482,10 @@ mod tests {
 
     #[test]
     fn alerts_on_others_or_before_the_attack_are_false() {
-        let good = attacker_alert(40 << 20, START + 900, "Create");
+        let good = attacker_alert(50 << 20, START + 900, "Create");
         let client = ocsf(
             "a2",
-            "unknown_volume",
+            "peer_outlier",
             "127.0.0.12",
             33 << 20,
             START + 2000,
@@ -472,6 +514,62 @@ mod tests {
         assert_eq!(v.failures.len(), 1, "{:?}", v.failures);
         assert!(v.failures[0].starts_with("2 false alert(s)"));
         assert_eq!(v.alerts_by_rule.len(), 2);
-        assert_eq!(v.alerts_by_rule["unknown_volume"], 2);
+        assert_eq!(v.alerts_by_rule["peer_outlier"], 2);
+    }
+
+    #[test]
+    fn the_patient_attacker_must_be_alerted_in_time_and_is_no_false_alert() {
+        let patient = |max_latency_ms| Expect {
+            patient: Some(PatientExpect {
+                address: "127.0.0.77",
+                start_ms: START + 100_000,
+                max_latency_ms,
+            }),
+            ..expect()
+        };
+        let burst = f(
+            &attacker_alert(50 << 20, START + 900, "Create"),
+            START + 1000,
+        );
+        let slow = ocsf(
+            "a9",
+            "peer_outlier",
+            "127.0.0.77",
+            130 << 20,
+            START + 400_000,
+            "Create",
+        );
+        let v = judge(
+            &[burst.clone(), f(&slow, START + 401_000)],
+            &patient(600_000),
+        );
+        assert!(v.failures.is_empty(), "{:?}", v.failures);
+        assert_eq!(v.patient.unwrap().latency_received_ms, 301_000);
+        let v = judge(
+            &[burst.clone(), f(&slow, START + 401_000)],
+            &patient(300_000),
+        );
+        assert!(v.failures[0].contains("301 s after"), "{:?}", v.failures);
+        let v = judge(std::slice::from_ref(&burst), &patient(600_000));
+        assert!(
+            v.failures[0].contains("no peer_outlier alert about the patient"),
+            "{:?}",
+            v.failures
+        );
+        // Before its phase, an alert about that address is a false one.
+        let early = ocsf(
+            "a8",
+            "peer_outlier",
+            "127.0.0.77",
+            60 << 20,
+            START + 50_000,
+            "Create",
+        );
+        let v = judge(
+            &[burst, f(&early, START + 51_000), f(&slow, START + 401_000)],
+            &patient(600_000),
+        );
+        assert_eq!(v.false_alerts.len(), 1, "{:?}", v.false_alerts);
+        assert_eq!(v.false_alerts[0].alert, "a8");
     }
 }
