@@ -10,6 +10,7 @@ mod report;
 mod tests;
 
 use std::{
+    collections::HashMap,
     sync::{
         Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -20,7 +21,7 @@ use std::{
 use serde::Serialize;
 
 pub use self::{
-    judge::{Brief, GRACE_SECS, Target, Verdict, judge},
+    judge::{Brief, PEER_GRACE_SECS, SERVICE_GRACE_SECS, Target, Verdict, judge},
     report::{Report, ScenarioReport},
 };
 use super::{
@@ -126,28 +127,35 @@ pub fn replay(
     Ok((opened, samples, events))
 }
 
-fn run_one(config: &Config, scenario: Scenario, params: &Params) -> Result<RunResult, ReplayError> {
-    let (opened, samples, alert_events) = replay(config, scenario, params)?;
-    let target = target(scenario, params);
-    let verdict = judge(&opened, target.as_ref(), START_SECS + DAY_SECS);
-    Ok(RunResult {
-        seed: params.seed,
-        samples,
-        alert_events,
-        verdict,
-    })
+/// One replay's output.
+struct Replayed {
+    opened: Vec<AlertEvent>,
+    samples: u64,
+    events: u64,
 }
 
-/// Runs every (scenario, seed) of `opts`, `opts.threads` at a time.
+/// Runs every (scenario, seed) of `opts`, `opts.threads` at a time; the ordinary week of
+/// each seed is always run (it tells a service rule's ordinary alerts from the event's).
 pub fn run(config: &Config, opts: &Options) -> Result<Report, ReplayError> {
     let started = Instant::now();
-    let jobs: Vec<(Scenario, u64)> = opts
-        .scenarios
+    let mut jobs: Vec<(Scenario, u64)> = opts
+        .seeds
         .iter()
-        .flat_map(|&s| opts.seeds.iter().map(move |&seed| (s, seed)))
+        .map(|&seed| (Scenario::Normal, seed))
         .collect();
+    jobs.extend(
+        opts.scenarios
+            .iter()
+            .filter(|&&s| s != Scenario::Normal)
+            .flat_map(|&s| opts.seeds.iter().map(move |&seed| (s, seed))),
+    );
+    let params = |seed| Params {
+        days: opts.days,
+        seed,
+        population: opts.population,
+    };
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<RunResult, ReplayError>>>> =
+    let slots: Mutex<Vec<Option<Result<Replayed, ReplayError>>>> =
         Mutex::new((0..jobs.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..opts.threads.clamp(1, jobs.len().max(1)) {
@@ -157,41 +165,54 @@ pub fn run(config: &Config, opts: &Options) -> Result<Report, ReplayError> {
                     let Some(&(scenario, seed)) = jobs.get(i) else {
                         break;
                     };
-                    let params = Params {
-                        days: opts.days,
-                        seed,
-                        population: opts.population,
-                    };
-                    let r = run_one(config, scenario, &params);
-                    if let Ok(mut all) = results.lock() {
+                    let r =
+                        replay(config, scenario, &params(seed)).map(|(opened, samples, events)| {
+                            Replayed {
+                                opened,
+                                samples,
+                                events,
+                            }
+                        });
+                    if let Ok(mut all) = slots.lock() {
                         all[i] = Some(r);
                     }
                 }
             });
         }
     });
-    let results = results.into_inner().unwrap_or_default();
-    let mut scenarios: Vec<ScenarioReport> = Vec::new();
-    for ((scenario, _), r) in jobs.iter().zip(results) {
-        let Some(r) = r else { continue };
-        let r = r?;
-        let params = Params {
-            days: opts.days,
-            seed: r.seed,
-            population: opts.population,
-        };
-        match scenarios.last_mut() {
-            Some(last) if last.scenario == scenario.name() => last.runs.push(r),
-            _ => scenarios.push(ScenarioReport {
-                scenario: scenario.name(),
-                expected_alert: target(*scenario, &params).is_some_and(|t| t.attack),
-                event: target(*scenario, &params)
-                    .map(|t| t.peers.len())
-                    .unwrap_or(0)
-                    > 0,
-                runs: vec![r],
-            }),
+    let mut done: HashMap<(Scenario, u64), Replayed> = HashMap::new();
+    for (job, r) in jobs.iter().zip(slots.into_inner().unwrap_or_default()) {
+        if let Some(r) = r {
+            done.insert(*job, r?);
         }
+    }
+    let judged_from = START_SECS + DAY_SECS;
+    let mut scenarios = Vec::new();
+    for &scenario in &opts.scenarios {
+        let mut runs = Vec::new();
+        for &seed in &opts.seeds {
+            let (Some(r), Some(normal)) = (
+                done.get(&(scenario, seed)),
+                done.get(&(Scenario::Normal, seed)),
+            ) else {
+                continue;
+            };
+            let background: Vec<Brief> = normal.opened.iter().map(Brief::of).collect();
+            let target = target(scenario, &params(seed));
+            runs.push(RunResult {
+                seed,
+                samples: r.samples,
+                alert_events: r.events,
+                verdict: judge(&r.opened, target.as_ref(), judged_from, &background),
+            });
+        }
+        let target = target(scenario, &params(opts.seeds.first().copied().unwrap_or(1)));
+        scenarios.push(ScenarioReport {
+            scenario: scenario.name(),
+            expected_alert: target.as_ref().is_some_and(|t| t.attack),
+            event: target.is_some(),
+            runs,
+        });
     }
     Ok(Report {
         days: opts.days,

@@ -27,8 +27,19 @@ pub struct ScenarioReport {
 }
 
 impl ScenarioReport {
+    /// Runs whose event was alerted on: by its peer or prefix for an attack, by any alert
+    /// for a benign event.
     fn caught(&self) -> usize {
-        self.runs.iter().filter(|r| r.verdict.detected()).count()
+        self.runs
+            .iter()
+            .filter(|r| {
+                if self.expected_alert {
+                    r.verdict.detected()
+                } else {
+                    r.verdict.alerted()
+                }
+            })
+            .count()
     }
 
     fn expected(&self) -> &'static str {
@@ -51,22 +62,35 @@ impl ScenarioReport {
     }
 
     fn rules(&self) -> String {
-        let mut rules: Vec<&str> = self
-            .runs
-            .iter()
-            .flat_map(|r| r.verdict.on_event.iter().map(|b| b.rule.as_str()))
-            .collect();
-        rules.sort_unstable();
-        rules.dedup();
-        if rules.is_empty() {
-            "–".into()
-        } else {
+        let list = |service: bool| {
+            let mut rules: Vec<&str> = self
+                .runs
+                .iter()
+                .flat_map(|r| {
+                    let v = &r.verdict;
+                    if service {
+                        &v.service_on_event
+                    } else {
+                        &v.on_event
+                    }
+                    .iter()
+                    .map(|b| b.rule.as_str())
+                })
+                .collect();
+            rules.sort_unstable();
+            rules.dedup();
             rules.join(", ")
+        };
+        match (list(false), list(true)) {
+            (peer, service) if peer.is_empty() && service.is_empty() => "–".into(),
+            (peer, service) if service.is_empty() => peer,
+            (peer, service) if peer.is_empty() => format!("service: {service}"),
+            (peer, service) => format!("{peer}; service: {service}"),
         }
     }
 
     fn first_alert(&self) -> String {
-        if !self.event || self.caught() == 0 {
+        if !self.event || self.runs.iter().all(|r| !r.verdict.detected()) {
             return "–".into();
         }
         self.runs
@@ -111,8 +135,8 @@ const HEADER: [&str; 6] = [
     "scenario",
     "expected",
     "alerted on the event",
-    "rules",
-    "first alert after start (s), per seed",
+    "rules (peer or prefix; service)",
+    "first alert on its peer or prefix after start (s), per seed",
     "false alerts (all seeds, by rule)",
 ];
 
@@ -174,11 +198,15 @@ impl Report {
         for s in &self.scenarios {
             for r in &s.runs {
                 let v = &r.verdict;
-                if v.on_event.is_empty() && v.false_alerts.is_empty() {
+                if !v.alerted() && v.false_alerts.is_empty() {
                     continue;
                 }
                 let _ = writeln!(out, "{} seed {}:", s.scenario, r.seed);
-                for (label, list) in [("event", &v.on_event), ("FALSE", &v.false_alerts)] {
+                for (label, list) in [
+                    ("event", &v.on_event),
+                    ("event", &v.service_on_event),
+                    ("FALSE", &v.false_alerts),
+                ] {
                     for b in list {
                         let _ = writeln!(
                             out,

@@ -86,7 +86,7 @@ fn the_harness_sorts_alerts_into_the_event_and_false_ones() {
         spans: vec![(T0 + 7200, T0 + 7380)],
         start: T0 + 7200,
     };
-    let v = judge(&events, Some(&attacker), T0 + 3600);
+    let v = judge(&events, Some(&attacker), T0 + 3600, &[]);
     assert_eq!(
         rules(&v.on_event),
         vec![("peer_outlier", Some("203.0.113.5"))]
@@ -105,7 +105,7 @@ fn the_harness_sorts_alerts_into_the_event_and_false_ones() {
     );
     // Updates and resolutions are not alerts; alerts before `judged_from` are not counted.
     assert!(events.iter().any(|e| e.event != AlertEventKind::Opened));
-    let late = judge(&events, Some(&attacker), T0 + 10 * 3600);
+    let late = judge(&events, Some(&attacker), T0 + 10 * 3600, &[]);
     assert_eq!(late, Verdict::default());
 
     // The prefix's members are the event: the prefix alert is about it; a service in
@@ -116,30 +116,36 @@ fn the_harness_sorts_alerts_into_the_event_and_false_ones() {
         start: T0 + 5 * 3600,
         ..attacker.clone()
     };
-    let v = judge(&events, Some(&spread), T0 + 3600);
-    // The service rule that fired while it ran is about it too.
+    let v = judge(&events, Some(&spread), T0 + 3600, &[]);
+    // The service rule that fired while it ran is about it too, unless the same trace
+    // without the event has it then.
     assert_eq!(
         rules(&v.on_event),
-        vec![
-            ("prefix_outlier", Some("198.18.7.0/24")),
-            ("new_client_volume", None)
-        ]
+        vec![("prefix_outlier", Some("198.18.7.0/24"))]
+    );
+    assert_eq!(
+        rules(&v.service_on_event),
+        vec![("new_client_volume", None)]
     );
     assert_eq!(v.false_alerts.len(), 3);
+    let ordinary: Vec<Brief> = v.service_on_event.clone();
+    let v = judge(&events, Some(&spread), T0 + 3600, &ordinary);
+    assert!(v.service_on_event.is_empty() && v.detected());
+    assert_eq!(v.false_alerts.len(), 4);
     let elsewhere = Target {
         service: "messaging".into(),
         ..spread
     };
-    assert!(!judge(&events, Some(&elsewhere), T0 + 3600).detected());
+    assert!(!judge(&events, Some(&elsewhere), T0 + 3600, &[]).detected());
     // Without an event, every alert is false.
-    assert_eq!(judge(&events, None, T0 + 3600).false_alerts.len(), 5);
-    // The attacker's address, outside its span (and the grace after it), is a false alert.
+    assert_eq!(judge(&events, None, T0 + 3600, &[]).false_alerts.len(), 5);
+    // The attacker's address, outside its span (and the day after it), is a false alert.
     let later = Target {
-        spans: vec![(T0, T0 + 60)],
-        start: T0,
+        spans: vec![(T0 - 2 * 86_400, T0 - 2 * 86_400 + 60)],
+        start: T0 - 2 * 86_400,
         ..attacker
     };
-    let v = judge(&events, Some(&later), T0 + 3600);
+    let v = judge(&events, Some(&later), T0 + 3600, &[]);
     assert!(!v.detected());
     assert_eq!(v.false_alerts.len(), 5);
 }
@@ -154,7 +160,7 @@ fn the_table_counts_seeds_rules_and_false_alerts() {
         spans: vec![(T0 + 7200, T0 + 7380)],
         start: T0 + 7200,
     };
-    let caught = judge(&events, Some(&attacker), T0 + 3600);
+    let caught = judge(&events, Some(&attacker), T0 + 3600, &[]);
     let missed = judge(
         &events,
         Some(&Target {
@@ -162,6 +168,7 @@ fn the_table_counts_seeds_rules_and_false_alerts() {
             ..attacker
         }),
         T0 + 3600,
+        &[],
     );
     let run = |seed, verdict: &Verdict| RunResult {
         seed,

@@ -67,6 +67,24 @@ pub struct Clients {
     new_devices: usize,
 }
 
+/// What a client's ordinary use sends it at most a minute, on average (timelines, /sync,
+/// thumbnails; media downloads come on top): a heavy day is a long day, not a fast one.
+const HOME_RATE: f64 = 3.0 * MIB as f64;
+const PHONE_RATE: f64 = 2.0 * MIB as f64;
+
+/// Session lengths long enough for `volume` at `max_rate` at most, and the rate.
+fn spread(mut lens: Vec<u32>, volume: f64, max_rate: f64) -> (Vec<u32>, u64) {
+    let total = f64::from(lens.iter().sum::<u32>().max(1));
+    let stretch = volume / (total * max_rate);
+    if stretch > 1.0 {
+        for len in &mut lens {
+            *len = (f64::from(*len) * stretch).ceil().min(600.0) as u32;
+        }
+    }
+    let total = f64::from(lens.iter().sum::<u32>().max(1));
+    (lens, (volume / total) as u64)
+}
+
 fn port(rng: &mut Rng) -> u16 {
     rng.range(32_768, 61_000) as u16
 }
@@ -101,7 +119,7 @@ impl Clients {
                     None => home_v4(&mut rng, isp),
                 };
                 Home {
-                    habit: rng.log_normal(25.0 * MIB as f64, 0.9),
+                    habit: rng.log_normal(25.0 * MIB as f64, 0.8),
                     isp,
                     v6,
                     rotates: rng.chance(0.5),
@@ -169,8 +187,7 @@ impl Clients {
             let lens: Vec<u32> = (0..sessions)
                 .map(|_| rng.log_range(5.0, 90.0) as u32)
                 .collect();
-            let total: u32 = lens.iter().sum();
-            let rate = (volume / f64::from(total.max(1))) as u64;
+            let (lens, rate) = spread(lens, volume, HOME_RATE);
             let (port, worker) = (port(rng), worker(rng));
             for len in lens {
                 let start = rng.minute_from(|hr| diurnal::home(hr, weekday));
@@ -197,8 +214,7 @@ impl Clients {
             let volume = p.habit * rng.log_normal(1.0, 0.4);
             let sessions = 2 + rng.poisson(3.0);
             let lens: Vec<u32> = (0..sessions).map(|_| rng.range(1, 5) as u32).collect();
-            let total: u32 = lens.iter().sum();
-            let rate = (volume / f64::from(total.max(1))) as u64;
+            let (lens, rate) = spread(lens, volume, PHONE_RATE);
             let worker = worker(rng);
             for len in lens {
                 let start = rng.minute_from(diurnal::mobile);
