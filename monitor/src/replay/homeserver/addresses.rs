@@ -2,7 +2,7 @@
 //! configuration calls internal (`destinations.internal`: loopback, RFC 1918, link-local,
 //! ULA) and outside the CGNAT-internal 100.64/10: IPv4 from blocks that are not routed on the
 //! public Internet in practice (11/8, 21/8, 26/8 to 30/8, 33/8), IPv6 from the documentation
-//! /32 (2001:db8::/32, large enough for a realistic plan). Nothing is ever sent: these are
+//! /32 (`2001:db8::/32`, large enough for a realistic plan). Nothing is ever sent: these are
 //! numbers in samples.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -67,7 +67,7 @@ fn v6(s48: u16, s64: u16, iid: u64) -> IpAddr {
 
 /// Federation server `i` (other homeservers): every other one on IPv6, each in its own /48.
 pub fn federation(i: usize) -> IpAddr {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         IpAddr::V4(Ipv4Addr::new(26, (i / 250) as u8, (i % 250) as u8 + 1, 10))
     } else {
         IpAddr::V6(Ipv6Addr::new(
@@ -97,7 +97,7 @@ pub fn popular_site(i: u64) -> IpAddr {
 
 /// Any web site (a URL preview of a page never fetched before).
 pub fn web_site(r: u64) -> IpAddr {
-    if r % 4 == 0 {
+    if r.is_multiple_of(4) {
         v6(
             0xe000 + (r >> 8) as u16 % 0x1000,
             (r >> 20) as u16,

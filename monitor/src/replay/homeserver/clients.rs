@@ -165,18 +165,33 @@ impl Clients {
     /// Moves addresses to the new day and plans its sessions, sorted by start. `nats` are
     /// the ministries' gateways (their users pull viral media too).
     pub fn plan_day(&mut self, weekday: bool, nats: &[IpAddr]) -> Vec<Session> {
-        let rng = &mut self.rng;
         let mut out = Vec::with_capacity(self.homes.len() * 3 + self.phones.len() * 5);
+        let active_homes = self.plan_homes(weekday, &mut out);
+        let active_phones = self.plan_phones(&mut out);
+        self.plan_new_devices(&mut out);
+        // A third of the day's clients are the audience of a viral moment.
+        let audience: Vec<(IpAddr, f64)> = active_homes
+            .iter()
+            .map(|&i| (self.homes[i].addr, 0.35))
+            .chain(active_phones.iter().map(|&i| (self.phones[i].addr, 0.3)))
+            .collect();
+        self.plan_viral(weekday, &audience, nats, &mut out);
+        out.sort_by_key(|s| s.start);
+        out
+    }
+
+    /// Home clients' sessions; returns the clients active today.
+    fn plan_homes(&mut self, weekday: bool, out: &mut Vec<Session>) -> Vec<usize> {
+        let rng = &mut self.rng;
         let mut active_homes = Vec::new();
         for (i, h) in self.homes.iter_mut().enumerate() {
             match h.v6 {
                 Some((region, house)) if h.rotates => {
                     h.addr = addresses::home_v6(h.isp, region, house, rng.next_u64());
                 }
-                Some(_) => {}
                 // A DHCP lease now and then goes to another address of the ISP.
                 None if rng.chance(0.03) => h.addr = home_v4(rng, h.isp),
-                None => {}
+                _ => {}
             }
             if !rng.chance(0.85) {
                 continue;
@@ -204,6 +219,12 @@ impl Clients {
                 });
             }
         }
+        active_homes
+    }
+
+    /// Phones' sessions, each on its address of the day; returns the phones active today.
+    fn plan_phones(&mut self, out: &mut Vec<Session>) -> Vec<usize> {
+        let rng = &mut self.rng;
         let mut active_phones = Vec::new();
         for (i, p) in self.phones.iter_mut().enumerate() {
             p.addr = Self::phone_addr(rng, p.carrier, p.v6);
@@ -231,21 +252,23 @@ impl Clients {
                 });
             }
         }
+        active_phones
+    }
+
+    fn plan_new_devices(&mut self, out: &mut Vec<Session>) {
+        let rng = &mut self.rng;
         // New devices: an initial sync of about 70 MiB in two minutes, from an address never
         // seen: a phone on a fresh carrier /64, or a laptop in an IPv6 household.
         for n in 0..self.new_devices {
             let v6_homes: Vec<&Home> = self.homes.iter().filter(|h| h.v6.is_some()).collect();
-            let peer = match (n % 2, v6_homes.is_empty()) {
-                (0, false) => {
-                    let h = v6_homes[rng.range(0, v6_homes.len() as u64) as usize];
-                    let (region, house) = h.v6.unwrap_or_default();
-                    addresses::home_v6(h.isp, region, house, rng.next_u64())
-                }
-                _ => {
-                    let carrier = rng.range(0, u64::from(CARRIERS)) as u8;
-                    let v6 = rng.chance(0.55);
-                    Self::phone_addr(rng, carrier, v6)
-                }
+            let peer = if n.is_multiple_of(2) && !v6_homes.is_empty() {
+                let h = v6_homes[rng.range(0, v6_homes.len() as u64) as usize];
+                let (region, house) = h.v6.unwrap_or_default();
+                addresses::home_v6(h.isp, region, house, rng.next_u64())
+            } else {
+                let carrier = rng.range(0, u64::from(CARRIERS)) as u8;
+                let v6 = rng.chance(0.55);
+                Self::phone_addr(rng, carrier, v6)
             };
             let start = rng.minute_from(|h| if (8.0..22.0).contains(&h) { 1.0 } else { 0.0 });
             let total = rng.uniform(63.0, 77.0) * MIB as f64;
@@ -261,16 +284,24 @@ impl Clients {
                 kind: Kind::NewDevice,
             });
         }
+    }
+
+    /// Viral media: each of `audience` (address, chance) may pull it once; the users behind
+    /// each gateway too, over the hour.
+    fn plan_viral(
+        &mut self,
+        weekday: bool,
+        audience: &[(IpAddr, f64)],
+        nats: &[IpAddr],
+        out: &mut Vec<Session>,
+    ) {
+        let rng = &mut self.rng;
         // Viral media: a video everyone opens within the hour.
         for _ in 0..rng.poisson(1.0) {
             let at = rng.minute_from(|h| if (11.0..22.0).contains(&h) { 1.0 } else { 0.0 });
             let size = rng.log_range(4.0, 25.0) * MIB as f64;
-            let audience = active_homes
-                .iter()
-                .map(|&i| (self.homes[i].addr, 0.35))
-                .chain(active_phones.iter().map(|&i| (self.phones[i].addr, 0.3)));
             let mut pulls = Vec::new();
-            for (peer, p) in audience {
+            for &(peer, p) in audience {
                 if rng.chance(p) {
                     pulls.push(peer);
                 }
@@ -310,8 +341,6 @@ impl Clients {
                 });
             }
         }
-        out.sort_by_key(|s| s.start);
-        out
     }
 
     /// A session's bytes in one of its minutes.

@@ -120,6 +120,10 @@ impl Scenario {
     }
 
     /// What the scenario adds to a trace of `params.days` days (at least 3), if anything.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one arm per scenario: the catalogue reads in one place"
+    )]
     pub fn event(self, params: &Params) -> Option<Event> {
         let days = params.days.max(3);
         let d3 = at(3, 10, 0);

@@ -80,7 +80,7 @@ impl Servers {
     /// second day.
     pub fn plan_day(&mut self, day: u32) {
         let rng = &mut self.rng;
-        if day % 2 == 0 {
+        if day.is_multiple_of(2) {
             let i = self.federation.len();
             self.federation.push(Federation {
                 addr: addresses::federation(i),
@@ -137,37 +137,8 @@ impl Servers {
         out: &mut Vec<FlowSample>,
     ) {
         let hour = f64::from(m) / 60.0;
+        self.federation_minute(host, t, m, start, weekday, out);
         let rng = &mut self.rng;
-        // Federation: transactions to every server sharing rooms, plus backfills.
-        let fed = diurnal::federation(hour, weekday);
-        self.fed_bytes.clear();
-        self.fed_bytes.resize(self.federation.len(), 0);
-        for (i, f) in self.federation.iter().enumerate() {
-            if f.since > t || !rng.chance((0.3 + 0.6 * fed) * f.weight.min(1.0)) {
-                continue;
-            }
-            self.fed_bytes[i] = (f.weight * fed * rng.log_normal(20_000.0, 0.8)) as u64 + 500;
-        }
-        for b in &self.backfills {
-            if (b.start..b.end).contains(&m) {
-                self.fed_bytes[b.peer] += (b.rate as f64 * rng.uniform(0.7, 1.3)) as u64;
-            }
-        }
-        for (f, &bytes) in self.federation.iter().zip(&self.fed_bytes) {
-            if bytes > 0 {
-                let local = 40_000 + (f.addr.is_ipv6() as u16) * 1000 + (bytes % 997) as u16;
-                out.push(sample(
-                    &host.synapse,
-                    start,
-                    f.addr,
-                    f.port,
-                    local,
-                    bytes,
-                    Direction::Initiated,
-                    Some(&f.name),
-                ));
-            }
-        }
         // Push notifications.
         if rng.chance(0.9) {
             let bytes = rng.log_normal(8_000.0 * (0.1 + diurnal::mobile(hour)), 0.5) as u64 + 300;
@@ -253,6 +224,50 @@ impl Servers {
                 Direction::Served,
                 None,
             ));
+        }
+    }
+
+    /// Synapse's transactions to every server sharing rooms, plus the day's backfills.
+    fn federation_minute(
+        &mut self,
+        host: &Host,
+        t: u32,
+        m: u32,
+        start: i64,
+        weekday: bool,
+        out: &mut Vec<FlowSample>,
+    ) {
+        let hour = f64::from(m) / 60.0;
+        let rng = &mut self.rng;
+        // Federation: transactions to every server sharing rooms, plus backfills.
+        let fed = diurnal::federation(hour, weekday);
+        self.fed_bytes.clear();
+        self.fed_bytes.resize(self.federation.len(), 0);
+        for (i, f) in self.federation.iter().enumerate() {
+            if f.since > t || !rng.chance((0.3 + 0.6 * fed) * f.weight.min(1.0)) {
+                continue;
+            }
+            self.fed_bytes[i] = (f.weight * fed * rng.log_normal(20_000.0, 0.8)) as u64 + 500;
+        }
+        for b in &self.backfills {
+            if (b.start..b.end).contains(&m) {
+                self.fed_bytes[b.peer] += (b.rate as f64 * rng.uniform(0.7, 1.3)) as u64;
+            }
+        }
+        for (f, &bytes) in self.federation.iter().zip(&self.fed_bytes) {
+            if bytes > 0 {
+                let local = 40_000 + (bytes % 997) as u16;
+                out.push(sample(
+                    &host.synapse,
+                    start,
+                    f.addr,
+                    f.port,
+                    local,
+                    bytes,
+                    Direction::Initiated,
+                    Some(&f.name),
+                ));
+            }
         }
     }
 }

@@ -51,10 +51,10 @@ fn generation_is_deterministic_and_seeds_differ() {
     let mut first = Vec::new();
     let mut again = Vec::new();
     generate(Scenario::Normal, &small(1), |b| {
-        first.extend_from_slice(&b[..b.len().min(4)])
+        first.extend_from_slice(&b[..b.len().min(4)]);
     });
     generate(Scenario::Normal, &small(1), |b| {
-        again.extend_from_slice(&b[..b.len().min(4)])
+        again.extend_from_slice(&b[..b.len().min(4)]);
     });
     assert_eq!(first, again);
 }
@@ -173,7 +173,7 @@ fn new_devices_sync_about_70_mib_from_never_seen_addresses() {
         assert_eq!(new.len(), 2);
         for s in &new {
             assert_eq!(s.end - s.start, 2);
-            let total = (s.end - s.start) as u64 * clients.bytes(s);
+            let total = u64::from(s.end - s.start) * clients.bytes(s);
             assert!((60 * MIB..80 * MIB).contains(&total), "{total}");
             assert!(!seen.contains(&s.peer), "{}", s.peer);
         }
@@ -260,9 +260,9 @@ fn every_scenario_carries_its_scripted_bytes() {
                     .map(|s| s.bytes)
                     .sum();
                 if slot == 0 {
-                    ratio.0 += b
+                    ratio.0 += b;
                 } else {
-                    ratio.1 += b
+                    ratio.1 += b;
                 }
             }
         });
