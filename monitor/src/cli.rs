@@ -5,7 +5,10 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    config::Config, detect::rules::RuleId, output::OutputFormat, replay::synthetic::Scenario,
+    config::Config,
+    detect::rules::RuleId,
+    output::OutputFormat,
+    replay::{homeserver::Scenario as HomeserverScenario, synthetic::Scenario},
 };
 
 #[derive(Debug, Parser)]
@@ -48,6 +51,10 @@ pub enum Command {
     /// Run recorded `FlowSample` JSON lines (what `run --output json` prints) through the
     /// detector on their own time, and print the alerts. Needs no privilege.
     Replay(ReplayArgs),
+    /// Run the week-long homeserver scenarios (attacks and benign events) through the
+    /// detector for a few seeds and print what it caught, how soon, and its false alerts.
+    /// Needs no privilege.
+    Efficacy(EfficacyArgs),
     /// List, show, acknowledge or suppress alerts (in the state database).
     #[command(subcommand)]
     Alerts(AlertsCommand),
@@ -84,6 +91,31 @@ pub struct ReplayArgs {
     /// Alert output: readable lines or `AlertEvent` JSON lines.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct EfficacyArgs {
+    /// Days of each trace (day 1 is the learning day; attacks are on day 3).
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(3..=60))]
+    pub days: u32,
+    /// Seeds, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub seeds: Vec<u64>,
+    /// Only these scenarios (repeatable; default: all).
+    #[arg(long = "scenario", value_enum)]
+    pub scenarios: Vec<HomeserverScenario>,
+    /// Print the table as markdown (what the README carries).
+    #[arg(long, conflicts_with = "json")]
+    pub markdown: bool,
+    /// Print the whole report (every alert of every run) as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Also list every alert of every run (about the event, or false).
+    #[arg(long)]
+    pub details: bool,
+    /// Runs at once (default: the available cores).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub threads: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -329,5 +361,39 @@ mod tests {
         assert_eq!(s.idle_timeout, Duration::from_secs(300));
         let err = Cli::try_parse_from(["egress-monitor", "run", "--max-flows", "0"]).unwrap_err();
         assert!(err.to_string().contains("--max-flows"), "{err}");
+    }
+
+    #[test]
+    fn efficacy_defaults_and_lists() {
+        let cli = Cli::try_parse_from(["egress-monitor", "efficacy"]).unwrap();
+        let Command::Efficacy(e) = cli.command else {
+            panic!("not efficacy")
+        };
+        assert_eq!((e.days, e.seeds.as_slice()), (7, &[1, 2, 3][..]));
+        assert!(e.scenarios.is_empty() && !e.markdown && !e.json);
+        let cli = Cli::try_parse_from([
+            "egress-monitor",
+            "efficacy",
+            "--days",
+            "4",
+            "--seeds",
+            "7,8",
+            "--scenario",
+            "nat-rise",
+            "--scenario",
+            "low-and-slow",
+            "--markdown",
+        ])
+        .unwrap();
+        let Command::Efficacy(e) = cli.command else {
+            panic!("not efficacy")
+        };
+        assert_eq!(e.days, 4);
+        assert_eq!(e.seeds, vec![7, 8]);
+        assert_eq!(
+            e.scenarios,
+            vec![HomeserverScenario::NatRise, HomeserverScenario::LowAndSlow]
+        );
+        assert!(Cli::try_parse_from(["egress-monitor", "efficacy", "--days", "2"]).is_err());
     }
 }

@@ -6,13 +6,13 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use monitor::{
     agent, alert_output,
-    cli::{Cli, Command, LogFormat, ReplayArgs, RunArgs},
+    cli::{Cli, Command, EfficacyArgs, LogFormat, ReplayArgs, RunArgs},
     config::Config,
     detection::LiveDetector,
     doctor,
     export::settings::SinkType,
     output,
-    replay::{self, Replayer, synthetic},
+    replay::{self, Replayer, efficacy, homeserver, synthetic},
     store::Store,
     top::TopTable,
 };
@@ -96,6 +96,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay(args) => replay_trace(&config, &args),
+        Command::Efficacy(args) => run_efficacy(&config, &args),
         Command::Alerts(cmd) => alerts_cmd::run(&config, cmd),
         Command::Synthesize(args) => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -231,6 +232,52 @@ fn log_alert(e: &monitor::detect::alerts::AlertEvent) {
         "alert: {}",
         alert_output::summary(a)
     );
+}
+
+/// `efficacy`: the table (or markdown, or JSON) on stdout, the run time on stderr.
+fn run_efficacy(config: &Config, args: &EfficacyArgs) -> anyhow::Result<ExitCode> {
+    let config = efficacy::with_services(config).context("the traces' [[services]]")?;
+    let threads = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        |n| n as usize,
+    );
+    let opts = efficacy::Options {
+        days: args.days,
+        seeds: args.seeds.clone(),
+        scenarios: if args.scenarios.is_empty() {
+            homeserver::Scenario::ALL.to_vec()
+        } else {
+            args.scenarios.clone()
+        },
+        population: homeserver::Population::default(),
+        threads,
+    };
+    let report = efficacy::run(&config, &opts).context("running the scenarios")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        if args.markdown {
+            print!("{}", report.markdown());
+        } else {
+            print!("{}", report.text());
+        }
+        if args.details {
+            print!("\n{}", report.details());
+        }
+    }
+    let samples: u64 = report
+        .scenarios
+        .iter()
+        .flat_map(|s| s.runs.iter().map(|r| r.samples))
+        .sum();
+    tracing::info!(
+        runs = report.scenarios.iter().map(|s| s.runs.len()).sum::<usize>(),
+        samples,
+        threads,
+        seconds = format!("{:.1}", report.seconds),
+        "efficacy done"
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn replay_trace(config: &Config, args: &ReplayArgs) -> anyhow::Result<ExitCode> {

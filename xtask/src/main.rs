@@ -7,6 +7,7 @@ mod bootstrap;
 mod build;
 mod cmd;
 mod e2e;
+mod efficacy;
 mod install;
 mod pins;
 mod test;
@@ -107,6 +108,10 @@ enum Command {
     /// attacker's address, the rule and the bytes, with no false alert. Writes
     /// target/e2e/report.json; exits non-zero naming each failed expectation.
     E2e(e2e::RunArgs),
+    /// Detection efficacy: the week-long homeserver scenarios (attacks, benign events) for
+    /// seeds 1-3 through the detector (release build, no root, no kernel): what is caught,
+    /// how soon, and the false alerts.
+    Efficacy(efficacy::Args),
     /// Write a synthetic two-day trace of a messaging server for `egress-monitor replay`:
     /// normal, bulk-download, upload or slow-drip.
     Trace {
@@ -197,6 +202,7 @@ fn main() -> Result<()> {
             let tools = bootstrap::all(&root)?;
             e2e::command(&root, &tools, &args.options())
         }
+        Command::Efficacy(args) => efficacy::run(&root, &args),
         Command::Trace { scenario, out } => {
             let tools = bootstrap::all(&root)?;
             let bin = build::release(&root, &tools)?;

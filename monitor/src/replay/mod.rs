@@ -2,6 +2,8 @@
 //! prints) through the detector on the samples' own time, with alerts printed. No root, no
 //! kernel: the detector is the same code the agent runs.
 
+pub mod efficacy;
+pub mod homeserver;
 pub mod synthetic;
 
 use std::{

@@ -1,0 +1,228 @@
+//! The efficacy table: per scenario, whether its event was alerted on (by which rules, how
+//! soon) over the seeds, and the false alerts of the judged days, as text, markdown or JSON.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use serde::Serialize;
+
+use super::RunResult;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub days: u32,
+    pub seeds: Vec<u64>,
+    /// Wall-clock time of the whole run (left out of the tables, which stay reproducible).
+    pub seconds: f64,
+    pub scenarios: Vec<ScenarioReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ScenarioReport {
+    pub scenario: String,
+    /// An attack: an alert about it is expected.
+    pub expected_alert: bool,
+    /// The scenario adds something to the ordinary week.
+    pub event: bool,
+    pub runs: Vec<RunResult>,
+}
+
+impl ScenarioReport {
+    /// Runs whose event was alerted on: by its peer or prefix for an attack, by any alert
+    /// for a benign event.
+    fn caught(&self) -> usize {
+        self.runs
+            .iter()
+            .filter(|r| {
+                if self.expected_alert {
+                    r.verdict.detected()
+                } else {
+                    r.verdict.alerted()
+                }
+            })
+            .count()
+    }
+
+    fn expected(&self) -> &'static str {
+        if self.expected_alert { "alert" } else { "none" }
+    }
+
+    fn on_event(&self) -> String {
+        if !self.event {
+            return "–".into();
+        }
+        let (n, of) = (self.caught(), self.runs.len());
+        let word = match (self.expected_alert, n) {
+            (true, n) if n == of => "caught",
+            (true, 0) => "MISSED",
+            (true, _) => "partly",
+            (false, 0) => "quiet",
+            (false, _) => "ALERTED",
+        };
+        format!("{n}/{of} {word}")
+    }
+
+    fn rules(&self) -> String {
+        let list = |service: bool| {
+            let mut rules: Vec<&str> = self
+                .runs
+                .iter()
+                .flat_map(|r| {
+                    let v = &r.verdict;
+                    if service {
+                        &v.service_on_event
+                    } else {
+                        &v.on_event
+                    }
+                    .iter()
+                    .map(|b| b.rule.as_str())
+                })
+                .collect();
+            rules.sort_unstable();
+            rules.dedup();
+            rules.join(", ")
+        };
+        match (list(false), list(true)) {
+            (peer, service) if peer.is_empty() && service.is_empty() => "–".into(),
+            (peer, service) if service.is_empty() => peer,
+            (peer, service) if peer.is_empty() => format!("service: {service}"),
+            (peer, service) => format!("{peer}; service: {service}"),
+        }
+    }
+
+    fn first_alert(&self) -> String {
+        if !self.event || self.runs.iter().all(|r| !r.verdict.detected()) {
+            return "–".into();
+        }
+        self.runs
+            .iter()
+            .map(|r| {
+                r.verdict
+                    .first_alert_secs
+                    .map_or_else(|| "–".to_owned(), |s| s.to_string())
+            })
+            .collect::<Vec<_>>()
+            .join(" / ")
+    }
+
+    fn false_alerts(&self) -> String {
+        let mut by_rule: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in &self.runs {
+            for b in &r.verdict.false_alerts {
+                *by_rule.entry(b.rule.as_str()).or_default() += 1;
+            }
+        }
+        let total: usize = by_rule.values().sum();
+        if total == 0 {
+            return "0".into();
+        }
+        let parts: Vec<String> = by_rule.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        format!("{total} ({})", parts.join(", "))
+    }
+
+    fn row(&self) -> [String; 6] {
+        [
+            self.scenario.clone(),
+            self.expected().into(),
+            self.on_event(),
+            self.rules(),
+            self.first_alert(),
+            self.false_alerts(),
+        ]
+    }
+}
+
+const HEADER: [&str; 6] = [
+    "scenario",
+    "expected",
+    "alerted on the event",
+    "rules (peer or prefix; service)",
+    "first alert on its peer or prefix after start (s), per seed",
+    "false alerts (all seeds, by rule)",
+];
+
+impl Report {
+    fn caption(&self) -> String {
+        let seeds: Vec<String> = self.seeds.iter().map(ToString::to_string).collect();
+        format!(
+            "{} days (day 1 learning), seeds {}; false alerts are alerts opened on days 2-{} \
+             about anything but the scenario's event",
+            self.days,
+            seeds.join(", "),
+            self.days
+        )
+    }
+
+    /// Aligned columns, for a terminal.
+    pub fn text(&self) -> String {
+        let rows: Vec<[String; 6]> = self.scenarios.iter().map(ScenarioReport::row).collect();
+        let mut widths = HEADER.map(|h| h.chars().count());
+        for r in &rows {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let line = |out: &mut String, cells: &[String]| {
+            let cells: Vec<String> = cells
+                .iter()
+                .zip(widths)
+                .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
+                .collect();
+            let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+        };
+        line(&mut out, &HEADER.map(str::to_owned));
+        line(&mut out, &widths.map(|w| "-".repeat(w)));
+        for r in &rows {
+            line(&mut out, r);
+        }
+        let _ = writeln!(out, "\n{}", self.caption());
+        out
+    }
+
+    /// A markdown table (what the README carries).
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "| {} |", HEADER.join(" | "));
+        let _ = writeln!(out, "|{}", "---|".repeat(HEADER.len()));
+        for s in &self.scenarios {
+            let row = s.row();
+            let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
+        let _ = writeln!(out, "\n{}.", self.caption());
+        out
+    }
+
+    /// Every alert, by scenario and seed: those about the event, then the false ones.
+    pub fn details(&self) -> String {
+        let mut out = String::new();
+        for s in &self.scenarios {
+            for r in &s.runs {
+                let v = &r.verdict;
+                if !v.alerted() && v.false_alerts.is_empty() {
+                    continue;
+                }
+                let _ = writeln!(out, "{} seed {}:", s.scenario, r.seed);
+                for (label, list) in [
+                    ("event", &v.on_event),
+                    ("event", &v.service_on_event),
+                    ("FALSE", &v.false_alerts),
+                ] {
+                    for b in list {
+                        let _ = writeln!(
+                            out,
+                            "  {label:5} {} {:17} {} {} {} B in {} > {} B",
+                            b.opened_at,
+                            b.rule,
+                            b.service,
+                            b.peer.as_deref().unwrap_or("(service)"),
+                            b.bytes,
+                            b.window,
+                            b.threshold
+                        );
+                    }
+                }
+            }
+        }
+        out
+    }
+}
