@@ -338,3 +338,39 @@ fn a_client_just_under_the_bar_for_days_does_not_raise_it() {
         assert!(a <= b + b / 10, "a bar moved from {before:?} to {after:?}");
     }
 }
+
+#[test]
+fn learned_destinations_learn_their_bursts_after_learning() {
+    // Federation servers backfill in bursts, a few a day, each from another server: the
+    // destinations' population must learn them (no watermark, untrimmed), or every first
+    // backfill of a server after the learning day alerts.
+    let mut srv = Server::new(
+        "[detect]\nlearning_period = \"1d\"\n[rules.peer_outlier]\n\
+         floor = { 1m = \"10MiB\", 10m = \"10MiB\", 1h = \"10MiB\", 24h = \"100MiB\" }\n",
+    );
+    let servers: Vec<String> = (0..150).map(|i| format!("2001:db8:f{i:03x}::10")).collect();
+    for h in 0..96 {
+        for (i, peer) in servers.iter().enumerate() {
+            let at = h * 3600 + 60 + i as i64;
+            // After the learning day, ten bursts a day at 60 % of the 10 MiB bar, each from
+            // another server.
+            let burst = h >= 24 && (i as i64 + h) % 24 == 0 && i % 15 == 0;
+            srv.initiated(at, peer, if burst { 6 * MIB } else { MIB });
+        }
+    }
+    assert!(srv.opened().is_empty(), "{:?}", srv.rules());
+    // A backfill a third above the bar of the learning day: what backfills now look like.
+    srv.initiated(96 * 3600 + 120, &servers[7], 13 * MIB);
+    assert!(srv.opened().is_empty(), "{:?}", srv.rules());
+    // Far above anything they did, it alerts, judged against the destinations.
+    srv.initiated(96 * 3600 + 180, &servers[8], 60 * MIB);
+    let opened = srv.opened();
+    assert_eq!(
+        srv.rules(),
+        [(RuleId::PeerOutlier, "2001:db8:f008::10".to_owned())]
+    );
+    assert_eq!(
+        opened[0].alert.threshold.reference,
+        Some(Reference::Destinations)
+    );
+}

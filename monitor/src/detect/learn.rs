@@ -181,7 +181,10 @@ fn teach_values(
     if peer.heavy() {
         return;
     }
-    if !svc.learning(at) {
+    // The watermark guards the populations anyone can join (clients, their prefixes); the
+    // learned destinations are the service's own, fixed while it learned, and must learn
+    // their bursts (federation backfills) to judge them.
+    if !svc.learning(at) && kind != Kind::Destinations {
         let watermark = |len: WindowLen, svc: &mut ServiceState| {
             (svc.bar(kind, len, params, 1.0).0.bytes as f64 * params.learn_below) as u64
         };

@@ -3,7 +3,7 @@
 
 use super::{
     baseline::Bar,
-    population::{Kind, PopulationBar},
+    population::{Kind, PopulationBar, TRIM},
     rules::Severity,
     settings::{DetectConfig, RulesConfig},
     window::WindowLen,
@@ -16,6 +16,8 @@ pub struct Params {
     /// a service learns, which peers are heavy, even when the rule is off).
     pub outlier: Option<Severity>,
     pub peers: PopulationBar,
+    /// Rule 2's bar for learned destinations (the same settings, untrimmed).
+    pub destinations: PopulationBar,
     /// Rule 6, and the bar of the prefix population.
     pub prefix: Option<Severity>,
     pub prefixes: PopulationBar,
@@ -65,6 +67,18 @@ impl Params {
                 floors: outlier.floor.get_ref().by_window(),
                 min_samples: outlier.min_samples,
                 windows: outlier.judged(),
+                trim: TRIM,
+            },
+            // The learned destinations' own bar: untrimmed, because their rare bursts (a
+            // federation server's backfill) are what it must know. Members are the service's
+            // own destinations, fixed while it learned: nobody outside can add extremes.
+            destinations: PopulationBar {
+                quantile: *outlier.quantile.get_ref(),
+                factor: *outlier.factor.get_ref(),
+                floors: outlier.floor.get_ref().by_window(),
+                min_samples: outlier.min_samples,
+                windows: outlier.judged(),
+                trim: 0,
             },
             prefix: prefix.enabled.then_some(prefix.severity),
             prefixes: PopulationBar {
@@ -73,6 +87,7 @@ impl Params {
                 floors: prefix.floor.get_ref().by_window(),
                 min_samples: prefix.min_samples,
                 windows: prefix.judged(),
+                trim: TRIM,
             },
             rise: rise.enabled.then_some(Rise {
                 severity: rise.severity,
@@ -114,7 +129,8 @@ impl Params {
     /// How a population of `kind` becomes a bar.
     pub fn bar(&self, kind: Kind) -> &PopulationBar {
         match kind {
-            Kind::Clients | Kind::Destinations => &self.peers,
+            Kind::Clients => &self.peers,
+            Kind::Destinations => &self.destinations,
             Kind::Prefixes => &self.prefixes,
         }
     }

@@ -49,6 +49,8 @@ pub struct PopulationBar {
     pub min_samples: u64,
     /// Windows judged (by `WindowLen::index`).
     pub windows: [bool; 4],
+    /// Largest values the quantile never rests on (see [`TRIM`]).
+    pub trim: u64,
 }
 
 /// A bar, with what it came from.
@@ -89,7 +91,7 @@ impl Population {
         self.windows[len.index()]
             .as_mut()
             .filter(|d| !d.is_empty())
-            .map(|d| d.quantile_trimmed(bar.quantile, TRIM))
+            .map(|d| d.quantile_trimmed(bar.quantile, bar.trim))
     }
 
     /// The bar for `len` at activity `scale` (1 = a usual hour for the service).
@@ -207,6 +209,7 @@ mod tests {
             floors: [48 * MIB, 128 * MIB, 192 * MIB, 768 * MIB],
             min_samples: 100,
             windows: [true; 4],
+            trim: TRIM,
         }
     }
 

@@ -71,14 +71,22 @@ pub struct Floors {
 }
 
 impl Floors {
-    /// Defaults for one client or one prefix group: above a new device's initial sync (about
-    /// 70 MiB in two minutes) and a remote server's backfill, below what a bulk download
-    /// takes in a few minutes or a patient pull of 4 MiB a minute takes in an hour.
+    /// Defaults for one client: above a new device's initial sync (about 70 MiB in two
+    /// minutes), below what a bulk download takes in a few minutes or a patient pull of
+    /// 4 MiB a minute takes in an hour (1h) or a couple of hours (24h: 512 MiB a day is more
+    /// than a heavy user's busiest day needs, and what a patient pull adds up to first).
     pub const CLIENT: Self = Self {
         one_minute: Bytes::mib(48),
         ten_minutes: Bytes::mib(128),
         one_hour: Bytes::mib(192),
+        one_day: Bytes::mib(512),
+    };
+
+    /// Defaults for one prefix group, which sums several households or phones: a day's
+    /// floor of a few heavy clients.
+    pub const PREFIX: Self = Self {
         one_day: Bytes::mib(768),
+        ..Self::CLIENT
     };
 
     /// By `WindowLen::index`.
@@ -241,7 +249,7 @@ impl Default for PrefixOutlierConfig {
             windows: all_windows(),
             quantile: unspanned(0.999),
             factor: unspanned(3.0),
-            floor: unspanned(Floors::CLIENT),
+            floor: unspanned(Floors::PREFIX),
             min_samples: 100,
         }
     }

@@ -61,7 +61,11 @@ pub fn finding(ocsf: &Value, received_ms: i64) -> Option<Finding> {
             .or_else(|| ocsf["metadata"]["event_code"].as_str())?
             .to_owned(),
         service,
-        peer: evidence["dst_endpoint"]["ip"].as_str().map(str::to_owned),
+        // A prefix group's alert names its network (`subnet_uid`), as syslog's data does.
+        peer: evidence["dst_endpoint"]["subnet_uid"]
+            .as_str()
+            .or_else(|| evidence["dst_endpoint"]["ip"].as_str())
+            .map(str::to_owned),
         bytes,
         created_ms: info["created_time"].as_i64()?,
         pid: evidence["process"]["pid"].as_u64(),
@@ -243,15 +247,16 @@ pub fn judge(findings: &[Finding], e: &Expect<'_>) -> Verdict {
 
 /// Why an alert is false: opened before the attack, or about another address.
 fn false_alert(f: &Finding, e: &Expect<'_>) -> Option<FalseAlert> {
+    let about = |addr: &str| f.peer.as_deref().is_some_and(|p| covers(p, addr));
     let patient = e
         .patient
         .as_ref()
-        .is_some_and(|p| f.peer.as_deref() == Some(p.address) && f.created_ms >= p.start_ms);
+        .is_some_and(|p| about(p.address) && f.created_ms >= p.start_ms);
     let why = if f.created_ms < e.attack_start_ms {
         "opened before the attack"
     } else if patient {
         return None;
-    } else if f.peer.as_deref() != Some(e.attacker) {
+    } else if !about(e.attacker) {
         "not about the attacker's address"
     } else {
         return None;
@@ -262,6 +267,31 @@ fn false_alert(f: &Finding, e: &Expect<'_>) -> Option<FalseAlert> {
         peer: f.peer.clone(),
         why,
     })
+}
+
+/// Whether `peer` (an address, or a network as `addr/len`) is `addr` or holds it: a prefix
+/// group's alert about the attacker's network is about the attacker.
+fn covers(peer: &str, addr: &str) -> bool {
+    let Some((net, len)) = peer.split_once('/') else {
+        return peer == addr;
+    };
+    let (Ok(net), Ok(len), Ok(addr)) = (
+        net.parse::<std::net::IpAddr>(),
+        len.parse::<u32>(),
+        addr.parse::<std::net::IpAddr>(),
+    ) else {
+        return false;
+    };
+    let bits = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
+        std::net::IpAddr::V6(v6) => (u128::from(v6), 128),
+    };
+    let ((n, width), (a, width_a)) = (bits(net), bits(addr));
+    if width != width_a || len > width {
+        return false;
+    }
+    let shift = width - len;
+    len == 0 || (n >> shift) == (a >> shift)
 }
 
 /// The expected alert's deadline, service and byte count.
@@ -571,5 +601,34 @@ mod tests {
         );
         assert_eq!(v.false_alerts.len(), 1, "{:?}", v.false_alerts);
         assert_eq!(v.false_alerts[0].alert, "a8");
+    }
+
+    #[test]
+    fn a_prefix_alert_about_the_attackers_network_is_about_the_attacker() {
+        assert!(covers("127.0.0.66", "127.0.0.66"));
+        assert!(covers("127.0.0.0/24", "127.0.0.66"));
+        assert!(!covers("127.0.1.0/24", "127.0.0.66"));
+        assert!(!covers("127.0.0.67", "127.0.0.66"));
+        assert!(covers("2001:db8::/48", "2001:db8:0:1::5"));
+        assert!(!covers("2001:db8::/48", "127.0.0.66"));
+        assert!(!covers("127.0.0.0/33", "127.0.0.66"));
+        let mut prefix = ocsf(
+            "a5",
+            "prefix_outlier",
+            "127.0.0.0",
+            60 << 20,
+            START + 5000,
+            "Create",
+        );
+        prefix["evidences"][0]["dst_endpoint"]["subnet_uid"] = json!("127.0.0.0/24");
+        let x = f(&prefix, START + 5100);
+        assert_eq!(x.peer.as_deref(), Some("127.0.0.0/24"));
+        let good = f(
+            &attacker_alert(50 << 20, START + 900, "Create"),
+            START + 1000,
+        );
+        let v = judge(&[good, x], &expect());
+        assert!(v.failures.is_empty(), "{:?}", v.failures);
+        assert!(v.false_alerts.is_empty());
     }
 }
