@@ -5,10 +5,8 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    config::Config,
-    detect::rules::RuleId,
-    output::OutputFormat,
-    replay::{homeserver::Scenario as HomeserverScenario, synthetic::Scenario},
+    config::Config, detect::rules::RuleId, output::OutputFormat,
+    replay::homeserver::Scenario as HomeserverScenario,
 };
 
 #[derive(Debug, Parser)]
@@ -116,6 +114,37 @@ pub struct EfficacyArgs {
     /// Runs at once (default: the available cores).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub threads: Option<u32>,
+    #[command(flatten)]
+    pub population: PopulationArgs,
+}
+
+/// How many clients and servers a homeserver trace has.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct PopulationArgs {
+    /// Ministry NAT gateways.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=200))]
+    pub nats: u32,
+    /// Home clients (stable-ish addresses).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub homes: u32,
+    /// Phones a day, each on a new address every day.
+    #[arg(long, default_value_t = 420, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub mobiles: u32,
+    /// Federation servers Synapse connects to.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub federation: u32,
+}
+
+impl PopulationArgs {
+    pub fn population(&self) -> crate::replay::homeserver::Population {
+        crate::replay::homeserver::Population {
+            nats: self.nats as usize,
+            homes: self.homes as usize,
+            mobiles: self.mobiles as usize,
+            federation: self.federation as usize,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,10 +233,19 @@ pub struct AlertsSuppressArgs {
 
 #[derive(Debug, Args)]
 pub struct SynthesizeArgs {
-    #[arg(value_enum)]
-    pub scenario: Scenario,
+    /// A two-day trace's scenario (normal, bulk-download, upload, slow-drip); with
+    /// `--homeserver`, a homeserver week's (see `efficacy`).
+    pub scenario: String,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// The realistic homeserver trace (NAT gateways, roaming phones, federation...).
+    #[arg(long)]
+    pub homeserver: bool,
+    /// Days of the homeserver trace (day 1 is the learning day).
+    #[arg(long, default_value_t = 7, requires = "homeserver", value_parser = clap::value_parser!(u32).range(1..=60))]
+    pub days: u32,
+    #[command(flatten)]
+    pub population: PopulationArgs,
 }
 
 pub fn parse_rule(s: &str) -> Result<RuleId, String> {

@@ -101,11 +101,35 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Synthesize(args) => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let mut result = Ok(());
-            synthetic::generate(args.scenario, args.seed, |batch| {
+            let mut write = |batch: &[monitor::flow::FlowSample]| {
                 if result.is_ok() {
                     result = output::write_samples(&mut out, output::OutputFormat::Json, batch);
                 }
-            });
+            };
+            if args.homeserver {
+                let scenario =
+                    <homeserver::Scenario as clap::ValueEnum>::from_str(&args.scenario, true)
+                        .map_err(|_| {
+                            anyhow::anyhow!(
+                                "{:?} is not a homeserver scenario (see `efficacy --help`)",
+                                args.scenario
+                            )
+                        })?;
+                let params = homeserver::Params {
+                    days: args.days,
+                    seed: args.seed,
+                    population: args.population.population(),
+                };
+                homeserver::generate(scenario, &params, &mut write);
+            } else {
+                let scenario: synthetic::Scenario = args.scenario.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "{:?} is not a scenario: normal, bulk-download, upload, slow-drip (or --homeserver)",
+                        args.scenario
+                    )
+                })?;
+                synthetic::generate(scenario, args.seed, &mut write);
+            }
             match result {
                 Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
                     Err(e).context("writing the trace")
@@ -249,7 +273,7 @@ fn run_efficacy(config: &Config, args: &EfficacyArgs) -> anyhow::Result<ExitCode
         } else {
             args.scenarios.clone()
         },
-        population: homeserver::Population::default(),
+        population: args.population.population(),
         threads,
     };
     let report = efficacy::run(&config, &opts).context("running the scenarios")?;

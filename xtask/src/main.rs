@@ -112,13 +112,18 @@ enum Command {
     /// seeds 1-3 through the detector (release build, no root, no kernel): what is caught,
     /// how soon, and the false alerts.
     Efficacy(efficacy::Args),
-    /// Write a synthetic two-day trace of a messaging server for `egress-monitor replay`:
-    /// normal, bulk-download, upload or slow-drip.
+    /// Write a synthetic trace for `egress-monitor replay`: a two-day one of a messaging
+    /// server (normal, bulk-download, upload or slow-drip), or with `--homeserver` a
+    /// realistic homeserver week (any `efficacy` scenario).
     Trace {
         scenario: String,
         /// Output file (JSON lines).
         #[arg(long, default_value = "trace.jsonl")]
         out: PathBuf,
+        /// More options for `egress-monitor synthesize` (after `--`): `--homeserver`,
+        /// `--days N`, `--seed N`, `--homes N`, `--mobiles N`, `--nats N`, `--federation N`.
+        #[arg(last = true)]
+        args: Vec<String>,
     },
 }
 
@@ -203,13 +208,18 @@ fn main() -> Result<()> {
             e2e::command(&root, &tools, &args.options())
         }
         Command::Efficacy(args) => efficacy::run(&root, &args),
-        Command::Trace { scenario, out } => {
+        Command::Trace {
+            scenario,
+            out,
+            args,
+        } => {
             let tools = bootstrap::all(&root)?;
             let bin = build::release(&root, &tools)?;
             let file = std::fs::File::create(&out)
                 .with_context(|| format!("creating {}", out.display()))?;
             let status = std::process::Command::new(&bin)
                 .args(["synthesize", &scenario])
+                .args(&args)
                 .stdout(file)
                 .status()
                 .context("running egress-monitor synthesize")?;

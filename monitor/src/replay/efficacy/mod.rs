@@ -62,6 +62,8 @@ impl Default for Options {
 pub struct RunResult {
     pub seed: u64,
     pub samples: u64,
+    /// Distinct client addresses the service served over the trace.
+    pub clients: u64,
     pub alert_events: u64,
     #[serde(flatten)]
     pub verdict: Verdict,
@@ -93,12 +95,14 @@ pub fn target(scenario: Scenario, params: &Params) -> Option<Target> {
     })
 }
 
-/// Replays one scenario and seed; returns the opened alert events and the sample count.
+/// Replays one scenario and seed; returns the opened alert events, the sample count, the
+/// alert event count and the distinct clients served.
 pub fn replay(
     config: &Config,
     scenario: Scenario,
     params: &Params,
-) -> Result<(Vec<AlertEvent>, u64, u64), ReplayError> {
+) -> Result<(Vec<AlertEvent>, u64, u64, u64), ReplayError> {
+    let mut clients: std::collections::HashSet<std::net::IpAddr> = Default::default();
     let mut store = Store::in_memory()?;
     let mut replayer = Replayer::new(config, &mut store)?;
     let mut opened = Vec::new();
@@ -110,6 +114,12 @@ pub fn replay(
             return;
         }
         samples += batch.len() as u64;
+        clients.extend(
+            batch
+                .iter()
+                .filter(|s| s.direction == Some(crate::flow::Direction::Served))
+                .filter_map(|s| s.remote.map(|r| r.addr)),
+        );
         let r = replayer.window(batch, &mut |e| {
             events += 1;
             if e.event == AlertEventKind::Opened {
@@ -124,7 +134,7 @@ pub fn replay(
     if let Some(e) = failure {
         return Err(e);
     }
-    Ok((opened, samples, events))
+    Ok((opened, samples, events, clients.len() as u64))
 }
 
 /// One replay's output.
@@ -132,6 +142,7 @@ struct Replayed {
     opened: Vec<AlertEvent>,
     samples: u64,
     events: u64,
+    clients: u64,
 }
 
 /// Runs every (scenario, seed) of `opts`, `opts.threads` at a time; the ordinary week of
@@ -165,14 +176,14 @@ pub fn run(config: &Config, opts: &Options) -> Result<Report, ReplayError> {
                     let Some(&(scenario, seed)) = jobs.get(i) else {
                         break;
                     };
-                    let r =
-                        replay(config, scenario, &params(seed)).map(|(opened, samples, events)| {
-                            Replayed {
-                                opened,
-                                samples,
-                                events,
-                            }
-                        });
+                    let r = replay(config, scenario, &params(seed)).map(
+                        |(opened, samples, events, clients)| Replayed {
+                            opened,
+                            samples,
+                            events,
+                            clients,
+                        },
+                    );
                     if let Ok(mut all) = slots.lock() {
                         all[i] = Some(r);
                     }
@@ -202,6 +213,7 @@ pub fn run(config: &Config, opts: &Options) -> Result<Report, ReplayError> {
             runs.push(RunResult {
                 seed,
                 samples: r.samples,
+                clients: r.clients,
                 alert_events: r.events,
                 verdict: judge(&r.opened, target.as_ref(), judged_from, &background),
             });

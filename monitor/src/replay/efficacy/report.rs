@@ -143,13 +143,40 @@ const HEADER: [&str; 6] = [
 impl Report {
     fn caption(&self) -> String {
         let seeds: Vec<String> = self.seeds.iter().map(ToString::to_string).collect();
-        format!(
+        let mut caption = format!(
             "{} days (day 1 learning), seeds {}; false alerts are alerts opened on days 2-{} \
              about anything but the scenario's event",
             self.days,
             seeds.join(", "),
             self.days
-        )
+        );
+        if let Some((clients, rate)) = self.false_rate() {
+            let _ = write!(
+                caption,
+                ". The ordinary week serves {clients} distinct client addresses (mean over \
+                 seeds): {rate:.2} false alerts per day per 1,000 clients"
+            );
+        }
+        caption
+    }
+
+    /// The ordinary week's distinct clients and false alerts per judged day per 1,000 of
+    /// them, averaged over its runs.
+    pub fn false_rate(&self) -> Option<(u64, f64)> {
+        let normal = self.scenarios.iter().find(|s| !s.event)?;
+        let runs = normal.runs.len() as f64;
+        if runs == 0.0 || self.days < 2 {
+            return None;
+        }
+        let clients = normal.runs.iter().map(|r| r.clients).sum::<u64>() as f64 / runs;
+        let alerts = normal
+            .runs
+            .iter()
+            .map(|r| r.verdict.false_alerts.len())
+            .sum::<usize>() as f64
+            / runs;
+        let per = alerts / f64::from(self.days - 1) / (clients / 1000.0).max(1e-9);
+        Some((clients.round() as u64, per))
     }
 
     /// Aligned columns, for a terminal.

@@ -173,6 +173,7 @@ fn the_table_counts_seeds_rules_and_false_alerts() {
     let run = |seed, verdict: &Verdict| RunResult {
         seed,
         samples: 0,
+        clients: 2000,
         alert_events: 0,
         verdict: verdict.clone(),
     };
@@ -191,10 +192,15 @@ fn the_table_counts_seeds_rules_and_false_alerts() {
                 scenario: "normal".into(),
                 expected_alert: false,
                 event: false,
-                runs: vec![run(1, &Verdict::default())],
+                runs: vec![run(1, &caught), run(2, &Verdict::default())],
             },
         ],
     };
+    // The ordinary week: (4 + 0) / 2 false alerts over 6 judged days and 2,000 clients.
+    assert_eq!(caught.false_alerts.len(), 4);
+    let (clients, rate) = report.false_rate().unwrap();
+    assert_eq!(clients, 2000);
+    assert!((rate - 2.0 / 6.0 / 2.0).abs() < 1e-9, "{rate}");
     let md = report.markdown();
     let first = caught.first_alert_secs.unwrap();
     assert!(
@@ -204,7 +210,10 @@ fn the_table_counts_seeds_rules_and_false_alerts() {
         )),
         "{md}"
     );
-    assert!(md.contains("| normal | none | – | – | – | 0 |"), "{md}");
+    assert!(
+        md.contains("2000 distinct client addresses (mean over seeds): 0.17 false alerts per day per 1,000 clients"),
+        "{md}"
+    );
     assert!(report.text().contains("1/2 partly"));
     assert!(report.details().contains("FALSE"));
     let json = serde_json::to_value(&report).unwrap();
@@ -233,6 +242,8 @@ fn a_small_homeserver_burst_is_caught() {
     let report = run(&config, &opts).unwrap();
     let r = &report.scenarios[0].runs[0];
     assert!(r.samples > 4320, "{}", r.samples);
+    // 20 homes and 2 gateways, plus 20 phones a day on new addresses (3 days).
+    assert!((60..=120).contains(&r.clients), "{}", r.clients);
     assert!(r.verdict.detected(), "{:?}", r.verdict);
     assert!(r.verdict.on_event.iter().all(|b| b.service == "messaging"));
     assert!(r.verdict.first_alert_secs.unwrap() <= 120);
