@@ -13,7 +13,7 @@ mod pins;
 mod test;
 mod vm;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
@@ -212,28 +212,30 @@ fn main() -> Result<()> {
             scenario,
             out,
             args,
-        } => {
-            let tools = bootstrap::all(&root)?;
-            let bin = build::release(&root, &tools)?;
-            let file = std::fs::File::create(&out)
-                .with_context(|| format!("creating {}", out.display()))?;
-            let status = std::process::Command::new(&bin)
-                .args(["synthesize", &scenario])
-                .args(&args)
-                .stdout(file)
-                .status()
-                .context("running egress-monitor synthesize")?;
-            anyhow::ensure!(
-                status.success(),
-                "egress-monitor synthesize {scenario} failed"
-            );
-            eprintln!(
-                "==> {} written; replay it with: {} replay {}",
-                out.display(),
-                bin.display(),
-                out.display()
-            );
-            Ok(())
-        }
+        } => trace(&root, &scenario, &out, &args),
     }
+}
+
+/// `cargo xtask trace`: the release binary's `synthesize` into `out`.
+fn trace(root: &Path, scenario: &str, out: &Path, args: &[String]) -> Result<()> {
+    let tools = bootstrap::all(root)?;
+    let bin = build::release(root, &tools)?;
+    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let status = std::process::Command::new(&bin)
+        .args(["synthesize", scenario])
+        .args(args)
+        .stdout(file)
+        .status()
+        .context("running egress-monitor synthesize")?;
+    anyhow::ensure!(
+        status.success(),
+        "egress-monitor synthesize {scenario} failed"
+    );
+    eprintln!(
+        "==> {} written; replay it with: {} replay {}",
+        out.display(),
+        bin.display(),
+        out.display()
+    );
+    Ok(())
 }

@@ -102,7 +102,7 @@ pub fn replay(
     scenario: Scenario,
     params: &Params,
 ) -> Result<(Vec<AlertEvent>, u64, u64, u64), ReplayError> {
-    let mut clients: std::collections::HashSet<std::net::IpAddr> = Default::default();
+    let mut clients = std::collections::HashSet::<std::net::IpAddr>::default();
     let mut store = Store::in_memory()?;
     let mut replayer = Replayer::new(config, &mut store)?;
     let mut opened = Vec::new();
