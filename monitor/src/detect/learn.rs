@@ -97,18 +97,28 @@ fn teach_hour(
     if kind(peer).is_none() {
         return;
     }
+    // A heavy learned destination (a federation server that backfills) also teaches its
+    // population: what the service's destinations do in bursts is what that population is
+    // for. A heavy client (a NAT gateway) does not: its volume would raise the bar every
+    // single client is judged against.
+    let teaches = kind(peer) == Some(Kind::Destinations);
     if let Some(curve) = peer.curve.as_mut() {
         curve.learn(hour_start, values[1].1, now);
+        if teaches {
+            teach_values(peer, svc, params, &values, hour_start, now);
+        }
         return;
     }
-    if peer.heavy() {
+    if peer.heavy() && !teaches {
         return;
     }
     // Whether the hour was learned is the hour's own time: a quiet peer's hour may be taught
     // after learning has ended.
-    if svc.learning(hour_start) && above_bar(peer, svc, params, &values) {
+    if svc.learning(hour_start) && !peer.heavy() && above_bar(peer, svc, params, &values) {
         count_heavy_hour(peer, svc, hour_start, values[1].1);
-        return;
+        if !teaches {
+            return;
+        }
     }
     teach_values(peer, svc, params, &values, hour_start, now);
 }
@@ -178,7 +188,7 @@ fn teach_values(
     let Some(kind) = kind(peer) else {
         return;
     };
-    if peer.heavy() {
+    if peer.heavy() && kind != Kind::Destinations {
         return;
     }
     // The watermark guards the populations anyone can join (clients, their prefixes); the
