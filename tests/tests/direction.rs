@@ -10,7 +10,10 @@ use std::{
     time::Duration,
 };
 
-use integration_tests::{Agent, Finished, Traffic, bpf_test_run::DirectionUnderTest, require_root};
+use integration_tests::{
+    Agent, Finished, Traffic, bpf_test_run::DirectionUnderTest, cgroup2_root,
+    exclusive_attach::Exclusive, require_root,
+};
 use monitor::flow::{Direction, FlowSample, Protocol};
 use monitor_common::{
     FLOW_DIRECTION_UNKNOWN, FLOW_INITIATED, FLOW_SERVED, UDP_PEERS_ENTRIES,
@@ -230,6 +233,67 @@ fn a_connection_older_than_the_agent_gets_the_listener_fallback_or_nothing() {
     assert!(
         connecting.iter().all(Option::is_none),
         "connecting end: {connecting:?}"
+    );
+}
+
+/// A host where the `sockops` hook is taken: another tool attached a program there without
+/// `BPF_F_ALLOW_MULTI`, so the kernel refuses the agent's (`EPERM`). The agent still runs, says
+/// once that TCP direction comes from SYNs and the listeners, and its TCP flows still get
+/// their direction: the client's from its SYN, the accepted end's from the listener table.
+#[test]
+fn a_refused_sockops_program_leaves_the_agent_running_with_the_fallbacks() {
+    require_root();
+    let blocker = Exclusive::sock_ops(&cgroup2_root())
+        .expect("attach an exclusive sockops program to the cgroup root (is another attached?)");
+    let agent = Agent::start(&["--interval", "200ms"]);
+    let log = agent.attach_log();
+    assert_eq!(log["tcp_direction"], false, "{log}");
+    assert_eq!(log["udp_direction"], true, "{log}");
+    let warning = agent.wait_for_log_where(Duration::from_secs(5), |l| {
+        l["level"] == "WARN"
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("TCP direction from the kernel unavailable"))
+    });
+    assert_eq!(
+        warning["program"], "record_tcp_direction",
+        "the log line names the program: {warning}"
+    );
+    let mut server = Traffic::start(&["tcp-serve", "127.0.0.1:0", "100000"]);
+    let port: u16 = server.expect_line("port", Duration::from_secs(10))[1]
+        .parse()
+        .unwrap();
+    let server_pid = server.pid();
+    let mut client =
+        TcpStream::connect(SocketAddr::new("127.0.0.1".parse().unwrap(), port)).expect("connect");
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).expect("read");
+    assert_eq!(got.len(), 100_000);
+    drop(client);
+    server.expect_line("done", Duration::from_secs(10));
+    agent.wait_for_sample_of(server_pid, Duration::from_secs(10));
+    server.go();
+    server.wait();
+    let run = agent.stop();
+    drop(blocker);
+    let served = directions_of(&run, "the server", |s| {
+        s.owner.pid == Some(server_pid)
+            && s.protocol == Protocol::Tcp
+            && s.local.is_some_and(|l| l.port == port)
+    });
+    assert!(
+        served.iter().all(|d| *d == Some(Direction::Served)),
+        "server side: {served:?}"
+    );
+    let me = std::process::id();
+    let initiated = directions_of(&run, "the client", |s| {
+        s.owner.pid == Some(me)
+            && s.protocol == Protocol::Tcp
+            && s.remote.is_some_and(|r| r.port == port)
+    });
+    assert!(
+        initiated.iter().all(|d| *d == Some(Direction::Initiated)),
+        "client side: {initiated:?}"
     );
 }
 
