@@ -7,7 +7,10 @@
 //! and works on those at or above the minimum, and below it the agent refuses to start,
 //! naming the row.
 
-use crate::{PROG_DNS, PROG_EGRESS, PROG_EGRESS_FINE_CLOCK, PROG_SOCK_CREATE, PROG_SOCK_RELEASE};
+use crate::{
+    PROG_EGRESS, PROG_EGRESS_FINE_CLOCK, PROG_INGRESS, PROG_SOCK_CREATE, PROG_SOCK_RELEASE,
+    PROG_TCP_DIRECTION,
+};
 
 /// One program of the agent.
 #[derive(Clone, Copy, Debug)]
@@ -25,6 +28,9 @@ pub struct ProgramSpec {
     pub required: bool,
     /// The same work for older kernels, loaded only when the kernel refuses this one.
     pub fallback: Option<&'static ProgramSpec>,
+    /// What the program gives the agent, in a few words (`doctor` says what an optional
+    /// program's refusal costs with it).
+    pub role: &'static str,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,17 +39,34 @@ pub enum AttachPoint {
     SkbIngress,
     /// A `cgroup/sock_*` hook (which one is set by the program's section).
     Sock,
+    /// `BPF_CGROUP_SOCK_OPS`: TCP events of every socket of the cgroup.
+    SockOps,
 }
 
-/// Passive DNS: optional, see [`ProgramSpec::required`].
-pub const DNS_PROGRAM: ProgramSpec = ProgramSpec {
-    name: PROG_DNS,
+/// Passive DNS and UDP direction: optional, see [`ProgramSpec::required`].
+pub const INGRESS_PROGRAM: ProgramSpec = ProgramSpec {
+    name: PROG_INGRESS,
     hook: "cgroup_skb/ingress",
-    feature: "BPF_PROG_TYPE_CGROUP_SKB (ingress) with bpf_skb_load_bytes into a BPF ring buffer reservation",
+    feature: "BPF_PROG_TYPE_CGROUP_SKB (ingress) with bpf_skb_load_bytes into a BPF ring buffer reservation, LRU hash map",
     min_kernel: "5.8",
     attach: AttachPoint::SkbIngress,
     required: false,
     fallback: None,
+    role: "passive DNS names and the direction of UDP flows",
+};
+
+/// TCP direction from the kernel: optional, see [`ProgramSpec::required`]. Without it the
+/// egress program still tells connections it sees open (their first packet is a SYN), and the
+/// agent the accepted ones by the local listeners (`sock_diag`).
+pub const TCP_DIRECTION_PROGRAM: ProgramSpec = ProgramSpec {
+    name: PROG_TCP_DIRECTION,
+    hook: "sockops",
+    feature: "BPF_PROG_TYPE_SOCK_OPS with bpf_sock_ops->sk and bpf_sk_storage_get",
+    min_kernel: "5.10",
+    attach: AttachPoint::SockOps,
+    required: false,
+    fallback: None,
+    role: "the direction of TCP connections as the kernel saw them open",
 };
 
 /// `count_egress` stamping flows with `bpf_ktime_get_ns`: for kernels without the coarse
@@ -56,10 +79,11 @@ pub const EGRESS_FINE_CLOCK_PROGRAM: ProgramSpec = ProgramSpec {
     attach: AttachPoint::SkbEgress,
     required: true,
     fallback: None,
+    role: "egress counting",
 };
 
 /// In attach order.
-pub const PROGRAMS: [ProgramSpec; 4] = [
+pub const PROGRAMS: [ProgramSpec; 5] = [
     ProgramSpec {
         name: PROG_SOCK_CREATE,
         hook: "cgroup/sock_create",
@@ -68,6 +92,7 @@ pub const PROGRAMS: [ProgramSpec; 4] = [
         attach: AttachPoint::Sock,
         required: true,
         fallback: None,
+        role: "socket owners",
     },
     ProgramSpec {
         name: PROG_EGRESS,
@@ -77,6 +102,7 @@ pub const PROGRAMS: [ProgramSpec; 4] = [
         attach: AttachPoint::SkbEgress,
         required: true,
         fallback: Some(&EGRESS_FINE_CLOCK_PROGRAM),
+        role: "egress counting",
     },
     ProgramSpec {
         name: PROG_SOCK_RELEASE,
@@ -86,8 +112,10 @@ pub const PROGRAMS: [ProgramSpec; 4] = [
         attach: AttachPoint::Sock,
         required: true,
         fallback: None,
+        role: "final counts of closed sockets",
     },
-    DNS_PROGRAM,
+    TCP_DIRECTION_PROGRAM,
+    INGRESS_PROGRAM,
 ];
 
 /// Every program in the object: the table's, then their fallbacks (what `doctor` loads).
@@ -217,21 +245,23 @@ mod tests {
                 PROG_SOCK_CREATE,
                 PROG_EGRESS,
                 PROG_SOCK_RELEASE,
-                PROG_DNS,
+                PROG_TCP_DIRECTION,
+                PROG_INGRESS,
                 PROG_EGRESS_FINE_CLOCK
             ]
         );
     }
 
     #[test]
-    fn passive_dns_is_the_only_optional_program() {
+    fn direction_and_passive_dns_are_the_only_optional_programs() {
         let optional: Vec<&str> = PROGRAMS
             .iter()
             .filter(|p| !p.required)
             .map(|p| p.name)
             .collect();
-        assert_eq!(optional, [PROG_DNS]);
+        assert_eq!(optional, [PROG_TCP_DIRECTION, PROG_INGRESS]);
         // Optional programs come last, so every required one is attached before them.
-        assert!(!PROGRAMS[PROGRAMS.len() - 1].required);
+        let first_optional = PROGRAMS.iter().position(|p| !p.required).unwrap();
+        assert!(PROGRAMS[first_optional..].iter().all(|p| !p.required));
     }
 }

@@ -25,6 +25,8 @@ pub const ERRORS_MAP: &str = "ERRORS";
 pub const UNTRACKED_MAP: &str = "UNTRACKED";
 /// Ring buffer of [`DnsCapture`]s: DNS answers (UDP from port 53) received by local sockets.
 pub const DNS_ANSWERS_MAP: &str = "DNS_ANSWERS";
+/// LRU of UDP conversations by (local port, peer): who spoke first, as a `FLOW_*` direction.
+pub const UDP_PEERS_MAP: &str = "UDP_PEERS";
 
 /// Program names, as the agent looks them up in the object and `bpftool prog` shows them.
 pub const PROG_EGRESS: &str = "count_egress";
@@ -32,7 +34,10 @@ pub const PROG_EGRESS: &str = "count_egress";
 pub const PROG_EGRESS_FINE_CLOCK: &str = "count_egress_ns";
 pub const PROG_SOCK_CREATE: &str = "record_owner";
 pub const PROG_SOCK_RELEASE: &str = "report_release";
-pub const PROG_DNS: &str = "capture_dns";
+/// `cgroup_skb/ingress`: passive DNS and the first datagram of UDP conversations.
+pub const PROG_INGRESS: &str = "watch_ingress";
+/// `sockops`: marks TCP sockets as accepted from a listener or connecting out.
+pub const PROG_TCP_DIRECTION: &str = "record_tcp_direction";
 
 /// Default number of (socket, destination) entries the kernel can track at once.
 pub const DEFAULT_MAX_FLOWS: u32 = 131_072;
@@ -49,6 +54,10 @@ pub const DNS_RING_BYTES: u32 = 1 << 19;
 pub const DNS_CAPTURE_BYTES: usize = 512;
 /// UDP source port of the packets the DNS program copies.
 pub const DNS_PORT: u16 = 53;
+/// UDP conversations whose first speaker is remembered (LRU: a flood of datagrams from forged
+/// peers only evicts the oldest; the map never grows). About 5 MiB of kernel memory,
+/// preallocated.
+pub const UDP_PEERS_ENTRIES: u32 = 65_536;
 
 /// `FlowKey::protocol` values (IANA protocol numbers).
 pub const IPPROTO_TCP: u8 = 6;
@@ -59,6 +68,50 @@ pub const OWNER_FROM_SOCK_CREATE: u32 = 1;
 /// `SockOwner::flags`: the egress program saw this socket send (release events are only sent
 /// for such sockets, so closing sockets that never sent cost nothing).
 pub const OWNER_HAS_FLOWS: u32 = 2;
+/// `SockOwner::flags`: a TCP socket accepted from a local listener (set by the `sockops`
+/// program when the handshake completes, on the accepted socket's own storage).
+pub const OWNER_PASSIVE: u32 = 4;
+/// `SockOwner::flags`: a TCP socket that connected out (set by the `sockops` program before
+/// its SYN leaves, or by the egress program when that SYN is the socket's first packet).
+pub const OWNER_ACTIVE: u32 = 8;
+
+/// `FlowCounters::direction`: the kernel could not tell (a socket older than the agent, a
+/// program missing, a protocol without conversations).
+pub const FLOW_DIRECTION_UNKNOWN: u8 = 0;
+/// `FlowCounters::direction`: the peer came first (a TCP connection accepted from a local
+/// listener; a UDP datagram received on a local port before the host sent to that peer).
+pub const FLOW_SERVED: u8 = 1;
+/// `FlowCounters::direction`: the host went first (it connected out, or sent the first
+/// datagram).
+pub const FLOW_INITIATED: u8 = 2;
+
+/// TCP header flags the direction is read from.
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
+
+/// Direction told by the flags of a TCP flow's first packet, for sockets whose storage does
+/// not say: a SYN alone opens a connection (initiated), a SYN-ACK answers one (served; the
+/// kernel sends SYN-ACKs with the listener as the socket). Anything else is a connection the
+/// agent did not see start.
+pub const fn direction_of_first_tcp_packet(flags: u8) -> u8 {
+    match flags & (TCP_SYN | TCP_ACK) {
+        TCP_SYN => FLOW_INITIATED,
+        f if f == TCP_SYN | TCP_ACK => FLOW_SERVED,
+        _ => FLOW_DIRECTION_UNKNOWN,
+    }
+}
+
+/// Direction recorded in a socket's `SockOwner::flags` (`OWNER_PASSIVE` first: an accepted
+/// socket starts with a copy of its listener's flags).
+pub const fn direction_of_owner_flags(flags: u32) -> u8 {
+    if flags & OWNER_PASSIVE != 0 {
+        FLOW_SERVED
+    } else if flags & OWNER_ACTIVE != 0 {
+        FLOW_INITIATED
+    } else {
+        FLOW_DIRECTION_UNKNOWN
+    }
+}
 
 /// Identifies one flow: one socket (by cookie) talking to one destination.
 ///
@@ -139,12 +192,38 @@ pub struct FlowCounters {
     pub local_addr: [u8; 16],
     /// Source port in host byte order.
     pub local_port: u16,
-    pub _pad0: u16,
+    /// Who opened the conversation, decided when the flow's first packet is seen: a
+    /// `FLOW_*` value.
+    pub direction: u8,
+    pub _pad0: u8,
     pub _pad1: u32,
     /// Copy of the socket's owner at the time of the first packet (`EMPTY` if unknown).
     pub owner: SockOwner,
 }
 const _: () = assert!(size_of::<FlowCounters>() == 112);
+// The direction took one byte of the padding after `local_port`: every other field keeps its
+// offset, so a kernel object and an agent of different versions still read each other.
+const _: () = assert!(core::mem::offset_of!(FlowCounters, local_port) == 56);
+const _: () = assert!(core::mem::offset_of!(FlowCounters, direction) == 58);
+const _: () = assert!(core::mem::offset_of!(FlowCounters, _pad1) == 60);
+const _: () = assert!(core::mem::offset_of!(FlowCounters, owner) == 64);
+const _: () = assert!(core::mem::offset_of!(UdpPeerKey, local_port) == 18);
+
+/// Key of `UDP_PEERS`: one UDP conversation seen from this host. Keyed by the local port, not
+/// the socket: a server may answer from another socket bound to the same port (`SO_REUSEPORT`
+/// groups, a socket connected per client).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UdpPeerKey {
+    /// The peer's address, v4-mapped for IPv4.
+    pub remote_addr: [u8; 16],
+    /// The peer's port, host byte order.
+    pub remote_port: u16,
+    /// The local port, host byte order.
+    pub local_port: u16,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<UdpPeerKey>() == 24);
 
 /// `Event::kind`: a socket that had flows was released (`cgroup/sock_release`).
 pub const EVENT_RELEASED: u32 = 1;
@@ -296,6 +375,7 @@ mod pod {
     unsafe impl aya::Pod for super::ProcessKey {}
     unsafe impl aya::Pod for super::Volume {}
     unsafe impl aya::Pod for super::DnsCapture {}
+    unsafe impl aya::Pod for super::UdpPeerKey {}
 }
 
 #[cfg(test)]
@@ -311,6 +391,67 @@ mod tests {
         assert_eq!(ProgError::StorageFull as u32, 4);
         assert_eq!(ProgError::DnsRingFull as u32, 5);
         assert_eq!(ProgError::DnsParse as u32, 6);
+    }
+
+    #[test]
+    fn flow_counters_layout_is_stable() {
+        use core::mem::{align_of, offset_of};
+        assert_eq!(size_of::<FlowCounters>(), 112);
+        assert_eq!(align_of::<FlowCounters>(), 8);
+        assert_eq!(offset_of!(FlowCounters, bytes), 0);
+        assert_eq!(offset_of!(FlowCounters, cgroup_id), 32);
+        assert_eq!(offset_of!(FlowCounters, local_addr), 40);
+        assert_eq!(offset_of!(FlowCounters, local_port), 56);
+        assert_eq!(offset_of!(FlowCounters, direction), 58);
+        assert_eq!(offset_of!(FlowCounters, _pad0), 59);
+        assert_eq!(offset_of!(FlowCounters, _pad1), 60);
+        assert_eq!(offset_of!(FlowCounters, owner), 64);
+        // The values stay distinct and 0 is "unknown", what an older kernel object leaves
+        // in the byte (its padding, written as zero).
+        assert_eq!(FLOW_DIRECTION_UNKNOWN, 0);
+        assert_ne!(FLOW_SERVED, FLOW_INITIATED);
+        assert_eq!(size_of::<UdpPeerKey>(), 24);
+        assert_eq!(offset_of!(UdpPeerKey, remote_port), 16);
+        assert_eq!(offset_of!(UdpPeerKey, local_port), 18);
+    }
+
+    #[test]
+    fn first_tcp_packet_tells_the_direction() {
+        assert_eq!(direction_of_first_tcp_packet(TCP_SYN), FLOW_INITIATED);
+        // ECN bits beside the SYN (0x40 ECE, 0x80 CWR) do not change it.
+        assert_eq!(
+            direction_of_first_tcp_packet(TCP_SYN | 0xc0),
+            FLOW_INITIATED
+        );
+        assert_eq!(
+            direction_of_first_tcp_packet(TCP_SYN | TCP_ACK),
+            FLOW_SERVED
+        );
+        assert_eq!(
+            direction_of_first_tcp_packet(TCP_ACK),
+            FLOW_DIRECTION_UNKNOWN
+        );
+        // PSH-ACK: data of a connection that was open before the flow was seen.
+        assert_eq!(direction_of_first_tcp_packet(0x18), FLOW_DIRECTION_UNKNOWN);
+        assert_eq!(direction_of_first_tcp_packet(0), FLOW_DIRECTION_UNKNOWN);
+    }
+
+    #[test]
+    fn owner_flags_tell_the_direction() {
+        assert_eq!(
+            direction_of_owner_flags(OWNER_FROM_SOCK_CREATE),
+            FLOW_DIRECTION_UNKNOWN
+        );
+        assert_eq!(
+            direction_of_owner_flags(OWNER_FROM_SOCK_CREATE | OWNER_HAS_FLOWS | OWNER_PASSIVE),
+            FLOW_SERVED
+        );
+        assert_eq!(direction_of_owner_flags(OWNER_ACTIVE), FLOW_INITIATED);
+        // Accepted from a listener that had once connected out: accepted wins.
+        assert_eq!(
+            direction_of_owner_flags(OWNER_ACTIVE | OWNER_PASSIVE),
+            FLOW_SERVED
+        );
     }
 
     #[test]

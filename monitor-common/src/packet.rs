@@ -195,6 +195,31 @@ fn ports<P: PacketBytes + ?Sized>(
     }
 }
 
+/// TCP header flags (`th_flags`: FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10...) of a
+/// packet whose bytes start at the IP header, for the first packet of a flow only (the egress
+/// program's slow path). IPv4 with options is handled; an IPv6 packet must carry TCP right
+/// after its fixed header (handshake segments carry no extension headers), else `None`, as
+/// for anything that is not TCP or is too short.
+#[inline(always)]
+pub fn tcp_flags<P: PacketBytes + ?Sized>(pkt: &P) -> Option<u8> {
+    let first: [u8; 10] = pkt.read(0)?;
+    let offset = match first[0] >> 4 {
+        4 if first[9] == crate::IPPROTO_TCP => usize::from(first[0] & 0x0f) * 4,
+        6 if first[6] == crate::IPPROTO_TCP => 40,
+        _ => return None,
+    };
+    if offset < 20 {
+        return None;
+    }
+    // Two bytes (data offset, flags): a one-byte read's bounds check compiles to a
+    // `start < end` the verifier does not take as a bound on `start + 1`.
+    let [_, flags]: [u8; 2] = pkt.read(offset + TCP_FLAGS_OFFSET - 1)?;
+    Some(flags)
+}
+
+/// Offset of the flags byte in the TCP header.
+const TCP_FLAGS_OFFSET: usize = 13;
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -336,6 +361,38 @@ mod tests {
             parse_with_transport_offset(ipv6(IPPROTO_HOPOPTS, &ext, &PORTS).as_slice(), ETH_P_IPV6)
                 .unwrap();
         assert_eq!((e.protocol, off), (17, 40 + 8 + 16));
+    }
+
+    /// A TCP header whose flags byte (offset 13) is `flags`.
+    fn tcp(flags: u8) -> [u8; 20] {
+        let mut h = [0u8; 20];
+        h[..4].copy_from_slice(&PORTS);
+        h[12] = 5 << 4;
+        h[13] = flags;
+        h
+    }
+
+    #[test]
+    fn tcp_flags_behind_ipv4_options_and_in_ipv6() {
+        assert_eq!(tcp_flags(ipv4(6, 5, 0, &tcp(0x02)).as_slice()), Some(0x02));
+        assert_eq!(tcp_flags(ipv4(6, 7, 0, &tcp(0x12)).as_slice()), Some(0x12));
+        assert_eq!(tcp_flags(ipv6(6, &[], &tcp(0x10)).as_slice()), Some(0x10));
+    }
+
+    #[test]
+    fn tcp_flags_of_anything_else_are_unknown() {
+        // UDP, a header cut before the flags, a bad IHL, IPv6 extension headers, not IP.
+        assert_eq!(tcp_flags(ipv4(17, 5, 0, &tcp(0x02)).as_slice()), None);
+        assert_eq!(tcp_flags(ipv4(6, 5, 0, &tcp(0x02)[..13]).as_slice()), None);
+        let mut bad_ihl = ipv4(6, 5, 0, &tcp(0x02));
+        bad_ihl[0] = 0x43;
+        assert_eq!(tcp_flags(bad_ihl.as_slice()), None);
+        let ext = [6, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(
+            tcp_flags(ipv6(IPPROTO_HOPOPTS, &ext, &tcp(0x02)).as_slice()),
+            None
+        );
+        assert_eq!(tcp_flags(&[0u8; 64][..]), None);
     }
 
     #[test]

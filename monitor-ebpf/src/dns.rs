@@ -1,39 +1,18 @@
-//! `cgroup_skb/ingress`: copy DNS answers (UDP from port 53) that reach a local socket into
-//! the `DNS_ANSWERS` ring buffer, so the agent can name the destinations the host resolved.
-//!
-//! The hook runs only for packets delivered to a socket of this host (the kernel calls it
-//! from the socket's receive filter), so what it copies is what a local resolver client
-//! actually received. Every other packet costs one header parse. The packet is never altered
-//! or dropped: the entry point always returns "pass".
+//! Passive DNS: copy DNS answers (UDP from port 53) that reach a local socket into the
+//! `DNS_ANSWERS` ring buffer, so the agent can name the destinations the host resolved. What
+//! the ingress program copies is what a local resolver client actually received.
 
-use aya_ebpf::{
-    EbpfContext as _, bindings::__sk_buff, helpers::generated::bpf_skb_load_bytes,
-    programs::SkBuffContext,
-};
-use monitor_common::{
-    DNS_CAPTURE_BYTES, DNS_PORT, DnsCapture, IPPROTO_UDP, ProgError,
-    packet::parse_with_transport_offset,
-};
+use aya_ebpf::{EbpfContext as _, helpers::generated::bpf_skb_load_bytes, programs::SkBuffContext};
+use monitor_common::{DNS_CAPTURE_BYTES, DnsCapture, ProgError};
 
-use crate::{counters::count_error, maps::DNS_ANSWERS, skb_bytes::SkbBytes};
+use crate::{counters::count_error, maps::DNS_ANSWERS};
 
 const UDP_HEADER_BYTES: usize = 8;
 
+/// Copies the answer of UDP packet `ctx` (`len` bytes, transport header at `transport`),
+/// which comes from port 53.
 #[inline(always)]
-pub fn capture(ctx: &SkBuffContext) {
-    let skb: *mut __sk_buff = ctx.as_ptr().cast();
-    // SAFETY: context field reads, rewritten by the verifier.
-    let (len, protocol) = unsafe { ((*skb).len, (*skb).protocol) };
-    let ethertype = u16::from_be(protocol as u16);
-    let Ok((ends, transport)) = parse_with_transport_offset(&SkbBytes(ctx), ethertype) else {
-        count_error(ctx, ProgError::DnsParse);
-        return;
-    };
-    // Non-first fragments have no ports (0): the socket receives the reassembled datagram,
-    // so a large answer is seen whole, once.
-    if ends.protocol != IPPROTO_UDP || ends.src_port != DNS_PORT {
-        return;
-    }
+pub fn capture(ctx: &SkBuffContext, len: u32, transport: usize) {
     let offset = transport + UDP_HEADER_BYTES;
     // The UDP layer has trimmed the packet to the UDP length before the socket filter runs:
     // what follows the UDP header is exactly the payload.

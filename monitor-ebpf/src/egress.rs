@@ -18,7 +18,8 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use monitor_common::{
-    FlowCounters, FlowKey, IPPROTO_TCP, OWNER_HAS_FLOWS, ProgError, SockOwner, Untracked,
+    FLOW_DIRECTION_UNKNOWN, FlowCounters, FlowKey, IPPROTO_TCP, IPPROTO_UDP, OWNER_HAS_FLOWS,
+    ProgError, SockOwner, Untracked,
     packet::{self, Endpoints},
 };
 
@@ -26,6 +27,7 @@ use crate::{
     counters::{atomic_add, count_error, count_untracked},
     maps::{FLOWS, NEW_FLOW, SOCK_OWNERS},
     skb_bytes::SkbBytes,
+    tcp_direction, udp_direction,
 };
 
 const AF_INET: u32 = 2;
@@ -195,7 +197,7 @@ fn is_v4_mapped(a: &[u8; 16]) -> bool {
     a[..10].iter().all(|b| *b == 0) && a[10] == 0xff && a[11] == 0xff
 }
 
-/// First packet of a flow: create its entry with the owner and endpoints.
+/// First packet of a flow: create its entry with the owner, endpoints and direction.
 #[inline(always)]
 fn insert<const FINE: bool>(
     ctx: &SkBuffContext,
@@ -211,7 +213,21 @@ fn insert<const FINE: bool>(
         count_untracked(Untracked::MapFull, bytes, packets);
         return;
     };
-    let owner = mark_has_flows(ctx, sk);
+    let stored = mark_has_flows(ctx, sk);
+    // SAFETY: non-null storage pointer owned by this socket.
+    let owner_known = !stored.is_null() && unsafe { (*stored).is_known() };
+    let direction = match key.protocol {
+        IPPROTO_TCP => tcp_direction::of_new_flow(ctx, stored),
+        IPPROTO_UDP => udp_direction::of_new_flow(key, local_port, owner_known),
+        _ => FLOW_DIRECTION_UNKNOWN,
+    };
+    // Copied after the direction: its flags include a mark the direction may have added.
+    let owner = if stored.is_null() {
+        SockOwner::EMPTY
+    } else {
+        // SAFETY: as above.
+        unsafe { *stored }
+    };
     // SAFETY: `value` is this CPU's scratch slot (the program is not preempted); the helpers
     // take the program's own context.
     let value: &FlowCounters = unsafe {
@@ -223,6 +239,8 @@ fn insert<const FINE: bool>(
         (*value).cgroup_id = bpf_skb_cgroup_id(ctx.as_ptr().cast());
         (*value).local_addr = local_addr;
         (*value).local_port = local_port;
+        (*value).direction = direction;
+        (*value)._pad0 = 0;
         (*value).owner = owner;
         &*value
     };
@@ -242,20 +260,19 @@ fn insert<const FINE: bool>(
     }
 }
 
-/// Returns the socket's owner and flags its storage so `sock_release` reports its closing.
-/// Sockets created before the agent started have no storage yet: it is created empty (owner
-/// unknown, the agent attributes them through `sock_diag`) just to carry the flag.
+/// Flags the socket's storage so `sock_release` reports its closing, and returns it (NULL
+/// when it could not be created). Sockets created before the agent started have no storage
+/// yet: it is created empty (owner unknown, the agent attributes them through `sock_diag`)
+/// just to carry the flag.
 #[inline(always)]
-fn mark_has_flows(ctx: &SkBuffContext, sk: *mut bpf_sock) -> SockOwner {
+fn mark_has_flows(ctx: &SkBuffContext, sk: *mut bpf_sock) -> *mut SockOwner {
     let mut init = SockOwner::EMPTY;
     let stored = SOCK_OWNERS.get(sk.cast(), Some(&mut init));
     if stored.is_null() {
         count_error(ctx, ProgError::StorageFull);
-        return SockOwner::EMPTY;
+    } else {
+        // SAFETY: non-null storage pointer owned by this socket.
+        unsafe { (*stored).flags |= OWNER_HAS_FLOWS };
     }
-    // SAFETY: non-null storage pointer owned by this socket.
-    unsafe {
-        (*stored).flags |= OWNER_HAS_FLOWS;
-        *stored
-    }
+    stored
 }

@@ -1,5 +1,5 @@
-//! egress-monitor's kernel programs. Stable hooks only (`cgroup_skb`, `cgroup_sock`): no kprobes, no
-//! fentry, so they load on hardened and minimal kernels alike.
+//! egress-monitor's kernel programs. Stable hooks only (`cgroup_skb`, `cgroup_sock`, `sockops`):
+//! no kprobes, no fentry, so they load on hardened and minimal kernels alike.
 //!
 //! - `count_egress` (`cgroup_skb/egress` on the cgroup v2 root): counts every egress packet per
 //!   (socket cookie, destination) in `FLOWS`. Always lets the packet pass. `count_egress_ns` is
@@ -8,9 +8,11 @@
 //! - `record_owner` (`cgroup/sock_create`): stores the creating process in socket storage that is
 //!   cloned to accepted sockets.
 //! - `report_release` (`cgroup/sock_release`): tells the agent a socket with flows has closed.
-//! - `capture_dns` (`cgroup_skb/ingress` on the same root, optional): copies DNS answers that
-//!   reach local sockets to `DNS_ANSWERS`, so the agent can name destinations. Always lets the
-//!   packet pass.
+//! - `record_tcp_direction` (`sockops` on the same root, optional): marks TCP sockets accepted
+//!   from a listener or connecting out, so their flows get a direction.
+//! - `watch_ingress` (`cgroup_skb/ingress` on the same root, optional): copies DNS answers that
+//!   reach local sockets to `DNS_ANSWERS`, so the agent can name destinations, and records
+//!   which UDP peers spoke first (`UDP_PEERS`). Always lets the packet pass.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -31,14 +33,17 @@
 mod counters;
 mod dns;
 mod egress;
+mod ingress;
 mod maps;
 mod owner;
 mod release;
 mod skb_bytes;
+mod tcp_direction;
+mod udp_direction;
 
 use aya_ebpf::{
-    macros::{cgroup_skb, cgroup_sock},
-    programs::{SkBuffContext, SockContext},
+    macros::{cgroup_skb, cgroup_sock, sock_ops},
+    programs::{SkBuffContext, SockContext, SockOpsContext},
 };
 
 /// `cgroup_skb` verdict that lets the packet through. The only verdict this program returns.
@@ -57,9 +62,16 @@ pub fn count_egress_ns(ctx: SkBuffContext) -> i32 {
 }
 
 #[cgroup_skb(ingress)]
-pub fn capture_dns(ctx: SkBuffContext) -> i32 {
-    dns::capture(&ctx);
+pub fn watch_ingress(ctx: SkBuffContext) -> i32 {
+    ingress::watch(&ctx);
     PASS
+}
+
+#[sock_ops]
+pub fn record_tcp_direction(ctx: SockOpsContext) -> u32 {
+    tcp_direction::record(&ctx);
+    // 1 = success: the verifier allows 0 or 1, and a 0 is an error for the kernel's caller.
+    1
 }
 
 #[cgroup_sock(sock_create)]

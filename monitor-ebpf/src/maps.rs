@@ -8,7 +8,8 @@ use aya_ebpf::{
 };
 use monitor_common::{
     ANNOUNCED_ENTRIES, DEFAULT_EVENT_RING_BYTES, DEFAULT_MAX_FLOWS, DNS_RING_BYTES, DnsCapture,
-    Event, FlowCounters, FlowKey, ProcessKey, ProgError, SockOwner, Untracked, Volume,
+    Event, FlowCounters, FlowKey, ProcessKey, ProgError, SockOwner, UDP_PEERS_ENTRIES, UdpPeerKey,
+    Untracked, Volume,
 };
 
 /// Allocated on insert (no preallocation): memory follows the number of live flows.
@@ -40,6 +41,13 @@ pub static DNS_ANSWERS: RingBuf<DnsCapture, { DNS_RING_BYTES as usize }> = RingB
 
 #[btf_map]
 pub static ANNOUNCED: LruHashMap<ProcessKey, u8, { ANNOUNCED_ENTRIES as usize }> =
+    LruHashMap::new();
+
+/// Who spoke first in each UDP conversation (a `FLOW_*` direction), written by whichever of
+/// the ingress and egress programs sees the conversation first. LRU and preallocated: its
+/// memory is fixed, and a flood of datagrams from forged peers only evicts old entries.
+#[btf_map]
+pub static UDP_PEERS: LruHashMap<UdpPeerKey, u8, { UDP_PEERS_ENTRIES as usize }> =
     LruHashMap::new();
 
 /// BTF definition of a socket storage map with `BPF_F_CLONE`, which aya-ebpf's `SkStorage`

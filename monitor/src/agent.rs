@@ -55,6 +55,8 @@ pub async fn run(
         max_flows = args.max_flows,
         interval = ?args.interval,
         passive_dns = attached.dns_answers.is_some(),
+        tcp_direction = attached.directions.tcp_marks,
+        udp_direction = attached.directions.udp_peers,
         "attached: counting egress"
     );
     let expiry = ExpiryPolicy {

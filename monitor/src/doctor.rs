@@ -266,87 +266,100 @@ fn type_probes() -> Vec<Check> {
     out
 }
 
+/// The helpers the programs call, by program type.
+const HELPERS: [(ProgramType, &str, BpfHelper, &str); 12] = [
+    (
+        ProgramType::CgroupSkb,
+        "cgroup_skb",
+        BpfHelper::BPF_FUNC_sk_fullsock,
+        "bpf_sk_fullsock",
+    ),
+    (
+        ProgramType::CgroupSkb,
+        "cgroup_skb",
+        BpfHelper::BPF_FUNC_get_socket_cookie,
+        "bpf_get_socket_cookie",
+    ),
+    (
+        ProgramType::CgroupSkb,
+        "cgroup_skb",
+        BpfHelper::BPF_FUNC_skb_cgroup_id,
+        "bpf_skb_cgroup_id",
+    ),
+    (
+        ProgramType::CgroupSkb,
+        "cgroup_skb",
+        BpfHelper::BPF_FUNC_sk_storage_get,
+        "bpf_sk_storage_get",
+    ),
+    (
+        ProgramType::CgroupSkb,
+        "cgroup_skb",
+        BpfHelper::BPF_FUNC_ktime_get_coarse_ns,
+        "bpf_ktime_get_coarse_ns",
+    ),
+    (
+        ProgramType::CgroupSkb,
+        "cgroup_skb",
+        BpfHelper::BPF_FUNC_skb_load_bytes,
+        "bpf_skb_load_bytes",
+    ),
+    (
+        ProgramType::CgroupSkb,
+        "cgroup_skb",
+        BpfHelper::BPF_FUNC_ringbuf_reserve,
+        "bpf_ringbuf_reserve",
+    ),
+    (
+        ProgramType::CgroupSock,
+        "cgroup_sock",
+        BpfHelper::BPF_FUNC_sk_storage_get,
+        "bpf_sk_storage_get",
+    ),
+    (
+        ProgramType::CgroupSock,
+        "cgroup_sock",
+        BpfHelper::BPF_FUNC_get_socket_cookie,
+        "bpf_get_socket_cookie",
+    ),
+    (
+        ProgramType::CgroupSock,
+        "cgroup_sock",
+        BpfHelper::BPF_FUNC_ringbuf_output,
+        "bpf_ringbuf_output",
+    ),
+    (
+        ProgramType::CgroupSock,
+        "cgroup_sock",
+        BpfHelper::BPF_FUNC_get_current_comm,
+        "bpf_get_current_comm",
+    ),
+    (
+        ProgramType::SockOps,
+        "sock_ops",
+        BpfHelper::BPF_FUNC_sk_storage_get,
+        "bpf_sk_storage_get",
+    ),
+];
+
 fn helper_probes() -> Vec<Check> {
     let mut out = Vec::new();
-    let helpers = [
-        (
-            ProgramType::CgroupSkb,
-            "cgroup_skb",
-            BpfHelper::BPF_FUNC_sk_fullsock,
-            "bpf_sk_fullsock",
-        ),
-        (
-            ProgramType::CgroupSkb,
-            "cgroup_skb",
-            BpfHelper::BPF_FUNC_get_socket_cookie,
-            "bpf_get_socket_cookie",
-        ),
-        (
-            ProgramType::CgroupSkb,
-            "cgroup_skb",
-            BpfHelper::BPF_FUNC_skb_cgroup_id,
-            "bpf_skb_cgroup_id",
-        ),
-        (
-            ProgramType::CgroupSkb,
-            "cgroup_skb",
-            BpfHelper::BPF_FUNC_sk_storage_get,
-            "bpf_sk_storage_get",
-        ),
-        (
-            ProgramType::CgroupSkb,
-            "cgroup_skb",
-            BpfHelper::BPF_FUNC_ktime_get_coarse_ns,
-            "bpf_ktime_get_coarse_ns",
-        ),
-        (
-            ProgramType::CgroupSkb,
-            "cgroup_skb",
-            BpfHelper::BPF_FUNC_skb_load_bytes,
-            "bpf_skb_load_bytes",
-        ),
-        (
-            ProgramType::CgroupSkb,
-            "cgroup_skb",
-            BpfHelper::BPF_FUNC_ringbuf_reserve,
-            "bpf_ringbuf_reserve",
-        ),
-        (
-            ProgramType::CgroupSock,
-            "cgroup_sock",
-            BpfHelper::BPF_FUNC_sk_storage_get,
-            "bpf_sk_storage_get",
-        ),
-        (
-            ProgramType::CgroupSock,
-            "cgroup_sock",
-            BpfHelper::BPF_FUNC_get_socket_cookie,
-            "bpf_get_socket_cookie",
-        ),
-        (
-            ProgramType::CgroupSock,
-            "cgroup_sock",
-            BpfHelper::BPF_FUNC_ringbuf_output,
-            "bpf_ringbuf_output",
-        ),
-        (
-            ProgramType::CgroupSock,
-            "cgroup_sock",
-            BpfHelper::BPF_FUNC_get_current_comm,
-            "bpf_get_current_comm",
-        ),
-    ];
-    for (ty, ty_name, helper, helper_name) in helpers {
+    for (ty, ty_name, helper, helper_name) in HELPERS {
         let name = format!("helper {helper_name} in {ty_name}");
-        // Only the optional passive DNS program reserves ring buffer space in cgroup_skb:
-        // without it the agent runs, without names. Without the coarse clock the agent
-        // attaches count_egress_ns, stamped with bpf_ktime_get_ns.
-        let (missing, why) = match helper_name {
-            "bpf_ringbuf_reserve" => (
+        // Only the optional ingress program reserves ring buffer space in cgroup_skb:
+        // without it the agent runs, without names. Only the optional TCP direction program
+        // is a sock_ops one. Without the coarse clock the agent attaches count_egress_ns,
+        // stamped with bpf_ktime_get_ns.
+        let (missing, why) = match (ty_name, helper_name) {
+            (_, "bpf_ringbuf_reserve") => (
                 Status::Warn,
                 "not available to this program type on this kernel (optional: passive DNS)",
             ),
-            "bpf_ktime_get_coarse_ns" => (
+            ("sock_ops", _) => (
+                Status::Warn,
+                "not available to this program type on this kernel (optional: TCP direction from the kernel)",
+            ),
+            (_, "bpf_ktime_get_coarse_ns") => (
                 Status::Warn,
                 "not available to this program type on this kernel: the agent attaches count_egress_ns (bpf_ktime_get_ns) instead",
             ),
@@ -402,7 +415,7 @@ fn program_checks(results: &[loader::ProgramCheck]) -> Vec<Check> {
             (Ok(()), None) => check(
                 name,
                 Status::Ok,
-                "accepted by the verifier (optional: passive DNS names destinations)",
+                format!("accepted by the verifier (optional: {})", spec.role),
             ),
             (Err(e), Some(primary)) if loaded(primary.name) => check(
                 name,
@@ -424,7 +437,8 @@ fn program_checks(results: &[loader::ProgramCheck]) -> Vec<Check> {
                 name,
                 Status::Warn,
                 format!(
-                    "optional, refused: the agent runs, destinations have no names: {}",
+                    "optional, refused: the agent runs without {}: {}",
+                    spec.role,
                     error_chain(e)
                 ),
             ),
@@ -495,6 +509,21 @@ mod tests {
         let checks = program_checks(&[refused(EGRESS), refused(FINE)]);
         assert_eq!(status_of(&checks, EGRESS.name), Status::Fail);
         assert_eq!(status_of(&checks, FINE.name), Status::Fail);
+    }
+
+    #[test]
+    fn a_refused_optional_program_is_a_warning_naming_what_is_lost() {
+        let tcp = compat::TCP_DIRECTION_PROGRAM;
+        let checks = program_checks(&[(EGRESS, Ok(())), refused(tcp)]);
+        assert_eq!(status_of(&checks, tcp.name), Status::Warn);
+        assert!(
+            checks[1].detail.contains("the agent runs without"),
+            "{checks:?}"
+        );
+        assert!(checks[1].detail.contains("direction of TCP"), "{checks:?}");
+        let checks = program_checks(&[(compat::INGRESS_PROGRAM, Ok(()))]);
+        assert_eq!(checks[0].status, Status::Ok);
+        assert!(checks[0].detail.contains("UDP flows"), "{checks:?}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::flow::{Endpoint, FlowSample, Owner, Protocol, UntrackedReason};
+use crate::flow::{Direction, Endpoint, FlowSample, Owner, Protocol, UntrackedReason};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -64,6 +64,8 @@ struct JsonSample<'a> {
     last_seen: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     untracked: Option<UntrackedReason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    direction: Option<Direction>,
 }
 
 fn write_json(out: &mut impl Write, samples: &[FlowSample]) -> io::Result<()> {
@@ -94,6 +96,7 @@ fn write_json(out: &mut impl Write, samples: &[FlowSample]) -> io::Result<()> {
             first_seen: s.first_seen,
             last_seen: s.last_seen,
             untracked: s.untracked,
+            direction: s.direction,
         };
         serde_json::to_writer(&mut *out, &line)?;
         out.write_all(b"\n")?;
@@ -178,7 +181,7 @@ mod tests {
             service: "nginx.service".into(),
             ..Owner::default()
         });
-        let mk = |port: u16, untracked, remote_name: Option<&str>| FlowSample {
+        let mk = |port: u16, untracked, remote_name: Option<&str>, direction| FlowSample {
             window_start: "2026-11-26T10:00:00Z".parse().unwrap(),
             window_end: "2026-11-26T10:00:01.000000001Z".parse().unwrap(),
             owner: Arc::clone(&owner),
@@ -198,12 +201,17 @@ mod tests {
             first_seen: Some("2026-11-26T09:59:00Z".parse().unwrap()),
             last_seen: None,
             untracked,
-            direction: None,
+            direction,
         };
         let samples = [
-            mk(1, None, None),
-            mk(2, Some(UntrackedReason::MapFull), None),
-            mk(3, None, Some("exfil.example.test")),
+            mk(1, None, None, Some(Direction::Served)),
+            mk(2, Some(UntrackedReason::MapFull), None, None),
+            mk(
+                3,
+                None,
+                Some("exfil.example.test"),
+                Some(Direction::Initiated),
+            ),
         ];
         let mut out = Vec::new();
         write_samples(&mut out, OutputFormat::Json, &samples).unwrap();
@@ -211,6 +219,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[2].contains(r#""remote_name":"exfil.example.test""#));
+        assert!(lines[0].contains(r#""direction":"served""#), "{}", lines[0]);
         for (line, sample) in lines.iter().zip(&samples) {
             assert_eq!(*line, serde_json::to_string(sample).unwrap());
             assert_eq!(&serde_json::from_str::<FlowSample>(line).unwrap(), sample);

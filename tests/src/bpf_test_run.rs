@@ -1,4 +1,4 @@
-//! Runs the real `count_egress` and `capture_dns` programs on crafted packets with
+//! Runs the real `count_egress` and `watch_ingress` programs on crafted packets with
 //! `BPF_PROG_TEST_RUN`, without attaching them anywhere: the parser is exercised inside the
 //! kernel, under the verifier. On a kernel older than `count_egress`'s row (5.10) it is its
 //! fallback `count_egress_ns` that runs, as in the agent.
@@ -14,8 +14,8 @@ use aya::{
     programs::CgroupSkb,
 };
 use monitor_common::{
-    DNS_ANSWERS_MAP, DnsCapture, ERRORS_MAP, FLOWS_MAP, FlowCounters, FlowKey, PROG_DNS,
-    UNTRACKED_MAP, Volume,
+    DNS_ANSWERS_MAP, DnsCapture, ERRORS_MAP, FLOWS_MAP, FlowCounters, FlowKey, PROG_INGRESS,
+    UDP_PEERS_MAP, UNTRACKED_MAP, UdpPeerKey, Volume,
 };
 
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
@@ -125,13 +125,13 @@ pub type Captured = (u16, Vec<u8>);
 impl DnsUnderTest {
     pub fn load() -> Self {
         Self {
-            ebpf: load_skb_program(PROG_DNS),
+            ebpf: load_skb_program(PROG_INGRESS),
         }
     }
 
     /// Runs the program once on `ip_packet`; returns its verdict.
     pub fn run(&mut self, ethertype: u16, ip_packet: &[u8]) -> io::Result<u32> {
-        test_run(&mut self.ebpf, PROG_DNS, ethertype, ip_packet, 1).map(|(verdict, _)| verdict)
+        test_run(&mut self.ebpf, PROG_INGRESS, ethertype, ip_packet, 1).map(|(verdict, _)| verdict)
     }
 
     /// Like [`EgressUnderTest::run_timed`].
@@ -141,7 +141,7 @@ impl DnsUnderTest {
         ip_packet: &[u8],
         repeat: u32,
     ) -> io::Result<(u32, u32)> {
-        test_run(&mut self.ebpf, PROG_DNS, ethertype, ip_packet, repeat)
+        test_run(&mut self.ebpf, PROG_INGRESS, ethertype, ip_packet, repeat)
     }
 
     /// Drains the ring buffer: every capture since the last call.
@@ -164,18 +164,70 @@ impl DnsUnderTest {
     }
 }
 
+/// The ingress program and the egress program the agent would attach here, loaded (not
+/// attached) in one object, so that they share `UDP_PEERS` as in the agent.
+pub struct DirectionUnderTest {
+    ebpf: Ebpf,
+    egress: &'static str,
+}
+
+impl DirectionUnderTest {
+    pub fn load() -> Self {
+        let egress = EgressUnderTest::all_for_this_kernel()
+            .first()
+            .expect("an egress program for this kernel")
+            .name();
+        Self {
+            ebpf: load_skb_programs(&[PROG_INGRESS, egress]),
+            egress,
+        }
+    }
+
+    /// Runs the ingress program once on `ip_packet` (a packet reaching a local socket).
+    pub fn receive(&mut self, ethertype: u16, ip_packet: &[u8]) -> io::Result<u32> {
+        test_run(&mut self.ebpf, PROG_INGRESS, ethertype, ip_packet, 1).map(|(verdict, _)| verdict)
+    }
+
+    /// Runs the egress program `repeat` times on `ip_packet`.
+    pub fn send(&mut self, ethertype: u16, ip_packet: &[u8], repeat: u32) -> io::Result<u32> {
+        test_run(&mut self.ebpf, self.egress, ethertype, ip_packet, repeat)
+            .map(|(verdict, _)| verdict)
+    }
+
+    pub fn flows(&self) -> Vec<(FlowKey, FlowCounters)> {
+        let map: HashMap<_, FlowKey, FlowCounters> =
+            HashMap::try_from(self.ebpf.map(FLOWS_MAP).expect("FLOWS")).expect("hash map");
+        map.iter().map(|r| r.expect("read flow")).collect()
+    }
+
+    /// The UDP conversations recorded, with their first speaker.
+    pub fn udp_peers(&self) -> Vec<(UdpPeerKey, u8)> {
+        let map: HashMap<_, UdpPeerKey, u8> =
+            HashMap::try_from(self.ebpf.map(UDP_PEERS_MAP).expect("UDP_PEERS")).expect("LRU map");
+        // An LRU entry may be evicted while the iteration runs: skip what vanished.
+        map.iter().filter_map(Result::ok).collect()
+    }
+}
+
 /// Loads the kernel object with its own maps and one `cgroup_skb` program through the
 /// verifier.
 fn load_skb_program(name: &str) -> Ebpf {
+    load_skb_programs(&[name])
+}
+
+/// Like [`load_skb_program`], several programs sharing the object's maps.
+fn load_skb_programs(names: &[&str]) -> Ebpf {
     let mut ebpf =
         Ebpf::load(monitor::kernel::loader::kernel_object()).expect("load kernel object");
-    let prog: &mut CgroupSkb = ebpf
-        .program_mut(name)
-        .expect("program")
-        .try_into()
-        .expect("cgroup_skb");
-    prog.load()
-        .unwrap_or_else(|e| panic!("verifier refuses {name}: {e}"));
+    for name in names {
+        let prog: &mut CgroupSkb = ebpf
+            .program_mut(name)
+            .expect("program")
+            .try_into()
+            .expect("cgroup_skb");
+        prog.load()
+            .unwrap_or_else(|e| panic!("verifier refuses {name}: {e}"));
+    }
     ebpf
 }
 

@@ -10,10 +10,11 @@ use std::{fs::File, io, os::fd::AsRawFd as _};
 const BPF_PROG_QUERY: libc::c_long = 16;
 
 /// `enum bpf_attach_type` values of the hooks the agent uses (`include/uapi/linux/bpf.h`).
-pub const ATTACH_TYPES: [(u32, &str); 4] = [
+pub const ATTACH_TYPES: [(u32, &str); 5] = [
     (0, "cgroup_skb/ingress"),
     (1, "cgroup_skb/egress"),
     (2, "cgroup/sock_create"),
+    (3, "sockops"),
     (34, "cgroup/sock_release"),
 ];
 

@@ -62,6 +62,8 @@ const INET_DIAG_MSG_LEN: usize = 72;
 /// One socket as `sock_diag` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DiagSocket {
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u8,
     pub cookie: u64,
     pub inode: u64,
     pub uid: u32,
@@ -86,6 +88,7 @@ pub fn parse_inet_diag_msg(payload: &[u8]) -> Option<DiagSocket> {
     let cookie = u64::from(u32_at(44)) | (u64::from(u32_at(48)) << 32);
     // expires, rqueue, wqueue at 52..64, then uid and inode.
     Some(DiagSocket {
+        family: payload[0],
         cookie,
         uid: u32_at(64),
         inode: u64::from(u32_at(68)),
@@ -95,13 +98,39 @@ pub fn parse_inet_diag_msg(payload: &[u8]) -> Option<DiagSocket> {
     })
 }
 
+/// Every socket state, for [`dump`].
+const ALL_STATES: u32 = u32::MAX;
+
 /// Dumps every TCP socket (IPv4 and IPv6) of this network namespace.
 pub fn dump_tcp() -> io::Result<Vec<DiagSocket>> {
     let mut out = Vec::new();
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        dump(family, libc::IPPROTO_TCP as u8, &mut out)?;
+        dump(family, libc::IPPROTO_TCP as u8, ALL_STATES, &mut out)?;
     }
     Ok(out)
+}
+
+/// Dumps the listening TCP sockets (IPv4 and IPv6) of this network namespace only: the
+/// kernel filters by state, so the answer stays small on a host with many connections.
+pub fn dump_tcp_listeners() -> io::Result<Vec<DiagSocket>> {
+    let mut out = Vec::new();
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        dump(family, libc::IPPROTO_TCP as u8, 1 << TCP_LISTEN, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// The local address of `s` (IPv4-mapped IPv6 addresses as IPv4).
+pub fn local_ip(s: &DiagSocket) -> std::net::IpAddr {
+    if i32::from(s.family) == libc::AF_INET {
+        std::net::Ipv4Addr::from(s.src[0].to_ne_bytes()).into()
+    } else {
+        let mut bytes = [0u8; 16];
+        for (chunk, word) in bytes.as_chunks_mut::<4>().0.iter_mut().zip(s.src) {
+            *chunk = word.to_ne_bytes();
+        }
+        std::net::Ipv6Addr::from(bytes).to_canonical()
+    }
 }
 
 /// Whether `s` was accepted from one of `listeners`: it has a listener's local port, on the
@@ -119,13 +148,13 @@ pub fn dump_all() -> io::Result<Vec<DiagSocket>> {
     let mut out = Vec::new();
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
         for protocol in [libc::IPPROTO_TCP as u8, libc::IPPROTO_UDP as u8] {
-            dump(family, protocol, &mut out)?;
+            dump(family, protocol, ALL_STATES, &mut out)?;
         }
     }
     Ok(out)
 }
 
-fn dump(family: u8, protocol: u8, out: &mut Vec<DiagSocket>) -> io::Result<()> {
+fn dump(family: u8, protocol: u8, states: u32, out: &mut Vec<DiagSocket>) -> io::Result<()> {
     // SAFETY: plain socket(2); the fd is owned right away.
     let fd = unsafe {
         libc::socket(
@@ -150,7 +179,7 @@ fn dump(family: u8, protocol: u8, out: &mut Vec<DiagSocket>) -> io::Result<()> {
         req: InetDiagReqV2 {
             family,
             protocol,
-            states: u32::MAX,
+            states,
             ..InetDiagReqV2::default()
         },
     };
@@ -354,6 +383,7 @@ mod tests {
         assert_eq!(
             s,
             DiagSocket {
+                family: 0,
                 cookie: 0x5566_7788_1122_3344,
                 inode: 4242,
                 uid: 33,
@@ -416,6 +446,62 @@ mod tests {
         assert_eq!(a.src, l.src);
     }
 
+    /// The listeners-only dump holds this test's listeners (IPv4 and IPv6, with their
+    /// addresses) and none of its connections.
+    #[test]
+    fn the_listeners_dump_has_listeners_only() {
+        let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
+        let v6 = TcpListener::bind("[::1]:0").unwrap();
+        let client = std::net::TcpStream::connect(v4.local_addr().unwrap()).unwrap();
+        let (accepted, _) = v4.accept().unwrap();
+        let listeners = dump_tcp_listeners().unwrap();
+        assert!(listeners.iter().all(|s| s.state == TCP_LISTEN));
+        for l in [&v4, &v6] {
+            let addr = l.local_addr().unwrap();
+            assert!(
+                listeners
+                    .iter()
+                    .any(|s| s.sport == addr.port() && local_ip(s) == addr.ip()),
+                "{addr} among {listeners:?}"
+            );
+        }
+        for connection in [client.as_raw_fd(), accepted.as_raw_fd()] {
+            let link = fs::read_link(format!("/proc/self/fd/{connection}")).unwrap();
+            let inode = socket_inode(&link.to_string_lossy()).unwrap();
+            assert!(listeners.iter().all(|s| s.inode != inode), "{listeners:?}");
+        }
+    }
+
+    #[test]
+    fn local_ip_reads_both_families_and_unmaps() {
+        let mut s = DiagSocket {
+            family: libc::AF_INET as u8,
+            cookie: 0,
+            inode: 0,
+            uid: 0,
+            state: TCP_LISTEN,
+            sport: 80,
+            src: [u32::from_ne_bytes([127, 0, 0, 2]), 0, 0, 0],
+        };
+        assert_eq!(
+            local_ip(&s),
+            "127.0.0.2".parse::<std::net::IpAddr>().unwrap()
+        );
+        s.family = libc::AF_INET6 as u8;
+        s.src = [
+            0,
+            0,
+            u32::from_ne_bytes([0, 0, 0xff, 0xff]),
+            u32::from_ne_bytes([10, 0, 0, 1]),
+        ];
+        assert_eq!(
+            local_ip(&s),
+            "10.0.0.1".parse::<std::net::IpAddr>().unwrap()
+        );
+        s.src = [0, 0, 0, u32::from_ne_bytes([0, 0, 0, 1])];
+        assert_eq!(local_ip(&s), "::1".parse::<std::net::IpAddr>().unwrap());
+    }
+
     #[test]
     fn parent_pid_from_stat_despite_odd_command_names() {
         assert_eq!(parent_in_stat("42 (nginx) S 7 42 42 0 -1"), Some(7));
@@ -439,6 +525,7 @@ mod tests {
     #[test]
     fn a_wildcard_listener_covers_every_local_address() {
         let s = |state, sport, first| DiagSocket {
+            family: libc::AF_INET as u8,
             cookie: 1,
             inode: 1,
             uid: 0,

@@ -155,6 +155,7 @@ mod tests {
             cgroup_id: 1,
             local_addr: [0; 16],
             local_port: 1,
+            direction: 0,
             _pad0: 0,
             _pad1: 0,
             owner: SockOwner::EMPTY,

@@ -112,6 +112,7 @@ mod tests {
                         cgroup_id: 0,
                         local_addr: [0; 16],
                         local_port: 0,
+                        direction: 0,
                         _pad0: 0,
                         _pad1: 0,
                         owner: SockOwner::EMPTY,

@@ -4,6 +4,7 @@
 //! per socket (table full, packets without a full socket) as unattributed volume.
 
 pub mod delta;
+pub mod direction;
 pub mod expiry;
 
 use std::{collections::HashMap, os::fd::AsFd as _, time::Instant};
@@ -18,6 +19,7 @@ use thiserror::Error;
 
 use self::{
     delta::{Delta, DeltaTracker},
+    direction::Listeners,
     expiry::{ExpiryPolicy, Removal},
 };
 use crate::{
@@ -25,7 +27,7 @@ use crate::{
         Attributor,
         names::{self, NameStats, NameTable},
     },
-    flow::{Endpoint, FlowSample, Protocol, UntrackedReason, ip_from_kernel},
+    flow::{Direction, Endpoint, FlowSample, Protocol, UntrackedReason, ip_from_kernel},
     kernel::{
         batch::{self, HashReader},
         clock,
@@ -75,6 +77,8 @@ pub struct Collector {
     attributor: Attributor,
     /// Destination names from the DNS answers the host received.
     names: NameTable,
+    /// The host's TCP listeners, for flows the kernel gave no direction.
+    listeners: Listeners,
     untracked_seen: [Volume; Untracked::COUNT as usize],
     expiry: ExpiryPolicy,
     window_start: Timestamp,
@@ -100,6 +104,8 @@ struct SampleKey {
     local: Endpoint,
     remote: Endpoint,
     protocol: Protocol,
+    /// Flows between the same ends that disagree (rare: another socket's flow) stay apart.
+    direction: Option<Direction>,
 }
 
 impl Collector {
@@ -120,6 +126,7 @@ impl Collector {
             released: HashMap::new(),
             attributor,
             names: NameTable::default(),
+            listeners: Listeners::default(),
             untracked_seen: [Volume::default(); Untracked::COUNT as usize],
             expiry,
             window_start: Timestamp::now(),
@@ -266,6 +273,18 @@ impl Collector {
         let first_seen = clock.wall(c.first_seen_ns);
         let last_seen = clock.wall(c.last_seen_ns.max(c.first_seen_ns));
         let protocol = Protocol::from_number(key.protocol);
+        let local = Endpoint {
+            addr: ip_from_kernel(c.local_addr),
+            port: c.local_port,
+        };
+        let direction = direction::of_flow(
+            key.protocol,
+            c.direction,
+            self.kernel.directions,
+            local,
+            &mut self.listeners,
+            now,
+        );
         let sk = SampleKey {
             // The worker holding an accepted connection, not the listener's creator: the
             // kernel's first packets of the connection (SYN-ACK) may be another flow with
@@ -276,15 +295,13 @@ impl Collector {
                 .unwrap_or(c.owner.tgid),
             legacy_cookie: if c.owner.is_known() { 0 } else { key.cookie },
             cgroup_id: c.cgroup_id,
-            local: Endpoint {
-                addr: ip_from_kernel(c.local_addr),
-                port: c.local_port,
-            },
+            local,
             remote: Endpoint {
                 addr: ip_from_kernel(key.remote_addr),
                 port: key.remote_port,
             },
             protocol,
+            direction,
         };
         if let Some(&i) = index.get(&sk) {
             let sample = &mut samples[i];
@@ -312,7 +329,7 @@ impl Collector {
             first_seen: Some(first_seen),
             last_seen: Some(last_seen),
             untracked: None,
-            direction: None,
+            direction,
         });
     }
 

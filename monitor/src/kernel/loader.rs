@@ -1,5 +1,6 @@
 //! Loads the embedded kernel object, attaches its programs to the cgroup v2 root (three
-//! required, one optional: passive DNS) and hands the maps to the collector. Dropping
+//! required, two optional: TCP direction, and passive DNS with UDP direction) and hands the
+//! maps to the collector. Dropping
 //! [`Attached`] detaches everything: the programs are attached through `bpf_link` file
 //! descriptors, which the kernel also releases if the agent is killed, so no program outlives
 //! the agent.
@@ -13,7 +14,9 @@ use std::{
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Map, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, ProgramError},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, ProgramError, SockOps,
+    },
 };
 use monitor_common::{DNS_ANSWERS_MAP, ERRORS_MAP, EVENTS_MAP, FLOWS_MAP, UNTRACKED_MAP, Volume};
 use thiserror::Error;
@@ -119,13 +122,26 @@ pub struct Attached {
     pub events: RingBuf<MapData>,
     pub errors: PerCpuArray<MapData, u64>,
     pub untracked: PerCpuArray<MapData, Volume>,
-    /// DNS answers copied by `capture_dns`; `None` when the kernel refused that program.
+    /// DNS answers copied by `watch_ingress`; `None` when the kernel refused that program.
     pub dns_answers: Option<RingBuf<MapData>>,
+    /// Which optional programs that give flows their direction are attached.
+    pub directions: DirectionSources,
     pub cgroup_root: PathBuf,
     pub max_flows: u32,
     /// Reads the kernel programs' aya-log records (first occurrence of each error per CPU)
     /// into the agent's log. `None` if the object has no log buffer.
     pub kernel_log: Option<KernelLog>,
+}
+
+/// The kernel's sources of flow direction that are attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirectionSources {
+    /// `record_tcp_direction` (sockops): accepted and connecting TCP sockets are marked.
+    /// Without it the egress program still tells connections whose SYN it sees.
+    pub tcp_marks: bool,
+    /// `watch_ingress`: UDP peers that spoke first are recorded. Without it the egress
+    /// program's UDP directions mean nothing (every flow would look initiated).
+    pub udp_peers: bool,
 }
 
 /// The kernel programs' log records, forwarded to `tracing` through the `log` bridge.
@@ -199,7 +215,8 @@ pub fn load_and_attach(opts: LoadOptions, cgroup_fallback: &Path) -> Result<Atta
         let attached = attach_or_fallback(&mut ebpf, spec, &cgroup, &root.path)?;
         tracing::debug!(program = attached, hook = spec.hook, "attached");
     }
-    let dns_answers = attach_passive_dns(&mut ebpf, &cgroup, &root.path);
+    let tcp_marks = attach_tcp_direction(&mut ebpf, &cgroup, &root.path);
+    let dns_answers = attach_ingress(&mut ebpf, &cgroup, &root.path);
     let Some(Map::HashMap(flows)) = ebpf.take_map(FLOWS_MAP) else {
         return Err(LoadError::MapMissing { name: FLOWS_MAP });
     };
@@ -208,6 +225,10 @@ pub fn load_and_attach(opts: LoadOptions, cgroup_fallback: &Path) -> Result<Atta
         events: take_map(&mut ebpf, EVENTS_MAP)?,
         errors: take_map(&mut ebpf, ERRORS_MAP)?,
         untracked: take_map(&mut ebpf, UNTRACKED_MAP)?,
+        directions: DirectionSources {
+            tcp_marks,
+            udp_peers: dns_answers.is_some(),
+        },
         dns_answers,
         ebpf,
         cgroup_root: root.path,
@@ -245,15 +266,39 @@ fn attach_or_fallback(
     }
 }
 
-/// Attaches `capture_dns` and returns its ring buffer, or `None` with a warning.
+/// Attaches `record_tcp_direction`; false, with a warning, when the kernel refuses it.
 ///
-/// Passive DNS only adds names to destinations: every byte is counted without it. So a kernel
-/// that refuses this one program (an older verifier that rejects its variable-length copy
-/// into ring buffer memory, or a refused attach) costs the names, logged once here, not the
-/// agent: refusing to start would lose the egress accounting the agent exists for. (Its ring
-/// is created with the other maps, so a kernel without ring buffers fails earlier, for all.)
-fn attach_passive_dns(ebpf: &mut Ebpf, cgroup: &File, path: &Path) -> Option<RingBuf<MapData>> {
-    let spec = compat::DNS_PROGRAM;
+/// Like passive DNS, TCP direction only adds detail: the egress program still tells the
+/// connections whose SYN it sees, and the agent the accepted ones by the local listeners
+/// (`sock_diag`). Refusing to start would lose the egress accounting itself.
+fn attach_tcp_direction(ebpf: &mut Ebpf, cgroup: &File, path: &Path) -> bool {
+    let spec = compat::TCP_DIRECTION_PROGRAM;
+    match attach(ebpf, &spec, cgroup, path) {
+        Ok(()) => {
+            tracing::debug!(program = spec.name, hook = spec.hook, "attached");
+            true
+        }
+        Err(error) => {
+            tracing::warn!(
+                program = spec.name,
+                error = %error_chain(&error),
+                "TCP direction from the kernel unavailable: told by SYNs and the local listeners instead"
+            );
+            false
+        }
+    }
+}
+
+/// Attaches `watch_ingress` and returns its ring buffer, or `None` with a warning.
+///
+/// Passive DNS only adds names to destinations, UDP peers only directions: every byte is
+/// counted without them. So a kernel that refuses this one program (an older verifier that
+/// rejects its variable-length copy into ring buffer memory, or a refused attach) costs the
+/// names and UDP directions, logged once here, not the agent: refusing to start would lose
+/// the egress accounting the agent exists for. (Its ring is created with the other maps, so
+/// a kernel without ring buffers fails earlier, for all.)
+fn attach_ingress(ebpf: &mut Ebpf, cgroup: &File, path: &Path) -> Option<RingBuf<MapData>> {
+    let spec = compat::INGRESS_PROGRAM;
     // The map is taken first (it stays open while the program loads): if the program is then
     // refused, nothing was attached and dropping the map frees it.
     let attached = take_map(ebpf, DNS_ANSWERS_MAP).and_then(|ring| {
@@ -269,7 +314,7 @@ fn attach_passive_dns(ebpf: &mut Ebpf, cgroup: &File, path: &Path) -> Option<Rin
             tracing::warn!(
                 program = spec.name,
                 error = %error_chain(&error),
-                "passive DNS unavailable: destinations are reported without names"
+                "passive DNS and UDP direction unavailable: destinations are reported without names, UDP flows without direction"
             );
             None
         }
@@ -335,6 +380,7 @@ fn load_program(ebpf: &mut Ebpf, spec: &ProgramSpec) -> Result<(), LoadError> {
             <&mut CgroupSkb>::try_from(program).and_then(CgroupSkb::load)
         }
         AttachPoint::Sock => <&mut CgroupSock>::try_from(program).and_then(CgroupSock::load),
+        AttachPoint::SockOps => <&mut SockOps>::try_from(program).and_then(SockOps::load),
     };
     result.map_err(|e| load_error(spec, e))
 }
@@ -371,6 +417,11 @@ fn attach(
         }
         AttachPoint::Sock => {
             let p: &mut CgroupSock = program.try_into().map_err(attach_err)?;
+            p.attach(cgroup, CgroupAttachMode::Single)
+                .map_err(attach_err)?;
+        }
+        AttachPoint::SockOps => {
+            let p: &mut SockOps = program.try_into().map_err(attach_err)?;
             p.attach(cgroup, CgroupAttachMode::Single)
                 .map_err(attach_err)?;
         }

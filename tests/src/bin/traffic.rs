@@ -27,6 +27,7 @@ fn main() {
         "udp-twice" => udp_twice(addr(arg(1)), num(arg(2)) as usize, num(arg(3))),
         "active-udp" => active_udp(addr(arg(1)), num(arg(2)) as usize, num(arg(3))),
         "prefork-serve" => prefork_serve(num(arg(1))),
+        "udp-echo" => udp_echo(arg(1), num(arg(2))),
         "worker-send" => worker_send(num(arg(1))),
         _ => usage(),
     }
@@ -34,7 +35,7 @@ fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: traffic tcp-serve BIND BYTES | udp-send TO COUNT SIZE [--socket-per-datagram] | short-tcp COUNT BYTES | pre-existing BYTES | two-cpu-udp TO COUNT SIZE | hold-udp TO SOCKETS SIZE | prefork-serve BYTES"
+        "usage: traffic tcp-serve BIND BYTES | udp-send TO COUNT SIZE [--socket-per-datagram] | short-tcp COUNT BYTES | pre-existing BYTES | two-cpu-udp TO COUNT SIZE | hold-udp TO SOCKETS SIZE | prefork-serve BYTES | udp-echo BIND COUNT"
     );
     std::process::exit(2)
 }
@@ -158,6 +159,23 @@ fn pre_existing(bytes: u64) {
     let got = reader.join().expect("reader");
     say(&format!("done {got}"));
     // A service keeps running: stay until the test has seen the agent report us.
+    wait_for_go();
+}
+
+/// A UDP server: binds, prints `port PORT`, answers each of `count` datagrams with the same
+/// bytes to its sender, prints `done`, waits for go. It never sends before it has received.
+fn udp_echo(bind: &str, count: u64) {
+    let socket = UdpSocket::bind(bind).expect("bind");
+    say(&format!(
+        "port {}",
+        socket.local_addr().expect("addr").port()
+    ));
+    let mut buf = vec![0u8; 64 * 1024];
+    for _ in 0..count {
+        let (n, from) = socket.recv_from(&mut buf).expect("recv");
+        socket.send_to(&buf[..n], from).expect("answer");
+    }
+    say("done");
     wait_for_go();
 }
 
