@@ -36,6 +36,29 @@ fn directions_of(
     found
 }
 
+/// The server's flows on `port` (owner `server`, local port `port`) are all served, the
+/// client's (owner `client`, remote port `port`) all initiated; each side has samples.
+fn assert_split(run: &Finished, server: u32, client: u32, protocol: Protocol, port: u16) {
+    let served = directions_of(run, "the server side", |s| {
+        s.owner.pid == Some(server)
+            && s.protocol == protocol
+            && s.local.is_some_and(|l| l.port == port)
+    });
+    assert!(
+        served.iter().all(|d| *d == Some(Direction::Served)),
+        "server side: {served:?}"
+    );
+    let initiated = directions_of(run, "the client side", |s| {
+        s.owner.pid == Some(client)
+            && s.protocol == protocol
+            && s.remote.is_some_and(|r| r.port == port)
+    });
+    assert!(
+        initiated.iter().all(|d| *d == Some(Direction::Initiated)),
+        "client side: {initiated:?}"
+    );
+}
+
 /// The agent says it attached both optional direction programs (the table puts them at 5.10
 /// and 5.8, below the agent's own minimum: every kernel the suite runs on has them).
 fn assert_kernel_sources(agent: &Agent) {
@@ -66,24 +89,7 @@ fn tcp_connection_both_ends(bind: &str, connect_to: IpAddr) {
     server.wait();
     let run = agent.stop();
     let me = std::process::id();
-    let served = directions_of(&run, "the server", |s| {
-        s.owner.pid == Some(server_pid)
-            && s.protocol == Protocol::Tcp
-            && s.local.is_some_and(|l| l.port == port)
-    });
-    assert!(
-        served.iter().all(|d| *d == Some(Direction::Served)),
-        "server side: {served:?}"
-    );
-    let initiated = directions_of(&run, "the client", |s| {
-        s.owner.pid == Some(me)
-            && s.protocol == Protocol::Tcp
-            && s.remote.is_some_and(|r| r.port == port)
-    });
-    assert!(
-        initiated.iter().all(|d| *d == Some(Direction::Initiated)),
-        "client side: {initiated:?}"
-    );
+    assert_split(&run, server_pid, me, Protocol::Tcp, port);
 }
 
 #[test]
@@ -115,21 +121,8 @@ fn short_connections_closed_before_the_first_poll_keep_their_direction() {
         "the connections must be gone before the first poll"
     );
     let run = agent.stop();
+    assert_split(&run, pid, pid, Protocol::Tcp, port);
     let ours = |s: &FlowSample| s.owner.pid == Some(pid) && s.protocol == Protocol::Tcp;
-    let served = directions_of(&run, "the server side", |s| {
-        ours(s) && s.local.is_some_and(|l| l.port == port)
-    });
-    assert!(
-        served.iter().all(|d| *d == Some(Direction::Served)),
-        "{served:?}"
-    );
-    let initiated = directions_of(&run, "the client side", |s| {
-        ours(s) && s.remote.is_some_and(|r| r.port == port)
-    });
-    assert!(
-        initiated.iter().all(|d| *d == Some(Direction::Initiated)),
-        "{initiated:?}"
-    );
     // Every connection's client flow is there (one flow per connecting socket).
     let flows: u32 = run
         .samples
@@ -168,24 +161,7 @@ fn udp_both_ends(bind: &str, client_bind: &str) {
     server.wait();
     let run = agent.stop();
     let me = std::process::id();
-    let served = directions_of(&run, "the UDP server", |s| {
-        s.owner.pid == Some(server_pid)
-            && s.protocol == Protocol::Udp
-            && s.local.is_some_and(|l| l.port == port)
-    });
-    assert!(
-        served.iter().all(|d| *d == Some(Direction::Served)),
-        "server side: {served:?}"
-    );
-    let initiated = directions_of(&run, "the UDP client", |s| {
-        s.owner.pid == Some(me)
-            && s.protocol == Protocol::Udp
-            && s.remote.is_some_and(|r| r.port == port)
-    });
-    assert!(
-        initiated.iter().all(|d| *d == Some(Direction::Initiated)),
-        "client side: {initiated:?}"
-    );
+    assert_split(&run, server_pid, me, Protocol::Udp, port);
 }
 
 #[test]
@@ -276,25 +252,8 @@ fn a_refused_sockops_program_leaves_the_agent_running_with_the_fallbacks() {
     server.wait();
     let run = agent.stop();
     drop(blocker);
-    let served = directions_of(&run, "the server", |s| {
-        s.owner.pid == Some(server_pid)
-            && s.protocol == Protocol::Tcp
-            && s.local.is_some_and(|l| l.port == port)
-    });
-    assert!(
-        served.iter().all(|d| *d == Some(Direction::Served)),
-        "server side: {served:?}"
-    );
     let me = std::process::id();
-    let initiated = directions_of(&run, "the client", |s| {
-        s.owner.pid == Some(me)
-            && s.protocol == Protocol::Tcp
-            && s.remote.is_some_and(|r| r.port == port)
-    });
-    assert!(
-        initiated.iter().all(|d| *d == Some(Direction::Initiated)),
-        "client side: {initiated:?}"
-    );
+    assert_split(&run, server_pid, me, Protocol::Tcp, port);
 }
 
 /// An IPv4 UDP datagram `src:sport -> dst:dport` with `payload` bytes.

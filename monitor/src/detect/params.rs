@@ -51,6 +51,14 @@ impl Params {
         let drip = &rules.slow_drip;
         let new_clients = &rules.new_client_volume;
         let (ipv4_prefixes, ipv6_prefixes) = detect.prefixes();
+        let peers = PopulationBar {
+            quantile: *outlier.quantile.get_ref(),
+            factor: *outlier.factor.get_ref(),
+            floors: outlier.floor.get_ref().by_window(),
+            min_samples: outlier.min_samples,
+            windows: outlier.judged(),
+            trim: TRIM,
+        };
         Self {
             unknown: unknown.enabled.then_some((
                 unknown.severity,
@@ -61,25 +69,11 @@ impl Params {
                 ],
             )),
             outlier: outlier.enabled.then_some(outlier.severity),
-            peers: PopulationBar {
-                quantile: *outlier.quantile.get_ref(),
-                factor: *outlier.factor.get_ref(),
-                floors: outlier.floor.get_ref().by_window(),
-                min_samples: outlier.min_samples,
-                windows: outlier.judged(),
-                trim: TRIM,
-            },
+            peers,
             // The learned destinations' own bar: untrimmed, because their rare bursts (a
             // federation server's backfill) are what it must know. Members are the service's
             // own destinations, fixed while it learned: nobody outside can add extremes.
-            destinations: PopulationBar {
-                quantile: *outlier.quantile.get_ref(),
-                factor: *outlier.factor.get_ref(),
-                floors: outlier.floor.get_ref().by_window(),
-                min_samples: outlier.min_samples,
-                windows: outlier.judged(),
-                trim: 0,
-            },
+            destinations: PopulationBar { trim: 0, ..peers },
             prefix: prefix.enabled.then_some(prefix.severity),
             prefixes: PopulationBar {
                 quantile: *prefix.quantile.get_ref(),

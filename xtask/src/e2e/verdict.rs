@@ -123,6 +123,22 @@ pub struct Detection {
     pub latency_agent_ms: i64,
 }
 
+impl Detection {
+    /// `f`, with its latencies from `start_ms` (Unix ms).
+    fn of(f: &Finding, start_ms: i64) -> Self {
+        Self {
+            alert: f.alert.clone(),
+            pid: f.pid,
+            user: f.user.clone(),
+            rule: f.rule.clone(),
+            service: f.service.clone(),
+            bytes: f.bytes,
+            latency_received_ms: f.received_ms - start_ms,
+            latency_agent_ms: f.created_ms - start_ms,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct FalseAlert {
     pub alert: String,
@@ -218,29 +234,11 @@ pub fn judge(findings: &[Finding], e: &Expect<'_>) -> Verdict {
         ));
     }
     Verdict {
-        detection: expected.map(|f| Detection {
-            alert: f.alert.clone(),
-            pid: f.pid,
-            user: f.user.clone(),
-            rule: f.rule.clone(),
-            service: f.service.clone(),
-            bytes: f.bytes,
-            latency_received_ms: f.received_ms - e.attack_start_ms,
-            latency_agent_ms: f.created_ms - e.attack_start_ms,
-        }),
+        detection: expected.map(|f| Detection::of(f, e.attack_start_ms)),
         alerts_by_rule,
         attacker_rules,
         false_alerts,
-        patient: patient.map(|(p, f)| Detection {
-            alert: f.alert.clone(),
-            pid: f.pid,
-            user: f.user.clone(),
-            rule: f.rule.clone(),
-            service: f.service.clone(),
-            bytes: f.bytes,
-            latency_received_ms: f.received_ms - p.start_ms,
-            latency_agent_ms: f.created_ms - p.start_ms,
-        }),
+        patient: patient.map(|(p, f)| Detection::of(f, p.start_ms)),
         failures,
     }
 }
