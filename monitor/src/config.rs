@@ -598,6 +598,16 @@ mod tests {
             "rules.peer_outlier.factor",
         ),
         (
+            "[rules.peer_outlier]\nfactor = 2.0\nnewcomer_factor = 2.5\n",
+            ":3:",
+            "rules.peer_outlier.newcomer_factor: 2.5 is above rules.peer_outlier.factor (2)",
+        ),
+        (
+            "[rules.peer_outlier]\nnewcomer_factor = 0.5\n",
+            ":2:",
+            "rules.peer_outlier.newcomer_factor: 0.5 must be a number from 1 to 1000",
+        ),
+        (
             "[rules.slow_drip]\nthreshold = \"lots\"\n",
             ":2:",
             "rules.slow_drip.threshold: invalid size",

@@ -75,6 +75,10 @@ pub enum Reference {
     Configured,
     /// The population of the service's clients (per-client volumes for the window).
     Clients,
+    /// The same population, for a newcomer (a client first seen in the last 24 hours, whose
+    /// IPv6 /64 is new too): its quantile with the newcomer's factor, not the tolerance an
+    /// established client gets.
+    Newcomers,
     /// The population of the destinations the service learned.
     Destinations,
     /// The population of the service's prefix groups.
@@ -92,6 +96,7 @@ impl Reference {
         match self {
             Self::Configured => "configured",
             Self::Clients => "clients",
+            Self::Newcomers => "newcomers",
             Self::Destinations => "destinations",
             Self::Prefixes => "prefixes",
             Self::OwnCurve => "own_curve",
@@ -105,6 +110,7 @@ impl Reference {
         match self {
             Self::Configured => "configured threshold",
             Self::Clients => "population of the service's clients",
+            Self::Newcomers => "population of the service's clients, as a newcomer",
             Self::Destinations => "population of the service's learned destinations",
             Self::Prefixes => "population of the service's prefix groups",
             Self::OwnCurve => "the peer's own curve for this time of day",

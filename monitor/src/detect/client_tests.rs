@@ -109,7 +109,8 @@ fn a_never_seen_client_is_judged_against_the_clients_not_as_unknown() {
         client.peer.as_ref().unwrap().class,
         DestinationClass::Client
     );
-    assert_eq!(client.threshold.reference, Some(Reference::Clients));
+    // Never met before: a newcomer, judged without the established clients' tolerance.
+    assert_eq!(client.threshold.reference, Some(Reference::Newcomers));
     assert_eq!(client.threshold.kind, ThresholdKind::Absolute);
     assert_eq!(
         client.threshold.bytes,
@@ -291,6 +292,9 @@ fn a_client_just_under_the_bar_for_days_does_not_raise_it() {
             }
         }
     };
+    // The address was met while the service learned (an established client, not a
+    // newcomer judged strictly).
+    srv.minute(7200, &[("203.0.113.66", 1000)]);
     // The learning day, and day 2 until 09:00 (the days are taught once they end).
     for h in 0..33 {
         ordinary(&mut srv, h);
@@ -340,10 +344,10 @@ fn a_client_just_under_the_bar_for_days_does_not_raise_it() {
 }
 
 #[test]
-fn learned_destinations_learn_their_bursts_after_learning() {
-    // Federation servers backfill in bursts, a few a day, each from another server: the
-    // destinations' population must learn them (no watermark, untrimmed), or every first
-    // backfill of a server after the learning day alerts.
+fn learned_destinations_are_judged_on_their_day_not_their_bursts() {
+    // Federation servers backfill in bursts, each bigger than the last now and then: their
+    // short windows are not judged (the first big backfill after learning would cross any
+    // bar learned before it); a day beyond what any destination receives is.
     let mut srv = Server::new(
         "[detect]\nlearning_period = \"1d\"\n[rules.peer_outlier]\n\
          floor = { 1m = \"10MiB\", 10m = \"10MiB\", 1h = \"10MiB\", 24h = \"100MiB\" }\n",
@@ -351,26 +355,85 @@ fn learned_destinations_learn_their_bursts_after_learning() {
     let servers: Vec<String> = (0..150).map(|i| format!("2001:db8:f{i:03x}::10")).collect();
     for h in 0..96 {
         for (i, peer) in servers.iter().enumerate() {
-            let at = h * 3600 + 60 + i as i64;
-            // After the learning day, ten bursts a day at 60 % of the 10 MiB bar, each from
-            // another server.
-            let burst = h >= 24 && (i as i64 + h) % 24 == 0 && i % 15 == 0;
-            srv.initiated(at, peer, if burst { 6 * MIB } else { MIB });
+            srv.initiated(h * 3600 + 60 + i as i64, peer, MIB);
         }
     }
     assert!(srv.opened().is_empty(), "{:?}", srv.rules());
-    // A backfill a third above the bar of the learning day: what backfills now look like.
-    srv.initiated(96 * 3600 + 120, &servers[7], 13 * MIB);
+    // A backfill six times the 1-minute floor, in one minute: the protocol, not an alert.
+    srv.initiated(96 * 3600 + 120, &servers[7], 60 * MIB);
     assert!(srv.opened().is_empty(), "{:?}", srv.rules());
-    // Far above anything they did, it alerts, judged against the destinations.
-    srv.initiated(96 * 3600 + 180, &servers[8], 60 * MIB);
+    // Four times more within the day: above every destination's day (and the floor).
+    for m in 0..4 {
+        srv.initiated(96 * 3600 + 180 + m * 60, &servers[7], 60 * MIB);
+    }
     let opened = srv.opened();
     assert_eq!(
         srv.rules(),
-        [(RuleId::PeerOutlier, "2001:db8:f008::10".to_owned())]
+        [(RuleId::PeerOutlier, "2001:db8:f007::10".to_owned())]
     );
+    assert_eq!(opened[0].alert.window, WindowLen::OneDay);
     assert_eq!(
         opened[0].alert.threshold.reference,
         Some(Reference::Destinations)
     );
+}
+
+#[test]
+fn a_newcomer_gets_no_tolerance_and_a_returning_household_is_no_newcomer() {
+    // 150 clients at 8 MiB in one minute an hour (every third hour each): the clients' 1h
+    // and 10m quantile is 8 MiB, an established client's bar 24 MiB, a newcomer's the
+    // 10 MiB floor.
+    let mut srv = Server::new(
+        "[detect]\nlearning_period = \"1d\"\n[rules.peer_outlier]\n\
+         floor = { 1m = \"10MiB\", 10m = \"10MiB\", 1h = \"10MiB\", 24h = \"100MiB\" }\n",
+    );
+    let clients: Vec<String> = (0..150).map(|i| format!("198.51.{i}.1")).collect();
+    let home_v4 = "203.0.113.66";
+    let home_v6 = "2001:db8:77:1::aaaa";
+    // Met while the service learned, then quiet for two days (forgotten by the peer table).
+    srv.minute(7200, &[(home_v4, 1000), (home_v6, 1000)]);
+    for h in 0..72 {
+        for (i, c) in clients.iter().enumerate() {
+            if (i as i64 + h) % 3 == 0 {
+                srv.minute(h * 3600 + 60 + i as i64, &[(c.as_str(), 8 * MIB)]);
+            }
+        }
+        srv.detector.tick(&mut srv.events);
+    }
+    assert!(
+        srv.detector
+            .peers()
+            .get(&super::peers::PeerKey::new(0, ip(home_v4)))
+            .is_none(),
+        "forgotten by the peer table"
+    );
+    assert!(srv.opened().is_empty(), "{:?}", srv.rules());
+    // Day 4: 16 MiB in 16 minutes each from the household back on its IPv4 address, from
+    // its next IPv6 privacy address, and from a stranger: only the stranger crosses.
+    let next_v6 = "2001:db8:77:1::bbbb";
+    let stranger = "192.0.2.200";
+    for m in 0..16 {
+        srv.minute(
+            72 * 3600 + 600 + m * 60,
+            &[(home_v4, MIB), (next_v6, MIB), (stranger, MIB)],
+        );
+    }
+    assert_eq!(
+        srv.rules(),
+        [(RuleId::PeerOutlier, stranger.to_owned())],
+        "the household is known, the stranger a newcomer"
+    );
+    let alert = &srv.opened()[0].alert;
+    assert_eq!(alert.threshold.reference, Some(Reference::Newcomers));
+    assert!(
+        alert.bytes > 10 * MIB && alert.bytes <= 11 * MIB,
+        "{}",
+        alert.bytes
+    );
+    // A day later the stranger is established: the same pull no longer crosses.
+    let before = srv.opened().len();
+    for m in 0..16 {
+        srv.minute(98 * 3600 + 600 + m * 60, &[(stranger, MIB)]);
+    }
+    assert_eq!(srv.opened().len(), before, "{:?}", srv.rules());
 }

@@ -15,7 +15,7 @@ use super::{
     alerts::{Reference, Threshold, ThresholdKind},
     params::Params,
     peers::PeerState,
-    population::{self, Kind},
+    population::{self, Kind, PopulationBar},
     rules::{RuleId, Severity},
     window::{Volume, WindowLen},
 };
@@ -44,11 +44,9 @@ impl Kind {
 fn population_threshold(
     r: &population::Reference,
     reference: Reference,
-    params: &Params,
-    kind: Kind,
+    bar: &PopulationBar,
     activity: f64,
 ) -> Threshold {
-    let bar = params.bar(kind);
     Threshold {
         bytes: r.bytes,
         kind: if r.floor {
@@ -81,16 +79,47 @@ fn net(entity: &PeerState, explained: Option<&PeerState>, len: WindowLen, millis
     }
 }
 
+/// The bar of the population a reference names.
+fn reference_bar(params: &Params, reference: Reference, kind: Kind) -> &PopulationBar {
+    match reference {
+        Reference::Clients => &params.peers,
+        Reference::Newcomers => &params.newcomers,
+        _ => params.bar(kind),
+    }
+}
+
+/// The bar of an entity of `kind` for window `len`: a newcomer client's, or its population's.
+fn bar_of(
+    svc: &mut ServiceState,
+    params: &Params,
+    kind: Kind,
+    newcomer: bool,
+    len: WindowLen,
+    activity: f64,
+) -> (population::Reference, Reference) {
+    if newcomer && kind == Kind::Clients {
+        svc.newcomer_bar(len, params, activity)
+    } else {
+        svc.bar(kind, len, params, activity)
+    }
+}
+
 /// The windows of a client, a learned destination or a prefix group (`kind`) against its
 /// population, or, when heavy, against its own curve. For a group, `explained` is a member
 /// whose own alert is open: its bytes are not counted again against the group (a second
-/// attacker of the prefix still is).
+/// attacker of the prefix still is). A `newcomer` client is judged with the newcomer's
+/// factor.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "what is judged, against what, when: each is the caller's to give"
+)]
 pub fn volume(
     entity: &PeerState,
     explained: Option<&PeerState>,
     svc: &mut ServiceState,
     params: &Params,
     kind: Kind,
+    newcomer: bool,
     millis: u64,
     activity: f64,
 ) -> Option<Crossing> {
@@ -108,18 +137,14 @@ pub fn volume(
             continue;
         }
         let v = net(entity, explained, len, millis);
-        let (r, reference) = svc.bar(kind, len, params, activity);
+        let (r, reference) = bar_of(svc, params, kind, newcomer, len, activity);
         if v.bytes <= r.bytes {
             continue;
         }
         // The most anomalous window names the alert.
         let ratio = v.bytes as f64 / r.bytes.max(1) as f64;
         if best.as_ref().is_none_or(|(b, _)| ratio > *b) {
-            let bar_kind = if reference == Reference::Clients {
-                Kind::Clients
-            } else {
-                kind
-            };
+            let bar = reference_bar(params, reference, kind);
             best = Some((
                 ratio,
                 Crossing {
@@ -127,7 +152,7 @@ pub fn volume(
                     severity,
                     window: len,
                     volume: v,
-                    threshold: population_threshold(&r, reference, params, bar_kind, activity),
+                    threshold: population_threshold(&r, reference, bar, activity),
                 },
             ));
         }
@@ -171,12 +196,12 @@ fn rise(
             activity: Some(activity),
         }
     } else {
-        let bar_kind = if reference == Reference::Clients {
-            Kind::Clients
-        } else {
-            kind
-        };
-        population_threshold(&pop, reference, params, bar_kind, activity)
+        population_threshold(
+            &pop,
+            reference,
+            reference_bar(params, reference, kind),
+            activity,
+        )
     };
     Some(Crossing {
         rule: RuleId::PeerRise,

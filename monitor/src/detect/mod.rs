@@ -8,6 +8,7 @@
 //! service's clients; several clients of one network prefix together against the population
 //! of prefixes; a heavy peer (NAT gateway, backup target) against its own curve.
 
+pub mod acquaintances;
 pub mod alerts;
 pub mod baseline;
 pub mod classes;
@@ -39,6 +40,7 @@ use serde::Serialize;
 
 pub use self::service::ServiceState;
 use self::{
+    acquaintances::Acquaintances,
     alerts::{
         AlertBook, AlertEvent, AlertKey, Condition, Lifecycle, Peer, Reference, Threshold,
         ThresholdKind,
@@ -105,7 +107,8 @@ const TOUCH_AHEAD: usize = 16;
 /// How many recent first-seen destinations a rule-4 alert lists.
 const EXAMPLES: usize = 5;
 
-/// A client is "new" (rule 8) for this long after its first sample.
+/// A client is "new" (rule 8, and a newcomer for rule 2) for this long after its first
+/// sample.
 const NEW_CLIENT_SECS: u64 = 86_400;
 
 /// How long an operator-confirmed peer's curve learns freely.
@@ -148,6 +151,10 @@ pub struct Detector {
     /// Prefixes with a single client so far -> that client's slot (a group is made when a
     /// second client of the prefix appears).
     first_members: FxHashMap<PeerKey, u32>,
+    /// Client identities met before, beyond the peer table's memory.
+    acquaintances: Acquaintances,
+    /// Unix day of the latest expiry of `acquaintances`.
+    acquaintances_expired_day: u64,
     groups: u64,
     book: AlertBook,
     learned: Vec<Learned>,
@@ -174,6 +181,8 @@ impl Detector {
             services: Vec::new(),
             peers: PeerTable::default(),
             first_members: FxHashMap::default(),
+            acquaintances: Acquaintances::default(),
+            acquaintances_expired_day: 0,
             groups: 0,
             book: AlertBook::new(lifecycle(a)),
             learned: Vec::new(),
@@ -220,6 +229,11 @@ impl Detector {
         timestamp_ms(self.now_ms)
     }
 
+    /// The samples' time, in Unix seconds (0 before the first).
+    pub fn now_secs(&self) -> u64 {
+        self.now_ms / 1000
+    }
+
     pub fn services(&self) -> &[ServiceState] {
         &self.services
     }
@@ -230,6 +244,14 @@ impl Detector {
 
     pub fn peers(&self) -> &PeerTable {
         &self.peers
+    }
+
+    pub fn acquaintances(&self) -> &Acquaintances {
+        &self.acquaintances
+    }
+
+    pub fn acquaintances_mut(&mut self) -> &mut Acquaintances {
+        &mut self.acquaintances
     }
 
     pub fn peers_mut(&mut self) -> &mut PeerTable {
@@ -452,6 +474,8 @@ impl Detector {
         } else {
             None
         };
+        let newcomer = kind == Kind::Clients
+            && newcomer(entity, &self.services[sid as usize], self.now_ms / 1000);
         let svc = &mut self.services[sid as usize];
         let ten = entity.volume(WindowLen::TenMinutes, self.now_ms).bytes;
         let activity = svc.activity(ten, self.now_ms, &self.params);
@@ -461,6 +485,7 @@ impl Detector {
             svc,
             &self.params,
             kind,
+            newcomer,
             self.now_ms,
             activity,
         )
@@ -493,15 +518,23 @@ impl Detector {
             }
         }
         for id in gone {
-            let key = self.peers.slot(id).key;
+            let p = self.peers.slot(id);
+            let key = p.key;
             if key.is_group() {
                 self.groups -= 1;
+            } else if p.has(SERVED) {
+                self.acquaintances
+                    .part(key.service, key.ip(), p.first_seen, p.last_seen_ms / 1000);
             }
             if let Some(svc) = self.services.get(key.service as usize) {
                 self.forgotten.push((svc.name.clone(), key));
             }
             self.peers.remove(id);
             self.stats.forgotten += 1;
+        }
+        if now / 86_400 != self.acquaintances_expired_day {
+            self.acquaintances_expired_day = now / 86_400;
+            self.acquaintances.expire(now);
         }
         let peers = &self.peers;
         self.first_members
@@ -582,11 +615,17 @@ impl Detector {
             .unwrap_or_else(|| Direction::infer(s.local.map_or(0, |l| l.port), remote.port));
 
         let (id, is_new) = self.peers.get_or_insert(PeerKey::new(sid, addr));
+        // A client's age is its identity's: a home back after a quiet day is no newcomer.
+        let first_seen = match (is_new, direction) {
+            (false, _) => None,
+            (true, Direction::Served) => Some(self.acquaintances.meet(sid, addr, t)),
+            (true, Direction::Initiated) => Some(u32::try_from(t).unwrap_or(u32::MAX)),
+        };
         let svc = &mut self.services[sid as usize];
         learn::flush(self.peers.slot_mut(id), svc, &self.params, t);
         let peer = self.peers.slot_mut(id);
-        if is_new {
-            peer.first_seen = u32::try_from(t).unwrap_or(u32::MAX);
+        if let Some(first) = first_seen {
+            peer.first_seen = first;
         }
         peer.last_seen_ms = peer.last_seen_ms.max(t_ms);
         peer.port = remote.port;
@@ -669,6 +708,8 @@ impl Detector {
         if learning || role == Role::Exempt {
             return;
         }
+        let newcomer =
+            role == Role::Client && newcomer(self.peers.slot(id), &self.services[sid as usize], t);
 
         // Per-peer rules.
         let svc = &mut self.services[sid as usize];
@@ -692,7 +733,7 @@ impl Detector {
                     };
                     let activity = svc.activity(own_ten, t_ms, params);
                     crossings.extend(
-                        judge::volume(peer, None, svc, params, kind, t_ms, activity)
+                        judge::volume(peer, None, svc, params, kind, newcomer, t_ms, activity)
                             .map(|c| (None, c)),
                     );
                 }
@@ -716,6 +757,7 @@ impl Detector {
                         svc,
                         params,
                         Kind::Prefixes,
+                        false,
                         t_ms,
                         activity,
                     )
@@ -942,6 +984,15 @@ impl Detector {
         self.first_members = index;
         self.groups = self.peers.iter().filter(|(_, p)| p.key.is_group()).count() as u64;
     }
+}
+
+/// Whether a client of `svc` is a newcomer at `t` (Unix seconds): its identity (see
+/// `acquaintances`) was first met after the service learned, in the last
+/// [`NEW_CLIENT_SECS`]. A phone's fresh address is a newcomer; a household's next privacy
+/// address, a home back after a quiet day, or a client the service learned from, is not.
+fn newcomer(client: &PeerState, svc: &ServiceState, t: u64) -> bool {
+    let first = u64::from(client.first_seen);
+    first >= svc.learn_until && t < first + NEW_CLIENT_SECS
 }
 
 /// The condition of a per-peer crossing, naming the peer (or the prefix).

@@ -16,6 +16,8 @@ pub struct Params {
     /// a service learns, which peers are heavy, even when the rule is off).
     pub outlier: Option<Severity>,
     pub peers: PopulationBar,
+    /// The clients' bar for a newcomer (the newcomer's factor).
+    pub newcomers: PopulationBar,
     /// Rule 2's bar for learned destinations (the same settings, untrimmed).
     pub destinations: PopulationBar,
     /// Rule 6, and the bar of the prefix population.
@@ -70,10 +72,26 @@ impl Params {
             )),
             outlier: outlier.enabled.then_some(outlier.severity),
             peers,
+            newcomers: PopulationBar {
+                factor: *outlier.newcomer_factor.get_ref(),
+                ..peers
+            },
             // The learned destinations' own bar: untrimmed, because their rare bursts (a
             // federation server's backfill) are what it must know. Members are the service's
             // own destinations, fixed while it learned: nobody outside can add extremes.
-            destinations: PopulationBar { trim: 0, ..peers },
+            // Only their day is judged: a partner's bursts (a backfill of hundreds of MiB in
+            // minutes) are its protocol, and the first big one would cross any short bar
+            // learned before it; a day beyond what any partner receives is what matters.
+            destinations: PopulationBar {
+                trim: 0,
+                windows: [
+                    false,
+                    false,
+                    false,
+                    peers.windows[WindowLen::OneDay.index()],
+                ],
+                ..peers
+            },
             prefix: prefix.enabled.then_some(prefix.severity),
             prefixes: PopulationBar {
                 quantile: *prefix.quantile.get_ref(),

@@ -182,6 +182,10 @@ pub struct PeerOutlierConfig {
     pub quantile: Spanned<f64>,
     /// Bar = max(floor, quantile value x factor x the service's activity).
     pub factor: Spanned<f64>,
+    /// The factor for a newcomer (a client first seen in the last 24 hours, and for IPv6
+    /// whose /64 is new too): between 1 and `factor`. An address with no history of its own
+    /// gets the population's quantile, not the tolerance an established client has earned.
+    pub newcomer_factor: Spanned<f64>,
     pub floor: Spanned<Floors>,
     /// Values the population must hold for a window before its quantile is used.
     pub min_samples: u64,
@@ -211,6 +215,7 @@ impl Default for PeerOutlierConfig {
             window: None,
             quantile: unspanned(0.999),
             factor: unspanned(3.0),
+            newcomer_factor: unspanned(1.0),
             floor: unspanned(Floors::CLIENT),
             min_samples: 100,
         }
@@ -447,6 +452,23 @@ pub fn validate_rules(rules: &RulesConfig) -> Result<(), Invalid> {
     let outlier = &rules.peer_outlier;
     check_quantile(&outlier.quantile, "rules.peer_outlier.quantile")?;
     check_factor(&outlier.factor, "rules.peer_outlier.factor", 1.0)?;
+    check_factor(
+        &outlier.newcomer_factor,
+        "rules.peer_outlier.newcomer_factor",
+        1.0,
+    )?;
+    if outlier.newcomer_factor.get_ref() > outlier.factor.get_ref() {
+        return Err(invalid(
+            outlier.newcomer_factor.span(),
+            "rules.peer_outlier.newcomer_factor",
+            format!(
+                "{} is above rules.peer_outlier.factor ({}): a newcomer would get more \
+                 tolerance than an established client",
+                outlier.newcomer_factor.get_ref(),
+                outlier.factor.get_ref()
+            ),
+        ));
+    }
     check_windows(
         &outlier.windows,
         outlier.enabled,

@@ -250,4 +250,19 @@ impl ServiceState {
         }
         (own, kind.reference())
     }
+
+    /// A newcomer's bar for window `len`: the clients' population with the newcomer's
+    /// factor.
+    pub fn newcomer_bar(
+        &mut self,
+        len: WindowLen,
+        params: &Params,
+        activity: f64,
+    ) -> (population::Reference, Reference) {
+        let r = self
+            .populations
+            .get_mut(Kind::Clients)
+            .reference(len, &params.newcomers, activity);
+        (r, Reference::Newcomers)
+    }
 }

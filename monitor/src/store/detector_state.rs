@@ -10,6 +10,7 @@ use rusqlite::{OptionalExtension as _, params};
 use super::{Store, StoreError};
 use crate::detect::{
     Detector,
+    acquaintances::{Acquaintances, Identity},
     baseline::{Distribution, TIME_OF_DAY_SIGFIG, TimeOfDay},
     peers::{DIRTY, LEARNED, PeerKey, PeerState},
     population::Populations,
@@ -21,6 +22,7 @@ pub struct Restored {
     pub services: usize,
     pub learned: usize,
     pub peers: usize,
+    pub acquaintances: usize,
     pub open_alerts: usize,
     pub suppressions: usize,
 }
@@ -30,6 +32,7 @@ pub struct Restored {
 pub struct Checkpointed {
     pub services: usize,
     pub peers: usize,
+    pub acquaintances: usize,
 }
 
 impl Store {
@@ -71,6 +74,7 @@ impl Store {
             services: self.load_services(detector)?,
             learned: self.load_learned(detector)?,
             peers: self.load_peers(detector)?,
+            acquaintances: self.load_acquaintances(detector)?,
             ..Restored::default()
         };
         let open = self.open_alerts()?;
@@ -179,6 +183,38 @@ impl Store {
         Ok(count)
     }
 
+    fn load_acquaintances(&self, detector: &mut Detector) -> Result<usize, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT service, identity, first_seen, last_day FROM acquaintances")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut count = 0;
+        for row in rows {
+            let (service, identity, first_seen, last_day) = row.map_err(|e| self.sql(e))?;
+            let sid = detector.service_id(&service);
+            let id = Identity::parse(sid, &identity)
+                .ok_or_else(|| self.decode_error("client identity", identity.clone()))?;
+            let first = u32::try_from(first_seen).map_err(|_| {
+                self.decode_error("identity first sighting", first_seen.to_string())
+            })?;
+            let day = u16::try_from(last_day)
+                .map_err(|_| self.decode_error("identity last day", last_day.to_string()))?;
+            detector.acquaintances_mut().restore(id, first, day);
+            count += 1;
+        }
+        Ok(count)
+    }
+
     fn load_peers(&self, detector: &mut Detector) -> Result<usize, StoreError> {
         let mut stmt = self
             .conn
@@ -282,6 +318,7 @@ impl Store {
                 state.flags &= !DIRTY;
                 written.peers += 1;
             }
+            written.acquaintances = save_acquaintances(&tx, detector, &names).map_err(err)?;
             let mut forget = tx
                 .prepare_cached("DELETE FROM peer_windows WHERE service = ?1 AND addr = ?2")
                 .map_err(err)?;
@@ -307,6 +344,37 @@ impl Store {
         tx.commit().map_err(err)?;
         Ok(written)
     }
+}
+
+/// Writes the identities met or parted since the last checkpoint, and deletes those not met
+/// for the recall period; returns how many were written.
+fn save_acquaintances(
+    tx: &rusqlite::Transaction<'_>,
+    detector: &mut Detector,
+    names: &[Arc<str>],
+) -> Result<usize, rusqlite::Error> {
+    let mut met = tx.prepare_cached(
+        "INSERT INTO acquaintances (service, identity, first_seen, last_day)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (service, identity) DO UPDATE SET
+            first_seen = excluded.first_seen, last_day = excluded.last_day",
+    )?;
+    let mut written = 0;
+    for (id, a) in detector.acquaintances_mut().take_dirty() {
+        let Some(name) = names.get(id.service as usize) else {
+            continue;
+        };
+        met.execute(params![
+            &**name,
+            id.text(),
+            i64::from(a.first_seen),
+            i64::from(a.last_day)
+        ])?;
+        written += 1;
+    }
+    let oldest = Acquaintances::oldest_kept_day(detector.now_secs());
+    tx.execute("DELETE FROM acquaintances WHERE last_day < ?1", [oldest])?;
+    Ok(written)
 }
 
 /// 25 length-prefixed V2 histograms (24 hours, then the whole day); an empty hour is a zero
@@ -351,6 +419,53 @@ fn decode_time_of_day(mut bytes: &[u8]) -> Result<TimeOfDay, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acquaintances_survive_a_restart_and_expire_from_the_database() {
+        let config = crate::detect::tests::config("");
+        let mut store = Store::in_memory().unwrap();
+        let mut detector = Detector::new(&config);
+        let sid = detector.service_id("messaging");
+        let day = 20_000 * 86_400;
+        let met = detector.acquaintances_mut();
+        met.meet(sid, "203.0.113.66".parse().unwrap(), day);
+        met.meet(sid, "2001:db8:77:1::aaaa".parse().unwrap(), day + 60);
+        let written = store.checkpoint(&mut detector).unwrap();
+        assert_eq!(written.acquaintances, 2);
+        // Nothing changed: nothing written again.
+        assert_eq!(store.checkpoint(&mut detector).unwrap().acquaintances, 0);
+
+        let mut back = Detector::new(&config);
+        let restored = store.load_into(&mut back, Timestamp::now()).unwrap();
+        assert_eq!(restored.acquaintances, 2);
+        let sid = back.service_id("messaging");
+        let later = day + 5 * 86_400;
+        let first =
+            back.acquaintances_mut()
+                .meet(sid, "2001:db8:77:1::bbbb".parse().unwrap(), later);
+        assert_eq!(
+            u64::from(first),
+            day + 60,
+            "the /64 was met before the restart"
+        );
+
+        // Rows not met for longer than the recall period go at a checkpoint whose samples'
+        // time is that late (here, a sample 40 days on).
+        let mut aged = Detector::new(&config);
+        store.load_into(&mut aged, Timestamp::now()).unwrap();
+        let s = crate::detect::tests::sample(
+            &crate::detect::tests::owner(),
+            (day + 40 * 86_400) as i64,
+            "198.51.100.1",
+            443,
+            1000,
+        );
+        aged.observe(&[s], &mut Vec::new());
+        store.checkpoint(&mut aged).unwrap();
+        let mut empty = Detector::new(&config);
+        let restored = store.load_into(&mut empty, Timestamp::now()).unwrap();
+        assert_eq!(restored.acquaintances, 0);
+    }
 
     #[test]
     fn time_of_day_encoding_round_trips() {

@@ -84,6 +84,17 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE services ADD COLUMN new_client_curve BLOB;  -- 25 hdrhistograms (rule 8)
     ALTER TABLE services ADD COLUMN windows BLOB;           -- ServiceState::encode_windows
     ",
+    // 5: client identities met before (who is a newcomer), kept for 30 days after they were
+    // last met, beyond the peer table's 25 hours.
+    "
+    CREATE TABLE acquaintances (
+        service TEXT NOT NULL,
+        identity TEXT NOT NULL,           -- an IPv4 address, or an IPv6 /64
+        first_seen INTEGER NOT NULL,      -- Unix seconds
+        last_day INTEGER NOT NULL,        -- Unix day
+        PRIMARY KEY (service, identity)
+    ) STRICT, WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.
