@@ -437,3 +437,44 @@ fn a_newcomer_gets_no_tolerance_and_a_returning_household_is_no_newcomer() {
     }
     assert_eq!(srv.opened().len(), before, "{:?}", srv.rules());
 }
+
+#[test]
+fn the_first_minute_of_a_viral_moment_raises_the_one_minute_bars() {
+    // 150 clients at 8 MiB in one minute an hour: an established client's 1-minute bar is
+    // 24 MiB at usual activity, up to four times that when everyone else is busier (the
+    // 1-minute window alone is judged here).
+    let mut srv = Server::new(
+        "[detect]\nlearning_period = \"1d\"\n[rules.peer_outlier]\nwindows = [\"1m\"]\n\
+         floor = { 1m = \"10MiB\", 10m = \"10MiB\", 1h = \"10MiB\", 24h = \"100MiB\" }\n\
+         [rules.service_baseline]\nenabled = false\n[rules.new_client_volume]\nenabled = false\n",
+    );
+    let clients: Vec<String> = (0..150).map(|i| format!("198.51.{i}.1")).collect();
+    for h in 0..30 {
+        for (i, c) in clients.iter().enumerate() {
+            if (i as i64 + h) % 3 == 0 {
+                srv.minute(h * 3600 + 60 + i as i64 * 20, &[(c.as_str(), 8 * MIB)]);
+            }
+        }
+    }
+    assert!(srv.opened().is_empty(), "{:?}", srv.rules());
+    // 30:40, quiet around: 60 MiB to one client in a minute is above its bar.
+    srv.minute(30 * 3600 + 2400, &[(clients[1].as_str(), 60 * MIB)]);
+    assert_eq!(srv.rules(), [(RuleId::PeerOutlier, clients[1].clone())]);
+    // 31:40, the first minute of a viral moment: a hundred clients fetch 2 MiB each, and
+    // one of them 60 MiB (the video, several times). Its bar is the busy minute's.
+    let mut viral: Vec<(&str, u64)> = clients[50..150]
+        .iter()
+        .map(|c| (c.as_str(), 2 * MIB))
+        .collect();
+    viral.push((clients[2].as_str(), 60 * MIB));
+    srv.minute(31 * 3600 + 2400, &viral);
+    assert_eq!(
+        srv.rules(),
+        [(RuleId::PeerOutlier, clients[1].clone())],
+        "the viral minute raised the 1-minute bars at once: {:?}",
+        srv.opened()
+            .iter()
+            .map(|e| (e.alert.window, e.alert.bytes, &e.alert.threshold))
+            .collect::<Vec<_>>()
+    );
+}

@@ -108,11 +108,8 @@ fn bar_of(
 /// population, or, when heavy, against its own curve. For a group, `explained` is a member
 /// whose own alert is open: its bytes are not counted again against the group (a second
 /// attacker of the prefix still is). A `newcomer` client is judged with the newcomer's
-/// factor.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "what is judged, against what, when: each is the caller's to give"
-)]
+/// factor. Each window's bar scales with the service's activity over that window (see
+/// `ServiceState::activity`), computed only for a window above its bar at usual activity.
 pub fn volume(
     entity: &PeerState,
     explained: Option<&PeerState>,
@@ -121,10 +118,9 @@ pub fn volume(
     kind: Kind,
     newcomer: bool,
     millis: u64,
-    activity: f64,
 ) -> Option<Crossing> {
     if entity.heavy() {
-        return rise(entity, explained, svc, params, kind, millis, activity);
+        return rise(entity, explained, svc, params, kind, millis);
     }
     let (rule, severity) = match kind {
         Kind::Prefixes => (RuleId::PrefixOutlier, params.prefix?),
@@ -137,6 +133,10 @@ pub fn volume(
             continue;
         }
         let v = net(entity, explained, len, millis);
+        if v.bytes <= bar_of(svc, params, kind, newcomer, len, 1.0).0.bytes {
+            continue;
+        }
+        let activity = svc.activity(len, own_span(entity, len, millis), millis);
         let (r, reference) = bar_of(svc, params, kind, newcomer, len, activity);
         if v.bytes <= r.bytes {
             continue;
@@ -160,6 +160,16 @@ pub fn volume(
     best.map(|(_, c)| c)
 }
 
+/// The entity's volume over the span its window's activity is measured on.
+fn own_span(entity: &PeerState, len: WindowLen, millis: u64) -> u64 {
+    let span = if len == WindowLen::OneDay {
+        WindowLen::OneHour
+    } else {
+        len
+    };
+    entity.volume(span, millis).bytes
+}
+
 /// A heavy peer's last ten minutes against its own curve: max(the usual busiest ten minutes
 /// around this hour x factor x activity, usual + `min_excess`, the population's bar).
 fn rise(
@@ -169,12 +179,12 @@ fn rise(
     params: &Params,
     kind: Kind,
     millis: u64,
-    activity: f64,
 ) -> Option<Crossing> {
     let rise = params.rise?;
     let curve = entity.curve.as_ref()?;
     let len = WindowLen::TenMinutes;
     let v = net(entity, explained, len, millis);
+    let activity = svc.activity(len, own_span(entity, len, millis), millis);
     let usual = curve.expected(millis / 1000);
     let own = ((usual as f64 * rise.factor * activity) as u64).max(usual + rise.min_excess);
     if v.bytes <= own {

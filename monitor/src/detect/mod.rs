@@ -477,8 +477,6 @@ impl Detector {
         let newcomer = kind == Kind::Clients
             && newcomer(entity, &self.services[sid as usize], self.now_ms / 1000);
         let svc = &mut self.services[sid as usize];
-        let ten = entity.volume(WindowLen::TenMinutes, self.now_ms).bytes;
-        let activity = svc.activity(ten, self.now_ms, &self.params);
         judge::volume(
             entity,
             explained,
@@ -487,7 +485,6 @@ impl Detector {
             kind,
             newcomer,
             self.now_ms,
-            activity,
         )
         .is_some()
     }
@@ -685,7 +682,6 @@ impl Detector {
             return;
         }
         let new_client = role == Role::Client && t < u64::from(peer.first_seen) + NEW_CLIENT_SECS;
-        let own_ten = peer.volume(WindowLen::TenMinutes, t_ms).bytes;
         svc.count(s.bytes, s.packets, t, learning, &self.params);
         if new_client {
             svc.count_new_client(s.bytes, t, learning, &self.params);
@@ -731,9 +727,8 @@ impl Detector {
                     } else {
                         Kind::Destinations
                     };
-                    let activity = svc.activity(own_ten, t_ms, params);
                     crossings.extend(
-                        judge::volume(peer, None, svc, params, kind, newcomer, t_ms, activity)
+                        judge::volume(peer, None, svc, params, kind, newcomer, t_ms)
                             .map(|c| (None, c)),
                     );
                 }
@@ -748,20 +743,9 @@ impl Detector {
                 }
                 let group = self.peers.slot(gid);
                 let explained = prefixes::explained(&self.peers, group, t);
-                let group_ten = group.volume(WindowLen::TenMinutes, t_ms).bytes;
-                let activity = svc.activity(group_ten, t_ms, params);
                 crossings.extend(
-                    judge::volume(
-                        group,
-                        explained,
-                        svc,
-                        params,
-                        Kind::Prefixes,
-                        false,
-                        t_ms,
-                        activity,
-                    )
-                    .map(|c| (Some(gid), c)),
+                    judge::volume(group, explained, svc, params, Kind::Prefixes, false, t_ms)
+                        .map(|c| (Some(gid), c)),
                 );
             }
         }

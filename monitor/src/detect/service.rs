@@ -201,10 +201,12 @@ impl ServiceState {
         }
     }
 
-    /// How busy the service is with everyone but the judged peer, against its usual for this
-    /// hour of day: 1 when usual or quieter, up to [`MAX_ACTIVITY`]. `own_ten` is the judged
-    /// peer's (or prefix's) last ten minutes, left out so that a peer cannot raise its own bar.
-    pub fn activity(&mut self, own_ten: u64, millis: u64, _params: &Params) -> f64 {
+    /// How busy the service is with everyone but the judged peer over window `len`, against
+    /// its usual for this hour of day: 1 when usual or quieter, up to [`MAX_ACTIVITY`]. The
+    /// window's own span (the 24-hour window: the last hour), so that the first minute of a
+    /// viral moment already raises the 1-minute bars. `own` is the judged peer's (or
+    /// prefix's) volume over that span, left out so that a peer cannot raise its own bar.
+    pub fn activity(&mut self, len: WindowLen, own: u64, millis: u64) -> f64 {
         let epoch = millis / 600_000;
         if self.usual.0 != epoch {
             let per_minute = self
@@ -213,16 +215,16 @@ impl ServiceState {
                 .unwrap_or(0);
             self.usual = (epoch, per_minute * 10);
         }
-        let usual = self.usual.1;
-        if usual == 0 {
+        let (total, tens) = match len {
+            WindowLen::OneMinute => (self.total.estimate(len, millis).bytes, 0.1),
+            WindowLen::TenMinutes => (self.activity.ten_minutes(millis).bytes, 1.0),
+            WindowLen::OneHour | WindowLen::OneDay => (self.activity.hour(millis).bytes, 6.0),
+        };
+        let usual = self.usual.1 as f64 * tens;
+        if usual <= 0.0 {
             return 1.0;
         }
-        let others = self
-            .activity
-            .ten_minutes(millis)
-            .bytes
-            .saturating_sub(own_ten);
-        (others as f64 / usual as f64).clamp(1.0, MAX_ACTIVITY)
+        (total.saturating_sub(own) as f64 / usual).clamp(1.0, MAX_ACTIVITY)
     }
 
     /// The bar of a peer of `kind` for window `len` at `activity`: its population's, and for a
