@@ -478,3 +478,45 @@ fn the_first_minute_of_a_viral_moment_raises_the_one_minute_bars() {
             .collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_surge_of_clients_is_popularity_a_surge_of_bytes_per_client_is_not() {
+    // Twenty clients at 1 MiB a minute each, all day: rule 3's bar is about four times the
+    // service's usual 20 MiB minute.
+    let mut srv = Server::new(
+        "[detect]\nlearning_period = \"1d\"\n\
+         [rules.service_baseline]\nfloor = \"10MiB\"\n\
+         [rules.peer_outlier]\nenabled = false\n[rules.prefix_outlier]\nenabled = false\n\
+         [rules.new_client_volume]\nenabled = false\n[rules.peer_rise]\nenabled = false\n",
+    );
+    let regulars: Vec<String> = (0..20).map(|i| format!("198.51.100.{}", i + 1)).collect();
+    let minute = |srv: &mut Server, at: i64, each: u64, extra: &[String]| {
+        let sends: Vec<(&str, u64)> = regulars
+            .iter()
+            .chain(extra)
+            .map(|c| (c.as_str(), each))
+            .collect();
+        srv.minute(at, &sends);
+    };
+    for m in 0..(26 * 60) {
+        minute(&mut srv, m * 60 + 5, MIB, &[]);
+    }
+    assert!(srv.opened().is_empty(), "{:?}", srv.rules());
+    // A viral moment: a hundred more clients, 1 MiB each, six times the usual minute.
+    let audience: Vec<String> = (0..100).map(|i| format!("203.0.113.{}", i + 1)).collect();
+    minute(&mut srv, 26 * 3600 + 5, MIB, &audience);
+    assert!(srv.opened().is_empty(), "{:?}", srv.rules());
+    // Ten minutes on, the usual twenty clients take the same six times the usual.
+    for m in 1..10 {
+        minute(&mut srv, 26 * 3600 + m * 60 + 5, MIB, &[]);
+    }
+    minute(&mut srv, 26 * 3600 + 600 + 5, 6 * MIB, &[]);
+    assert_eq!(srv.rules(), [(RuleId::ServiceBaseline, String::new())]);
+    let a = &srv.opened()[0].alert;
+    assert_eq!(a.threshold.reference, Some(Reference::ServiceCurve));
+    assert!(
+        a.threshold.activity.is_some_and(|b| b < 1.2),
+        "{:?}",
+        a.threshold
+    );
+}

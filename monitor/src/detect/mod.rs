@@ -675,6 +675,7 @@ impl Detector {
             peer.flags &= !EXEMPT;
         }
         svc.bytes_by_class[class as usize] += s.bytes;
+        let first_of_minute = peer.minute.epoch() != t / 60;
         peer.roll(t);
         peer.add(s.bytes, s.packets);
         peer.flags |= HOUR_PENDING | DAY_PENDING;
@@ -685,6 +686,9 @@ impl Detector {
         svc.count(s.bytes, s.packets, t, learning, &self.params);
         if new_client {
             svc.count_new_client(s.bytes, t, learning, &self.params);
+        }
+        if role == Role::Client && first_of_minute {
+            svc.count_client_minute(t);
         }
         if let Some((_, len, _)) = self.params.new_dest {
             svc.new_destinations.roll(len, t);
@@ -793,19 +797,23 @@ impl Detector {
             };
         if let Some((severity, bar)) = params.baseline {
             let v = svc.total.estimate(WindowLen::OneMinute, t_ms);
+            // Scaled by the surge of clients: many clients fetching at once is popularity,
+            // more bytes per client is what this rule is for.
+            let breadth = svc.breadth(t_ms);
             if v.bytes > bar.floor
                 && let Some((thr, q, n)) = svc.time_of_day.threshold(t, &bar)
                 && v.bytes > thr
+                && v.bytes as f64 > thr as f64 * breadth
             {
                 let threshold = Threshold {
-                    bytes: thr,
+                    bytes: (thr as f64 * breadth) as u64,
                     kind: ThresholdKind::Baseline,
                     baseline_bytes: Some(q),
                     quantile: Some(bar.quantile),
                     factor: Some(bar.factor),
                     samples: Some(n),
                     reference: Some(Reference::ServiceCurve),
-                    activity: None,
+                    activity: Some(breadth),
                 };
                 conditions.push(service_condition(
                     RuleId::ServiceBaseline,

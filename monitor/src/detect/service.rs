@@ -17,8 +17,9 @@ use super::{
 /// multiplies learned bars by at most this: a busy morning raises every client, not one.
 pub const MAX_ACTIVITY: f64 = 4.0;
 
-/// Bytes of [`ServiceState::encode_windows`].
-const WINDOWS_LEN: usize = 2 * Window::ENCODED_LEN + 2 * Ring::ENCODED_LEN + 17;
+/// Bytes of [`ServiceState::encode_windows`]: before client breadth, and since.
+const WINDOWS_LEN_V1: usize = 2 * Window::ENCODED_LEN + 2 * Ring::ENCODED_LEN + 17;
+const WINDOWS_LEN: usize = WINDOWS_LEN_V1 + Window::ENCODED_LEN + Ring::ENCODED_LEN;
 
 /// Minutes an hour of day needs before its usual total is that hour's (else the day's).
 const USUAL_MIN_SAMPLES: u64 = 30;
@@ -43,6 +44,10 @@ pub struct ServiceState {
     pub time_of_day: TimeOfDay,
     /// Bytes to clients first seen in the last 24 hours, in ten-minute slots (rule 8).
     pub new_clients: Ring,
+    /// Client-minutes (a client active in a minute counts one), the current minute's and
+    /// in ten-minute slots: how many clients the service serves now against the last hour.
+    pub client_minute: Window,
+    pub client_minutes: Ring,
     /// Hourly volumes to new clients by hour of day (rule 8's curve).
     pub new_client_curve: TimeOfDay,
     pub dirty: bool,
@@ -68,6 +73,8 @@ impl ServiceState {
             populations: Populations::default(),
             time_of_day: TimeOfDay::default(),
             new_clients: Ring::default(),
+            client_minute: Window::default(),
+            client_minutes: Ring::default(),
             new_client_curve: TimeOfDay::default(),
             dirty: true,
             bytes_by_class: [0; 5],
@@ -90,15 +97,23 @@ impl ServiceState {
         out.extend_from_slice(&self.usual.0.to_le_bytes());
         out.extend_from_slice(&self.usual.1.to_le_bytes());
         out.push(u8::from(self.learning_finished));
+        out.extend_from_slice(&self.client_minute.to_bytes());
+        out.extend_from_slice(&self.client_minutes.to_bytes());
         out
     }
 
-    /// Reads [`Self::encode_windows`] back; `None` if it is not that encoding.
+    /// Reads [`Self::encode_windows`] back (or the encoding before client breadth, which
+    /// then starts empty); `None` if it is neither.
     pub fn decode_windows(&mut self, b: &[u8]) -> Option<()> {
         let w = Window::ENCODED_LEN;
         let r = Ring::ENCODED_LEN;
-        if b.len() != WINDOWS_LEN {
+        if b.len() != WINDOWS_LEN && b.len() != WINDOWS_LEN_V1 {
             return None;
+        }
+        if b.len() == WINDOWS_LEN {
+            let at = WINDOWS_LEN_V1;
+            self.client_minute = Window::from_bytes(&b[at..at + w])?;
+            self.client_minutes = Ring::from_bytes(&b[at + w..])?;
         }
         let end = 2 * w + 2 * r;
         self.total = Window::from_bytes(&b[..w])?;
@@ -133,6 +148,34 @@ impl ServiceState {
         self.total.add(bytes, packets);
         self.activity.roll(t);
         self.activity.add(bytes, packets);
+    }
+
+    /// Counts a client's first sample of a minute.
+    pub fn count_client_minute(&mut self, t: u64) {
+        self.client_minute.roll(WindowLen::OneMinute, t);
+        self.client_minute.add(1, 0);
+        self.client_minutes.roll(t);
+        self.client_minutes.add(1, 0);
+    }
+
+    /// How many more clients the service serves in the last minute than a minute of the
+    /// last hour on average: 1 when no more, up to [`MAX_ACTIVITY`]. A viral moment (a
+    /// third of the day's clients fetching one video within minutes) is a surge of clients,
+    /// not of bytes per client; rule 3 scales with it.
+    pub fn breadth(&self, millis: u64) -> f64 {
+        // Whole minutes' counts (a sliding estimate would count a client of both minutes
+        // almost twice): the busier of this minute and the last.
+        let w = &self.client_minute;
+        let now = match (millis / 60_000).checked_sub(w.epoch()) {
+            Some(0) => w.current_bytes().max(w.previous_bytes()),
+            Some(1) => w.current_bytes(),
+            _ => 0,
+        };
+        let hour = self.client_minutes.hour(millis).bytes;
+        if hour == 0 {
+            return 1.0;
+        }
+        (now as f64 * 60.0 / hour as f64).clamp(1.0, MAX_ACTIVITY)
     }
 
     /// Counts a sample to a new client; a completed hour teaches rule 8's curve unless it
@@ -266,5 +309,32 @@ impl ServiceState {
             .get_mut(Kind::Clients)
             .reference(len, &params.newcomers, activity);
         (r, Reference::Newcomers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_round_trip_and_the_encoding_before_breadth_still_loads() {
+        let mut svc = ServiceState::new(Arc::from("messaging"));
+        let t = 20_000 * 86_400 + 3600;
+        svc.count_client_minute(t);
+        svc.count_client_minute(t);
+        svc.total.roll(WindowLen::OneMinute, t);
+        svc.total.add(5000, 5);
+        let bytes = svc.encode_windows();
+        assert_eq!(bytes.len(), WINDOWS_LEN);
+        let mut back = ServiceState::new(Arc::from("messaging"));
+        back.decode_windows(&bytes).unwrap();
+        assert_eq!(back.client_minute, svc.client_minute);
+        assert_eq!(back.client_minutes.hour(t * 1000).bytes, 2);
+        // A database written before client breadth: its windows load, breadth starts empty.
+        let mut old = ServiceState::new(Arc::from("messaging"));
+        old.decode_windows(&bytes[..WINDOWS_LEN_V1]).unwrap();
+        assert_eq!(old.total, svc.total);
+        assert_eq!(old.client_minutes.hour(t * 1000).bytes, 0);
+        assert!(old.decode_windows(&bytes[..WINDOWS_LEN_V1 - 1]).is_none());
     }
 }
