@@ -799,10 +799,10 @@ impl Detector {
             let v = svc.total.estimate(WindowLen::OneMinute, t_ms);
             // Scaled by the surge of clients: many clients fetching at once is popularity,
             // more bytes per client is what this rule is for.
-            let breadth = svc.breadth(t_ms);
             if v.bytes > bar.floor
                 && let Some((thr, q, n)) = svc.time_of_day.threshold(t, &bar)
                 && v.bytes > thr
+                && let breadth = svc.breadth(t_ms)
                 && v.bytes as f64 > thr as f64 * breadth
             {
                 let threshold = Threshold {
