@@ -183,24 +183,34 @@ impl Store {
         Ok(count)
     }
 
-    fn load_acquaintances(&self, detector: &mut Detector) -> Result<usize, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT service, identity, first_seen, last_day FROM acquaintances")
-            .map_err(|e| self.sql(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })
-            .map_err(|e| self.sql(e))?;
+    /// Reads every row of `sql` (no parameters) with `read` and hands it to `handle`, one at
+    /// a time (a million checkpointed peers are not held at once); returns the rows' count.
+    fn each_row<T>(
+        &self,
+        sql: &str,
+        read: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+        mut handle: impl FnMut(T) -> Result<(), StoreError>,
+    ) -> Result<usize, StoreError> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.sql(e))?;
         let mut count = 0;
-        for row in rows {
-            let (service, identity, first_seen, last_day) = row.map_err(|e| self.sql(e))?;
+        for row in stmt.query_map([], read).map_err(|e| self.sql(e))? {
+            handle(row.map_err(|e| self.sql(e))?)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    fn load_acquaintances(&self, detector: &mut Detector) -> Result<usize, StoreError> {
+        let read = |r: &rusqlite::Row<'_>| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        };
+        let sql = "SELECT service, identity, first_seen, last_day FROM acquaintances";
+        self.each_row(sql, read, |(service, identity, first_seen, last_day)| {
             let sid = detector.service_id(&service);
             let id = Identity::parse(sid, &identity)
                 .ok_or_else(|| self.decode_error("client identity", identity.clone()))?;
@@ -210,28 +220,20 @@ impl Store {
             let day = u16::try_from(last_day)
                 .map_err(|_| self.decode_error("identity last day", last_day.to_string()))?;
             detector.acquaintances_mut().restore(id, first, day);
-            count += 1;
-        }
-        Ok(count)
+            Ok(())
+        })
     }
 
     fn load_peers(&self, detector: &mut Detector) -> Result<usize, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT service, addr, state FROM peer_windows")
-            .map_err(|e| self.sql(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                ))
-            })
-            .map_err(|e| self.sql(e))?;
-        let mut count = 0;
-        for row in rows {
-            let (service, addr, state) = row.map_err(|e| self.sql(e))?;
+        let read = |r: &rusqlite::Row<'_>| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        };
+        let sql = "SELECT service, addr, state FROM peer_windows";
+        let count = self.each_row(sql, read, |(service, addr, state)| {
             let sid = detector.service_id(&service);
             let key = PeerKey::parse(sid, &addr)
                 .ok_or_else(|| self.decode_error("peer address", addr.clone()))?;
@@ -242,8 +244,8 @@ impl Store {
                 state.flags |= LEARNED;
             }
             peers.insert(state);
-            count += 1;
-        }
+            Ok(())
+        })?;
         detector.rebuild_prefix_index();
         Ok(count)
     }
