@@ -520,3 +520,27 @@ fn a_surge_of_clients_is_popularity_a_surge_of_bytes_per_client_is_not() {
         a.threshold
     );
 }
+
+#[test]
+fn households_back_after_quiet_days_are_not_new_clients() {
+    // The same learning day as above: two new devices an hour, 20 MiB each, from addresses
+    // that then go quiet (forgotten by the peer table after 25 hours).
+    let mut srv = Server::new("[detect]\nlearning_period = \"1d\"\n");
+    let addrs: Vec<String> = (0..48).map(|n| format!("100.64.{n}.1")).collect();
+    for (i, a) in addrs.iter().enumerate() {
+        srv.minute(
+            i as i64 / 2 * 3600 + 120 + i as i64 % 2,
+            &[(a.as_str(), 20 * MIB)],
+        );
+    }
+    for h in 24..60 {
+        srv.minute(h * 3600, &[("198.51.100.1", 1000)]);
+        srv.detector.tick(&mut srv.events);
+    }
+    // Day 3, 12:00: forty of those households come back in one hour, 30 MiB each: as many
+    // bytes as forty new devices (which the test above alerts on), but none is new.
+    for (i, a) in addrs.iter().take(40).enumerate() {
+        srv.minute(60 * 3600 + i as i64 * 60, &[(a.as_str(), 30 * MIB)]);
+    }
+    assert!(srv.opened().is_empty(), "{:?}", srv.rules());
+}
