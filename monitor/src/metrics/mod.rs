@@ -48,6 +48,12 @@ pub struct Snapshot {
     pub collector: CollectorStats,
     /// The flow table's capacity.
     pub max_flows: u64,
+    /// The detector's tables: (service, peer) pairs, prefix groups, client identities met,
+    /// and identities not remembered because their table was full (a flood shows here).
+    pub pairs: u64,
+    pub prefix_groups: u64,
+    pub identities: u64,
+    pub identities_refused: u64,
 }
 
 /// What `/metrics` serves.
@@ -101,6 +107,10 @@ impl Metrics {
         for rule in detector.book().open_rules() {
             *snap.open_alerts.entry(rule.id()).or_default() += 1;
         }
+        snap.pairs = detector.stats.peers;
+        snap.prefix_groups = detector.stats.prefix_groups;
+        snap.identities = detector.acquaintances().len() as u64;
+        snap.identities_refused = detector.acquaintances().refused;
     }
 
     /// Copies the collector's totals (after a poll).
@@ -170,6 +180,30 @@ fn encode_detection(snap: &Snapshot, e: &mut DescriptorEncoder) -> Result {
         let labels = [("rule", *rule)];
         ConstGauge::new(saturating_i64(*n)).encode(family.encode_family(&labels)?)?;
     }
+    gauge(
+        e,
+        "egress_monitor_detector_pairs",
+        "(service, peer) pairs the detector tracks",
+        snap.pairs,
+    )?;
+    gauge(
+        e,
+        "egress_monitor_detector_prefix_groups",
+        "Prefix groups the detector tracks",
+        snap.prefix_groups,
+    )?;
+    gauge(
+        e,
+        "egress_monitor_detector_identities",
+        "Client identities (IPv4 address, IPv6 /64) remembered as met, which decide newcomers",
+        snap.identities,
+    )?;
+    counter(
+        e,
+        "egress_monitor_detector_identities_refused",
+        "Identities not remembered because their table was full (they stay newcomers)",
+        snap.identities_refused,
+    )?;
     Ok(())
 }
 
@@ -337,6 +371,9 @@ mod tests {
             "egress_monitor_kernel_program_errors_total{kind=\"ringbuf_full\"} 3",
             "egress_monitor_flow_map_entries 12",
             "egress_monitor_flow_map_capacity 65536",
+            "egress_monitor_detector_pairs 3",
+            "egress_monitor_detector_identities 0",
+            "egress_monitor_detector_identities_refused_total 0",
             "egress_monitor_sink_backlog_events{sink=\"soc\"} 4",
             "egress_monitor_sink_failures_total{sink=\"soc\"} 2",
             "egress_monitor_sink_dropped_events_total{sink=\"soc\"} 0",
