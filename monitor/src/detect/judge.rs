@@ -127,13 +127,17 @@ pub fn volume(
         Kind::Clients | Kind::Destinations => (RuleId::PeerOutlier, params.outlier?),
     };
     let judged = params.bar(kind).windows;
+    let floors = params.bar(kind).floors;
     let mut best: Option<(f64, Crossing)> = None;
     for len in WindowLen::ALL {
         if !judged[len.index()] {
             continue;
         }
         let v = net(entity, explained, len, millis);
-        if v.bytes <= bar_of(svc, params, kind, newcomer, len, 1.0).0.bytes {
+        // Every bar is at least its floor: most windows stop here, before the population.
+        if v.bytes <= floors[len.index()]
+            || v.bytes <= bar_of(svc, params, kind, newcomer, len, 1.0).0.bytes
+        {
             continue;
         }
         let activity = svc.activity(len, own_span(entity, len, millis), millis);
