@@ -299,7 +299,7 @@ pub enum ProgError {
     StorageFull = 4,
     /// The DNS answer ring buffer was full: that answer's names are missing.
     DnsRingFull = 5,
-    /// `capture_dns`: a packet reaching a local socket had unreadable IP/UDP headers, or a
+    /// `watch_ingress`: a packet reaching a local socket had unreadable IP/UDP headers, or a
     /// DNS answer was empty or its payload could not be copied.
     DnsParse = 6,
 }

@@ -1,6 +1,6 @@
 //! Passive DNS on the real kernel: a DNS answer received by a local socket names the
 //! destination it resolved (IPv4 and IPv6), answers from other ports do not, and the
-//! `capture_dns` program, run on crafted packets, copies exactly UDP payloads from port 53,
+//! `watch_ingress` program, run on crafted packets, copies exactly UDP payloads from port 53,
 //! always lets packets pass, and counts what it cannot copy.
 
 use std::{net::SocketAddr, time::Duration};
@@ -147,7 +147,7 @@ fn payload(len: usize) -> Vec<u8> {
 }
 
 #[test]
-fn capture_dns_copies_udp_payloads_from_port_53_only() {
+fn watch_ingress_copies_udp_payloads_from_port_53_only() {
     require_root();
     let mut prog = DnsUnderTest::load();
     let answer = payload(100);
@@ -187,7 +187,7 @@ fn capture_dns_copies_udp_payloads_from_port_53_only() {
 }
 
 #[test]
-fn capture_dns_cuts_long_answers_and_counts_what_it_cannot_read() {
+fn watch_ingress_cuts_long_answers_and_counts_what_it_cannot_read() {
     require_root();
     let mut prog = DnsUnderTest::load();
     // Longer than the copy: the real length is reported, the start is copied.
@@ -234,12 +234,12 @@ fn a_full_dns_ring_is_counted_and_packets_still_pass() {
     );
 }
 
-/// Cost of `capture_dns` per ingress packet, measured by the kernel around 1M runs
+/// Cost of `watch_ingress` per ingress packet, measured by the kernel around 1M runs
 /// (`cargo xtask test --filter cost -- --ignored --nocapture`): the common case (not DNS) and
 /// a DNS answer (copy included; the ring is drained between rounds).
 #[test]
 #[ignore = "measurement; run on demand"]
-fn cost_of_capture_dns() {
+fn cost_of_watch_ingress() {
     require_root();
     let mut prog = DnsUnderTest::load();
     let mut tcp = 443u16.to_be_bytes().to_vec();
@@ -251,7 +251,7 @@ fn cost_of_capture_dns() {
     for _ in 0..3 {
         let (verdict, ns) = prog.run_timed(ETH_P_IP, &tcp, 1_000_000).unwrap();
         assert_eq!(verdict, 1);
-        println!("capture_dns, IPv4 TCP (not DNS): {ns} ns per run (BPF_PROG_TEST_RUN)");
+        println!("watch_ingress, IPv4 TCP (not DNS): {ns} ns per run (BPF_PROG_TEST_RUN)");
     }
     // A datagram that is not DNS, from a peer that spoke before (its conversation recorded
     // on the first run, looked up on the others).
@@ -268,6 +268,8 @@ fn cost_of_capture_dns() {
         let (verdict, ns) = prog.run_timed(ETH_P_IP, &answer, 500).unwrap();
         assert_eq!(verdict, 1);
         assert_eq!(prog.captures().len(), 500);
-        println!("capture_dns, IPv4 DNS answer of 120 bytes: {ns} ns per run (BPF_PROG_TEST_RUN)");
+        println!(
+            "watch_ingress, IPv4 DNS answer of 120 bytes: {ns} ns per run (BPF_PROG_TEST_RUN)"
+        );
     }
 }

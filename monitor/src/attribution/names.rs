@@ -1,5 +1,5 @@
 //! Passive DNS: the name the host resolved for each destination address, learned from the DNS
-//! answers its sockets received (copied by the kernel's `capture_dns` program).
+//! answers its sockets received (copied by the kernel's `watch_ingress` program).
 //!
 //! Every A/AAAA address in an answer is mapped to the answer's *question* name, so a CNAME
 //! chain (`www.example.com` -> `cdn.example.net` -> 192.0.2.7) names the address after what

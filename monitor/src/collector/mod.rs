@@ -64,7 +64,7 @@ pub struct CollectorStats {
     pub untracked_bytes: u64,
     /// Kernel program error counters (summed over CPUs), by name.
     pub kernel_errors: HashMap<&'static str, u64>,
-    /// Passive DNS: answers read, names learned, evicted... (all zero without `capture_dns`).
+    /// Passive DNS: answers read, names learned, evicted... (all zero without `watch_ingress`).
     pub dns: NameStats,
 }
 
