@@ -320,7 +320,10 @@ impl Store {
                 state.flags &= !DIRTY;
                 written.peers += 1;
             }
-            written.acquaintances = save_acquaintances(&tx, detector, &names).map_err(err)?;
+            let today = i64::try_from(detector.now_secs() / 86_400).unwrap_or(i64::MAX);
+            let purge = self.identities_purged_day != Some(today);
+            written.acquaintances =
+                save_acquaintances(&tx, detector, &names, purge).map_err(err)?;
             let mut forget = tx
                 .prepare_cached("DELETE FROM peer_windows WHERE service = ?1 AND addr = ?2")
                 .map_err(err)?;
@@ -344,16 +347,19 @@ impl Store {
             }
         }
         tx.commit().map_err(err)?;
+        self.identities_purged_day =
+            Some(i64::try_from(detector.now_secs() / 86_400).unwrap_or(i64::MAX));
         Ok(written)
     }
 }
 
-/// Writes the identities met or parted since the last checkpoint, and deletes those not met
-/// for the recall period; returns how many were written.
+/// Writes the identities met or parted since the last checkpoint, and with `purge` deletes
+/// those not met for the recall period; returns how many were written.
 fn save_acquaintances(
     tx: &rusqlite::Transaction<'_>,
     detector: &mut Detector,
     names: &[Arc<str>],
+    purge: bool,
 ) -> Result<usize, rusqlite::Error> {
     let mut met = tx.prepare_cached(
         "INSERT INTO acquaintances (service, identity, first_seen, last_day)
@@ -373,6 +379,9 @@ fn save_acquaintances(
             i64::from(a.last_day)
         ])?;
         written += 1;
+    }
+    if !purge {
+        return Ok(written);
     }
     let oldest = Acquaintances::oldest_kept_day(detector.now_secs());
     tx.execute("DELETE FROM acquaintances WHERE last_day < ?1", [oldest])?;

@@ -84,6 +84,9 @@ pub enum StoreError {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Unix day of the latest purge of expired client identities (once a day is enough: the
+    /// purge scans the table).
+    identities_purged_day: Option<i64>,
 }
 
 impl Store {
@@ -165,7 +168,11 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(err)?;
         migrate(&mut conn, &path)?;
-        Ok(Self { conn, path })
+        Ok(Self {
+            conn,
+            path,
+            identities_purged_day: None,
+        })
     }
 
     pub fn path(&self) -> &Path {
