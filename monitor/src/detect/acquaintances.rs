@@ -103,13 +103,16 @@ impl Acquaintances {
         let id = Identity::of(service, addr);
         let today = day_of(t);
         if let Some(a) = self.map.get_mut(&id) {
+            let first = a.first_seen.min(secs32(t));
             if a.last_day != today {
                 a.last_day = today;
                 a.dirty = true;
             }
-            return a.first_seen.min(secs32(t));
+            return first;
         }
-        self.remember(id, secs32(t), today);
+        if !self.insert(id, secs32(t), today, true) {
+            self.refused += 1;
+        }
         secs32(t)
     }
 
@@ -124,30 +127,34 @@ impl Acquaintances {
                 a.last_day = a.last_day.max(day);
                 a.dirty = true;
             }
-            None => self.remember(id, first_seen, day),
+            None => {
+                if !self.insert(id, first_seen, day, true) {
+                    self.refused += 1;
+                }
+            }
         }
     }
 
-    fn remember(&mut self, id: Identity, first_seen: u32, last_day: u16) {
+    /// Adds an identity unless the table is full; `dirty` when the database lacks it.
+    fn insert(&mut self, id: Identity, first_seen: u32, last_day: u16, dirty: bool) -> bool {
         if self.map.len() >= MAX_ACQUAINTANCES {
-            self.refused += 1;
-            return;
+            return false;
         }
         self.map.insert(
             id,
             Acquaintance {
                 first_seen,
                 last_day,
-                dirty: true,
+                dirty,
             },
         );
+        true
     }
 
     /// Forgets identities not met for [`RECALL_DAYS`] at `now` (Unix seconds).
     pub fn expire(&mut self, now: u64) {
-        let today = day_of(now);
-        self.map
-            .retain(|_, a| today.saturating_sub(a.last_day) <= RECALL_DAYS);
+        let oldest = Self::oldest_kept_day(now);
+        self.map.retain(|_, a| i64::from(a.last_day) >= oldest);
     }
 
     /// The oldest last day kept at `now` (for the state database; negative before any
@@ -158,19 +165,12 @@ impl Acquaintances {
 
     /// Loads a stored identity.
     pub fn restore(&mut self, id: Identity, first_seen: u32, last_day: u16) {
-        if self.map.len() < MAX_ACQUAINTANCES {
-            self.map.insert(
-                id,
-                Acquaintance {
-                    first_seen,
-                    last_day,
-                    dirty: false,
-                },
-            );
-        }
+        self.insert(id, first_seen, last_day, false);
     }
 
-    /// The identities changed since the last call, marked saved.
+    /// The identities changed since the last call, marked saved. A scan of the table, like
+    /// the checkpoint's of the peers: a list of changed entries would cost memory in every
+    /// run that never checkpoints (replays, benchmarks) to save a few milliseconds a minute.
     pub fn take_dirty(&mut self) -> Vec<(Identity, Acquaintance)> {
         self.map
             .iter_mut()

@@ -173,8 +173,9 @@ pub struct Threshold {
     /// What the volume was judged against (absent in alerts stored before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<Reference>,
-    /// The service's activity at the time, relative to its usual for the hour (1 = usual),
-    /// by which the learned part of the bar was multiplied.
+    /// The service's activity over the judged window, relative to its usual for the hour
+    /// (1 = usual), by which the learned part of the bar was multiplied; for rule 3, the
+    /// service's breadth (clients this minute against a minute of the last hour).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activity: Option<f64>,
 }

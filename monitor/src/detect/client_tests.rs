@@ -53,6 +53,16 @@ impl Server {
         self.detector.observe(&batch, &mut self.events);
     }
 
+    /// Hour `h` of an ordinary population: every third of `clients` receives 8 MiB in one
+    /// minute, `spacing` seconds after the previous one.
+    fn ordinary_hour(&mut self, clients: &[String], h: i64, spacing: i64) {
+        for (i, c) in clients.iter().enumerate() {
+            if (i as i64 + h) % 3 == 0 {
+                self.minute(h * 3600 + 60 + i as i64 * spacing, &[(c.as_str(), 8 * MIB)]);
+            }
+        }
+    }
+
     fn initiated(&mut self, at: i64, peer: &str, bytes: u64) {
         let s = self.sample(at, peer, bytes, Direction::Initiated);
         self.detector.observe(&[s], &mut self.events);
@@ -285,19 +295,12 @@ fn a_client_just_under_the_bar_for_days_does_not_raise_it() {
     let clients: Vec<String> = (0..150)
         .map(|i| format!("2001:db8:{:x}::1", 0x100 + i))
         .collect();
-    let ordinary = |srv: &mut Server, h: i64| {
-        for (i, c) in clients.iter().enumerate() {
-            if (i as i64 + h) % 3 == 0 {
-                srv.minute(h * 3600 + 60 + i as i64, &[(c.as_str(), 8 * MIB)]);
-            }
-        }
-    };
     // The address was met while the service learned (an established client, not a
     // newcomer judged strictly).
     srv.minute(7200, &[("203.0.113.66", 1000)]);
     // The learning day, and day 2 until 09:00 (the days are taught once they end).
     for h in 0..33 {
-        ordinary(&mut srv, h);
+        srv.ordinary_hour(&clients, h, 1);
     }
     let bars = |srv: &mut Server| {
         [WindowLen::OneHour, WindowLen::OneDay]
@@ -311,7 +314,7 @@ fn a_client_just_under_the_bar_for_days_does_not_raise_it() {
     // 24-hour window is estimated from two day buckets, so it also sees some of yesterday).
     let hourly = (before[0] * 9 / 10).min(before[1] * 9 / 60);
     for h in 33..129 {
-        ordinary(&mut srv, h);
+        srv.ordinary_hour(&clients, h, 1);
         if (10..16).contains(&(h % 24)) {
             for m in 0..60 {
                 srv.minute(h * 3600 + m * 60 + 30, &[("203.0.113.66", hourly / 60)]);
@@ -393,11 +396,7 @@ fn a_newcomer_gets_no_tolerance_and_a_returning_household_is_no_newcomer() {
     // Met while the service learned, then quiet for two days (forgotten by the peer table).
     srv.minute(7200, &[(home_v4, 1000), (home_v6, 1000)]);
     for h in 0..72 {
-        for (i, c) in clients.iter().enumerate() {
-            if (i as i64 + h) % 3 == 0 {
-                srv.minute(h * 3600 + 60 + i as i64, &[(c.as_str(), 8 * MIB)]);
-            }
-        }
+        srv.ordinary_hour(&clients, h, 1);
         srv.detector.tick(&mut srv.events);
     }
     assert!(
@@ -450,11 +449,7 @@ fn the_first_minute_of_a_viral_moment_raises_the_one_minute_bars() {
     );
     let clients: Vec<String> = (0..150).map(|i| format!("198.51.{i}.1")).collect();
     for h in 0..30 {
-        for (i, c) in clients.iter().enumerate() {
-            if (i as i64 + h) % 3 == 0 {
-                srv.minute(h * 3600 + 60 + i as i64 * 20, &[(c.as_str(), 8 * MIB)]);
-            }
-        }
+        srv.ordinary_hour(&clients, h, 20);
     }
     assert!(srv.opened().is_empty(), "{:?}", srv.rules());
     // 30:40, quiet around: 60 MiB to one client in a minute is above its bar.

@@ -88,22 +88,6 @@ fn reference_bar(params: &Params, reference: Reference, kind: Kind) -> &Populati
     }
 }
 
-/// The bar of an entity of `kind` for window `len`: a newcomer client's, or its population's.
-fn bar_of(
-    svc: &mut ServiceState,
-    params: &Params,
-    kind: Kind,
-    newcomer: bool,
-    len: WindowLen,
-    activity: f64,
-) -> (population::Reference, Reference) {
-    if newcomer && kind == Kind::Clients {
-        svc.newcomer_bar(len, params, activity)
-    } else {
-        svc.bar(kind, len, params, activity)
-    }
-}
-
 /// The windows of a client, a learned destination or a prefix group (`kind`) against its
 /// population, or, when heavy, against its own curve. For a group, `explained` is a member
 /// whose own alert is open: its bytes are not counted again against the group (a second
@@ -136,12 +120,12 @@ pub fn volume(
         let v = net(entity, explained, len, millis);
         // Every bar is at least its floor: most windows stop here, before the population.
         if v.bytes <= floors[len.index()]
-            || v.bytes <= bar_of(svc, params, kind, newcomer, len, 1.0).0.bytes
+            || v.bytes <= svc.bar(kind, newcomer, len, params, 1.0).0.bytes
         {
             continue;
         }
         let activity = svc.activity(len, own_span(entity, len, millis), millis);
-        let (r, reference) = bar_of(svc, params, kind, newcomer, len, activity);
+        let (r, reference) = svc.bar(kind, newcomer, len, params, activity);
         if v.bytes <= r.bytes {
             continue;
         }
@@ -194,7 +178,7 @@ fn rise(
     if v.bytes <= own {
         return None;
     }
-    let (pop, reference) = svc.bar(kind, len, params, activity);
+    let (pop, reference) = svc.bar(kind, false, len, params, activity);
     if v.bytes <= pop.bytes {
         return None;
     }

@@ -172,7 +172,7 @@ fn above_bar(
     };
     values
         .iter()
-        .any(|&(len, v)| v > svc.bar(kind, len, params, 1.0).0.bytes)
+        .any(|&(len, v)| v > svc.bar(kind, false, len, params, 1.0).0.bytes)
 }
 
 /// Records `values` (of the period that started at `at`) into the peer's population, unless
@@ -196,7 +196,7 @@ fn teach_values(
     // their bursts (federation backfills) to judge them.
     if !svc.learning(at) && kind != Kind::Destinations {
         let watermark = |len: WindowLen, svc: &mut ServiceState| {
-            (svc.bar(kind, len, params, 1.0).0.bytes as f64 * params.learn_below) as u64
+            (svc.bar(kind, false, len, params, 1.0).0.bytes as f64 * params.learn_below) as u64
         };
         let day = peer.day.current_bytes().max(peer.day.previous_bytes());
         if day > watermark(WindowLen::OneDay, svc)

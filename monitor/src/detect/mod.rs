@@ -495,7 +495,7 @@ impl Detector {
         let sid = self.service_ids[service];
         let _ = secs;
         self.services[sid as usize]
-            .bar(Kind::Clients, len, &self.params, 1.0)
+            .bar(Kind::Clients, false, len, &self.params, 1.0)
             .0
             .bytes
     }
@@ -682,7 +682,7 @@ impl Detector {
         if class == DestinationClass::Internal {
             return;
         }
-        let new_client = role == Role::Client && t < u64::from(peer.first_seen) + NEW_CLIENT_SECS;
+        let new_client = role == Role::Client && new_client(peer, t);
         svc.count(s.bytes, s.packets, t, learning, &self.params);
         if new_client {
             svc.count_new_client(s.bytes, t, learning, &self.params);
@@ -983,8 +983,13 @@ impl Detector {
 /// [`NEW_CLIENT_SECS`]. A phone's fresh address is a newcomer; a household's next privacy
 /// address, a home back after a quiet day, or a client the service learned from, is not.
 fn newcomer(client: &PeerState, svc: &ServiceState, t: u64) -> bool {
-    let first = u64::from(client.first_seen);
-    first >= svc.learn_until && t < first + NEW_CLIENT_SECS
+    u64::from(client.first_seen) >= svc.learn_until && new_client(client, t)
+}
+
+/// Whether a client is new at `t` for rule 8: first met in the last [`NEW_CLIENT_SECS`]
+/// (learning included: rule 8's curve learns from the learning day's new clients).
+fn new_client(client: &PeerState, t: u64) -> bool {
+    t < u64::from(client.first_seen) + NEW_CLIENT_SECS
 }
 
 /// The condition of a per-peer crossing, naming the peer (or the prefix).

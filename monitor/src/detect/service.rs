@@ -270,20 +270,24 @@ impl ServiceState {
         (total.saturating_sub(own) as f64 / usual).clamp(1.0, MAX_ACTIVITY)
     }
 
-    /// The bar of a peer of `kind` for window `len` at `activity`: its population's, and for a
-    /// learned destination never below a client's (a known server gets at least the
-    /// tolerance of a client). With the population it came from.
+    /// The bar of a peer of `kind` for window `len` at `activity`: its population's (a
+    /// `newcomer` client's with the newcomer's factor), and for a learned destination never
+    /// below a client's (a known server gets at least the tolerance of a client). With the
+    /// population it came from.
     pub fn bar(
         &mut self,
         kind: Kind,
+        newcomer: bool,
         len: WindowLen,
         params: &Params,
         activity: f64,
     ) -> (population::Reference, Reference) {
-        let own = self
-            .populations
-            .get_mut(kind)
-            .reference(len, params.bar(kind), activity);
+        let (bar, reference) = if newcomer && kind == Kind::Clients {
+            (&params.newcomers, Reference::Newcomers)
+        } else {
+            (params.bar(kind), kind.reference())
+        };
+        let own = self.populations.get_mut(kind).reference(len, bar, activity);
         if kind == Kind::Destinations {
             let clients =
                 self.populations
@@ -293,22 +297,7 @@ impl ServiceState {
                 return (clients, Reference::Clients);
             }
         }
-        (own, kind.reference())
-    }
-
-    /// A newcomer's bar for window `len`: the clients' population with the newcomer's
-    /// factor.
-    pub fn newcomer_bar(
-        &mut self,
-        len: WindowLen,
-        params: &Params,
-        activity: f64,
-    ) -> (population::Reference, Reference) {
-        let r = self
-            .populations
-            .get_mut(Kind::Clients)
-            .reference(len, &params.newcomers, activity);
-        (r, Reference::Newcomers)
+        (own, reference)
     }
 }
 

@@ -389,4 +389,32 @@ mod tests {
         );
         assert!(text.ends_with("# EOF\n"), "OpenMetrics framing");
     }
+
+    #[test]
+    fn the_detectors_tables_count_clients_met() {
+        let mut detector = Detector::new(&config("[detect]\nlearning_period = \"1m\"\n"));
+        let nginx = owner();
+        let served = |peer: &str| {
+            let mut s = sample(&nginx, T0, peer, 50_000, 1000);
+            s.direction = Some(crate::flow::Direction::Served);
+            s
+        };
+        // Two clients, the second a new privacy address of the first one's /64: one identity.
+        detector.observe(
+            &[served("2001:db8:1:2::a"), served("2001:db8:1:2::b")],
+            &mut Vec::new(),
+        );
+        let metrics = Arc::new(Metrics::default());
+        metrics.update_detection(&detector, &[]);
+        let text = render(&metrics);
+        for line in [
+            "egress_monitor_detector_identities 1",
+            "egress_monitor_detector_identities_refused_total 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
 }

@@ -255,6 +255,7 @@ impl Store {
         let path = self.path.clone();
         let err = |e| super::classify(&path, e);
         let mut written = Checkpointed::default();
+        let today = i64::try_from(detector.now_secs() / 86_400).unwrap_or(i64::MAX);
         let tx = self.conn.transaction().map_err(err)?;
         if detector.host_learn_until() > 0 {
             tx.execute(
@@ -320,7 +321,6 @@ impl Store {
                 state.flags &= !DIRTY;
                 written.peers += 1;
             }
-            let today = i64::try_from(detector.now_secs() / 86_400).unwrap_or(i64::MAX);
             let purge = self.identities_purged_day != Some(today);
             written.acquaintances =
                 save_acquaintances(&tx, detector, &names, purge).map_err(err)?;
@@ -347,8 +347,7 @@ impl Store {
             }
         }
         tx.commit().map_err(err)?;
-        self.identities_purged_day =
-            Some(i64::try_from(detector.now_secs() / 86_400).unwrap_or(i64::MAX));
+        self.identities_purged_day = Some(today);
         Ok(written)
     }
 }
