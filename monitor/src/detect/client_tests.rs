@@ -382,7 +382,7 @@ fn learned_destinations_are_judged_on_their_day_not_their_bursts() {
 }
 
 #[test]
-fn a_newcomer_gets_no_tolerance_and_a_returning_household_is_no_newcomer() {
+fn a_newcomer_gets_no_tolerance_and_a_returning_household_or_a_new_lease_is_no_newcomer() {
     // 150 clients at 8 MiB in one minute an hour (every third hour each): the clients' 1h
     // and 10m quantile is 8 MiB, an established client's bar 24 MiB, a newcomer's the
     // 10 MiB floor.
@@ -408,19 +408,26 @@ fn a_newcomer_gets_no_tolerance_and_a_returning_household_is_no_newcomer() {
     );
     assert!(srv.opened().is_empty(), "{:?}", srv.rules());
     // Day 4: 16 MiB in 16 minutes each from the household back on its IPv4 address, from
-    // its next IPv6 privacy address, and from a stranger: only the stranger crosses.
+    // its next IPv6 privacy address, from a new address of the clients' ISP (198.51/16, a
+    // household's new lease) and from a stranger's network: only the stranger crosses.
     let next_v6 = "2001:db8:77:1::bbbb";
+    let new_lease = "198.51.200.9";
     let stranger = "192.0.2.200";
     for m in 0..16 {
         srv.minute(
             72 * 3600 + 600 + m * 60,
-            &[(home_v4, MIB), (next_v6, MIB), (stranger, MIB)],
+            &[
+                (home_v4, MIB),
+                (next_v6, MIB),
+                (new_lease, MIB),
+                (stranger, MIB),
+            ],
         );
     }
     assert_eq!(
         srv.rules(),
         [(RuleId::PeerOutlier, stranger.to_owned())],
-        "the household is known, the stranger a newcomer"
+        "the household and its ISP are known, the stranger a newcomer"
     );
     let alert = &srv.opened()[0].alert;
     assert_eq!(alert.threshold.reference, Some(Reference::Newcomers));

@@ -40,7 +40,7 @@ use serde::Serialize;
 
 pub use self::service::ServiceState;
 use self::{
-    acquaintances::Acquaintances,
+    acquaintances::{Acquaintances, Met},
     alerts::{
         AlertBook, AlertEvent, AlertKey, Condition, Lifecycle, Peer, Reference, Threshold,
         ThresholdKind,
@@ -51,7 +51,7 @@ use self::{
     params::Params,
     peers::{
         DAY_PENDING, DIRTY, EXEMPT, HEAVY, HOUR_PENDING, INITIATED, LEARNED, PeerKey, PeerState,
-        SERVED,
+        SERVED, VOUCHED,
     },
     population::Kind,
     rules::RuleId,
@@ -62,7 +62,7 @@ use self::{
 };
 use crate::{
     config::Config,
-    flow::{Direction, FlowSample, Owner},
+    flow::{Direction, FlowSample, Owner, Protocol},
 };
 
 /// Counters of the detector, cumulative.
@@ -612,17 +612,31 @@ impl Detector {
             .unwrap_or_else(|| Direction::infer(s.local.map_or(0, |l| l.port), remote.port));
 
         let (id, is_new) = self.peers.get_or_insert(PeerKey::new(sid, addr));
-        // A client's age is its identity's: a home back after a quiet day is no newcomer.
-        let first_seen = match (is_new, direction) {
+        // A client's age is its identity's: a home back after a quiet day is no newcomer;
+        // and a new address of a familiar network is vouched for (see `acquaintances`).
+        let met = match (is_new, direction) {
             (false, _) => None,
-            (true, Direction::Served) => Some(self.acquaintances.meet(sid, addr, t)),
-            (true, Direction::Initiated) => Some(u32::try_from(t).unwrap_or(u32::MAX)),
+            (true, Direction::Served) => {
+                Some(
+                    self.acquaintances
+                        .meet(sid, addr, t, s.protocol == Protocol::Tcp),
+                )
+            }
+            (true, Direction::Initiated) => Some(Met {
+                first_seen: u32::try_from(t).unwrap_or(u32::MAX),
+                vouched: false,
+            }),
         };
         let svc = &mut self.services[sid as usize];
         learn::flush(self.peers.slot_mut(id), svc, &self.params, t);
         let peer = self.peers.slot_mut(id);
-        if let Some(first) = first_seen {
-            peer.first_seen = first;
+        if let Some(met) = met {
+            peer.first_seen = met.first_seen;
+            if met.vouched {
+                peer.flags |= VOUCHED;
+            } else {
+                peer.flags &= !VOUCHED;
+            }
         }
         peer.last_seen_ms = peer.last_seen_ms.max(t_ms);
         peer.port = remote.port;
@@ -980,10 +994,12 @@ impl Detector {
 
 /// Whether a client of `svc` is a newcomer at `t` (Unix seconds): its identity (see
 /// `acquaintances`) was first met after the service learned, in the last
-/// [`NEW_CLIENT_SECS`]. A phone's fresh address is a newcomer; a household's next privacy
-/// address, a home back after a quiet day, or a client the service learned from, is not.
+/// [`NEW_CLIENT_SECS`], and its provider network did not vouch for it. A phone's fresh
+/// address of a carrier no client came from is a newcomer; a household's next privacy
+/// address, a home back after a quiet day, a new lease of a familiar ISP, or a client the
+/// service learned from, is not.
 fn newcomer(client: &PeerState, svc: &ServiceState, t: u64) -> bool {
-    u64::from(client.first_seen) >= svc.learn_until && new_client(client, t)
+    u64::from(client.first_seen) >= svc.learn_until && new_client(client, t) && !client.has(VOUCHED)
 }
 
 /// Whether a client is new at `t` for rule 8: first met in the last [`NEW_CLIENT_SECS`]

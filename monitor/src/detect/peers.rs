@@ -121,11 +121,15 @@ pub const HOUR_PENDING: u16 = 1 << 5;
 pub const DAY_PENDING: u16 = 1 << 6;
 /// Internal or allowlisted at its latest sample: never judged, teaches nothing.
 pub const EXEMPT: u16 = 1 << 7;
+/// A client whose provider network the service knew before its identity (see
+/// `acquaintances`): a newcomer of a familiar network is judged like an established client.
+pub const VOUCHED: u16 = 1 << 8;
 /// A free slot of the peer table.
 pub const VACANT: u16 = 1 << 15;
 
 /// Flags kept in checkpoints.
-const STORED: u16 = LEARNED | SERVED | INITIATED | HEAVY | HOUR_PENDING | DAY_PENDING | EXEMPT;
+const STORED: u16 =
+    LEARNED | SERVED | INITIATED | HEAVY | HOUR_PENDING | DAY_PENDING | EXEMPT | VOUCHED;
 
 #[derive(Clone, Debug, Default)]
 pub struct PeerState {

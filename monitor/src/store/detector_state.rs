@@ -438,25 +438,32 @@ mod tests {
         let sid = detector.service_id("messaging");
         let day = 20_000 * 86_400;
         let met = detector.acquaintances_mut();
-        met.meet(sid, "203.0.113.66".parse().unwrap(), day);
-        met.meet(sid, "2001:db8:77:1::aaaa".parse().unwrap(), day + 60);
+        met.meet(sid, "203.0.113.66".parse().unwrap(), day, true);
+        met.meet(sid, "2001:db8:77:1::aaaa".parse().unwrap(), day + 60, true);
         let written = store.checkpoint(&mut detector).unwrap();
-        assert_eq!(written.acquaintances, 2);
+        assert_eq!(
+            written.acquaintances, 4,
+            "two identities and their two networks"
+        );
         // Nothing changed: nothing written again.
         assert_eq!(store.checkpoint(&mut detector).unwrap().acquaintances, 0);
 
         let mut back = Detector::new(&config);
         let restored = store.load_into(&mut back, Timestamp::now()).unwrap();
-        assert_eq!(restored.acquaintances, 2);
+        assert_eq!(restored.acquaintances, 4);
         let sid = back.service_id("messaging");
         let later = day + 5 * 86_400;
-        let first =
-            back.acquaintances_mut()
-                .meet(sid, "2001:db8:77:1::bbbb".parse().unwrap(), later);
+        let met = back.acquaintances_mut();
+        let first = met.meet(sid, "2001:db8:77:1::bbbb".parse().unwrap(), later, true);
         assert_eq!(
-            u64::from(first),
+            u64::from(first.first_seen),
             day + 60,
             "the /64 was met before the restart"
+        );
+        let lease = met.meet(sid, "203.0.9.9".parse().unwrap(), later, true);
+        assert!(
+            lease.vouched,
+            "the /16 was known before the restart: a new lease of it is vouched for"
         );
 
         // Rows not met for longer than the recall period go at a checkpoint whose samples'
