@@ -172,6 +172,35 @@ fn rotation_over_one_prefix_adds_up_and_names_the_prefix() {
     assert!(minutes <= 3, "{minutes}");
 }
 
+/// A household's heavy hour in a network of quiet neighbours is the household's, judged with
+/// its own (here higher) bar; two households that together cross still count.
+#[test]
+fn a_group_that_is_mostly_one_member_is_that_member() {
+    let text = "[detect]\nlearning_period = \"1h\"\n[rules.peer_outlier]\n\
+                floor = { 1m = \"48MiB\", 10m = \"300MiB\", 1h = \"400MiB\", 24h = \"1GiB\" }\n";
+    let mut srv = Server::new(text);
+    let (home, neighbour, other) = ("203.0.113.5", "203.0.113.6", "203.0.113.7");
+    srv.minute(0, &[(home, 1000), (neighbour, 1000), (other, 1000)]);
+    // 5 MiB a minute for 70 minutes: 350 MiB, over the prefix's 192 MiB 1h floor, under
+    // the client's 400 MiB; the neighbour's 1 MiB makes the /24 cross if counted whole.
+    for m in 0..70 {
+        let mut sends = vec![(home, 5 * MIB)];
+        if m == 0 {
+            sends.push((neighbour, MIB));
+        }
+        srv.minute(7200 + m * 60, &sends);
+    }
+    assert_eq!(srv.rules(), vec![], "the household explains its /24");
+    // Next day, two households at 2 MiB a minute each: 280 MiB, neither is most of it.
+    for m in 0..70 {
+        srv.minute(2 * 86_400 + m * 60, &[(home, 2 * MIB), (other, 2 * MIB)]);
+    }
+    assert_eq!(
+        srv.rules(),
+        vec![(RuleId::PrefixOutlier, "203.0.113.0/24".to_owned())]
+    );
+}
+
 #[test]
 fn an_ipv6_client_and_its_own_64_are_one_alert_not_two() {
     let mut srv = Server::new(LEARN_1H);
@@ -279,6 +308,60 @@ fn new_clients_volume_is_judged_against_its_own_curve() {
         "the floor (the curve is small)"
     );
     assert_eq!(a.alert.threshold.reference, Some(Reference::NewClientCurve));
+}
+
+/// A flash crowd (a viral video) lifts the established clients' hour with the new ones': rule
+/// 8's bar follows the established clients' activity; the same new devices on an ordinary
+/// hour still cross.
+#[test]
+fn a_flash_crowd_of_new_clients_follows_the_established_ones() {
+    let mut srv = Server::new("[detect]\nlearning_period = \"1d\"\n");
+    let regulars: Vec<String> = (0..10).map(|i| format!("198.51.{i}.1")).collect();
+    let mut n = 0u32;
+    let mut new_device = || {
+        n += 1;
+        format!("100.64.{n}.1")
+    };
+    let minute = |srv: &mut Server, at: i64, per_regular: u64| {
+        let sends: Vec<(&str, u64)> = regulars.iter().map(|r| (r.as_str(), per_regular)).collect();
+        srv.minute(at, &sends);
+    };
+    // Day 1 and day 2 until 09:00: ten regulars at 300 KiB a minute, two new devices an hour.
+    for day in 0..2 {
+        for m in 0..(if day == 0 { 1440 } else { 540 }) {
+            let at = day * 86_400 + m * 60;
+            minute(&mut srv, at, 300 << 10);
+            if m % 30 == 5 {
+                let d = new_device();
+                srv.minute(at, &[(d.as_str(), 20 * MIB)]);
+            }
+        }
+    }
+    // Day 2, 09:00: the regulars at twice their usual, forty new devices at 20 MiB (800 MiB,
+    // over the 512 MiB floor, under twice it).
+    let crowd =
+        |srv: &mut Server, start: i64, per_regular: u64, devices: &mut dyn FnMut() -> String| {
+            for m in 0..60 {
+                minute(srv, start + m * 60, per_regular);
+                if m < 40 {
+                    let d = devices();
+                    srv.minute(start + m * 60, &[(d.as_str(), 20 * MIB)]);
+                }
+            }
+        };
+    crowd(&mut srv, 86_400 + 9 * 3600, 600 << 10, &mut new_device);
+    assert_eq!(srv.rules(), vec![], "popularity, not a pull");
+    // Day 3, 09:00: the same new devices while the regulars are as usual.
+    for m in 0..540 {
+        minute(&mut srv, 86_400 + 10 * 3600 + m * 60, 300 << 10);
+    }
+    crowd(&mut srv, 2 * 86_400 + 9 * 3600, 300 << 10, &mut new_device);
+    let got = srv.rules();
+    assert_eq!(
+        got,
+        vec![(RuleId::NewClientVolume, String::new())],
+        "{got:?}"
+    );
 }
 
 /// An attacker who pulls just under the bars every working day does not raise them: the

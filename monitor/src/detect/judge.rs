@@ -16,6 +16,7 @@ use super::{
     params::Params,
     peers::PeerState,
     population::{self, Kind, PopulationBar},
+    prefixes::Excluded,
     rules::{RuleId, Severity},
     window::{Volume, WindowLen},
 };
@@ -63,20 +64,24 @@ fn population_threshold(
     }
 }
 
-/// `entity`'s volume in window `len`, less what `explained` (a member of the group whose own
-/// alert already explains it) received in that window.
-fn net(entity: &PeerState, explained: Option<&PeerState>, len: WindowLen, millis: u64) -> Volume {
-    let v = entity.volume(len, millis);
-    match explained {
-        Some(m) => {
-            let m = m.volume(len, millis);
-            Volume {
-                bytes: v.bytes.saturating_sub(m.bytes),
-                packets: v.packets.saturating_sub(m.packets),
-            }
-        }
-        None => v,
+/// `entity`'s volume in window `len`, less what the `excluded` members of the group received
+/// in that window (the busiest only where it is most of the group's, see `Excluded`).
+fn net(entity: &PeerState, excluded: Excluded<'_>, len: WindowLen, millis: u64) -> Volume {
+    let mut v = entity.volume(len, millis);
+    let mut less = |m: Volume| {
+        v.bytes = v.bytes.saturating_sub(m.bytes);
+        v.packets = v.packets.saturating_sub(m.packets);
+    };
+    if let Some(m) = excluded.alerted {
+        less(m.volume(len, millis));
     }
+    if let Some(m) = excluded.busiest {
+        let m = m.volume(len, millis);
+        if m.bytes.saturating_mul(2) > entity.volume(len, millis).bytes {
+            less(m);
+        }
+    }
+    v
 }
 
 /// The bar of the population a reference names.
@@ -89,14 +94,14 @@ fn reference_bar(params: &Params, reference: Reference, kind: Kind) -> &Populati
 }
 
 /// The windows of a client, a learned destination or a prefix group (`kind`) against its
-/// population, or, when heavy, against its own curve. For a group, `explained` is a member
-/// whose own alert is open: its bytes are not counted again against the group (a second
-/// attacker of the prefix still is). A `newcomer` client is judged with the newcomer's
+/// population, or, when heavy, against its own curve. For a group, `excluded` are members
+/// whose bytes are not counted against it (see `prefixes::excluded`: one whose own alert is
+/// open, the busiest, judged alone; a second attacker of the prefix still counts). A `newcomer` client is judged with the newcomer's
 /// factor. Each window's bar scales with the service's activity over that window (see
 /// `ServiceState::activity`), computed only for a window above its bar at usual activity.
 pub fn volume(
     entity: &PeerState,
-    explained: Option<&PeerState>,
+    excluded: Excluded<'_>,
     svc: &mut ServiceState,
     params: &Params,
     kind: Kind,
@@ -104,7 +109,12 @@ pub fn volume(
     millis: u64,
 ) -> Option<Crossing> {
     if entity.heavy() {
-        return rise(entity, explained, svc, params, kind, millis);
+        // The own curve learned the group's whole volume: only an alerted member is left out.
+        let alerted = Excluded {
+            alerted: excluded.alerted,
+            busiest: None,
+        };
+        return rise(entity, alerted, svc, params, kind, millis);
     }
     let (rule, severity) = match kind {
         Kind::Prefixes => (RuleId::PrefixOutlier, params.prefix?),
@@ -117,7 +127,7 @@ pub fn volume(
         if !judged[len.index()] {
             continue;
         }
-        let v = net(entity, explained, len, millis);
+        let v = net(entity, excluded, len, millis);
         // Every bar is at least its floor: most windows stop here, before the population.
         if v.bytes <= floors[len.index()]
             || v.bytes <= svc.bar(kind, newcomer, len, params, 1.0).0.bytes
@@ -162,7 +172,7 @@ fn own_span(entity: &PeerState, len: WindowLen, millis: u64) -> u64 {
 /// around this hour x factor x activity, usual + `min_excess`, the population's bar).
 fn rise(
     entity: &PeerState,
-    explained: Option<&PeerState>,
+    excluded: Excluded<'_>,
     svc: &mut ServiceState,
     params: &Params,
     kind: Kind,
@@ -171,7 +181,7 @@ fn rise(
     let rise = params.rise?;
     let curve = entity.curve.as_ref()?;
     let len = WindowLen::TenMinutes;
-    let v = net(entity, explained, len, millis);
+    let v = net(entity, excluded, len, millis);
     let activity = svc.activity(len, own_span(entity, len, millis), millis);
     let usual = curve.expected(millis / 1000);
     let own = ((usual as f64 * rise.factor * activity) as u64).max(usual + rise.min_excess);

@@ -469,17 +469,17 @@ impl Detector {
         } else {
             Kind::Clients
         };
-        let explained = if pkey.is_group() {
-            prefixes::explained(&self.peers, entity, self.now_ms / 1000)
+        let excluded = if pkey.is_group() {
+            prefixes::excluded(&self.peers, entity, self.now_ms / 1000)
         } else {
-            None
+            prefixes::Excluded::NONE
         };
         let newcomer = kind == Kind::Clients
             && newcomer(entity, &self.services[sid as usize], self.now_ms / 1000);
         let svc = &mut self.services[sid as usize];
         judge::volume(
             entity,
-            explained,
+            excluded,
             svc,
             &self.params,
             kind,
@@ -746,8 +746,16 @@ impl Detector {
                         Kind::Destinations
                     };
                     crossings.extend(
-                        judge::volume(peer, None, svc, params, kind, newcomer, t_ms)
-                            .map(|c| (None, c)),
+                        judge::volume(
+                            peer,
+                            prefixes::Excluded::NONE,
+                            svc,
+                            params,
+                            kind,
+                            newcomer,
+                            t_ms,
+                        )
+                        .map(|c| (None, c)),
                     );
                 }
                 Role::Exempt => {}
@@ -760,9 +768,9 @@ impl Detector {
                     break;
                 }
                 let group = self.peers.slot(gid);
-                let explained = prefixes::explained(&self.peers, group, t);
+                let excluded = prefixes::excluded(&self.peers, group, t);
                 crossings.extend(
-                    judge::volume(group, explained, svc, params, Kind::Prefixes, false, t_ms)
+                    judge::volume(group, excluded, svc, params, Kind::Prefixes, false, t_ms)
                         .map(|c| (Some(gid), c)),
                 );
             }
@@ -933,6 +941,7 @@ impl Detector {
                     group.members = group.members.saturating_add(1);
                 }
                 prefixes::refresh_owner(self.peers.slot_mut(gid), &s.owner);
+                prefixes::note_member(&mut self.peers, gid, member, member_seen);
                 groups.push(gid);
                 continue;
             }

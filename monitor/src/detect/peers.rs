@@ -167,6 +167,10 @@ pub struct PeerState {
     /// renews it with its next crossing.
     pub explained_by: u32,
     pub explained_until: u32,
+    /// Groups only: the slot (+1, 0 for none) of the member that received the most in the
+    /// last hour, as last seen. A group judges what its members add up to beyond one of
+    /// them (that one is judged alone, with its own tolerance); not stored.
+    pub busiest: u32,
     /// Clients only: until when (Unix seconds) the client's own crossing explains the
     /// volume of a group made from it later; not stored.
     pub crossed_until: u32,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::{
     peers::{PeerKey, PeerState, VACANT},
     table::PeerTable,
+    window::WindowLen,
 };
 use crate::flow::Owner;
 
@@ -56,6 +57,57 @@ pub fn explained<'a>(peers: &'a PeerTable, group: &PeerState, t: u64) -> Option<
         return None;
     }
     peers.iter_slot(id)
+}
+
+/// The members whose bytes may be left out of `group`'s volume at `t` (Unix seconds): one
+/// whose open alert explains them, and the busiest of the last hour (see [`Excluded`]).
+pub fn excluded<'a>(peers: &'a PeerTable, group: &PeerState, t: u64) -> Excluded<'a> {
+    let alerted = explained(peers, group, t);
+    let busiest = group
+        .busiest
+        .checked_sub(1)
+        .filter(|&id| alerted.is_none() || Some(id) != group.explained_by.checked_sub(1))
+        .filter(|&id| is_member(peers, group.key, id))
+        .and_then(|id| peers.iter_slot(id));
+    Excluded { alerted, busiest }
+}
+
+/// Members left out of a group's volume.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Excluded<'a> {
+    /// A member whose own open alert explains its bytes: never counted again.
+    pub alerted: Option<&'a PeerState>,
+    /// The busiest member: left out of a window where it received more than half of the
+    /// group's volume. A group is for what several addresses add up to; one that is mostly
+    /// one member is that member, judged alone with its own tolerance (a household's heavy
+    /// hour in a /48 of quiet neighbours). A pull rotated over many addresses has no such
+    /// member; one that keeps most on one address has that address judged, and the rest
+    /// counted.
+    pub busiest: Option<&'a PeerState>,
+}
+
+impl Excluded<'_> {
+    pub const NONE: Self = Self {
+        alerted: None,
+        busiest: None,
+    };
+}
+
+/// A sample of `member` (a slot) in `group` (a slot) at `millis`: the member becomes the
+/// group's busiest when its last hour is above the busiest's (or that one left the group).
+pub fn note_member(peers: &mut PeerTable, group: u32, member: u32, millis: u64) {
+    let current = peers.slot(group).busiest.checked_sub(1);
+    if current == Some(member) {
+        return;
+    }
+    let own = peers.slot(member).volume(WindowLen::OneHour, millis).bytes;
+    let beaten = current.is_none_or(|id| {
+        !is_member(peers, peers.slot(group).key, id)
+            || peers.slot(id).volume(WindowLen::OneHour, millis).bytes < own
+    });
+    if beaten {
+        peers.slot_mut(group).busiest = member + 1;
+    }
 }
 
 /// `member` (a slot) explains `group`'s volume until `until` (Unix seconds).

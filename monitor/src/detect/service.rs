@@ -207,9 +207,17 @@ impl ServiceState {
             return None;
         }
         let (thr, q, n) = self.new_client_curve.threshold(millis / 1000, bar)?;
-        (v.bytes > thr).then_some((
+        if v.bytes <= thr {
+            return None;
+        }
+        // A flash crowd (a viral video) lifts the established clients' hour as much as the
+        // new ones'; a pull through new addresses lifts only theirs. So the bar follows how
+        // busy everyone but the new clients is (left out: they cannot raise their own bar).
+        let activity = self.activity(WindowLen::OneHour, v.bytes, millis);
+        let scaled = (thr as f64 * activity) as u64;
+        (v.bytes > scaled).then_some((
             Threshold {
-                bytes: thr,
+                bytes: scaled,
                 kind: if thr > bar.floor {
                     ThresholdKind::Baseline
                 } else {
@@ -220,7 +228,7 @@ impl ServiceState {
                 factor: Some(bar.factor),
                 samples: Some(n),
                 reference: Some(Reference::NewClientCurve),
-                activity: None,
+                activity: Some(activity),
             },
             v,
         ))
