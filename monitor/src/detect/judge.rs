@@ -93,6 +93,17 @@ fn reference_bar(params: &Params, reference: Reference, kind: Kind) -> &Populati
     }
 }
 
+/// Whether `entity` can cross at all: heavy (judged on its own curve), or above a floor in
+/// a judged window (every bar is at least its floor, and a net volume at most the whole).
+/// Spares a group the lookup of its excluded members at most samples.
+pub fn may_cross(entity: &PeerState, params: &Params, kind: Kind, millis: u64) -> bool {
+    let bar = params.bar(kind);
+    entity.heavy()
+        || WindowLen::ALL.into_iter().any(|len| {
+            bar.windows[len.index()] && entity.volume(len, millis).bytes > bar.floors[len.index()]
+        })
+}
+
 /// The windows of a client, a learned destination or a prefix group (`kind`) against its
 /// population, or, when heavy, against its own curve. For a group, `excluded` are members
 /// whose bytes are not counted against it (see `prefixes::excluded`: one whose own alert is

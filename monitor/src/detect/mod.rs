@@ -768,6 +768,9 @@ impl Detector {
                     break;
                 }
                 let group = self.peers.slot(gid);
+                if !judge::may_cross(group, params, Kind::Prefixes, t_ms) {
+                    continue;
+                }
                 let excluded = prefixes::excluded(&self.peers, group, t);
                 crossings.extend(
                     judge::volume(group, excluded, svc, params, Kind::Prefixes, false, t_ms)

@@ -171,6 +171,10 @@ pub struct PeerState {
     /// last hour, as last seen. A group judges what its members add up to beyond one of
     /// them (that one is judged alone, with its own tolerance); not stored.
     pub busiest: u32,
+    /// Groups only: the busiest member's last hour in KiB when last seen (compared without
+    /// reading the member's slot: a cache miss at every sample). Stale once above the
+    /// group's own last hour, which holds the member's bytes.
+    pub busiest_kib: u32,
     /// Clients only: until when (Unix seconds) the client's own crossing explains the
     /// volume of a group made from it later; not stored.
     pub crossed_until: u32,

@@ -94,20 +94,20 @@ impl Excluded<'_> {
 }
 
 /// A sample of `member` (a slot) in `group` (a slot) at `millis`: the member becomes the
-/// group's busiest when its last hour is above the busiest's (or that one left the group).
+/// group's busiest when its last hour is above the busiest's as last seen, or when that is
+/// stale (more than the group's hour: the busiest went quiet, or left).
 pub fn note_member(peers: &mut PeerTable, group: u32, member: u32, millis: u64) {
-    let current = peers.slot(group).busiest.checked_sub(1);
-    if current == Some(member) {
-        return;
+    let own = kib(peers.slot(member).volume(WindowLen::OneHour, millis).bytes);
+    let g = peers.slot_mut(group);
+    let stale = u64::from(g.busiest_kib) * 1024 > g.volume(WindowLen::OneHour, millis).bytes;
+    if g.busiest == member + 1 || own > g.busiest_kib || stale {
+        g.busiest = member + 1;
+        g.busiest_kib = own;
     }
-    let own = peers.slot(member).volume(WindowLen::OneHour, millis).bytes;
-    let beaten = current.is_none_or(|id| {
-        !is_member(peers, peers.slot(group).key, id)
-            || peers.slot(id).volume(WindowLen::OneHour, millis).bytes < own
-    });
-    if beaten {
-        peers.slot_mut(group).busiest = member + 1;
-    }
+}
+
+fn kib(bytes: u64) -> u32 {
+    u32::try_from(bytes / 1024).unwrap_or(u32::MAX)
 }
 
 /// `member` (a slot) explains `group`'s volume until `until` (Unix seconds).
