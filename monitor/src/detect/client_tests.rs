@@ -364,6 +364,30 @@ fn a_flash_crowd_of_new_clients_follows_the_established_ones() {
     );
 }
 
+/// The day just learned is not judged: at the end of learning the 24-hour window holds the
+/// learning day, and its population one value per peer (not armed: the floor would judge).
+#[test]
+fn the_learning_day_is_not_judged_as_the_first_day() {
+    let mut srv = Server::new("[detect]\nlearning_period = \"1d\"\n");
+    // A busy household: 1 MiB every minute (1.4 GiB a day, over the 512 MiB 24h floor).
+    for m in 0..(36 * 60) {
+        srv.minute(m * 60, &[("198.51.100.7", MIB)]);
+    }
+    assert_eq!(
+        srv.rules(),
+        vec![],
+        "12 hours after learning, the learned day"
+    );
+    // A day after learning, the window holds judged time only: the floor judges it.
+    for m in (36 * 60)..(49 * 60) {
+        srv.minute(m * 60, &[("198.51.100.7", MIB)]);
+    }
+    assert_eq!(
+        srv.rules(),
+        vec![(RuleId::PeerOutlier, "198.51.100.7".to_owned())]
+    );
+}
+
 /// An attacker who pulls just under the bars every working day does not raise them: the
 /// watermark keeps their hours and days out of the population, so the bars stay where the
 /// ordinary clients put them.

@@ -93,6 +93,15 @@ fn reference_bar(params: &Params, reference: Reference, kind: Kind) -> &Populati
     }
 }
 
+/// How an entity is judged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct How {
+    /// A newcomer client: the newcomer's factor.
+    pub newcomer: bool,
+    /// For opening an alert (not re-checking an open one): the learned day is not judged.
+    pub opening: bool,
+}
+
 /// Whether `entity` can cross at all: heavy (judged on its own curve), or above a floor in
 /// a judged window (every bar is at least its floor, and a net volume at most the whole).
 /// Spares a group the lookup of its excluded members at most samples.
@@ -107,18 +116,20 @@ pub fn may_cross(entity: &PeerState, params: &Params, kind: Kind, millis: u64) -
 /// The windows of a client, a learned destination or a prefix group (`kind`) against its
 /// population, or, when heavy, against its own curve. For a group, `excluded` are members
 /// whose bytes are not counted against it (see `prefixes::excluded`: one whose own alert is
-/// open, the busiest, judged alone; a second attacker of the prefix still counts). A `newcomer` client is judged with the newcomer's
-/// factor. Each window's bar scales with the service's activity over that window (see
-/// `ServiceState::activity`), computed only for a window above its bar at usual activity.
+/// open, the busiest, judged alone; a second attacker of the prefix still counts). A newcomer
+/// client (see [`How`]) is judged with the newcomer's factor. Each window's bar scales with
+/// the service's activity over that window (see `ServiceState::activity`), computed only for
+/// a window above its bar at usual activity.
 pub fn volume(
     entity: &PeerState,
     excluded: Excluded<'_>,
     svc: &mut ServiceState,
     params: &Params,
     kind: Kind,
-    newcomer: bool,
+    how: How,
     millis: u64,
 ) -> Option<Crossing> {
+    let newcomer = how.newcomer;
     if entity.heavy() {
         // The own curve learned the group's whole volume: only an alerted member is left out.
         let alerted = Excluded {
@@ -136,6 +147,17 @@ pub fn volume(
     let mut best: Option<(f64, Crossing)> = None;
     for len in WindowLen::ALL {
         if !judged[len.index()] {
+            continue;
+        }
+        // The 24-hour window is judged once it holds no learning-period bytes: a day after
+        // learning. Until then its population holds the learning day only (one value per
+        // peer, short of `min_samples` for prefix groups) and the floor would judge the day
+        // that was just learned: every big network at once, the minute learning ends. (An
+        // alert opened on later bytes stays open while its day holds them.)
+        if how.opening
+            && len == WindowLen::OneDay
+            && millis / 1000 < svc.learn_until.saturating_add(u64::from(len.secs()))
+        {
             continue;
         }
         let v = net(entity, excluded, len, millis);

@@ -483,7 +483,10 @@ impl Detector {
             svc,
             &self.params,
             kind,
-            newcomer,
+            judge::How {
+                newcomer,
+                opening: false,
+            },
             self.now_ms,
         )
         .is_some()
@@ -752,7 +755,10 @@ impl Detector {
                             svc,
                             params,
                             kind,
-                            newcomer,
+                            judge::How {
+                                newcomer,
+                                opening: true,
+                            },
                             t_ms,
                         )
                         .map(|c| (None, c)),
@@ -773,8 +779,19 @@ impl Detector {
                 }
                 let excluded = prefixes::excluded(&self.peers, group, t);
                 crossings.extend(
-                    judge::volume(group, excluded, svc, params, Kind::Prefixes, false, t_ms)
-                        .map(|c| (Some(gid), c)),
+                    judge::volume(
+                        group,
+                        excluded,
+                        svc,
+                        params,
+                        Kind::Prefixes,
+                        judge::How {
+                            newcomer: false,
+                            opening: true,
+                        },
+                        t_ms,
+                    )
+                    .map(|c| (Some(gid), c)),
                 );
             }
         }
