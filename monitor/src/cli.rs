@@ -92,6 +92,10 @@ pub struct ReplayArgs {
 }
 
 #[derive(Debug, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "command-line flags: each is a switch of its own"
+)]
 pub struct EfficacyArgs {
     /// Days of each trace (day 1 is the learning day; attacks are on day 3).
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(3..=60))]
@@ -108,6 +112,12 @@ pub struct EfficacyArgs {
     /// Print the whole report (every alert of every run) as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Print one markdown row for the whole run (attacks caught, missed, false alerts),
+    /// for comparing population shapes; `--summary-header` prints the header too.
+    #[arg(long, conflicts_with_all = ["json", "markdown"])]
+    pub summary: bool,
+    #[arg(long, requires = "summary")]
+    pub summary_header: bool,
     /// Also list every alert of every run (about the event, or false).
     #[arg(long)]
     pub details: bool,

@@ -279,6 +279,16 @@ fn run_efficacy(config: &Config, args: &EfficacyArgs) -> anyhow::Result<ExitCode
     let report = efficacy::run(&config, &opts).context("running the scenarios")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if args.summary {
+        if args.summary_header {
+            println!("{}", efficacy::SUMMARY_HEADER);
+        }
+        let p = &args.population;
+        let shape = format!(
+            "{} / {} / {} / {}",
+            p.nats, p.homes, p.mobiles, p.federation
+        );
+        println!("{}", report.summary_row(&shape));
     } else {
         if args.markdown {
             print!("{}", report.markdown());

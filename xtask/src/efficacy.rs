@@ -1,7 +1,8 @@
 //! `cargo xtask efficacy`: builds the agent (release) and runs `egress-monitor efficacy`, the
 //! homeserver scenarios through the detector; `--write-readme` puts its markdown table in
-//! README.md between the efficacy markers, `--check-readme` fails when the README's table is
-//! not what the detector does now.
+//! README.md between the efficacy markers, and one summary row per population shape
+//! ([`SHAPES`]: smaller, larger, more phones) between the robustness markers;
+//! `--check-readme` fails when the README's tables are not what the detector does now.
 //!
 //! The harness loads no kernel program, so the binary is built without them
 //! (`AYA_BUILD_SKIP=1`: no bpf-linker, no nightly, no root) into its own target directory,
@@ -15,6 +16,36 @@ use crate::{bootstrap::Tools, cmd, pins};
 
 pub const BEGIN: &str = "<!-- efficacy:begin -->";
 pub const END: &str = "<!-- efficacy:end -->";
+pub const ROBUST_BEGIN: &str = "<!-- robustness:begin -->";
+pub const ROBUST_END: &str = "<!-- robustness:end -->";
+
+/// Population shapes of the robustness table (`egress-monitor efficacy` options): the
+/// default, then a smaller server, a larger one, and one whose clients are mostly phones.
+/// The detector is not tuned to any of them; the table shows what changes with the shape.
+const SHAPES: [&[&str]; 4] = [
+    &[],
+    &[
+        "--nats",
+        "3",
+        "--homes",
+        "150",
+        "--mobiles",
+        "200",
+        "--federation",
+        "15",
+    ],
+    &[
+        "--nats",
+        "12",
+        "--homes",
+        "1000",
+        "--mobiles",
+        "1500",
+        "--federation",
+        "60",
+    ],
+    &["--mobiles", "2000"],
+];
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -71,17 +102,38 @@ fn build(root: &Path) -> Result<std::path::PathBuf> {
     Ok(target.join("release/egress-monitor"))
 }
 
-/// Replaces what is between the markers of `readme` with `table`.
+/// Replaces what is between the efficacy markers of `readme` with `table`.
 pub fn splice(readme: &str, table: &str) -> Result<String> {
-    let (Some(begin), Some(end)) = (readme.find(BEGIN), readme.find(END)) else {
-        bail!("README.md has no {BEGIN} ... {END} markers");
+    splice_between(readme, table, BEGIN, END)
+}
+
+/// Replaces what is between `begin` and `end` in `readme` with `table`.
+fn splice_between(readme: &str, table: &str, begin_mark: &str, end_mark: &str) -> Result<String> {
+    let (Some(begin), Some(end)) = (readme.find(begin_mark), readme.find(end_mark)) else {
+        bail!("README.md has no {begin_mark} ... {end_mark} markers");
     };
     if end < begin {
-        bail!("README.md: {END} comes before {BEGIN}");
+        bail!("README.md: {end_mark} comes before {begin_mark}");
     }
-    let head = &readme[..begin + BEGIN.len()];
+    let head = &readme[..begin + begin_mark.len()];
     let tail = &readme[end..];
     Ok(format!("{head}\n{}\n{tail}", table.trim_end()))
+}
+
+/// The robustness table: one summary row per shape.
+fn robustness(bin: &Path) -> Result<String> {
+    let mut out = String::new();
+    for (i, shape) in SHAPES.iter().enumerate() {
+        let mut c = Command::new(bin);
+        c.args(["--log", "warn", "efficacy", "--summary"])
+            .args(*shape);
+        if i == 0 {
+            c.arg("--summary-header");
+        }
+        let label = format!("egress-monitor efficacy --summary {}", shape.join(" "));
+        out.push_str(&cmd::step(label.trim_end(), || cmd::output(&mut c))?);
+    }
+    Ok(out)
 }
 
 pub fn run(root: &Path, opts: &Args) -> Result<()> {
@@ -111,16 +163,20 @@ pub fn run(root: &Path, opts: &Args) -> Result<()> {
         || cmd::output(&mut c),
     )?;
     let path = root.join("README.md");
+    let tables = |text: &str| -> Result<String> {
+        let robust = robustness(&bin)?;
+        splice_between(&splice(text, &out)?, &robust, ROBUST_BEGIN, ROBUST_END)
+    };
     match readme {
         Readme::Print => print!("{out}"),
         Readme::Write => {
             let text = fs::read_to_string(&path).context("reading README.md")?;
-            fs::write(&path, splice(&text, &out)?).context("writing README.md")?;
-            eprintln!("==> README.md: efficacy table written");
+            fs::write(&path, tables(&text)?).context("writing README.md")?;
+            eprintln!("==> README.md: efficacy and robustness tables written");
         }
         Readme::Check => {
             let text = fs::read_to_string(&path).context("reading README.md")?;
-            let wanted = splice(&text, &out)?;
+            let wanted = tables(&text)?;
             if wanted != text {
                 let old: Vec<&str> = text.lines().collect();
                 let new: Vec<&str> = wanted.lines().collect();
@@ -130,11 +186,11 @@ pub fn run(root: &Path, opts: &Args) -> Result<()> {
                     }
                 }
                 bail!(
-                    "README.md's efficacy table is not what the detector does now: \
+                    "README.md's efficacy tables are not what the detector does now: \
                      run `cargo xtask efficacy --write-readme`"
                 );
             }
-            eprintln!("==> README.md: efficacy table up to date");
+            eprintln!("==> README.md: efficacy and robustness tables up to date");
         }
     }
     Ok(())
@@ -155,5 +211,6 @@ mod tests {
         // The repository's README has the markers.
         let text = fs::read_to_string(crate::workspace_root().join("README.md")).unwrap();
         assert!(splice(&text, "t").is_ok());
+        assert!(splice_between(&text, "t", ROBUST_BEGIN, ROBUST_END).is_ok());
     }
 }

@@ -846,6 +846,7 @@ impl Detector {
                 && v.bytes > thr
                 && let breadth = svc.breadth(t_ms)
                 && v.bytes as f64 > thr as f64 * breadth
+                && svc.baseline_sustained(t_ms)
             {
                 let threshold = Threshold {
                     bytes: (thr as f64 * breadth) as u64,

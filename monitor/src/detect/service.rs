@@ -58,6 +58,9 @@ pub struct ServiceState {
     usual: (u64, u64),
     /// The end of learning was handled (peers above their bar then became heavy).
     pub learning_finished: bool,
+    /// Rule 3: Unix milliseconds of the first and the latest crossing of the current run of
+    /// crossings (none more than a minute apart); not stored.
+    baseline_run: (u64, u64),
 }
 
 impl ServiceState {
@@ -80,6 +83,7 @@ impl ServiceState {
             bytes_by_class: [0; 5],
             usual: (u64::MAX, 0),
             learning_finished: false,
+            baseline_run: (0, 0),
         }
     }
 
@@ -176,6 +180,20 @@ impl ServiceState {
             return 1.0;
         }
         (now as f64 * 60.0 / hour as f64).clamp(1.0, MAX_ACTIVITY)
+    }
+
+    /// Rule 3's bar is crossed at `millis`: whether the crossings have lasted a whole minute.
+    /// The service's minute has a heavy tail (a viral video's first minute is many times the
+    /// usual); a spread pull that matters goes on for minutes, so one minute above the bar
+    /// alone is not an alert.
+    pub fn baseline_sustained(&mut self, millis: u64) -> bool {
+        let (first, last) = self.baseline_run;
+        if last == 0 || millis.saturating_sub(last) > 60_000 {
+            self.baseline_run = (millis, millis);
+            return false;
+        }
+        self.baseline_run.1 = millis.max(last);
+        millis.saturating_sub(first) >= 60_000
     }
 
     /// Counts a sample to a new client; a completed hour teaches rule 8's curve unless it
@@ -312,6 +330,19 @@ impl ServiceState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rule_3_needs_a_minute_of_crossings_in_a_row() {
+        let mut svc = ServiceState::new(Arc::from("messaging"));
+        let t = 1_000_000_000;
+        assert!(!svc.baseline_sustained(t), "the first crossing");
+        assert!(!svc.baseline_sustained(t + 30_000));
+        assert!(svc.baseline_sustained(t + 60_000), "a minute of crossings");
+        // A gap of more than a minute starts a new run.
+        assert!(!svc.baseline_sustained(t + 200_000));
+        assert!(!svc.baseline_sustained(t + 250_000));
+        assert!(svc.baseline_sustained(t + 260_000));
+    }
 
     #[test]
     fn windows_round_trip_and_the_encoding_before_breadth_still_loads() {

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 pub use self::{
     judge::{Brief, PEER_GRACE_SECS, SERVICE_GRACE_SECS, Target, Verdict, judge},
-    report::{Report, ScenarioReport},
+    report::{Report, SUMMARY_HEADER, ScenarioReport},
 };
 use super::{
     ReplayError, Replayer,

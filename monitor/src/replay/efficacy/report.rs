@@ -140,6 +140,12 @@ const HEADER: [&str; 6] = [
     "false alerts (all seeds, by rule)",
 ];
 
+/// The columns of [`Report::summary_row`].
+pub const SUMMARY_HEADER: &str = "| NAT gateways / homes / phones a day / federation servers \
+    | distinct clients | attack runs caught | attacks missed (runs caught) | benign events \
+    alerted | false alerts, ordinary weeks (by rule) | per day per 1,000 clients |\n\
+    |---|---|---|---|---|---|---|";
+
 impl Report {
     fn caption(&self) -> String {
         let seeds: Vec<String> = self.seeds.iter().map(ToString::to_string).collect();
@@ -217,6 +223,49 @@ impl Report {
         }
         let _ = writeln!(out, "\n{}.", self.caption());
         out
+    }
+
+    /// One markdown row for the whole run, under [`SUMMARY_HEADER`]: how a population shape
+    /// (`shape`, e.g. `6 / 300 / 420 / 30`) fares, for comparing shapes.
+    pub fn summary_row(&self, shape: &str) -> String {
+        let attacks: Vec<&ScenarioReport> = self
+            .scenarios
+            .iter()
+            .filter(|s| s.event && s.expected_alert)
+            .collect();
+        let runs: usize = attacks.iter().map(|s| s.runs.len()).sum();
+        let caught: usize = attacks.iter().map(|s| s.caught()).sum();
+        let short = |list: Vec<String>| {
+            if list.is_empty() {
+                "–".to_owned()
+            } else {
+                list.join(", ")
+            }
+        };
+        let missed = short(
+            attacks
+                .iter()
+                .filter(|s| s.caught() < s.runs.len())
+                .map(|s| format!("{} ({}/{})", s.scenario, s.caught(), s.runs.len()))
+                .collect(),
+        );
+        let benign = short(
+            self.scenarios
+                .iter()
+                .filter(|s| s.event && !s.expected_alert && s.caught() > 0)
+                .map(|s| format!("{} ({}/{})", s.scenario, s.caught(), s.runs.len()))
+                .collect(),
+        );
+        let normal = self.scenarios.iter().find(|s| !s.event);
+        let (clients, rate) = self
+            .false_rate()
+            .map_or(("–".to_owned(), "–".to_owned()), |(c, r)| {
+                (c.to_string(), format!("{r:.2}"))
+            });
+        format!(
+            "| {shape} | {clients} | {caught}/{runs} | {missed} | {benign} | {} | {rate} |",
+            normal.map_or_else(|| "–".to_owned(), ScenarioReport::false_alerts)
+        )
     }
 
     /// Every alert, by scenario and seed: those about the event, then the false ones.

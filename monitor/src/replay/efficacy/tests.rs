@@ -216,6 +216,16 @@ fn the_table_counts_seeds_rules_and_false_alerts() {
     );
     assert!(report.text().contains("1/2 partly"));
     assert!(report.details().contains("FALSE"));
+    // The summary row of the shape: 1 of 2 attack runs, the partly caught scenario, the
+    // ordinary weeks' 4 false alerts by rule; as many cells as its header.
+    let row = report.summary_row("6 / 300 / 420 / 30");
+    assert_eq!(
+        row,
+        "| 6 / 300 / 420 / 30 | 2000 | 1/2 | burst (1/2) | – | 4 (new_client_volume 1, \
+         peer_outlier 1, prefix_outlier 1, unknown_volume 1) | 0.17 |"
+    );
+    let cells = |line: &str| line.matches('|').count();
+    assert_eq!(cells(&row), cells(SUMMARY_HEADER.lines().next().unwrap()));
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(
         json["scenarios"][0]["runs"][0]["on_event"][0]["rule"],
