@@ -48,11 +48,13 @@ pub struct Snapshot {
     pub collector: CollectorStats,
     /// The flow table's capacity.
     pub max_flows: u64,
-    /// The detector's tables: (service, peer) pairs, prefix groups, client identities met,
-    /// and identities not remembered because their table was full (a flood shows here).
+    /// The detector's tables: (service, peer) pairs, prefix groups, client identities and
+    /// provider networks met, and those not remembered because their table was full (a flood
+    /// shows here).
     pub pairs: u64,
     pub prefix_groups: u64,
     pub identities: u64,
+    pub networks: u64,
     pub identities_refused: u64,
 }
 
@@ -110,6 +112,7 @@ impl Metrics {
         snap.pairs = detector.stats.peers;
         snap.prefix_groups = detector.stats.prefix_groups;
         snap.identities = detector.acquaintances().len() as u64;
+        snap.networks = detector.acquaintances().networks() as u64;
         snap.identities_refused = detector.acquaintances().refused;
     }
 
@@ -198,10 +201,16 @@ fn encode_detection(snap: &Snapshot, e: &mut DescriptorEncoder) -> Result {
         "Client identities (IPv4 address, IPv6 /64) remembered as met, which decide newcomers",
         snap.identities,
     )?;
+    gauge(
+        e,
+        "egress_monitor_detector_networks",
+        "Provider networks (IPv4 /16, IPv6 /32) TCP clients came from, which vouch for new addresses",
+        snap.networks,
+    )?;
     counter(
         e,
         "egress_monitor_detector_identities_refused",
-        "Identities not remembered because their table was full (they stay newcomers)",
+        "Identities or networks not remembered because their table was full (they stay strangers)",
         snap.identities_refused,
     )?;
     Ok(())
@@ -399,7 +408,8 @@ mod tests {
             s.direction = Some(crate::flow::Direction::Served);
             s
         };
-        // Two clients, the second a new privacy address of the first one's /64: one identity.
+        // Two clients, the second a new privacy address of the first one's /64: one identity,
+        // one network.
         detector.observe(
             &[served("2001:db8:1:2::a"), served("2001:db8:1:2::b")],
             &mut Vec::new(),
@@ -409,6 +419,7 @@ mod tests {
         let text = render(&metrics);
         for line in [
             "egress_monitor_detector_identities 1",
+            "egress_monitor_detector_networks 1",
             "egress_monitor_detector_identities_refused_total 0",
         ] {
             assert!(
