@@ -284,9 +284,14 @@ fn run_efficacy(config: &Config, args: &EfficacyArgs) -> anyhow::Result<ExitCode
             println!("{}", efficacy::SUMMARY_HEADER);
         }
         let p = &args.population;
+        let seeds: Vec<String> = args.seeds.iter().map(ToString::to_string).collect();
         let shape = format!(
-            "{} / {} / {} / {}",
-            p.nats, p.homes, p.mobiles, p.federation
+            "{} / {} / {} / {}; seeds {}",
+            p.nats,
+            p.homes,
+            p.mobiles,
+            p.federation,
+            seeds.join(", ")
         );
         println!("{}", report.summary_row(&shape));
     } else {

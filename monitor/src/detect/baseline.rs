@@ -49,6 +49,11 @@ impl Distribution {
         self.hist.is_empty()
     }
 
+    /// The largest value recorded (0 when empty).
+    pub fn max(&self) -> u64 {
+        self.hist.max()
+    }
+
     /// The value at `quantile`, cached until the distribution grew by 1 % (quantiles of a
     /// histogram with thousands of buckets are too slow to compute per sample).
     pub fn quantile(&mut self, quantile: f64) -> u64 {

@@ -366,9 +366,13 @@ fn a_flash_crowd_of_new_clients_follows_the_established_ones() {
 
 /// The day just learned is not judged: at the end of learning the 24-hour window holds the
 /// learning day, and its population one value per peer (not armed: the floor would judge).
+/// A day after learning the window holds judged time only, against the largest learned day
+/// with the tolerance while the population is unarmed.
 #[test]
 fn the_learning_day_is_not_judged_as_the_first_day() {
-    let mut srv = Server::new("[detect]\nlearning_period = \"1d\"\n");
+    let mut srv = Server::new(
+        "[detect]\nlearning_period = \"1d\"\n[rules.peer_outlier]\nwindows = [\"24h\"]\n",
+    );
     // A busy household: 1 MiB every minute (1.4 GiB a day, over the 512 MiB 24h floor).
     for m in 0..(36 * 60) {
         srv.minute(m * 60, &[("198.51.100.7", MIB)]);
@@ -378,13 +382,20 @@ fn the_learning_day_is_not_judged_as_the_first_day() {
         vec![],
         "12 hours after learning, the learned day"
     );
-    // A day after learning, the window holds judged time only: the floor judges it.
-    for m in (36 * 60)..(49 * 60) {
-        srv.minute(m * 60, &[("198.51.100.7", MIB)]);
+    // Then 4 MiB a minute: its day passes 3 x the learned 1.4 GiB.
+    for m in (36 * 60)..(60 * 60) {
+        srv.minute(m * 60, &[("198.51.100.7", 4 * MIB)]);
     }
     assert_eq!(
         srv.rules(),
         vec![(RuleId::PeerOutlier, "198.51.100.7".to_owned())]
+    );
+    let a = &srv.opened()[0].alert;
+    assert_eq!(a.window, WindowLen::OneDay);
+    assert!(
+        (3 * 1440 * MIB..=3 * 1460 * MIB).contains(&a.threshold.bytes),
+        "about 3 x 1,440 MiB: {}",
+        a.threshold.bytes
     );
 }
 

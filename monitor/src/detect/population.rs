@@ -8,7 +8,9 @@
 //! volume) and one per peer and day for the 24-hour window. Every peer-hour counts once,
 //! however many samples the peer had: a peer that talks all day weighs 24 hours, not 1,440
 //! minutes. How a value becomes a bar: max(floor, quantile x factor x activity), the
-//! quantile trimmed while the population is small (see `Distribution::quantile_trimmed`).
+//! quantile trimmed while the population is small (see `Distribution::quantile_trimmed`);
+//! before the window holds `min_samples` values, max(floor, its largest value x factor x
+//! activity): a few values give no quantile, but the largest of them is what a member did.
 
 use super::{
     baseline::{BaselineError, Distribution, PEER_SIGFIG},
@@ -99,11 +101,15 @@ impl Population {
         let floor = bar.floors[len.index()];
         let samples = self.len(len);
         if samples < bar.min_samples.max(1) {
+            // Too few values for a quantile: at least the largest seen, with the tolerance
+            // (the floor alone would judge a big network's ordinary day by a constant).
+            let largest = self.windows[len.index()].as_ref().map_or(0, |d| d.max());
+            let seen = (largest as f64 * bar.factor * scale).min(u64::MAX as f64) as u64;
             return Reference {
-                bytes: floor,
+                bytes: seen.max(floor),
                 baseline: None,
                 samples,
-                floor: true,
+                floor: seen <= floor,
             };
         }
         let q = self.quantile(len, bar).unwrap_or(0);
@@ -231,6 +237,26 @@ mod tests {
         assert_eq!(busy.bytes, (q as f64 * 6.0) as u64);
         // Other windows have learned nothing yet.
         assert!(p.reference(WindowLen::OneMinute, &bar(), 1.0).floor);
+    }
+
+    /// Before a population can give a quantile, the largest value it holds, with the
+    /// tolerance, is the bar when above the floor: a network of many households whose
+    /// ordinary day is above the prefix floor is not judged by the constant alone.
+    #[test]
+    fn an_unarmed_population_bars_at_its_largest_value_times_factor() {
+        let mut p = Population::default();
+        for v in [100, 300, 50] {
+            p.record(WindowLen::OneDay, v * MIB);
+        }
+        let r = p.reference(WindowLen::OneDay, &bar(), 1.0);
+        assert_eq!((r.floor, r.baseline), (false, None));
+        // 3 x 300 MiB, within the histogram's 1 % resolution.
+        assert!((900 * MIB..=910 * MIB).contains(&r.bytes), "{}", r.bytes);
+        // Under the floor, the floor.
+        let mut small = Population::default();
+        small.record(WindowLen::OneDay, 100 * MIB);
+        let r = small.reference(WindowLen::OneDay, &bar(), 1.0);
+        assert_eq!((r.bytes, r.floor), (768 * MIB, true));
     }
 
     #[test]

@@ -141,8 +141,8 @@ const HEADER: [&str; 6] = [
 ];
 
 /// The columns of [`Report::summary_row`].
-pub const SUMMARY_HEADER: &str = "| NAT gateways / homes / phones a day / federation servers \
-    | distinct clients | attack runs caught | attacks missed (runs caught) | benign events \
+pub const SUMMARY_HEADER: &str = "| NAT gateways / homes / phones a day / federation servers; \
+    seeds | distinct clients | attack runs caught | attacks missed (runs caught) | benign events \
     alerted | false alerts, ordinary weeks (by rule) | per day per 1,000 clients |\n\
     |---|---|---|---|---|---|---|";
 
