@@ -124,42 +124,61 @@ pub struct Acquaintance {
     pub dirty: bool,
 }
 
-/// One bounded table of first sightings.
-#[derive(Clone, Debug, Default)]
+/// A table's key: an identity without its kind, which the table it is in says (four bytes
+/// less for each of up to two million entries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    service: u32,
+    addr: [u8; 16],
+}
+
+impl From<Identity> for Key {
+    fn from(id: Identity) -> Self {
+        Self {
+            service: id.service,
+            addr: id.addr,
+        }
+    }
+}
+
+/// One bounded table of first sightings: the clients' or the networks'.
+#[derive(Clone, Debug)]
 struct Book {
-    map: FxHashMap<Identity, Acquaintance>,
+    map: FxHashMap<Key, Acquaintance>,
+    max: usize,
+    network: bool,
 }
 
 impl Book {
+    fn new(max: usize, network: bool) -> Self {
+        Self {
+            map: FxHashMap::default(),
+            max,
+            network,
+        }
+    }
+
     /// Meets `id` at `t`: its first sighting (`t` for a stranger, remembered from now on
-    /// unless the table holds `max`); `None` when refused.
-    fn meet(&mut self, id: Identity, t: u64, max: usize) -> Option<u32> {
+    /// unless the table is full); `None` when refused.
+    fn meet(&mut self, id: Identity, t: u64) -> Option<u32> {
         let today = day_of(t);
-        if let Some(a) = self.map.get_mut(&id) {
+        if let Some(a) = self.map.get_mut(&id.into()) {
             if a.last_day != today {
                 a.last_day = today;
                 a.dirty = true;
             }
             return Some(a.first_seen.min(secs32(t)));
         }
-        self.insert(id, secs32(t), today, true, max)
-            .then_some(secs32(t))
+        self.insert(id, secs32(t), today, true).then_some(secs32(t))
     }
 
     /// Adds an identity unless the table is full; `dirty` when the database lacks it.
-    fn insert(
-        &mut self,
-        id: Identity,
-        first_seen: u32,
-        last_day: u16,
-        dirty: bool,
-        max: usize,
-    ) -> bool {
-        if self.map.len() >= max {
+    fn insert(&mut self, id: Identity, first_seen: u32, last_day: u16, dirty: bool) -> bool {
+        if self.map.len() >= self.max {
             return false;
         }
         self.map.insert(
-            id,
+            id.into(),
             Acquaintance {
                 first_seen,
                 last_day,
@@ -174,19 +193,35 @@ impl Book {
     }
 
     fn take_dirty(&mut self, out: &mut Vec<(Identity, Acquaintance)>) {
-        out.extend(self.map.iter_mut().filter(|(_, a)| a.dirty).map(|(id, a)| {
+        let network = self.network;
+        out.extend(self.map.iter_mut().filter(|(_, a)| a.dirty).map(|(k, a)| {
             a.dirty = false;
-            (*id, *a)
+            let id = Identity {
+                service: k.service,
+                addr: k.addr,
+                network,
+            };
+            (id, *a)
         }));
     }
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Acquaintances {
     clients: Book,
     networks: Book,
     /// Identities (and networks) not remembered because their table was full.
     pub refused: u64,
+}
+
+impl Default for Acquaintances {
+    fn default() -> Self {
+        Self {
+            clients: Book::new(MAX_ACQUAINTANCES, false),
+            networks: Book::new(MAX_NETWORKS, true),
+            refused: 0,
+        }
+    }
 }
 
 fn day_of(secs: u64) -> u16 {
@@ -218,20 +253,20 @@ impl Acquaintances {
     pub fn meet(&mut self, service: u32, addr: IpAddr, t: u64, handshake: bool) -> Met {
         let first_seen = self
             .clients
-            .meet(Identity::of(service, addr), t, MAX_ACQUAINTANCES)
+            .meet(Identity::of(service, addr), t)
             .unwrap_or_else(|| {
                 self.refused += 1;
                 secs32(t)
             });
         let net = Identity::network_of(service, addr);
         let network_since = if handshake {
-            let met = self.networks.meet(net, t, MAX_NETWORKS);
+            let met = self.networks.meet(net, t);
             if met.is_none() {
                 self.refused += 1;
             }
             met
         } else {
-            self.networks.map.get(&net).map(|a| a.first_seen)
+            self.networks.map.get(&net.into()).map(|a| a.first_seen)
         };
         Met {
             first_seen,
@@ -244,17 +279,14 @@ impl Acquaintances {
     pub fn part(&mut self, service: u32, addr: IpAddr, first_seen: u32, last_seen_secs: u64) {
         let id = Identity::of(service, addr);
         let day = day_of(last_seen_secs);
-        match self.clients.map.get_mut(&id) {
+        match self.clients.map.get_mut(&id.into()) {
             Some(a) => {
                 a.first_seen = a.first_seen.min(first_seen);
                 a.last_day = a.last_day.max(day);
                 a.dirty = true;
             }
             None => {
-                if !self
-                    .clients
-                    .insert(id, first_seen, day, true, MAX_ACQUAINTANCES)
-                {
+                if !self.clients.insert(id, first_seen, day, true) {
                     self.refused += 1;
                 }
             }
@@ -276,13 +308,12 @@ impl Acquaintances {
 
     /// Loads a stored identity or network.
     pub fn restore(&mut self, id: Identity, first_seen: u32, last_day: u16) {
-        if id.network {
-            self.networks
-                .insert(id, first_seen, last_day, false, MAX_NETWORKS);
+        let book = if id.network {
+            &mut self.networks
         } else {
-            self.clients
-                .insert(id, first_seen, last_day, false, MAX_ACQUAINTANCES);
-        }
+            &mut self.clients
+        };
+        book.insert(id, first_seen, last_day, false);
     }
 
     /// The identities and networks changed since the last call, marked saved. A scan of the

@@ -369,34 +369,42 @@ mod tests {
         metrics.add_sinks([("soc".to_owned(), sink)]);
 
         let text = render(&metrics);
-        for line in [
-            "egress_monitor_egress_bytes_total{service=\"backup.service\",class=\"learned\"} 1000",
-            "egress_monitor_egress_bytes_total{service=\"backup.service\",class=\"internal\"} 70",
-            "egress_monitor_egress_bytes_total{service=\"backup.service\",class=\"unknown\"} 5242880",
-            "egress_monitor_egress_bytes_total{service=\"backup.service\",class=\"allowlisted\"} 0",
-            "egress_monitor_alert_events_total{rule=\"unknown_volume\",event=\"opened\"} 1",
-            "egress_monitor_alerts_open{rule=\"unknown_volume\"} 1",
-            "egress_monitor_alerts_open{rule=\"slow_drip\"} 0",
-            "egress_monitor_kernel_program_errors_total{kind=\"ringbuf_full\"} 3",
-            "egress_monitor_flow_map_entries 12",
-            "egress_monitor_flow_map_capacity 65536",
-            "egress_monitor_detector_pairs 3",
-            "egress_monitor_detector_identities 0",
-            "egress_monitor_detector_identities_refused_total 0",
-            "egress_monitor_sink_backlog_events{sink=\"soc\"} 4",
-            "egress_monitor_sink_failures_total{sink=\"soc\"} 2",
-            "egress_monitor_sink_dropped_events_total{sink=\"soc\"} 0",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in\n{text}"
-            );
-        }
+        has_lines(
+            &text,
+            &[
+                "egress_monitor_egress_bytes_total{service=\"backup.service\",class=\"learned\"} 1000",
+                "egress_monitor_egress_bytes_total{service=\"backup.service\",class=\"internal\"} 70",
+                "egress_monitor_egress_bytes_total{service=\"backup.service\",class=\"unknown\"} 5242880",
+                "egress_monitor_egress_bytes_total{service=\"backup.service\",class=\"allowlisted\"} 0",
+                "egress_monitor_alert_events_total{rule=\"unknown_volume\",event=\"opened\"} 1",
+                "egress_monitor_alerts_open{rule=\"unknown_volume\"} 1",
+                "egress_monitor_alerts_open{rule=\"slow_drip\"} 0",
+                "egress_monitor_kernel_program_errors_total{kind=\"ringbuf_full\"} 3",
+                "egress_monitor_flow_map_entries 12",
+                "egress_monitor_flow_map_capacity 65536",
+                "egress_monitor_detector_pairs 3",
+                "egress_monitor_detector_identities 0",
+                "egress_monitor_detector_identities_refused_total 0",
+                "egress_monitor_sink_backlog_events{sink=\"soc\"} 4",
+                "egress_monitor_sink_failures_total{sink=\"soc\"} 2",
+                "egress_monitor_sink_dropped_events_total{sink=\"soc\"} 0",
+            ],
+        );
         assert!(
             text.contains("# TYPE egress_monitor_egress_bytes counter"),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "OpenMetrics framing");
+    }
+
+    /// Every one of `lines` is a whole line of `text`.
+    fn has_lines(text: &str, lines: &[&str]) {
+        for line in lines {
+            assert!(
+                text.lines().any(|l| l == *line),
+                "missing {line:?} in\n{text}"
+            );
+        }
     }
 
     #[test]
@@ -417,15 +425,13 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         metrics.update_detection(&detector, &[]);
         let text = render(&metrics);
-        for line in [
-            "egress_monitor_detector_identities 1",
-            "egress_monitor_detector_networks 1",
-            "egress_monitor_detector_identities_refused_total 0",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in\n{text}"
-            );
-        }
+        has_lines(
+            &text,
+            &[
+                "egress_monitor_detector_identities 1",
+                "egress_monitor_detector_networks 1",
+                "egress_monitor_detector_identities_refused_total 0",
+            ],
+        );
     }
 }
