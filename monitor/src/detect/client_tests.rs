@@ -173,9 +173,10 @@ fn rotation_over_one_prefix_adds_up_and_names_the_prefix() {
 }
 
 /// A household's heavy hour in a network of quiet neighbours is the household's, judged with
-/// its own (here higher) bar; two households that together cross still count.
+/// its own (here higher) bar; so is an established household's share of a busy network. Two
+/// newcomers that together cross, neither most of it, still count.
 #[test]
-fn a_group_that_is_mostly_one_member_is_that_member() {
+fn a_group_judges_what_its_members_add_beyond_the_busiest() {
     let text = "[detect]\nlearning_period = \"1h\"\n[rules.peer_outlier]\n\
                 floor = { 1m = \"48MiB\", 10m = \"300MiB\", 1h = \"400MiB\", 24h = \"1GiB\" }\n";
     let mut srv = Server::new(text);
@@ -191,14 +192,46 @@ fn a_group_that_is_mostly_one_member_is_that_member() {
         srv.minute(7200 + m * 60, &sends);
     }
     assert_eq!(srv.rules(), vec![], "the household explains its /24");
-    // Next day, two households at 2 MiB a minute each: 280 MiB, neither is most of it.
+    // Next day, two known households at 2 MiB a minute each: 280 MiB, neither most of it,
+    // but the busiest has a tolerance of its own: the other's 140 MiB is what the /24 adds.
     for m in 0..70 {
         srv.minute(2 * 86_400 + m * 60, &[(home, 2 * MIB), (other, 2 * MIB)]);
     }
     assert_eq!(
         srv.rules(),
-        vec![(RuleId::PrefixOutlier, "203.0.113.0/24".to_owned())]
+        vec![],
+        "an established busiest is judged alone"
     );
+    // Two newcomers of a network no client came from, the same 280 MiB: nobody's own.
+    let (a, b) = ("192.0.2.10", "192.0.2.11");
+    for m in 0..70 {
+        srv.minute(3 * 86_400 + m * 60, &[(a, 2 * MIB), (b, 2 * MIB)]);
+    }
+    assert_eq!(
+        srv.rules(),
+        vec![(RuleId::PrefixOutlier, "192.0.2.0/24".to_owned())]
+    );
+}
+
+/// The 24-hour window leaves out the day's busiest member, not the hour's: a household's
+/// heavy morning stays its own when a neighbour is the busiest of the evening.
+#[test]
+fn a_groups_day_leaves_out_the_days_busiest() {
+    let text = "[detect]\nlearning_period = \"1h\"\n[rules.peer_outlier]\n\
+                floor = { 1m = \"48MiB\", 10m = \"300MiB\", 1h = \"400MiB\", 24h = \"1GiB\" }\n";
+    let mut srv = Server::new(text);
+    let (home, neighbour) = ("203.0.113.5", "203.0.113.6");
+    srv.minute(0, &[(home, 1000), (neighbour, 1000)]);
+    // 6 MiB a minute for 150 minutes: 900 MiB, over the prefix's 768 MiB 24h floor, under
+    // the client's 1 GiB; then, hours later, the neighbour's ordinary evening.
+    let day = 2 * 86_400;
+    for m in 0..150 {
+        srv.minute(day + m * 60, &[(home, 6 * MIB)]);
+    }
+    for m in 0..10 {
+        srv.minute(day + 6 * 3600 + m * 60, &[(neighbour, MIB)]);
+    }
+    assert_eq!(srv.rules(), vec![], "the household explains its /24's day");
 }
 
 #[test]

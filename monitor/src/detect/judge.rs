@@ -65,7 +65,8 @@ fn population_threshold(
 }
 
 /// `entity`'s volume in window `len`, less what the `excluded` members of the group received
-/// in that window (the busiest only where it is most of the group's, see `Excluded`).
+/// in that window (the window's busiest where it is established or most of the group's, see
+/// `Excluded`).
 fn net(entity: &PeerState, excluded: Excluded<'_>, len: WindowLen, millis: u64) -> Volume {
     let mut v = entity.volume(len, millis);
     let mut less = |m: Volume| {
@@ -75,9 +76,9 @@ fn net(entity: &PeerState, excluded: Excluded<'_>, len: WindowLen, millis: u64) 
     if let Some(m) = excluded.alerted {
         less(m.volume(len, millis));
     }
-    if let Some(m) = excluded.busiest {
-        let m = m.volume(len, millis);
-        if m.bytes.saturating_mul(2) > entity.volume(len, millis).bytes {
+    if let Some(b) = excluded.busiest(len) {
+        let m = b.member.volume(len, millis);
+        if b.established || m.bytes.saturating_mul(2) > entity.volume(len, millis).bytes {
             less(m);
         }
     }
@@ -134,7 +135,7 @@ pub fn volume(
         // The own curve learned the group's whole volume: only an alerted member is left out.
         let alerted = Excluded {
             alerted: excluded.alerted,
-            busiest: None,
+            ..Excluded::NONE
         };
         return rise(entity, alerted, svc, params, kind, millis);
     }

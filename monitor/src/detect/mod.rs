@@ -392,7 +392,8 @@ impl Detector {
         // Known peers name their groups' slots: those load while the chunk is processed.
         for &id in &ids[..n] {
             if id != 0 {
-                for gid in self.peers.slot(id - 1).group_slots {
+                let slots = self.peers.slot(id - 1).client().map(|c| c.group_slots);
+                for gid in slots.into_iter().flatten() {
                     if gid != 0 && self.peers.iter_slot(gid - 1).is_some() {
                         self.peers.prefetch(gid - 1);
                     }
@@ -470,7 +471,8 @@ impl Detector {
             Kind::Clients
         };
         let excluded = if pkey.is_group() {
-            prefixes::excluded(&self.peers, entity, self.now_ms / 1000)
+            let (svc, t) = (&self.services[sid as usize], self.now_ms / 1000);
+            prefixes::excluded(&self.peers, entity, t, |m| !newcomer(m, svc, t))
         } else {
             prefixes::Excluded::NONE
         };
@@ -777,7 +779,8 @@ impl Detector {
                 if !judge::may_cross(group, params, Kind::Prefixes, t_ms) {
                     continue;
                 }
-                let excluded = prefixes::excluded(&self.peers, group, t);
+                let excluded =
+                    prefixes::excluded(&self.peers, group, t, |m| !self::newcomer(m, svc, t));
                 crossings.extend(
                     judge::volume(
                         group,
@@ -800,7 +803,9 @@ impl Detector {
         // again on the prefix; a second sender of the prefix still crosses alone.
         if role == Role::Client && crossings.iter().any(|(gid, _)| gid.is_none()) {
             let until = t.saturating_add(86_400);
-            self.peers.slot_mut(id).crossed_until = u32::try_from(until).unwrap_or(u32::MAX);
+            if let Some(c) = self.peers.slot_mut(id).client_mut() {
+                c.crossed_until = u32::try_from(until).unwrap_or(u32::MAX);
+            }
             for gid in groups.ids() {
                 prefixes::explain(self.peers.slot_mut(gid), id, until);
             }
@@ -975,7 +980,7 @@ impl Detector {
                     group.members = 2;
                     // A member that crossed alone already explains its bytes in the group.
                     for m in [first, member] {
-                        let until = self.peers.slot(m).crossed_until;
+                        let until = self.peers.slot(m).client().map_or(0, |c| c.crossed_until);
                         if u64::from(until) > t {
                             prefixes::explain(&mut group, m, u64::from(until));
                         }

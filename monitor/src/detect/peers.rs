@@ -131,6 +131,64 @@ pub const VACANT: u16 = 1 << 15;
 const STORED: u16 =
     LEARNED | SERVED | INITIATED | HEAVY | HOUR_PENDING | DAY_PENDING | EXEMPT | VOUCHED;
 
+/// What a peer knows of the other side of prefix grouping: a client of its groups, a group
+/// of its members. Neither is stored: hints and snapshots that the next samples renew.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Links {
+    Client(ClientLinks),
+    Group(GroupLinks),
+}
+
+impl Default for Links {
+    fn default() -> Self {
+        Self::Client(ClientLinks::default())
+    }
+}
+
+impl Links {
+    pub fn of(key: &PeerKey) -> Self {
+        if key.is_group() {
+            Self::Group(GroupLinks::default())
+        } else {
+            Self::Client(ClientLinks::default())
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientLinks {
+    /// Until when (Unix seconds) the client's own crossing explains the volume of a group
+    /// made from it later.
+    pub crossed_until: u32,
+    /// The slots (+1, 0 for none) of the prefix groups of the first two configured lengths,
+    /// last seen; a hint that spares the index lookup (checked against the slot's key).
+    pub group_slots: [u32; 2],
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupLinks {
+    /// The slot (+1, 0 for none) of a member whose own alert explains the group's volume
+    /// until `explained_until` (Unix seconds); an open alert renews it with its next
+    /// crossing.
+    pub explained_by: u32,
+    pub explained_until: u32,
+    /// The member that received the most in the last hour (`[0]`) and in the last day
+    /// (`[1]`), as last seen. A group judges what its members add up to beyond one of them
+    /// (that one is judged alone, with its own tolerance), in each window the member of
+    /// that window's horizon.
+    pub busiest: [Busiest; 2],
+}
+
+/// A member and its volume over a horizon in KiB when last seen (compared without reading
+/// the member's slot: a cache miss at every sample). Stale once above the group's own
+/// volume over the horizon, which holds the member's bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Busiest {
+    /// The slot + 1, 0 for none.
+    pub slot: u32,
+    pub kib: u32,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct PeerState {
     pub key: PeerKey,
@@ -162,33 +220,46 @@ pub struct PeerState {
     pub tail: u8,
     /// Hours this peer was above its reference while the service learned.
     pub heavy_hours: u8,
-    /// Groups only: the slot (+1, 0 for none) of a member whose own alert explains the
-    /// group's volume until `explained_until` (Unix seconds); not stored, an open alert
-    /// renews it with its next crossing.
-    pub explained_by: u32,
-    pub explained_until: u32,
-    /// Groups only: the slot (+1, 0 for none) of the member that received the most in the
-    /// last hour, as last seen. A group judges what its members add up to beyond one of
-    /// them (that one is judged alone, with its own tolerance); not stored.
-    pub busiest: u32,
-    /// Groups only: the busiest member's last hour in KiB when last seen (compared without
-    /// reading the member's slot: a cache miss at every sample). Stale once above the
-    /// group's own last hour, which holds the member's bytes.
-    pub busiest_kib: u32,
-    /// Clients only: until when (Unix seconds) the client's own crossing explains the
-    /// volume of a group made from it later; not stored.
-    pub crossed_until: u32,
-    /// Clients only: the slots (+1, 0 for none) of the prefix groups of the first two
-    /// configured lengths, last seen; a hint that spares the index lookup (checked against
-    /// the slot's key before use), not stored.
-    pub group_slots: [u32; 2],
+    /// What a client remembers of its groups, or a group of its members; not stored.
+    pub links: Links,
 }
 
 impl PeerState {
     pub fn new(key: PeerKey) -> Self {
         Self {
             key,
+            links: Links::of(&key),
             ..Self::default()
+        }
+    }
+
+    /// A client's links (`None` for a group).
+    pub fn client(&self) -> Option<&ClientLinks> {
+        match &self.links {
+            Links::Client(c) => Some(c),
+            Links::Group(_) => None,
+        }
+    }
+
+    pub fn client_mut(&mut self) -> Option<&mut ClientLinks> {
+        match &mut self.links {
+            Links::Client(c) => Some(c),
+            Links::Group(_) => None,
+        }
+    }
+
+    /// A group's links (`None` for a client).
+    pub fn group(&self) -> Option<&GroupLinks> {
+        match &self.links {
+            Links::Group(g) => Some(g),
+            Links::Client(_) => None,
+        }
+    }
+
+    pub fn group_mut(&mut self) -> Option<&mut GroupLinks> {
+        match &mut self.links {
+            Links::Group(g) => Some(g),
+            Links::Client(_) => None,
         }
     }
 
@@ -309,7 +380,7 @@ impl PeerState {
             ring: Ring::from_bytes(&b[ring_at..day_at])?,
             day: Window::from_bytes(&b[day_at..ENCODED_LEN])?,
             curve,
-            ..Self::default()
+            ..Self::new(key)
         })
     }
 
@@ -342,7 +413,7 @@ impl PeerState {
             minute: window(0)?,
             ring,
             day: window(3)?,
-            ..Self::default()
+            ..Self::new(key)
         })
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::{
-    peers::{PeerKey, PeerState, VACANT},
+    peers::{Busiest, PeerKey, PeerState, VACANT},
     table::PeerTable,
     window::WindowLen,
 };
@@ -52,24 +52,44 @@ pub fn refresh_owner(group: &mut PeerState, owner: &Arc<Owner>) {
 
 /// The member whose open alert explains `group`'s volume at `t`, if it is still a member.
 pub fn explained<'a>(peers: &'a PeerTable, group: &PeerState, t: u64) -> Option<&'a PeerState> {
-    let id = group.explained_by.checked_sub(1)?;
-    if u64::from(group.explained_until) < t || !is_member(peers, group.key, id) {
+    let links = group.group()?;
+    let id = links.explained_by.checked_sub(1)?;
+    if u64::from(links.explained_until) < t || !is_member(peers, group.key, id) {
         return None;
     }
     peers.iter_slot(id)
 }
 
 /// The members whose bytes may be left out of `group`'s volume at `t` (Unix seconds): one
-/// whose open alert explains them, and the busiest of the last hour (see [`Excluded`]).
-pub fn excluded<'a>(peers: &'a PeerTable, group: &PeerState, t: u64) -> Excluded<'a> {
+/// whose open alert explains them, and the busiest of the last hour and of the last day
+/// (see [`Excluded`]); `established` says whether a member has a tolerance of its own (is
+/// no newcomer).
+pub fn excluded<'a>(
+    peers: &'a PeerTable,
+    group: &PeerState,
+    t: u64,
+    established: impl Fn(&PeerState) -> bool,
+) -> Excluded<'a> {
+    let Some(links) = group.group() else {
+        return Excluded::NONE;
+    };
     let alerted = explained(peers, group, t);
-    let busiest = group
-        .busiest
-        .checked_sub(1)
-        .filter(|&id| alerted.is_none() || Some(id) != group.explained_by.checked_sub(1))
-        .filter(|&id| is_member(peers, group.key, id))
-        .and_then(|id| peers.iter_slot(id));
-    Excluded { alerted, busiest }
+    let alerted_id = alerted.and(links.explained_by.checked_sub(1));
+    let busy = |b: Busiest| {
+        let id = b.slot.checked_sub(1)?;
+        if Some(id) == alerted_id || !is_member(peers, group.key, id) {
+            return None;
+        }
+        let member = peers.iter_slot(id)?;
+        Some(Busy {
+            member,
+            established: established(member),
+        })
+    };
+    Excluded {
+        alerted,
+        busiest: links.busiest.map(busy),
+    }
 }
 
 /// Members left out of a group's volume.
@@ -77,32 +97,58 @@ pub fn excluded<'a>(peers: &'a PeerTable, group: &PeerState, t: u64) -> Excluded
 pub struct Excluded<'a> {
     /// A member whose own open alert explains its bytes: never counted again.
     pub alerted: Option<&'a PeerState>,
-    /// The busiest member: left out of a window where it received more than half of the
-    /// group's volume. A group is for what several addresses add up to; one that is mostly
-    /// one member is that member, judged alone with its own tolerance (a household's heavy
-    /// hour in a /48 of quiet neighbours). A pull rotated over many addresses has no such
-    /// member; one that keeps most on one address has that address judged, and the rest
-    /// counted.
-    pub busiest: Option<&'a PeerState>,
+    /// The busiest member of the last hour (`[0]`, for the windows up to an hour) and of
+    /// the last day (`[1]`, for the 24-hour window): left out of a window where it is
+    /// established (its own tolerance covers it: a household's heavy evening in a /48 of
+    /// busy neighbours) or received more than half of the group's volume (a group that is
+    /// mostly one address is that address). A newcomer that is less than half counts: a
+    /// pull rotated over new addresses of one network adds up whole.
+    pub busiest: [Option<Busy<'a>>; 2],
 }
 
-impl Excluded<'_> {
+/// A group's busiest member, judged alone with its own bar.
+#[derive(Clone, Copy, Debug)]
+pub struct Busy<'a> {
+    pub member: &'a PeerState,
+    /// Not a newcomer: it has a tolerance of its own.
+    pub established: bool,
+}
+
+impl<'a> Excluded<'a> {
     pub const NONE: Self = Self {
         alerted: None,
-        busiest: None,
+        busiest: [None; 2],
     };
+
+    /// The busiest member of the horizon that window `len` falls in.
+    pub fn busiest(&self, len: WindowLen) -> Option<Busy<'a>> {
+        self.busiest[usize::from(len == WindowLen::OneDay)]
+    }
 }
 
-/// A sample of `member` (a slot) in `group` (a slot) at `millis`: the member becomes the
-/// group's busiest when its last hour is above the busiest's as last seen, or when that is
-/// stale (more than the group's hour: the busiest went quiet, or left).
+/// A sample of `member` (a slot) in `group` (a slot) at `millis`: for each horizon (the
+/// last hour, the last day), the member becomes the group's busiest when its volume is above
+/// the busiest's as last seen, or when that is stale (more than the group's own: the
+/// busiest went quiet, or left).
 pub fn note_member(peers: &mut PeerTable, group: u32, member: u32, millis: u64) {
-    let own = kib(peers.slot(member).volume(WindowLen::OneHour, millis).bytes);
-    let g = peers.slot_mut(group);
-    let stale = u64::from(g.busiest_kib) * 1024 > g.volume(WindowLen::OneHour, millis).bytes;
-    if g.busiest == member + 1 || own > g.busiest_kib || stale {
-        g.busiest = member + 1;
-        g.busiest_kib = own;
+    for (i, len) in [WindowLen::OneHour, WindowLen::OneDay]
+        .into_iter()
+        .enumerate()
+    {
+        let own = kib(peers.slot(member).volume(len, millis).bytes);
+        let g = peers.slot_mut(group);
+        let whole = g.volume(len, millis).bytes;
+        let Some(links) = g.group_mut() else {
+            return;
+        };
+        let b = &mut links.busiest[i];
+        let stale = u64::from(b.kib) * 1024 > whole;
+        if b.slot == member + 1 || own > b.kib || stale {
+            *b = Busiest {
+                slot: member + 1,
+                kib: own,
+            };
+        }
     }
 }
 
@@ -112,14 +158,19 @@ fn kib(bytes: u64) -> u32 {
 
 /// `member` (a slot) explains `group`'s volume until `until` (Unix seconds).
 pub fn explain(group: &mut PeerState, member: u32, until: u64) {
-    group.explained_by = member + 1;
-    group.explained_until = u32::try_from(until).unwrap_or(u32::MAX);
+    if let Some(links) = group.group_mut() {
+        links.explained_by = member + 1;
+        links.explained_until = u32::try_from(until).unwrap_or(u32::MAX);
+    }
 }
 
 /// The slot of the group `key` of `member` (its `i`-th prefix length): the member's hint
 /// when that slot still holds the group, else the index's answer (then remembered).
 pub fn group_slot(peers: &mut PeerTable, member: u32, i: usize, key: &PeerKey) -> Option<u32> {
-    if let Some(&hint) = peers.slot(member).group_slots.get(i)
+    if let Some(&hint) = peers
+        .slot(member)
+        .client()
+        .and_then(|c| c.group_slots.get(i))
         && hint != 0
         && peers.iter_slot(hint - 1).is_some_and(|g| g.key == *key)
     {
@@ -132,7 +183,11 @@ pub fn group_slot(peers: &mut PeerTable, member: u32, i: usize, key: &PeerKey) -
 
 /// Remembers in `member` that its `i`-th group is in slot `gid`.
 pub fn remember_group(peers: &mut PeerTable, member: u32, i: usize, gid: u32) {
-    if let Some(hint) = peers.slot_mut(member).group_slots.get_mut(i) {
+    if let Some(hint) = peers
+        .slot_mut(member)
+        .client_mut()
+        .and_then(|c| c.group_slots.get_mut(i))
+    {
         *hint = gid + 1;
     }
 }
@@ -151,7 +206,10 @@ mod tests {
         let key = PeerKey::network(0, addr, 24);
         let group = peers.insert(PeerState::new(key));
         assert_eq!(group_slot(&mut peers, member, 0, &key), Some(group));
-        assert_eq!(peers.slot(member).group_slots[0], group + 1);
+        assert_eq!(
+            peers.slot(member).client().unwrap().group_slots[0],
+            group + 1
+        );
         // The group goes; its slot is reused by another group: the hint must not follow it.
         peers.remove(group);
         let other = PeerKey::network(0, "11.9.9.9".parse().unwrap(), 24);
@@ -161,6 +219,9 @@ mod tests {
         // Made again elsewhere: found through the index and remembered.
         let again = peers.insert(PeerState::new(key));
         assert_eq!(group_slot(&mut peers, member, 0, &key), Some(again));
-        assert_eq!(peers.slot(member).group_slots[0], again + 1);
+        assert_eq!(
+            peers.slot(member).client().unwrap().group_slots[0],
+            again + 1
+        );
     }
 }

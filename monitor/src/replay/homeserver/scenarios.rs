@@ -41,6 +41,9 @@ pub enum Scenario {
     /// An attacker that looks like a phone: a fresh CGNAT address every day from day 3,
     /// twelve 5-minute sessions a day at 4 MiB a minute (240 MiB a day).
     MobileMimic,
+    /// A heavy phone user (videos in the app): the very bytes of `mobile-mimic`, not an
+    /// attack. What egress alone cannot tell apart: one of the two rows must be wrong.
+    HeavyPhone,
     /// A new address pulls 600 MiB in 30 min at 03:00 on the first Saturday (day 6).
     NightPull,
     /// Synapse sends 2 MiB a minute to a never-seen host for 4 h.
@@ -95,7 +98,7 @@ fn at(day: u32, hour: u32, minute: u32) -> u32 {
 }
 
 impl Scenario {
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::Normal,
         Self::NewDevice,
         Self::BusyMorning,
@@ -109,6 +112,7 @@ impl Scenario {
         Self::Ipv6Rotation,
         Self::VerySlow,
         Self::MobileMimic,
+        Self::HeavyPhone,
         Self::NightPull,
         Self::DripUpload,
     ];
@@ -202,8 +206,8 @@ impl Scenario {
                 None,
             ),
             Self::VerySlow => (true, vec![client(d3, 600, vps(25, 7), MIB)], None),
-            Self::MobileMimic => (
-                true,
+            Self::MobileMimic | Self::HeavyPhone => (
+                self == Self::MobileMimic,
                 (3..=days)
                     .flat_map(|day| {
                         let addr = addresses::cgnat(1, 2, 200 + day as u8);

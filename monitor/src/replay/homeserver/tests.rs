@@ -235,12 +235,21 @@ fn every_scenario_carries_its_scripted_bytes() {
         let expected = match scenario {
             Scenario::NightPull => START_SECS + 2 * DAY_SECS + 3 * 3600,
             Scenario::BusyMorning => START_SECS + 2 * DAY_SECS + 8 * 3600,
-            Scenario::MobileMimic => START_SECS + 2 * DAY_SECS + 9 * 3600 + (21 + 117) % 50 * 60,
+            Scenario::MobileMimic | Scenario::HeavyPhone => {
+                START_SECS + 2 * DAY_SECS + 9 * 3600 + (21 + 117) % 50 * 60
+            }
             _ => START_SECS + 2 * DAY_SECS + 10 * 3600,
         };
         assert_eq!(start, expected, "{scenario:?}");
     }
     let sizes = |s: Scenario| s.event(&params).unwrap().bytes();
+    // The heavy phone is the mimic's traffic, to the byte: only the verdict differs.
+    let (mimic, phone) = (
+        Scenario::MobileMimic.event(&params).unwrap(),
+        Scenario::HeavyPhone.event(&params).unwrap(),
+    );
+    assert_eq!(mimic.streams, phone.streams);
+    assert!(mimic.attack && !phone.attack);
     assert_eq!(sizes(Scenario::Burst), 2_000_000_000);
     assert_eq!(sizes(Scenario::SynapseUpload), 300_000_000);
     assert_eq!(sizes(Scenario::ForeignUpload), 500 * MIB);
