@@ -238,7 +238,8 @@ pub const EVENT_NEW_PROCESS: u32 = 2;
 pub struct Event {
     /// `EVENT_*`.
     pub kind: u32,
-    /// Process id (for `EVENT_NEW_PROCESS`).
+    /// Process id: the new process (`EVENT_NEW_PROCESS`), or the one that closed the socket
+    /// (`EVENT_RELEASED`; 0 when released outside a process, e.g. by the kernel).
     pub tgid: u32,
     /// Socket cookie (for `EVENT_RELEASED`).
     pub cookie: u64,

@@ -104,13 +104,43 @@ fn v4_mapped_peers_are_reported_as_ipv4() {
 /// may be counted to the master.
 #[test]
 fn a_pre_forked_workers_connection_is_attributed_to_the_worker() {
+    let s = prefork_connection(false, Duration::from_millis(200));
+    assert_eq!(s.owner.attribution, Attribution::SockDiag);
+}
+
+/// The same worker, but the connection is served and closed between two polls (a client that
+/// takes everything in under a second): it is in no fd table when the agent looks, and the
+/// kernel's release event names who closed it, the worker.
+#[test]
+fn a_pre_forked_workers_connection_closed_within_a_poll_is_the_workers() {
+    let s = prefork_connection(true, Duration::from_secs(3));
+    // Kernel: the closer; sockdiag only if a poll came while it was still open.
+    assert!(
+        matches!(
+            s.owner.attribution,
+            Attribution::Kernel | Attribution::SockDiag
+        ),
+        "{:?}",
+        s.owner.attribution
+    );
+}
+
+/// Serves one connection from a pre-forked worker (closing it at once with `close`), checks
+/// that its bytes are the worker's, and returns a sample of the worker.
+fn prefork_connection(close: bool, interval: Duration) -> FlowSample {
+    let interval_ms = format!("{}ms", interval.as_millis());
     let agent = Agent::start(&[
         "--interval",
-        "200ms",
+        &interval_ms,
         "--log",
         "info,monitor::attribution=debug",
     ]);
-    let mut server = Traffic::start(&["prefork-serve", &N.to_string()]);
+    let n = N.to_string();
+    let mut args = vec!["prefork-serve", n.as_str()];
+    if close {
+        args.push("--close");
+    }
+    let mut server = Traffic::start(&args);
     let master = server.pid();
     let words = server.expect_line("listening", Duration::from_secs(10));
     let port: u16 = words[1].parse().unwrap();
@@ -121,9 +151,9 @@ fn a_pre_forked_workers_connection_is_attributed_to_the_worker() {
     client.read_to_end(&mut got).expect("read");
     assert_eq!(got.len() as u64, N);
     server.expect_line("sent", Duration::from_secs(10));
-    // A few polls while the worker holds the connection (the diagnostics below say what
-    // the agent saw if it named the wrong process).
-    pause(Duration::from_secs(1));
+    // A few polls while the worker is alive (it holds the connection, or closed it); the
+    // diagnostics below say what the agent saw if it named the wrong process.
+    pause(Duration::from_secs(1).max(interval * 2));
     server.go();
     server.wait();
     drop(client);
@@ -150,9 +180,9 @@ fn a_pre_forked_workers_connection_is_attributed_to_the_worker() {
         .logs
         .iter()
         .filter(|l| {
-            l["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("accepted connection"))
+            l["message"].as_str().is_some_and(|m| {
+                m.starts_with("accepted connection") || m.starts_with("closed connection")
+            })
         })
         .collect();
     assert!(
@@ -168,12 +198,13 @@ fn a_pre_forked_workers_connection_is_attributed_to_the_worker() {
         .samples
         .iter()
         .find(|s| on_port(worker)(s))
-        .expect("a sample of the worker");
-    assert_eq!(s.owner.attribution, Attribution::SockDiag);
+        .expect("a sample of the worker")
+        .clone();
     assert!(
         s.owner.cmdline.iter().any(|a| a == "worker-send"),
         "{:?}",
         s.owner.cmdline
     );
     assert_eq!(s.owner.exe.as_deref(), Some(traffic_exe().as_str()));
+    s
 }

@@ -41,8 +41,13 @@ enum OwnerKey {
     },
     /// A socket older than the agent: looked up per socket.
     Legacy { cookie: u64, cgroup_id: u64 },
-    /// An accepted connection held by another process than the listener's creator.
-    Holder { pid: u32, cgroup_id: u64 },
+    /// An accepted connection held by another process than the listener's creator (found
+    /// in its fd table, or recorded by the kernel as the one that closed it).
+    Holder {
+        pid: u32,
+        cgroup_id: u64,
+        attribution: Attribution,
+    },
 }
 
 /// How long a resolved owner is reused before /proc and the cgroup tree are consulted again.
@@ -62,6 +67,9 @@ pub struct Attributor {
     /// the worker holding it; else `None`. The kernel's record is the listener's, copied at
     /// accept, so it names the master; the worker is who sends.
     accepted: rustc_hash::FxHashMap<u64, Holder>,
+    /// Who closed each socket released since the last poll (the kernel's release event), for
+    /// connections closed before the agent could look for their holder.
+    closers: rustc_hash::FxHashMap<u64, u32>,
 }
 
 /// Who holds a TCP socket with a kernel owner (see [`Attributor::resolve_accepted`]).
@@ -75,7 +83,13 @@ enum Holder {
     Searching(u8),
     /// Accepted, held by this child of the listener's creator.
     Worker(u32),
+    /// Closed by this process, not the kernel's owner, before it was found in an fd table
+    /// (a connection served and closed within one poll).
+    Closer(u32),
 }
+
+/// The kernel threads' parent: a close deferred to a kernel worker names no holder.
+const KTHREADD_PID: u32 = 2;
 
 /// Polls an accepted socket is looked for in the listener creator's children.
 const HOLDER_LOOKUP_TRIES: u8 = 3;
@@ -91,6 +105,7 @@ impl Attributor {
             users: HashMap::new(),
             legacy: HashMap::new(),
             accepted: rustc_hash::FxHashMap::default(),
+            closers: rustc_hash::FxHashMap::default(),
         }
     }
 
@@ -220,6 +235,17 @@ impl Attributor {
         // Accepted sockets by the listener creator's pid.
         let mut by_owner: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
         for (cookie, tgid) in fresh {
+            // Closed already: in no fd table, but the kernel said who closed it.
+            if let Some(closer) = self.closer_other_than(cookie, tgid) {
+                tracing::debug!(
+                    cookie,
+                    owner = tgid,
+                    closer,
+                    "closed connection: held by its closer"
+                );
+                self.accepted.insert(cookie, Holder::Closer(closer));
+                continue;
+            }
             let entry = self.accepted.entry(cookie).or_insert(Holder::Searching(0));
             let found = by_cookie.get(&cookie);
             let accepted = found.filter(|s| sockdiag::accepted_from(s, &listeners));
@@ -263,12 +289,35 @@ impl Attributor {
         }
     }
 
-    /// The worker holding accepted socket `cookie`, once found.
-    pub fn holder(&self, cookie: u64) -> Option<u32> {
+    /// The worker holding accepted socket `cookie`, once found, and how it was found.
+    pub fn holder(&self, cookie: u64) -> Option<(u32, Attribution)> {
         match self.accepted.get(&cookie) {
-            Some(Holder::Worker(pid)) => Some(*pid),
+            Some(Holder::Worker(pid)) => Some((*pid, Attribution::SockDiag)),
+            Some(Holder::Closer(pid)) => Some((*pid, Attribution::Kernel)),
             _ => None,
         }
+    }
+
+    /// The kernel says process `tgid` (0: no process) closed socket `cookie`.
+    pub fn note_closer(&mut self, cookie: u64, tgid: u32) {
+        if tgid == 0 {
+            return;
+        }
+        if self.closers.len() >= OWNER_CACHE_MAX {
+            self.closers.clear();
+        }
+        self.closers.insert(cookie, tgid);
+    }
+
+    /// The process that closed `cookie`, if it is not `owner` (the kernel's record) and not a
+    /// kernel thread (a deferred close runs in a kworker, which held nothing).
+    fn closer_other_than(&self, cookie: u64, owner: u32) -> Option<u32> {
+        let closer = *self.closers.get(&cookie)?;
+        if closer == owner {
+            return None;
+        }
+        let parent = sockdiag::parent_of(&self.proc_root, closer);
+        (parent != Some(KTHREADD_PID) && closer != KTHREADD_PID).then_some(closer)
     }
 
     /// Reads a process's /proc entry now (it announced itself by creating a socket), so its
@@ -281,6 +330,7 @@ impl Attributor {
     pub fn forget_socket(&mut self, cookie: u64) {
         // (A holder's owner is shared by the worker's connections: it expires by TTL.)
         self.accepted.remove(&cookie);
+        self.closers.remove(&cookie);
         if self.legacy.remove(&cookie).is_some() {
             self.owners
                 .retain(|k, _| !matches!(k, OwnerKey::Legacy { cookie: c, .. } if *c == cookie));
@@ -292,10 +342,11 @@ impl Attributor {
     pub fn owner(&mut self, cookie: u64, flow: &FlowCounters) -> Arc<Owner> {
         let k = &flow.owner;
         let holder = self.holder(cookie);
-        let key = if let Some(pid) = holder {
+        let key = if let Some((pid, attribution)) = holder {
             OwnerKey::Holder {
                 pid,
                 cgroup_id: flow.cgroup_id,
+                attribution,
             }
         } else if k.is_known() {
             OwnerKey::Kernel {
@@ -324,12 +375,18 @@ impl Attributor {
         owner
     }
 
-    fn resolve_owner(&mut self, cookie: u64, flow: &FlowCounters, holder: Option<u32>) -> Owner {
+    fn resolve_owner(
+        &mut self,
+        cookie: u64,
+        flow: &FlowCounters,
+        holder: Option<(u32, Attribution)>,
+    ) -> Owner {
         let mut owner = Owner::default();
         let kernel = &flow.owner;
-        if let Some(pid) = holder {
-            // Found through sock_diag and the fd tables; name and user from /proc below.
-            owner.attribution = Attribution::SockDiag;
+        if let Some((pid, attribution)) = holder {
+            // Found through sock_diag and the fd tables, or the kernel's closer; name and
+            // user from /proc below.
+            owner.attribution = attribution;
             owner.pid = Some(pid);
         } else if kernel.is_known() {
             owner.attribution = Attribution::Kernel;
@@ -425,6 +482,39 @@ pub fn service_identity(owner: &Owner) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_closer_is_the_holder_unless_it_is_the_owner_or_a_kernel_thread() {
+        let root = std::env::temp_dir().join(format!("em-closer-{}", std::process::id()));
+        for (pid, parent) in [(501, 400), (77, KTHREADD_PID)] {
+            let dir = root.join(pid.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("stat"), format!("{pid} (w (x)) S {parent} 1 1 0")).unwrap();
+        }
+        let mut a = Attributor::new(root.join("no-cgroups"));
+        a.proc_root = root.clone();
+        a.note_closer(1, 501);
+        a.note_closer(2, 400);
+        a.note_closer(3, 77);
+        a.note_closer(4, 0);
+        a.note_closer(5, 999);
+        assert_eq!(a.closer_other_than(1, 400), Some(501), "the worker");
+        assert_eq!(a.closer_other_than(2, 400), None, "the owner itself");
+        assert_eq!(
+            a.closer_other_than(3, 400),
+            None,
+            "a kworker's deferred close"
+        );
+        assert_eq!(a.closer_other_than(4, 400), None, "no process");
+        assert_eq!(
+            a.closer_other_than(5, 400),
+            Some(999),
+            "exited since: still who held it"
+        );
+        a.forget_socket(1);
+        assert_eq!(a.closer_other_than(1, 400), None);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn comm_strings() {

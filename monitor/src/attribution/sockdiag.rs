@@ -309,6 +309,11 @@ pub fn children_of(proc_root: &Path, pid: u32) -> Vec<u32> {
 
 /// The parent pid in a `/proc/PID/stat` line: the second field after the command name,
 /// which is in parentheses and may itself hold spaces and parentheses.
+/// The parent of `pid` (`/proc/PID/stat`), while it runs.
+pub fn parent_of(proc_root: &Path, pid: u32) -> Option<u32> {
+    parent_in_stat(&fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?)
+}
+
 fn parent_in_stat(stat: &str) -> Option<u32> {
     let (_, rest) = stat.rsplit_once(')')?;
     rest.split_whitespace().nth(1)?.parse().ok()

@@ -167,6 +167,9 @@ impl Collector {
                 .filter(|(_, c)| !c.owner.is_known())
                 .map(|(k, _)| k.cookie),
         );
+        // Sockets closed while the flows were read: their closers, before their holders are
+        // looked for (a closed socket is in no fd table).
+        self.drain_events();
         self.attributor.resolve_accepted(
             flows
                 .iter()
@@ -290,7 +293,7 @@ impl Collector {
             // kernel's first packets of the connection (SYN-ACK) may be another flow with
             // the creator as owner, and must not absorb the worker's bytes.
             owner_pid: (key.protocol == monitor_common::IPPROTO_TCP)
-                .then(|| self.attributor.holder(key.cookie))
+                .then(|| self.attributor.holder(key.cookie).map(|(pid, _)| pid))
                 .flatten()
                 .unwrap_or(c.owner.tgid),
             legacy_cookie: if c.owner.is_known() { 0 } else { key.cookie },
@@ -346,6 +349,7 @@ impl Collector {
             match ev.kind {
                 EVENT_RELEASED => {
                     self.released.insert(ev.cookie, ev.ts_ns);
+                    self.attributor.note_closer(ev.cookie, ev.tgid);
                     self.stats.release_events += 1;
                 }
                 EVENT_NEW_PROCESS => {

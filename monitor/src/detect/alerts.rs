@@ -208,7 +208,10 @@ pub struct Alert {
     pub status: AlertStatus,
     pub acknowledged: bool,
     pub service: String,
-    /// The process that last sent to the peer (or, for service rules, for the service).
+    /// The process of the heaviest sample that found the condition true (the one that sent
+    /// the most to the peer, or for the service, in one poll). Not the latest: a pre-forked
+    /// server's master answers each new connection's SYN with a few bytes of its own, after
+    /// its worker's megabytes in the same poll.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<Arc<Owner>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -341,6 +344,9 @@ struct Tracked {
     alert: Alert,
     last_emitted: Timestamp,
     emitted_total: u64,
+    /// Bytes of the sample whose process the alert names (0 after a restart: the next
+    /// sample names it).
+    process_bytes: u64,
 }
 
 /// The open alerts and the operator's decisions.
@@ -388,6 +394,7 @@ impl AlertBook {
             Tracked {
                 last_emitted: alert.updated_at,
                 emitted_total: alert.total_bytes,
+                process_bytes: 0,
                 alert,
             },
         );
@@ -413,8 +420,9 @@ impl AlertBook {
             if !c.examples.is_empty() {
                 a.examples = c.examples;
             }
-            if c.process.is_some() {
+            if c.process.is_some() && c.sample_bytes >= t.process_bytes {
                 a.process = c.process;
+                t.process_bytes = c.sample_bytes;
             }
             if let (Some(p), Some(new)) = (&mut a.peer, c.peer) {
                 p.port = new.port;
@@ -489,6 +497,7 @@ impl AlertBook {
                 alert: alert.clone(),
                 last_emitted: now,
                 emitted_total: alert.total_bytes,
+                process_bytes: c.sample_bytes,
             },
         );
         Some(AlertEvent {
@@ -725,6 +734,30 @@ mod tests {
             .unwrap();
         assert_eq!(e.event, AlertEventKind::Opened);
         assert_ne!(e.alert.id, id, "a new alert after resolution");
+    }
+
+    #[test]
+    fn an_alert_names_the_process_that_sent_the_most_not_the_latest() {
+        let sender = |pid: u32, bytes: u64, at: i64| {
+            let mut c = condition("2001:db8::1", bytes, at);
+            c.sample_bytes = bytes;
+            c.process = Some(Arc::new(Owner {
+                pid: Some(pid),
+                ..Owner::default()
+            }));
+            c
+        };
+        let pid = |b: &AlertBook| b.open_alerts().next().and_then(|a| a.process.as_ref()?.pid);
+        let mut b = book();
+        // nginx's worker sends the megabytes; its master's SYN-ACK to the same client comes
+        // later in the same poll (samples are sorted by bytes).
+        b.raise(sender(101, 80_000_000, 10), ts(10)).unwrap();
+        assert!(b.raise(sender(100, 74, 10), ts(10)).is_none());
+        assert_eq!(pid(&b), Some(101));
+        let e = b.raise(sender(100, 9_000_000, 80), ts(80)).unwrap();
+        assert_eq!(e.alert.process.and_then(|p| p.pid), Some(101));
+        b.raise(sender(102, 90_000_000, 90), ts(90));
+        assert_eq!(pid(&b), Some(102), "a heavier sender takes over");
     }
 
     #[test]

@@ -26,16 +26,16 @@ fn main() {
         "hold-udp" => hold_udp(addr(arg(1)), num(arg(2)), num(arg(3)) as usize),
         "udp-twice" => udp_twice(addr(arg(1)), num(arg(2)) as usize, num(arg(3))),
         "active-udp" => active_udp(addr(arg(1)), num(arg(2)) as usize, num(arg(3))),
-        "prefork-serve" => prefork_serve(num(arg(1))),
+        "prefork-serve" => prefork_serve(num(arg(1)), args.get(2).is_some_and(|a| a == "--close")),
         "udp-echo" => udp_echo(arg(1), num(arg(2))),
-        "worker-send" => worker_send(num(arg(1))),
+        "worker-send" => worker_send(num(arg(1)), args.get(2).is_some_and(|a| a == "--close")),
         _ => usage(),
     }
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: traffic tcp-serve BIND BYTES | udp-send TO COUNT SIZE [--socket-per-datagram] | short-tcp COUNT BYTES | pre-existing BYTES | two-cpu-udp TO COUNT SIZE | hold-udp TO SOCKETS SIZE | prefork-serve BYTES | udp-echo BIND COUNT"
+        "usage: traffic tcp-serve BIND BYTES | udp-send TO COUNT SIZE [--socket-per-datagram] | short-tcp COUNT BYTES | pre-existing BYTES | two-cpu-udp TO COUNT SIZE | hold-udp TO SOCKETS SIZE | prefork-serve BYTES [--close] | udp-echo BIND COUNT"
     );
     std::process::exit(2)
 }
@@ -268,8 +268,9 @@ fn udp_twice(to: SocketAddr, size: usize, pause_ms: u64) {
 /// listener on 127.0.0.1, then starts a worker (`worker-send`, a child process that inherits
 /// the listener as fd 3) which accepts one connection and sends `bytes` on it. Prints
 /// `listening PORT WORKER_PID`; the worker exits on "go" (stdin is shared), then so does
-/// this process.
-fn prefork_serve(bytes: u64) {
+/// this process. With `close`, the worker closes the connection as soon as it has sent (a
+/// connection served within one poll of the agent).
+fn prefork_serve(bytes: u64, close: bool) {
     use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
 
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -277,6 +278,9 @@ fn prefork_serve(bytes: u64) {
     let fd = listener.as_raw_fd();
     let mut worker = std::process::Command::new(env::current_exe().expect("own exe"));
     worker.args(["worker-send", &bytes.to_string()]);
+    if close {
+        worker.arg("--close");
+    }
     // SAFETY: only dup2(2) and fcntl(2), async-signal-safe, between fork and exec. The
     // duplicate (fd 3) has no close-on-exec flag, so the worker inherits the listener; when
     // the listener already is fd 3, dup2 does nothing and the flag is cleared instead.
@@ -301,8 +305,9 @@ fn prefork_serve(bytes: u64) {
 }
 
 /// The worker of `prefork-serve`: accepts one connection on fd 3, sends `bytes`, shuts its
-/// sending side (the socket stays open in this process), waits for "go".
-fn worker_send(bytes: u64) {
+/// sending side (the socket stays open in this process; with `close`, it is closed), waits
+/// for "go".
+fn worker_send(bytes: u64, close: bool) {
     use std::os::fd::FromRawFd as _;
 
     // SAFETY: fd 3 is the listener `prefork-serve` passed down; nothing else owns it here.
@@ -310,6 +315,9 @@ fn worker_send(bytes: u64) {
     let (mut conn, _) = listener.accept().expect("accept");
     write_all_bytes(&mut conn, bytes);
     conn.shutdown(Shutdown::Write).expect("shutdown");
+    if close {
+        drop(conn);
+    }
     say("sent");
     wait_for_go();
 }
