@@ -14,6 +14,7 @@ use thiserror::Error;
 use toml::Spanned;
 
 use crate::{
+    contain::settings::ContainmentConfig,
     detect::settings::{
         self, AlertsConfig, DestinationsConfig, DetectConfig, RulesConfig, ServiceConfig,
         StateConfig,
@@ -41,6 +42,8 @@ pub struct Config {
     pub sinks: Vec<SinkConfig>,
     /// The Prometheus endpoint (off by default).
     pub metrics: MetricsConfig,
+    /// Throttling or blocking flagged peers (dry run by default).
+    pub containment: ContainmentConfig,
 }
 
 impl Default for Config {
@@ -55,6 +58,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             sinks: crate::export::settings::default_sinks(),
             metrics: MetricsConfig::default(),
+            containment: ContainmentConfig::default(),
         }
     }
 }
@@ -263,6 +267,10 @@ impl Config {
             .map_err(|(span, key, message)| invalid(Some(span), key, message))?;
         config
             .metrics
+            .validate()
+            .map_err(|(span, key, message)| invalid(Some(span), key, message))?;
+        config
+            .containment
             .validate()
             .map_err(|(span, key, message)| invalid(Some(span), key, message))?;
         if config.agent.output != OutputFormat::None

@@ -9,6 +9,7 @@ pub mod attribution;
 pub mod cli;
 pub mod collector;
 pub mod config;
+pub mod contain;
 pub mod detect;
 pub mod detection;
 pub mod doctor;
