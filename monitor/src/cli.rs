@@ -56,6 +56,10 @@ pub enum Command {
     /// List, show, acknowledge or suppress alerts (in the state database).
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// List, start or lift containments (throttled or blocked peers, in the state database;
+    /// a running agent applies them at its next poll).
+    #[command(subcommand)]
+    Contain(ContainCommand),
     /// Print a synthetic two-day trace of a messaging server (`FlowSample` JSON lines), for
     /// `replay`: `normal`, `bulk-download`, `upload` or `slow-drip`.
     #[command(hide = true)]
@@ -194,6 +198,98 @@ pub enum AlertsCommand {
         #[command(flatten)]
         state: StateArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainCommand {
+    /// Containments, newest first: the active ones, or with `--all` the ended ones too.
+    List {
+        #[arg(long)]
+        all: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// One containment in full, with its history (the id or a unique prefix of it).
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Start a containment by hand: the same rails as the policy's (a configured service, no
+    /// internal, allowlisted or learned destination, at most `max_per_service`), and the
+    /// mode of `[containment]` (in dry run it is recorded, never applied).
+    Add(ContainAddArgs),
+    /// Lift an active containment (its id from `contain list`).
+    Lift {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ContainAddArgs {
+    /// A service of `[[services]]`.
+    #[arg(long)]
+    pub service: String,
+    /// The peer (`198.51.100.7`) or a network (`198.51.100.0/24`).
+    #[arg(long, value_parser = parse_target)]
+    pub peer: ipnet::IpNet,
+    /// Throttle to this many bytes per second (`256KiB`, `1MB`).
+    #[arg(long, value_parser = parse_rate, required_unless_present = "block", conflicts_with = "block")]
+    pub rate: Option<u64>,
+    /// Block instead: nothing to the peer, its new connections refused.
+    #[arg(long)]
+    pub block: bool,
+    /// How long (the TTL; `contain lift` ends it sooner).
+    #[arg(long = "for", value_parser = parse_duration, value_name = "DURATION", default_value = "1h")]
+    pub duration: Duration,
+    /// Why (stored and exported with it).
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// An address (a /32 or /128) or a network; host bits are refused, not silently cleared.
+pub fn parse_target(s: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(addr) = s.parse::<std::net::IpAddr>() {
+        return Ok(ipnet::IpNet::from(addr));
+    }
+    let net: ipnet::IpNet = s
+        .parse()
+        .map_err(|_| format!("{s:?} is neither an address nor a network (198.51.100.0/24)"))?;
+    if net.trunc() != net {
+        return Err(format!(
+            "{s:?} has host bits set: did you mean {}?",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+/// A rate in bytes per second: `256KiB`, `1MB`, or a number.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let bytes = s
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("{s:?} is not a size ({e}); write e.g. 256KiB"))?;
+    if bytes < crate::contain::settings::MIN_RATE {
+        return Err(format!(
+            "{bytes} B/s is below {} B/s: use --block",
+            crate::contain::settings::MIN_RATE
+        ));
+    }
+    Ok(bytes)
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@ use jiff::Timestamp;
 use crate::{
     collector::CollectorStats,
     config::Config,
+    contain::{policy::ContainmentBook, record::ContainmentEvent},
     detect::{Detector, alerts::AlertEvent},
     export::{
         Reporter,
@@ -59,6 +60,17 @@ pub struct LiveDetector {
     /// The Prometheus endpoint and what it serves (with `[metrics] listen`).
     metrics: Option<(Arc<Metrics>, MetricsServer)>,
     state_dir: PathBuf,
+    /// What is contained, decided from the alerts under `[containment]`'s rails.
+    containments: ContainmentBook,
+    contain_events: Vec<ContainmentEvent>,
+}
+
+/// Most containments read back from the database at start (the rails allow far fewer).
+const MAX_STORED_ACTIVE: usize = 4096;
+
+/// The names of `[[services]]`: the only services the rails let be contained.
+pub fn configured_services(config: &Config) -> impl Iterator<Item = String> + '_ {
+    config.services.iter().map(|s| s.name.get_ref().clone())
 }
 
 impl LiveDetector {
@@ -100,6 +112,18 @@ impl LiveDetector {
         let resolved = (!hosts.is_empty())
             .then(|| spawn_resolver(hosts, config.destinations.resolve_every.get_ref().0));
         let learning_saved = detector.host_learn_until();
+        let mut containments =
+            ContainmentBook::new(config.containment.clone(), configured_services(config));
+        for c in store.list_containments(true, MAX_STORED_ACTIVE)? {
+            containments.adopt(c);
+        }
+        if !containments.active().is_empty() {
+            tracing::info!(
+                active = containments.active().len(),
+                "containments restored from the state database (each until its TTL unless \
+                 its alert renews it)"
+            );
+        }
         Ok(Self {
             detector,
             store,
@@ -115,6 +139,8 @@ impl LiveDetector {
             last_rate_log: None,
             metrics,
             state_dir: state_dir.to_owned(),
+            containments,
+            contain_events: Vec::new(),
         })
     }
 
@@ -125,6 +151,14 @@ impl LiveDetector {
     /// returned; everything else is applied either way.
     pub fn reload(&mut self, old: &Config, new: &Config) -> Result<(), StartError> {
         self.detector.reconfigure(new);
+        self.contain_events.clear();
+        self.containments.reconfigure(
+            new.containment.clone(),
+            configured_services(new),
+            Timestamp::now(),
+            &mut self.contain_events,
+        );
+        self.record_containments();
         if old.destinations != new.destinations {
             let hosts = self.detector.classifier_mut().hosts_to_resolve();
             // Dropping the old receiver ends the old resolver thread at its next result.
@@ -194,6 +228,13 @@ impl LiveDetector {
         if let Err(e) = self.store.record(&self.events, &learned) {
             self.store_error("recording alerts", &e);
         }
+        for e in &self.events {
+            self.containments
+                .on_alert(e, e.at, &mut self.contain_events);
+        }
+        self.containments
+            .tick(Timestamp::now(), &mut self.contain_events);
+        self.record_containments();
         self.deliver();
         if let Some((metrics, _)) = &self.metrics {
             metrics.update_detection(&self.detector, &self.events);
@@ -233,6 +274,44 @@ impl LiveDetector {
     /// The metrics endpoint's address, when it runs.
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
         self.metrics.as_ref().map(|(_, server)| server.addr())
+    }
+
+    /// The containments (for the kernel and the metrics).
+    pub fn containments(&self) -> &ContainmentBook {
+        &self.containments
+    }
+
+    pub fn containments_mut(&mut self) -> &mut ContainmentBook {
+        &mut self.containments
+    }
+
+    /// Stores the containment events decided since the last call (they join the outbox).
+    fn record_containments(&mut self) {
+        for e in &self.contain_events {
+            tracing::info!(
+                containment = %e.containment.id,
+                event = e.event.name(),
+                service = %e.containment.service,
+                target = %e.containment.target,
+                action = %e.containment.verb(),
+                alert = ?e.containment.alert_id,
+                reason = e.containment.end_reason.as_deref().unwrap_or(&e.containment.reason),
+                "containment {}",
+                e.event.name()
+            );
+        }
+        if let Err(e) = self.store.record_containments(&self.contain_events) {
+            self.store_error("recording containments", &e);
+        }
+        if !self.contain_events.is_empty() {
+            for thread in &self.delivery {
+                thread.kick();
+            }
+        }
+        if let Some((metrics, _)) = &self.metrics {
+            metrics.update_containment(&self.containments, &self.contain_events);
+        }
+        self.contain_events.clear();
     }
 
     /// Wakes the delivery thread when events were stored (they are in the outbox).
@@ -287,6 +366,14 @@ impl LiveDetector {
                 ),
                 Err(e) => self.store_error("pruning old alerts", &e),
             }
+            match self.store.prune_containments(horizon) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    containments = n,
+                    "ended containments past state.keep_resolved deleted"
+                ),
+                Err(e) => self.store_error("pruning old containments", &e),
+            }
         }
         self.last_checkpoint = Instant::now();
         self.learning_saved = self.detector.host_learn_until();
@@ -309,13 +396,30 @@ impl LiveDetector {
                     let _ = self.detector.book_mut().acknowledge(alert, now);
                 }
                 OperatorAction::Suppress { suppression } => {
+                    self.containments.on_suppression(
+                        &suppression,
+                        Timestamp::now(),
+                        &mut self.contain_events,
+                    );
                     let _ = self.detector.book_mut().suppress(suppression, now);
                 }
                 OperatorAction::Learn {
                     service,
                     addr,
                     prefix,
-                } => self.detector.confirm(&service, addr, prefix),
+                } => {
+                    self.containments.on_learned(
+                        &service,
+                        addr,
+                        Timestamp::now(),
+                        &mut self.contain_events,
+                    );
+                    self.detector.confirm(&service, addr, prefix);
+                }
+                OperatorAction::Contain { containment } => self.containments.adopt(*containment),
+                OperatorAction::Lift { containment } => {
+                    self.containments.forget(containment);
+                }
                 OperatorAction::ReloadSuppressions => {
                     match self.store.active_suppressions(Timestamp::now()) {
                         Ok(list) => self.detector.book_mut().set_suppressions(list),

@@ -19,6 +19,7 @@ use monitor::{
 use tracing_subscriber::EnvFilter;
 
 mod alerts_cmd;
+mod contain_cmd;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -98,6 +99,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay_trace(&config, &args),
         Command::Efficacy(args) => run_efficacy(&config, &args),
         Command::Alerts(cmd) => alerts_cmd::run(&config, cmd),
+        Command::Contain(cmd) => contain_cmd::run(&config, cmd),
         Command::Synthesize(args) => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let mut result = Ok(());

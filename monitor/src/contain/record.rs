@@ -104,7 +104,7 @@ impl ContainmentState {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Containment {
     pub id: Uuid,
     pub service: String,
@@ -190,7 +190,7 @@ impl ContainmentEventKind {
 }
 
 /// One step of a containment's life, with the containment as it is after the step.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainmentEvent {
     pub event: ContainmentEventKind,
     pub at: Timestamp,

@@ -228,6 +228,21 @@ impl Classifier {
                 .any(|r| by_name(r) && r.applies(service, port))
     }
 
+    /// Whether a network an operator wants contained overlaps an internal network or an
+    /// allowlisted one of `service` (any port): the rails refuse it. Allowlisted host names
+    /// are checked where they resolved in this process (the CLI has not resolved any).
+    pub fn protects_any(&self, service: &str, target: &IpNet) -> Option<DestinationClass> {
+        let overlaps = |n: &IpNet| n.contains(target) || target.contains(n);
+        if self.internal.iter().any(overlaps) {
+            return Some(DestinationClass::Internal);
+        }
+        let allowed = self.allow.iter().any(|r| {
+            (r.services.is_empty() || r.services.iter().any(|s| s == service))
+                && matches!(&r.target, AllowTarget::Net(n) if overlaps(n))
+        }) || self.resolved.keys().any(|a| target.contains(a));
+        allowed.then_some(DestinationClass::Allowlisted)
+    }
+
     /// Internal or allowlisted, else `None` (the detector then decides learned/unknown).
     pub fn static_class(
         &self,

@@ -558,8 +558,25 @@ impl Detector {
             .service_of(owner)
             .map(str::to_owned)
             .map(|name| self.service_id(&name));
+        // Once per owner, not per sample: where the service's sockets live.
+        if let (Some(sid), Some(cgroup)) = (sid, owner.cgroup_id.filter(|c| *c != 0)) {
+            let cgroups = &mut self.services[sid as usize].cgroups;
+            cgroups.retain(|c| *c != cgroup);
+            if cgroups.len() >= service::MAX_CGROUPS {
+                cgroups.remove(0);
+            }
+            cgroups.push(cgroup);
+        }
         self.owners.insert(ptr, (owner.clone(), sid));
         sid
+    }
+
+    /// The cgroups `service`'s sockets were seen in.
+    pub fn service_cgroups(&self, service: &str) -> &[u64] {
+        self.services
+            .iter()
+            .find(|s| &*s.name == service)
+            .map_or(&[], |s| &s.cgroups)
     }
 
     /// The first sample of a service starts its learning period (or not, see

@@ -61,7 +61,13 @@ pub struct ServiceState {
     /// Rule 3: Unix milliseconds of the first and the latest crossing of the current run of
     /// crossings (none more than a minute apart); not stored.
     baseline_run: (u64, u64),
+    /// The cgroups the service's sockets were seen in (the scope of its containments in the
+    /// kernel), most recent last, at most [`MAX_CGROUPS`]; not stored.
+    pub cgroups: Vec<u64>,
 }
+
+/// Cgroups remembered per service: a unit's, a container's, a few more across restarts.
+pub const MAX_CGROUPS: usize = 8;
 
 impl ServiceState {
     pub fn new(name: Arc<str>) -> Self {
@@ -84,6 +90,7 @@ impl ServiceState {
             usual: (u64::MAX, 0),
             learning_finished: false,
             baseline_run: (0, 0),
+            cgroups: Vec::new(),
         }
     }
 

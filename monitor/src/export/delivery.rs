@@ -359,14 +359,14 @@ fn dead_letter(sink: &Sink, batch: &[Pending], sent: &Sent) -> std::io::Result<(
         let line = serde_json::json!({
             "sink": sink.name,
             "reason": reason,
-            "event_id": event_id(&p.event),
+            "event_id": p.event.id(),
             "event": p.event,
         });
         buf.push_str(&line.to_string());
         buf.push('\n');
         tracing::error!(
             sink = %sink.name,
-            event_id = %event_id(&p.event),
+            event_id = %p.event.id(),
             reason = %reason,
             file = %sink.dead_letter.display(),
             "the receiver refused an alert event for good; kept in the dead-letter file"

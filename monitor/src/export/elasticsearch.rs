@@ -67,11 +67,11 @@ impl Elasticsearch {
     pub fn body(&self, batch: &[Pending], reporter: &Reporter) -> Vec<u8> {
         let mut body = Vec::new();
         for p in batch {
-            let action = json!({ "create": { "_id": event_id(&p.event).to_string() } });
+            let action = json!({ "create": { "_id": p.event.id().to_string() } });
             // Writing a Value into a Vec cannot fail.
             let _ = serde_json::to_writer(&mut body, &action);
             body.push(b'\n');
-            let _ = serde_json::to_writer(&mut body, &document(self.format, &p.event, reporter));
+            let _ = serde_json::to_writer(&mut body, &p.event.document(self.format, reporter));
             body.push(b'\n');
         }
         body

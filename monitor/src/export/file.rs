@@ -122,7 +122,7 @@ impl Transport for FileTransport {
     fn send(&mut self, batch: &[Pending], reporter: &Reporter) -> Result<Sent, TransportError> {
         let lines: Vec<String> = batch
             .iter()
-            .flat_map(|p| records(self.format, self.network_activity, &p.event, reporter))
+            .flat_map(|p| p.event.records(self.format, self.network_activity, reporter))
             .collect();
         self.file.write(&lines)?;
         Ok(Sent::all(batch))
@@ -186,7 +186,7 @@ mod tests {
         };
         let batch = [Pending {
             seq: 1,
-            event: crate::export::fixtures::opened(),
+            event: crate::export::fixtures::opened().into(),
         }];
         let sent = t
             .send(&batch, &crate::export::fixtures::reporter())

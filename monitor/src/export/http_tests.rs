@@ -341,7 +341,7 @@ fn store_pending(events: &[AlertEvent]) -> Vec<crate::store::Pending> {
         .enumerate()
         .map(|(i, e)| crate::store::Pending {
             seq: i as i64,
-            event: e.clone(),
+            event: e.clone().into(),
         })
         .collect()
 }

@@ -10,6 +10,7 @@ pub mod delivery;
 mod delivery_tests;
 pub mod ecs;
 pub mod elasticsearch;
+pub mod exported;
 pub mod file;
 #[cfg(test)]
 mod hostile_tests;

@@ -86,7 +86,7 @@ impl SplunkHec {
             let mut envelope = Map::new();
             envelope.insert(
                 "time".into(),
-                json!(p.event.at.as_millisecond() as f64 / 1000.0),
+                json!(p.event.at().as_millisecond() as f64 / 1000.0),
             );
             envelope.insert("host".into(), json!(reporter.hostname));
             envelope.insert("source".into(), json!(self.source));
@@ -96,11 +96,11 @@ impl SplunkHec {
             }
             envelope.insert(
                 "event".into(),
-                http::event_value(self.format, &p.event, reporter),
+                p.event.value(self.format, reporter),
             );
             envelope.insert(
                 "fields".into(),
-                json!({ "event_id": event_id(&p.event).to_string() }),
+                json!({ "event_id": p.event.id().to_string() }),
             );
             // Writing a Value into a Vec cannot fail.
             let _ = serde_json::to_writer(&mut body, &Value::Object(envelope));

@@ -349,12 +349,12 @@ impl Transport for SyslogTransport {
         let payload = Payload::Format(self.format);
         let mut messages = Vec::with_capacity(batch.len());
         for p in batch {
-            messages.push(message(&p.event, reporter, self.facility, payload));
-            if self.network_activity
-                && let Some(m) = network_activity_message(&p.event, reporter, self.facility)
-            {
-                messages.push(m);
-            }
+            messages.extend(p.event.syslog_messages(
+                reporter,
+                self.facility,
+                payload,
+                self.network_activity,
+            ));
         }
         self.sink.send(&messages)?;
         Ok(Sent::all(batch))

@@ -58,7 +58,7 @@ impl Webhook {
 pub fn idempotency_key(batch: &[Pending]) -> Uuid {
     let ids: Vec<String> = batch
         .iter()
-        .map(|p| event_id(&p.event).to_string())
+        .map(|p| p.event.id().to_string())
         .collect();
     Uuid::new_v5(&KEY_NAMESPACE, ids.join(",").as_bytes())
 }
@@ -71,7 +71,7 @@ impl Transport for Webhook {
     fn send(&mut self, batch: &[Pending], reporter: &Reporter) -> Result<Sent, TransportError> {
         let events: Vec<Value> = batch
             .iter()
-            .map(|p| http::event_value(self.format, &p.event, reporter))
+            .map(|p| p.event.value(self.format, reporter))
             .collect();
         let body = serde_json::to_vec(&events).map_err(std::io::Error::other)?;
         let key = idempotency_key(batch).to_string();
@@ -115,13 +115,13 @@ mod tests {
     fn the_idempotency_key_follows_the_events() {
         let a = Pending {
             seq: 1,
-            event: fixtures::opened(),
+            event: fixtures::opened().into(),
         };
         let mut second = fixtures::opened();
         second.alert.updates = 3;
         let b = Pending {
             seq: 2,
-            event: second,
+            event: second.into(),
         };
         let ab = idempotency_key(&[a.clone(), b.clone()]);
         assert_eq!(ab, idempotency_key(&[a.clone(), b.clone()]));

@@ -56,6 +56,14 @@ pub struct Snapshot {
     pub identities: u64,
     pub networks: u64,
     pub identities_refused: u64,
+    /// Containments active now, by enforcement (dry_run, enforced) and action.
+    pub contained: BTreeMap<(&'static str, &'static str), u64>,
+    /// Containment events since the agent started, by event (started, renewed, lifted...).
+    pub containment_events: BTreeMap<&'static str, u64>,
+    /// Containments the rails refused, by reason.
+    pub containments_refused: BTreeMap<&'static str, u64>,
+    /// What the kernel held back from the active containments (bytes, packets).
+    pub contained_dropped: (u64, u64),
 }
 
 /// What `/metrics` serves.
@@ -116,6 +124,37 @@ impl Metrics {
         snap.identities_refused = detector.acquaintances().refused;
     }
 
+    /// Copies the containment book's figures (after each of its changes).
+    pub fn update_containment(
+        &self,
+        book: &crate::contain::policy::ContainmentBook,
+        events: &[crate::contain::record::ContainmentEvent],
+    ) {
+        let Ok(mut snap) = self.snapshot.lock() else {
+            return;
+        };
+        snap.contained.clear();
+        for enforcement in ["dry_run", "enforced"] {
+            for action in ["throttle", "block"] {
+                snap.contained.insert((enforcement, action), 0);
+            }
+        }
+        let mut dropped = (0, 0);
+        for c in book.active() {
+            *snap
+                .contained
+                .entry((c.enforcement.name(), c.action.name()))
+                .or_default() += 1;
+            dropped.0 += c.dropped_bytes;
+            dropped.1 += c.dropped_packets;
+        }
+        snap.contained_dropped = dropped;
+        for e in events {
+            *snap.containment_events.entry(e.event.name()).or_default() += 1;
+        }
+        snap.containments_refused.clone_from(&book.stats.refused);
+    }
+
     /// Copies the collector's totals (after a poll).
     pub fn update_collector(&self, stats: &CollectorStats, max_flows: u64) {
         if let Ok(mut snap) = self.snapshot.lock() {
@@ -141,6 +180,7 @@ impl Collector for Metrics {
     fn encode(&self, mut e: DescriptorEncoder) -> Result {
         if let Ok(snap) = self.snapshot.lock() {
             encode_detection(&snap, &mut e)?;
+            encode_containment(&snap, &mut e)?;
             encode_collector(&snap, &mut e)?;
         }
         if let Ok(sinks) = self.sinks.lock() {
@@ -212,6 +252,50 @@ fn encode_detection(snap: &Snapshot, e: &mut DescriptorEncoder) -> Result {
         "egress_monitor_detector_identities_refused",
         "Identities or networks not remembered because their table was full (they stay strangers)",
         snap.identities_refused,
+    )?;
+    Ok(())
+}
+
+fn encode_containment(snap: &Snapshot, e: &mut DescriptorEncoder) -> Result {
+    let mut family = e.encode_descriptor(
+        "egress_monitor_contained_peers",
+        "Containments active now, by enforcement (dry_run: decided only) and action",
+        None,
+        MetricType::Gauge,
+    )?;
+    for ((enforcement, action), n) in &snap.contained {
+        let labels = [("enforcement", *enforcement), ("action", *action)];
+        ConstGauge::new(saturating_i64(*n)).encode(family.encode_family(&labels)?)?;
+    }
+    let mut family = e.encode_descriptor(
+        "egress_monitor_containment_events",
+        "Containment events since the agent started, by event (started, renewed, lifted, expired)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (event, n) in &snap.containment_events {
+        ConstCounter::new(*n).encode(family.encode_family(&[("event", *event)])?)?;
+    }
+    let mut family = e.encode_descriptor(
+        "egress_monitor_containments_refused",
+        "Containments the safety rails refused since the agent started, by reason",
+        None,
+        MetricType::Counter,
+    )?;
+    for (reason, n) in &snap.containments_refused {
+        ConstCounter::new(*n).encode(family.encode_family(&[("reason", *reason)])?)?;
+    }
+    gauge(
+        e,
+        "egress_monitor_contained_dropped_bytes",
+        "Bytes the kernel held back from the active containments' peers",
+        snap.contained_dropped.0,
+    )?;
+    gauge(
+        e,
+        "egress_monitor_contained_dropped_packets",
+        "Packets the kernel held back from the active containments' peers",
+        snap.contained_dropped.1,
     )?;
     Ok(())
 }

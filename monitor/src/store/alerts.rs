@@ -36,6 +36,12 @@ pub enum OperatorAction {
     },
     /// A suppression was lifted: read the active ones again.
     ReloadSuppressions,
+    /// `contain add`: a containment the CLI checked against the rails and stored as started.
+    Contain {
+        containment: Box<crate::contain::record::Containment>,
+    },
+    /// `contain lift`: the CLI stored it as lifted; the agent stops enforcing it.
+    Lift { containment: Uuid },
 }
 
 /// A suppression as stored, for `alerts suppressions`.
@@ -56,7 +62,7 @@ pub struct AlertFilter {
     pub limit: usize,
 }
 
-fn ms(t: Timestamp) -> i64 {
+pub(super) fn ms(t: Timestamp) -> i64 {
     t.as_millisecond()
 }
 
@@ -329,6 +335,15 @@ impl Store {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         self.record(events, &[])?;
+        self.push_operator_actions(actions, now)
+    }
+
+    /// Leaves `actions` for the running agent (and stores what a learned peer is).
+    pub(super) fn push_operator_actions(
+        &mut self,
+        actions: &[OperatorAction],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let err = |e| super::classify(&path, e);
         let tx = self.conn.transaction().map_err(err)?;

@@ -6,6 +6,7 @@
 //! (`state.db.reset-<time>`, with its `-wal`/`-shm`) and starts empty. Nothing is deleted.
 
 pub mod alerts;
+pub mod containments;
 pub mod detector_state;
 pub mod outbox;
 mod schema;
@@ -79,6 +80,10 @@ pub enum StoreError {
     NoSuchAlert(String),
     #[error("id prefix {prefix:?} matches {count} alerts; give more characters")]
     AmbiguousAlert { prefix: String, count: usize },
+    #[error("no containment matches id {0:?} (`egress-monitor contain list --all`)")]
+    NoSuchContainment(String),
+    #[error("id prefix {prefix:?} matches {count} containments; give more characters")]
+    AmbiguousContainment { prefix: String, count: usize },
 }
 
 pub struct Store {
@@ -313,6 +318,61 @@ mod tests {
             .conn
             .execute("INSERT INTO meta VALUES ('k', 'v')", [])
             .expect("the table of migration 2");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_outbox_rebuilt_for_containments_keeps_its_sequence_and_cursors() {
+        let dir = temp_dir("outbox-v6");
+        fs::create_dir_all(&dir).unwrap();
+        {
+            let conn = Connection::open(dir.join(FILE_NAME)).unwrap();
+            for sql in &schema::MIGRATIONS[..5] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 5).unwrap();
+            conn.execute_batch(
+                "INSERT INTO alerts VALUES ('a1', 'peer_outlier', 'messaging', NULL, 'high',
+                    'open', 0, 0, 0, '{}');
+                 INSERT INTO alert_events (alert_id, event, at, body) VALUES
+                    ('a1', 'opened', 0, '{}'), ('a1', 'updated', 1, '{}'), ('a1', 'updated', 2, '{}');
+                 DELETE FROM alert_events WHERE seq = 3;
+                 INSERT INTO sink_cursors VALUES ('siem', 2);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&dir).unwrap();
+        let rows: Vec<(i64, String)> = store
+            .conn
+            .prepare("SELECT seq, kind FROM alert_events ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows, [(1, "alert".to_owned()), (2, "alert".to_owned())]);
+        store
+            .conn
+            .execute(
+                "INSERT INTO alert_events (alert_id, event, at, body, kind)
+                 VALUES ('c1', 'started', 3, '{}', 'containment')",
+                [],
+            )
+            .expect("no reference to alerts any more");
+        let seq: i64 = store
+            .conn
+            .query_row("SELECT max(seq) FROM alert_events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(seq, 4, "the sequence goes on past every number ever used");
+        let entries: i64 = store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_sequence WHERE name = 'alert_events'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(entries, 1, "one sequence for the table");
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -7,13 +7,13 @@
 use rusqlite::{OptionalExtension as _, params};
 
 use super::{Store, StoreError};
-use crate::detect::alerts::AlertEvent;
+use crate::export::exported::Exported;
 
 /// One undelivered event of a sink.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pending {
     pub seq: i64,
-    pub event: AlertEvent,
+    pub event: Exported,
 }
 
 impl Store {
@@ -52,22 +52,31 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT seq, body FROM alert_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                "SELECT seq, body, kind FROM alert_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )
             .map_err(|e| self.sql(e))?;
         let rows = stmt
             .query_map(params![after, limit as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
             })
             .map_err(|e| self.sql(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, body) = row.map_err(|e| self.sql(e))?;
-            let event = serde_json::from_str(&body).map_err(|e| StoreError::Decode {
+            let (seq, body, kind) = row.map_err(|e| self.sql(e))?;
+            let decode_error = |e: serde_json::Error| StoreError::Decode {
                 path: self.path.clone(),
                 what: "outbox event",
-                detail: format!("seq {seq}: {e}"),
-            })?;
+                detail: format!("seq {seq} ({kind}): {e}"),
+            };
+            let event = if kind == "containment" {
+                Exported::Containment(serde_json::from_str(&body).map_err(decode_error)?)
+            } else {
+                Exported::Alert(serde_json::from_str(&body).map_err(decode_error)?)
+            };
             out.push(Pending { seq, event });
         }
         Ok(out)
@@ -184,7 +193,7 @@ mod tests {
         assert_eq!(store.drop_oldest("dead", 20).unwrap(), 0, "under the bound");
         assert_eq!(store.drop_oldest("dead", 4).unwrap(), 6);
         let left = store.pending("dead", 100).unwrap();
-        let kept: Vec<u32> = left.iter().map(|p| p.event.alert.updates).collect();
+        let kept: Vec<u32> = left.iter().map(|p| p.event.alert().unwrap().alert.updates).collect();
         assert_eq!(kept, vec![6, 7, 8, 9]);
         assert_eq!(store.drop_oldest("dead", 4).unwrap(), 0, "idempotent");
         assert_eq!(store.drop_oldest("dead", 0).unwrap(), 4);
@@ -205,7 +214,7 @@ mod tests {
         let mut store = Store::open(&dir).unwrap();
         let p = store.pending("file", 10).unwrap();
         assert_eq!(p.len(), 3);
-        assert_eq!(p[0].event.alert.updates, 1);
+        assert_eq!(p[0].event.alert().unwrap().alert.updates, 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

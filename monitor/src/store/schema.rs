@@ -95,6 +95,48 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (service, identity)
     ) STRICT, WITHOUT ROWID;
     ",
+    // 6: containments. The outbox (`alert_events`) also carries containment events: rebuilt
+    // with a `kind` and without the reference to `alerts` (a containment event's subject is
+    // its containment). Same rows, same sequence numbers: every sink's cursor stays valid.
+    "
+    CREATE TABLE alert_events_v6 (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        alert_id TEXT NOT NULL,           -- the alert's id, or the containment's
+        event TEXT NOT NULL,
+        at INTEGER NOT NULL,              -- Unix milliseconds
+        body TEXT NOT NULL,               -- the AlertEvent or ContainmentEvent as JSON
+        kind TEXT NOT NULL DEFAULT 'alert' CHECK (kind IN ('alert', 'containment'))
+    ) STRICT;
+    INSERT INTO alert_events_v6 (seq, alert_id, event, at, body)
+        SELECT seq, alert_id, event, at, body FROM alert_events;
+    -- The sequence goes on from the highest number ever used (rows of pruned alerts are
+    -- gone, but a sink's cursor may be past them): a new event must never get a number a
+    -- cursor already passed.
+    INSERT INTO sqlite_sequence (name, seq) SELECT 'alert_events_v6', 0
+        WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'alert_events_v6');
+    UPDATE sqlite_sequence SET seq = max(
+        seq,
+        coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'alert_events'), 0),
+        coalesce((SELECT max(seq) FROM sink_cursors), 0)
+    ) WHERE name = 'alert_events_v6';
+    DROP TABLE alert_events;
+    ALTER TABLE alert_events_v6 RENAME TO alert_events;
+    CREATE INDEX alert_events_by_alert ON alert_events (alert_id, seq);
+    CREATE TABLE containments (
+        id TEXT PRIMARY KEY,
+        service TEXT NOT NULL,
+        target TEXT NOT NULL,             -- 198.51.100.7/32, 2001:db8::/48
+        action TEXT NOT NULL CHECK (action IN ('throttle', 'block')),
+        enforcement TEXT NOT NULL CHECK (enforcement IN ('dry_run', 'enforced')),
+        state TEXT NOT NULL CHECK (state IN ('active', 'lifted', 'expired')),
+        alert_id TEXT,
+        started_at INTEGER NOT NULL,      -- Unix milliseconds
+        expires_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        body TEXT NOT NULL                -- the Containment as JSON
+    ) STRICT;
+    CREATE INDEX containments_by_state ON containments (state, started_at);
+    ",
 ];
 
 /// The schema version this build writes.
