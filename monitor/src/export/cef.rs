@@ -8,12 +8,12 @@ use super::{Reporter, event_id, severity_score};
 use crate::detect::alerts::AlertEvent;
 
 /// Escapes a header field: `\` and `|`.
-fn header(s: &str) -> String {
+pub(super) fn header(s: &str) -> String {
     s.replace('\\', "\\\\").replace('|', "\\|")
 }
 
 /// Escapes an extension value: `\`, `=`, and line breaks.
-fn value(s: &str) -> String {
+pub(super) fn value(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('=', "\\=")
         .replace('\r', "\\r")

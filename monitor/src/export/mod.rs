@@ -4,11 +4,16 @@
 
 pub mod backoff;
 pub mod cef;
+pub mod containment;
+pub mod containment_syslog;
+#[cfg(test)]
+mod containment_tests;
 pub mod deadline;
 pub mod delivery;
 #[cfg(test)]
 mod delivery_tests;
 pub mod ecs;
+pub mod ecs_containment;
 pub mod elasticsearch;
 pub mod exported;
 pub mod file;
@@ -25,6 +30,7 @@ mod http_setup;
 mod http_tests;
 pub mod ocsf;
 pub mod ocsf_network;
+pub mod ocsf_remediation;
 pub mod settings;
 pub mod splunk_hec;
 pub mod stdout;

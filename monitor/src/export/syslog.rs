@@ -53,13 +53,13 @@ fn severity(e: &AlertEvent) -> u8 {
 }
 
 /// Keeps printable US-ASCII (33-126), at most `max` characters; nil (`-`) when empty.
-fn header_field(s: &str, max: usize) -> String {
+pub(super) fn header_field(s: &str, max: usize) -> String {
     let v: String = s.chars().filter(char::is_ascii_graphic).take(max).collect();
     if v.is_empty() { "-".to_owned() } else { v }
 }
 
 /// Escapes an SD-PARAM value: `"`, `\` and `]`.
-fn sd_value(s: &str) -> String {
+pub(super) fn sd_value(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '"' | '\\' | ']') {
@@ -71,7 +71,7 @@ fn sd_value(s: &str) -> String {
 }
 
 /// RFC 3339 with at most 6 fraction digits (RFC 5424 allows no more).
-fn timestamp(t: Timestamp) -> String {
+pub(super) fn timestamp(t: Timestamp) -> String {
     let micros = t.as_microsecond();
     Timestamp::from_microsecond(micros)
         .unwrap_or(t)
