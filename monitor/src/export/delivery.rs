@@ -17,7 +17,6 @@ use super::{
     Reporter,
     backoff::Backoff,
     elasticsearch::Elasticsearch,
-    event_id,
     file::{FileSink, FileTransport},
     http::SetupError,
     settings::{SinkConfig, SinkType},

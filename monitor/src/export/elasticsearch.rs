@@ -15,13 +15,12 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::{
-    Format, Reporter, ecs, event_id,
+    Format, Reporter,
     http::{self, HttpClient, Secret, SetupError, Status},
-    ocsf,
     settings::{HttpAuth, SinkConfig},
     transport::{Sent, Transport, TransportError},
 };
-use crate::{detect::alerts::AlertEvent, store::Pending};
+use crate::{export::exported::Exported, store::Pending};
 
 pub const DEFAULT_DATA_STREAM: &str = "logs-egress_monitor.alerts-default";
 
@@ -93,20 +92,6 @@ fn authorization(auth: HttpAuth, token: &Secret) -> Result<Secret, SetupError> {
             )
         }
     }))
-}
-
-/// The document of one event: ECS as is, an OCSF finding with `@timestamp` added.
-fn document(format: Format, event: &AlertEvent, reporter: &Reporter) -> Value {
-    match format {
-        Format::Ocsf => {
-            let mut doc = ocsf::detection_finding(event, reporter);
-            if let Value::Object(map) = &mut doc {
-                map.insert("@timestamp".into(), json!(event.at.to_string()));
-            }
-            doc
-        }
-        _ => ecs::alert(event, reporter),
-    }
 }
 
 impl Transport for Elasticsearch {
@@ -224,12 +209,20 @@ mod tests {
 
     #[test]
     fn ocsf_documents_get_a_timestamp() {
-        let e = crate::export::fixtures::opened();
-        let doc = document(Format::Ocsf, &e, &crate::export::fixtures::reporter());
-        assert_eq!(doc["@timestamp"], json!(e.at.to_string()));
+        let r = crate::export::fixtures::reporter();
+        let e = Exported::from(crate::export::fixtures::opened());
+        let doc = e.document(Format::Ocsf, &r);
+        assert_eq!(doc["@timestamp"], json!(e.at().to_string()));
         assert_eq!(doc["class_uid"], json!(2004));
-        let doc = document(Format::Ecs, &e, &crate::export::fixtures::reporter());
-        assert_eq!(doc["ecs"]["version"], json!(ecs::VERSION));
+        let doc = e.document(Format::Ecs, &r);
+        assert_eq!(doc["ecs"]["version"], json!(crate::export::ecs::VERSION));
+        // A containment: OCSF Network Remediation Activity, or its ECS document.
+        let c = Exported::from(crate::export::containment::fixtures::started());
+        let doc = c.document(Format::Ocsf, &r);
+        assert_eq!(doc["@timestamp"], json!(c.at().to_string()));
+        assert_eq!(doc["class_uid"], json!(7004));
+        let doc = c.document(Format::Ecs, &r);
+        assert_eq!(doc["ecs"]["version"], json!(crate::export::ecs::VERSION));
     }
 
     #[test]

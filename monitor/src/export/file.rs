@@ -11,7 +11,7 @@ use std::{
 };
 
 use super::{
-    Format, Reporter, records,
+    Format, Reporter,
     settings::Fsync,
     transport::{Sent, Transport, TransportError},
 };

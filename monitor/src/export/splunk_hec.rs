@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Format, Reporter, event_id,
+    Format, Reporter,
     http::{self, HttpClient, Secret, SetupError, Status},
     settings::SinkConfig,
     transport::{Sent, Transport, TransportError},

@@ -5,7 +5,7 @@
 use std::io::Write as _;
 
 use super::{
-    Format, Reporter, records,
+    Format, Reporter,
     transport::{Sent, Transport, TransportError},
 };
 use crate::store::Pending;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     Format, Reporter,
     deadline::{budget, write_all_within},
-    syslog::{Framing, Payload, frame, message, network_activity_message},
+    syslog::{Framing, Payload, frame},
     tls::TlsClient,
     transport::{Sent, Transport, TransportError},
 };

@@ -16,7 +16,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
-    Format, Reporter, event_id,
+    Format, Reporter,
     http::{self, HttpClient, Secret, SetupError, Status},
     settings::SinkConfig,
     transport::{Sent, Transport, TransportError},

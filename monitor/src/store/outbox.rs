@@ -146,7 +146,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::fixtures;
+    use crate::{detect::alerts::AlertEvent, export::fixtures};
 
     fn events(n: usize) -> Vec<AlertEvent> {
         (0..n)
@@ -242,7 +242,7 @@ mod retention_tests {
         assert_eq!(store.prune_resolved(far).unwrap(), 1, "delivered: may go");
     }
 
-    fn fixtures_opened() -> AlertEvent {
+    fn fixtures_opened() -> crate::detect::alerts::AlertEvent {
         crate::export::fixtures::opened()
     }
 }
