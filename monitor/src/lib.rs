@@ -8,6 +8,7 @@ pub mod alert_output;
 pub mod attribution;
 pub mod cli;
 pub mod collector;
+pub mod contain;
 pub mod config;
 pub mod detect;
 pub mod detection;
