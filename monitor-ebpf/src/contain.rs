@@ -143,11 +143,14 @@ fn throttle(bucket: *mut ContainBucket, bytes: u64, packets: u64, now: u64) -> i
             if tokens + add as i64 >= burst {
                 tokens = burst;
                 b.last_refill_ns = now;
-            } else if add > 0 {
+            } else if let Some(rate) = core::num::NonZeroU64::new(rate)
+                && add > 0
+            {
                 tokens += add as i64;
                 // Advance by the time the added bytes took, not to `now`: the fraction of a
                 // byte not yet earned stays for the next packet (packets microseconds apart
-                // would otherwise lose most of the rate to rounding).
+                // would otherwise lose most of the rate to rounding). A non-zero divisor:
+                // no division-by-zero panic path, which the verifier would refuse.
                 b.last_refill_ns += add * NS_PER_SEC / rate;
             }
         }

@@ -468,8 +468,9 @@ fn program_checks(results: &[loader::ProgramCheck]) -> Vec<Check> {
                 name,
                 Status::Warn,
                 format!(
-                    "refused: containment enforcement unavailable, the agent attaches {} (counts, never drops) instead: {e}",
+                    "refused: containment enforcement unavailable, the agent attaches {} (counts, never drops) instead: {}",
                     spec.without_enforcement.map_or("", |w| w.name),
+                    error_chain(e),
                 ),
             ),
             (Err(e), _) if spec.required && fallback_loaded => check(

@@ -30,7 +30,11 @@ use monitor::{
 const MIB: u64 = 1024 * 1024;
 /// The throttle rate of the convergence test.
 const RATE: u64 = 2 * MIB;
-const BURST: u64 = 128 * 1024;
+/// Half a second of the rate. On loopback a throttled TCP sender whose packet is dropped
+/// locally (nothing left in flight) sends again when its probe timer fires, 200 ms or more
+/// later; a bucket smaller than what the rate earns meanwhile caps the average below the rate
+/// (measured: a 128 KiB bucket held a 2 MiB/s rule to 0.5 MiB/s).
+const BURST: u64 = RATE / 2;
 const THROTTLED: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 66);
 const OTHER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 67);
 const THIRD: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 68);
@@ -269,7 +273,7 @@ fn throttle(id: u64, cgroup: u64, peer: Ipv4Addr, bytes_per_sec: u64) -> KernelR
     KernelRule {
         id,
         cgroups: vec![cgroup],
-        network: ipnet::IpNet::from(peer),
+        network: ipnet::IpNet::from(std::net::IpAddr::V4(peer)),
         action: KernelAction::Throttle {
             bytes_per_sec,
             burst_bytes: BURST,
@@ -281,7 +285,7 @@ fn block(id: u64, cgroup: u64, peer: Ipv4Addr) -> KernelRule {
     KernelRule {
         id,
         cgroups: vec![cgroup],
-        network: ipnet::IpNet::from(peer),
+        network: ipnet::IpNet::from(std::net::IpAddr::V4(peer)),
         action: KernelAction::Block,
     }
 }
@@ -459,8 +463,10 @@ fn removing_the_rule_or_the_programs_restores_full_speed() {
     assert!(fresh_rate > FULL_SPEED, "after detach, new {}", mib(fresh_rate));
 }
 
-/// 4. With no rules, a bulk download goes as fast with the programs attached as without them
-///    (alternating rounds of 2 s, medians compared), and nothing is dropped.
+/// 4. With no rule for it, a bulk download goes as fast with the programs attached as without
+///    them (alternating rounds of 2 s, medians compared), and nothing is dropped: the rules of
+///    another cgroup in force saw none of its packets, and TCP retransmits no more than it
+///    does uninstrumented.
 #[test]
 fn without_rules_a_bulk_download_is_as_fast_as_uninstrumented() {
     const ROUNDS: usize = 5;
@@ -468,43 +474,41 @@ fn without_rules_a_bulk_download_is_as_fast_as_uninstrumented() {
     let (_server_a, addr_a) = server(&setup.a);
     let mut with = Vec::new();
     let mut without = Vec::new();
-    let retrans = tcp_retransmitted_segments();
-    let mut before = 0;
-    let mut attached_bytes = 0;
+    let mut retrans_with = 0;
+    let mut retrans_without = 0;
     for round in 0..2 * ROUNDS {
         let instrumented = round % 2 == 0;
         if instrumented {
             if setup.attached.is_none() {
                 setup.attach();
             }
-            // Rules for other cgroups and peers exist: flows do the epoch check and look
-            // their rules up once, finding none for them.
+            // Rules for another cgroup exist: flows do the epoch check and look their rules
+            // up once, finding none for them.
             let id_b = setup.b.id();
             setup.apply(&[throttle(5, id_b, THIRD, RATE), block(6, id_b, OTHER)]);
-            setup.apply(&[]);
-            before = tcp_retransmitted_segments();
         } else {
             setup.detach();
         }
+        let before = tcp_retransmitted_segments();
         let d = Download::start(THROTTLED, addr_a);
         thread::sleep(Duration::from_millis(300));
         let r = rates(&[&d], Duration::from_secs(2))[0];
+        let retransmitted = tcp_retransmitted_segments() - before;
         drop(d);
         if instrumented {
-            attached_bytes += (r * 2.0) as u64;
             with.push(r);
-            assert_eq!(
-                tcp_retransmitted_segments() - before,
-                0,
-                "retransmissions while attached without rules"
+            retrans_with += retransmitted;
+            let stats = setup.enforcer().stats().expect("stats");
+            assert!(
+                stats.iter().all(|(_, s)| s.dropped_packets == 0 && s.passed_packets == 0),
+                "the rules of another cgroup touched this download: {stats:?}"
             );
-            assert!(setup.enforcer().stats().expect("stats").is_empty());
         } else {
             without.push(r);
+            retrans_without += retransmitted;
         }
     }
     setup.detach();
-    let retrans = tcp_retransmitted_segments() - retrans;
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -512,11 +516,18 @@ fn without_rules_a_bulk_download_is_as_fast_as_uninstrumented() {
     let (m_with, m_without) = (median(&mut with), median(&mut without));
     let ratio = m_with / m_without;
     println!(
-        "median with programs {} (rounds {:?}), without {} (rounds {:?}): ratio {ratio:.3}; {retrans} retransmitted segments in all; {attached_bytes} B while attached",
+        "median with programs {} (rounds {:?}), without {} (rounds {:?}): ratio {ratio:.3}; retransmitted segments {retrans_with} with, {retrans_without} without",
         mib(m_with),
         with.iter().map(|r| mib(*r)).collect::<Vec<_>>(),
         mib(m_without),
         without.iter().map(|r| mib(*r)).collect::<Vec<_>>(),
+    );
+    // Loopback at full speed retransmits a little by itself (the softirq backlog overflows;
+    // measured: about a hundred segments in 10 s, attached or not): the programs must not
+    // add to it.
+    assert!(
+        retrans_with <= 2 * retrans_without + 50,
+        "{retrans_with} segments retransmitted with the programs, {retrans_without} without"
     );
     assert!(
         ratio > 0.85,
