@@ -214,7 +214,7 @@ pub const LPM_TRIE: FeatureSpec = FeatureSpec {
     used_for: "containment rules by (cgroup, peer prefix)",
 };
 
-/// The containment buckets' lock (`doctor` probes the helper in cgroup_skb against this row).
+/// The containment buckets' lock (`doctor` probes the helper in `cgroup_skb` against this row).
 pub const SPIN_LOCK: FeatureSpec = FeatureSpec {
     feature: "bpf_spin_lock in an array map value (cgroup_skb)",
     min_kernel: "5.1",

@@ -343,7 +343,11 @@ const _: () = assert!(core::mem::offset_of!(ContainBucket, rate_bytes_per_sec) =
 pub const CONTAIN_MAX_RATE: u64 = 4_000_000_000;
 /// Longest interval one refill counts (4 s): a bucket idle for longer refills as if idle 4 s.
 pub const CONTAIN_MAX_REFILL_NS: u64 = 4_000_000_000;
-const _: () = assert!(CONTAIN_MAX_RATE.checked_mul(CONTAIN_MAX_REFILL_NS).is_some());
+const _: () = assert!(
+    CONTAIN_MAX_RATE
+        .checked_mul(CONTAIN_MAX_REFILL_NS)
+        .is_some()
+);
 
 /// `CONTAIN_EPOCH` value.
 #[repr(C)]
@@ -559,7 +563,7 @@ mod tests {
         assert_eq!(offset_of!(ContainBucket, tokens), 24);
         assert_eq!(offset_of!(ContainBucket, rule_id), 72);
         // A flow keeps its slot + 1 in one byte.
-        assert!(CONTAIN_BUCKETS_ENTRIES < 256);
+        const { assert!(CONTAIN_BUCKETS_ENTRIES < 256) };
         assert_eq!(ContainKey::new(7, [0; 16]).cgroup_id, 7u64.to_ne_bytes());
     }
 

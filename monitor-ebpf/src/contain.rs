@@ -15,8 +15,7 @@ use aya_ebpf::{
 };
 use monitor_common::{
     CONTAIN_BLOCK, CONTAIN_BUCKETS_ENTRIES, CONTAIN_CGROUP_BITS, CONTAIN_F_PLAIN_DROP,
-    CONTAIN_MAX_REFILL_NS, CONTAIN_THROTTLE, ContainBucket, ContainEpoch, ContainKey,
-    FlowCounters,
+    CONTAIN_MAX_REFILL_NS, CONTAIN_THROTTLE, ContainBucket, ContainEpoch, ContainKey, FlowCounters,
 };
 
 use crate::{

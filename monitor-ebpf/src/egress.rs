@@ -28,10 +28,11 @@ use monitor_common::{
 };
 
 use crate::{
+    contain,
     counters::{atomic_add, count_error, count_untracked},
     maps::{FLOWS, NEW_FLOW, SOCK_OWNERS},
     skb_bytes::SkbBytes,
-    contain, tcp_direction, udp_direction,
+    tcp_direction, udp_direction,
 };
 
 const AF_INET: u32 = 2;

@@ -49,7 +49,6 @@ use aya_ebpf::{
     macros::{cgroup_skb, cgroup_sock, sock_ops},
     programs::{SkBuffContext, SockContext, SockOpsContext},
 };
-
 use egress::{ENFORCE, FINE_CLOCK};
 
 #[cgroup_skb(egress)]

@@ -7,10 +7,10 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use monitor_common::{
-    ANNOUNCED_ENTRIES, CONTAIN_BUCKETS_ENTRIES, CONTAIN_RULES_ENTRIES, ContainBucket,
-    ContainEpoch, ContainKey, DEFAULT_EVENT_RING_BYTES, DEFAULT_MAX_FLOWS, DNS_RING_BYTES,
-    DnsCapture, Event, FlowCounters, FlowKey, ProcessKey, ProgError, SockOwner, UDP_PEERS_ENTRIES,
-    UdpPeerKey, Untracked, Volume,
+    ANNOUNCED_ENTRIES, CONTAIN_BUCKETS_ENTRIES, CONTAIN_RULES_ENTRIES, ContainBucket, ContainEpoch,
+    ContainKey, DEFAULT_EVENT_RING_BYTES, DEFAULT_MAX_FLOWS, DNS_RING_BYTES, DnsCapture, Event,
+    FlowCounters, FlowKey, ProcessKey, ProgError, SockOwner, UDP_PEERS_ENTRIES, UdpPeerKey,
+    Untracked, Volume,
 };
 
 /// Allocated on insert (no preallocation): memory follows the number of live flows.

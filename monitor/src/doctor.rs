@@ -276,8 +276,7 @@ fn type_probes() -> Vec<Check> {
             Some(v) if Some(v) >= compat::parse_release(compat::EGRESS_CN_VERDICTS.min_kernel) => {
                 Status::Ok
             }
-            Some(_) => Status::Warn,
-            None => Status::Warn,
+            _ => Status::Warn,
         },
         format!(
             "{} (Linux >= {}): {}; checked for real by loading count_egress below",
@@ -437,7 +436,10 @@ fn program_checks(results: &[loader::ProgramCheck]) -> Vec<Check> {
             .iter()
             .find(|p| p.fallback.is_some_and(|f| f.name == name))
             .copied()
-            .or_else(|| compat::all_programs().find(|p| p.without_enforcement.is_some_and(|w| w.name == name)))
+            .or_else(|| {
+                compat::all_programs()
+                    .find(|p| p.without_enforcement.is_some_and(|w| w.name == name))
+            })
     };
     let mut out = Vec::new();
     for (spec, result) in results {

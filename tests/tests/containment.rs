@@ -141,7 +141,7 @@ fn server(cgroup: &TestCgroup) -> (Traffic, SocketAddr) {
 }
 
 /// A TCP connection from `local` (port chosen by the kernel) to `to`; the connect fails
-/// after `timeout` (SO_SNDTIMEO bounds a blocking connect).
+/// after `timeout` (`SO_SNDTIMEO` bounds a blocking connect).
 fn connect_from(local: Ipv4Addr, to: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     fn check(r: libc::c_int) -> io::Result<()> {
         if r < 0 {
@@ -252,6 +252,24 @@ impl Drop for Download {
     }
 }
 
+/// Request sockets (state `SYN_RECV` in `/proc/net/tcp`) from `peer` to local port `port`.
+fn syn_recv_from(peer: Ipv4Addr, port: u16) -> usize {
+    let peer_hex = format!("{:08X}", u32::from_ne_bytes(peer.octets()));
+    let local_suffix = format!(":{port:04X}");
+    fs::read_to_string("/proc/net/tcp")
+        .expect("/proc/net/tcp")
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3
+                && f[1].ends_with(&local_suffix)
+                && f[2].starts_with(&peer_hex)
+                && f[3] == "03"
+        })
+        .count()
+}
+
 /// Bytes per second each download received over `window`.
 fn rates(downloads: &[&Download], window: Duration) -> Vec<f64> {
     let start: Vec<u64> = downloads.iter().map(|d| d.received()).collect();
@@ -331,7 +349,10 @@ fn a_throttled_peer_converges_to_the_rate_and_others_keep_full_speed() {
     );
     assert!(r[1] > FULL_SPEED, "the other peer got {}", mib(r[1]));
     assert!(r[2] > FULL_SPEED, "the other service got {}", mib(r[2]));
-    assert!(stats.dropped_packets > 0 && stats.passed_bytes > 0, "{stats:?}");
+    assert!(
+        stats.dropped_packets > 0 && stats.passed_bytes > 0,
+        "{stats:?}"
+    );
 }
 
 /// What converges best for TCP: drop with congestion notification (the default) against a
@@ -376,7 +397,10 @@ fn a_blocked_peer_gets_nothing_while_another_is_served() {
     let served = Download::start(OTHER, addr_a);
     thread::sleep(Duration::from_millis(500));
     assert!(blocked.received() > 0, "the download runs before the block");
-    assert!(setup.enforcer().blocks_ingress(), "ingress program attached");
+    assert!(
+        setup.enforcer().blocks_ingress(),
+        "ingress program attached"
+    );
     setup.apply(&[block(2, id_a, THROTTLED)]);
     // What was already in flight or queued may still arrive for a moment.
     thread::sleep(Duration::from_millis(500));
@@ -384,13 +408,19 @@ fn a_blocked_peer_gets_nothing_while_another_is_served() {
     let started = Instant::now();
     let refused = connect_from(THROTTLED, addr_a, Duration::from_millis(1500));
     let waited = started.elapsed();
+    // Refused on ingress: the server's kernel never saw the SYN (no request socket for the
+    // peer; a block on egress alone drops the SYN-ACK, leaving one in SYN_RECV).
+    let half_open = syn_recv_from(THROTTLED, addr_a.port());
     let fresh = connect_from(OTHER, addr_a, Duration::from_secs(2));
     let stats = setup.stats_of(2);
     println!(
         "blocked {} B/s, served {}; new connection of the blocked peer: {:?} after {waited:?}; bucket {stats:?}",
         r[0],
         mib(r[1]),
-        refused.as_ref().map(|_| "connected").map_err(|e| e.to_string())
+        refused
+            .as_ref()
+            .map(|_| "connected")
+            .map_err(ToString::to_string)
     );
     assert!(r[0] == 0.0, "the blocked peer still received {} B/s", r[0]);
     assert!(r[1] > FULL_SPEED, "the other peer got {}", mib(r[1]));
@@ -399,6 +429,7 @@ fn a_blocked_peer_gets_nothing_while_another_is_served() {
         "the blocked peer's new connection was accepted"
     );
     assert!(waited < Duration::from_secs(3), "refused in {waited:?}");
+    assert_eq!(half_open, 0, "the server got the blocked peer's SYN");
     assert!(fresh.is_ok(), "the other peer's new connection: {fresh:?}");
     assert!(stats.dropped_packets > 0, "{stats:?}");
 }
@@ -423,7 +454,7 @@ fn removing_the_rule_or_the_programs_restores_full_speed() {
     let first_second = (d.received() - removed_at) as f64 / t0.elapsed().as_secs_f64();
     let epoch = setup.enforcer().epoch().expect("epoch");
     assert_eq!(epoch.blocks, 0);
-    assert!(setup.enforcer().stats().expect("stats").is_empty());
+    assert_eq!(setup.enforcer().stats().expect("stats"), vec![]);
 
     // Throttled again, then the programs go: nothing stays throttled.
     setup.apply(&[throttle(4, id_a, THROTTLED, RATE)]);
@@ -444,7 +475,11 @@ fn removing_the_rule_or_the_programs_restores_full_speed() {
         mib(after_detach),
         mib(fresh_rate)
     );
-    assert!(throttled < 1.5 * RATE as f64, "not throttled: {}", mib(throttled));
+    assert!(
+        throttled < 1.5 * RATE as f64,
+        "not throttled: {}",
+        mib(throttled)
+    );
     assert!(
         throttled_again < 1.5 * RATE as f64,
         "not throttled again: {}",
@@ -460,7 +495,11 @@ fn removing_the_rule_or_the_programs_restores_full_speed() {
         "after detach {}",
         mib(after_detach)
     );
-    assert!(fresh_rate > FULL_SPEED, "after detach, new {}", mib(fresh_rate));
+    assert!(
+        fresh_rate > FULL_SPEED,
+        "after detach, new {}",
+        mib(fresh_rate)
+    );
 }
 
 /// 4. With no rule for it, a bulk download goes as fast with the programs attached as without
@@ -500,7 +539,9 @@ fn without_rules_a_bulk_download_is_as_fast_as_uninstrumented() {
             retrans_with += retransmitted;
             let stats = setup.enforcer().stats().expect("stats");
             assert!(
-                stats.iter().all(|(_, s)| s.dropped_packets == 0 && s.passed_packets == 0),
+                stats
+                    .iter()
+                    .all(|(_, s)| s.dropped_packets == 0 && s.passed_packets == 0),
                 "the rules of another cgroup touched this download: {stats:?}"
             );
         } else {

@@ -41,7 +41,10 @@ pub enum KernelAction {
     /// Token bucket: the peer's traffic (egress, from the rule's cgroups) leaves at
     /// `bytes_per_sec` on average, `burst_bytes` at once at most. Packets that do not fit are
     /// dropped with congestion notification (TCP slows down).
-    Throttle { bytes_per_sec: u64, burst_bytes: u64 },
+    Throttle {
+        bytes_per_sec: u64,
+        burst_bytes: u64,
+    },
     /// Every packet to the peer is dropped; with the ingress program attached, so is every
     /// packet from it to the rule's cgroups (new connections are refused).
     Block,
@@ -99,11 +102,7 @@ pub enum EnforceError {
         max: u64,
     },
     #[error("containment {id}: burst {burst_bytes} B is outside 1..={max}")]
-    Burst {
-        id: u64,
-        burst_bytes: u64,
-        max: u64,
-    },
+    Burst { id: u64, burst_bytes: u64, max: u64 },
     #[error("containments {id} and {other} both contain {network} for cgroup {cgroup}")]
     Overlap {
         id: u64,
@@ -133,7 +132,10 @@ fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> Enfo
 pub fn rule_key(cgroup_id: u64, network: IpNet) -> Key<ContainKey> {
     let network = network.trunc();
     let (addr, bits) = match network {
-        IpNet::V4(n) => (n.addr().to_ipv6_mapped().octets(), 96 + u32::from(n.prefix_len())),
+        IpNet::V4(n) => (
+            n.addr().to_ipv6_mapped().octets(),
+            96 + u32::from(n.prefix_len()),
+        ),
         IpNet::V6(n) => (n.addr().octets(), u32::from(n.prefix_len())),
     };
     Key::new(CONTAIN_CGROUP_BITS + bits, ContainKey::new(cgroup_id, addr))
@@ -221,21 +223,18 @@ impl Enforcer {
             .filter(|s| !used.contains(s))
             .chain(freed.iter().copied());
         for rule in rules {
-            let slot = match current.get(&rule.id) {
-                Some((slot, bucket)) => {
-                    if let Some(updated) = self.renewed(bucket, rule) {
-                        self.write_bucket(*slot, &updated)?;
-                        changed = true;
-                    }
-                    *slot
-                }
-                None => {
-                    // `validate` bounds the rules to the slots there are.
-                    let slot = free.next().unwrap_or_default();
-                    self.write_bucket(slot, &self.fresh(rule))?;
+            let slot = if let Some((slot, bucket)) = current.get(&rule.id) {
+                if let Some(updated) = self.renewed(bucket, rule) {
+                    self.write_bucket(*slot, &updated)?;
                     changed = true;
-                    slot
                 }
+                *slot
+            } else {
+                // `validate` bounds the rules to the slots there are.
+                let slot = free.next().unwrap_or_default();
+                self.write_bucket(slot, &self.fresh(rule))?;
+                changed = true;
+                slot
             };
             slots.insert(rule.id, slot);
         }
@@ -371,7 +370,7 @@ impl Enforcer {
 
     fn current_keys(&self) -> Result<BTreeMap<KeyId, u32>, EnforceError> {
         let mut out = BTreeMap::new();
-        for entry in self.rules.iter() {
+        for entry in &self.rules {
             let (k, slot) = entry.map_err(map_err("CONTAIN_RULES", "read"))?;
             out.insert(key_id(&k), slot);
         }
