@@ -8,8 +8,8 @@
 //! naming the row.
 
 use crate::{
-    PROG_EGRESS, PROG_EGRESS_FINE_CLOCK, PROG_INGRESS, PROG_SOCK_CREATE, PROG_SOCK_RELEASE,
-    PROG_TCP_DIRECTION,
+    PROG_EGRESS, PROG_EGRESS_FINE_CLOCK, PROG_EGRESS_FINE_CLOCK_OBSERVE, PROG_EGRESS_OBSERVE,
+    PROG_INGRESS, PROG_SOCK_CREATE, PROG_SOCK_RELEASE, PROG_TCP_DIRECTION,
 };
 
 /// One program of the agent.
@@ -28,6 +28,10 @@ pub struct ProgramSpec {
     pub required: bool,
     /// The same work for older kernels, loaded only when the kernel refuses this one.
     pub fallback: Option<&'static ProgramSpec>,
+    /// The same program without containment enforcement (it counts and always passes),
+    /// loaded only when the kernel refuses this one and its fallback: the agent then detects
+    /// but cannot contain.
+    pub without_enforcement: Option<&'static ProgramSpec>,
     /// What the program gives the agent, in a few words (`doctor` says what an optional
     /// program's refusal costs with it).
     pub role: &'static str,
@@ -52,7 +56,8 @@ pub const INGRESS_PROGRAM: ProgramSpec = ProgramSpec {
     attach: AttachPoint::SkbIngress,
     required: false,
     fallback: None,
-    role: "passive DNS names and the direction of UDP flows",
+    without_enforcement: None,
+    role: "passive DNS names and the direction of UDP flows, refusing blocked peers",
 };
 
 /// TCP direction from the kernel: optional, see [`ProgramSpec::required`]. Without it the
@@ -66,20 +71,52 @@ pub const TCP_DIRECTION_PROGRAM: ProgramSpec = ProgramSpec {
     attach: AttachPoint::SockOps,
     required: false,
     fallback: None,
+    without_enforcement: None,
     role: "the direction of TCP connections as the kernel saw them open",
 };
+
+/// What the enforcing egress programs need beyond counting (`doctor` and the refusal message
+/// name it).
+pub const ENFORCEMENT_FEATURE: &str = "egress verdicts 2/3 (drop/pass with congestion notification, Linux 5.3), bpf_spin_lock in an array value (5.1), LPM trie lookups (4.11)";
 
 /// `count_egress` stamping flows with `bpf_ktime_get_ns`: for kernels without the coarse
 /// clock helper (measured: Debian's 5.10 refuses `count_egress` for that helper alone).
 pub const EGRESS_FINE_CLOCK_PROGRAM: ProgramSpec = ProgramSpec {
     name: PROG_EGRESS_FINE_CLOCK,
     hook: "cgroup_skb/egress",
+    feature: "BPF_PROG_TYPE_CGROUP_SKB with bpf_sk_fullsock, bpf_skb_cgroup_id, bpf_ktime_get_ns; egress verdicts 2/3, bpf_spin_lock, LPM trie (containment)",
+    min_kernel: "5.10",
+    attach: AttachPoint::SkbEgress,
+    required: true,
+    fallback: None,
+    without_enforcement: Some(&EGRESS_FINE_CLOCK_OBSERVE_PROGRAM),
+    role: "egress counting and containment",
+};
+
+/// `count_egress` without containment enforcement.
+pub const EGRESS_OBSERVE_PROGRAM: ProgramSpec = ProgramSpec {
+    name: PROG_EGRESS_OBSERVE,
+    hook: "cgroup_skb/egress",
+    feature: "BPF_PROG_TYPE_CGROUP_SKB with bpf_sk_fullsock, bpf_skb_cgroup_id, bpf_ktime_get_coarse_ns",
+    min_kernel: "5.11",
+    attach: AttachPoint::SkbEgress,
+    required: true,
+    fallback: None,
+    without_enforcement: None,
+    role: "egress counting (containment unavailable)",
+};
+
+/// `count_egress_ns` without containment enforcement.
+pub const EGRESS_FINE_CLOCK_OBSERVE_PROGRAM: ProgramSpec = ProgramSpec {
+    name: PROG_EGRESS_FINE_CLOCK_OBSERVE,
+    hook: "cgroup_skb/egress",
     feature: "BPF_PROG_TYPE_CGROUP_SKB with bpf_sk_fullsock, bpf_skb_cgroup_id, bpf_ktime_get_ns",
     min_kernel: "5.10",
     attach: AttachPoint::SkbEgress,
     required: true,
     fallback: None,
-    role: "egress counting",
+    without_enforcement: None,
+    role: "egress counting (containment unavailable)",
 };
 
 /// In attach order.
@@ -92,17 +129,19 @@ pub const PROGRAMS: [ProgramSpec; 5] = [
         attach: AttachPoint::Sock,
         required: true,
         fallback: None,
+        without_enforcement: None,
         role: "socket owners",
     },
     ProgramSpec {
         name: PROG_EGRESS,
         hook: "cgroup_skb/egress",
-        feature: "BPF_PROG_TYPE_CGROUP_SKB with bpf_sk_fullsock, bpf_skb_cgroup_id, bpf_ktime_get_coarse_ns",
+        feature: "BPF_PROG_TYPE_CGROUP_SKB with bpf_sk_fullsock, bpf_skb_cgroup_id, bpf_ktime_get_coarse_ns; egress verdicts 2/3, bpf_spin_lock, LPM trie (containment)",
         min_kernel: "5.11",
         attach: AttachPoint::SkbEgress,
         required: true,
         fallback: Some(&EGRESS_FINE_CLOCK_PROGRAM),
-        role: "egress counting",
+        without_enforcement: Some(&EGRESS_OBSERVE_PROGRAM),
+        role: "egress counting and containment",
     },
     ProgramSpec {
         name: PROG_SOCK_RELEASE,
@@ -112,17 +151,27 @@ pub const PROGRAMS: [ProgramSpec; 5] = [
         attach: AttachPoint::Sock,
         required: true,
         fallback: None,
+        without_enforcement: None,
         role: "final counts of closed sockets",
     },
     TCP_DIRECTION_PROGRAM,
     INGRESS_PROGRAM,
 ];
 
-/// Every program in the object: the table's, then their fallbacks (what `doctor` loads).
+/// Every program in the object: the table's, then their fallbacks, then the variants
+/// without enforcement of both (what `doctor` loads).
 pub fn all_programs() -> impl Iterator<Item = ProgramSpec> {
-    PROGRAMS
-        .into_iter()
-        .chain(PROGRAMS.into_iter().filter_map(|p| p.fallback.copied()))
+    let with_fallbacks = || {
+        PROGRAMS
+            .into_iter()
+            .chain(PROGRAMS.into_iter().filter_map(|p| p.fallback.copied()))
+    };
+    with_fallbacks().chain(with_fallbacks().filter_map(|p| p.without_enforcement.copied()))
+}
+
+/// The program `spec` stands in for as its variant without enforcement, if it is one.
+pub fn enforcing_program_of(spec: &ProgramSpec) -> Option<ProgramSpec> {
+    all_programs().find(|p| p.without_enforcement.is_some_and(|w| w.name == spec.name))
 }
 
 /// The lowest kernel a program's role can run on: its own minimum, or its fallback's.
@@ -158,7 +207,28 @@ pub const RINGBUF: FeatureSpec = FeatureSpec {
     used_for: "socket release events, DNS answers",
 };
 
-pub const FEATURES: [FeatureSpec; 7] = [
+/// The containment rules map (`doctor` probes the map type against this row).
+pub const LPM_TRIE: FeatureSpec = FeatureSpec {
+    feature: "BPF_MAP_TYPE_LPM_TRIE",
+    min_kernel: "4.11",
+    used_for: "containment rules by (cgroup, peer prefix)",
+};
+
+/// The containment buckets' lock (`doctor` probes the helper in `cgroup_skb` against this row).
+pub const SPIN_LOCK: FeatureSpec = FeatureSpec {
+    feature: "bpf_spin_lock in an array map value (cgroup_skb)",
+    min_kernel: "5.1",
+    used_for: "containment token buckets shared by all CPUs",
+};
+
+/// Egress verdicts with congestion notification.
+pub const EGRESS_CN_VERDICTS: FeatureSpec = FeatureSpec {
+    feature: "cgroup_skb/egress verdicts 2 and 3 (drop / pass with congestion notification)",
+    min_kernel: "5.3",
+    used_for: "throttling: TCP reduces its window (tcp_enter_cwr) instead of retrying at once",
+};
+
+pub const FEATURES: [FeatureSpec; 10] = [
     FeatureSpec {
         feature: "cgroup v2",
         min_kernel: "4.5",
@@ -186,6 +256,9 @@ pub const FEATURES: [FeatureSpec; 7] = [
         min_kernel: "5.14",
         used_for: "atomic final read of a closed flow (falls back to lookup then delete)",
     },
+    LPM_TRIE,
+    SPIN_LOCK,
+    EGRESS_CN_VERDICTS,
 ];
 
 /// Overall minimum kernel for the agent: where every required program, or its fallback,
@@ -247,9 +320,29 @@ mod tests {
                 PROG_SOCK_RELEASE,
                 PROG_TCP_DIRECTION,
                 PROG_INGRESS,
-                PROG_EGRESS_FINE_CLOCK
+                PROG_EGRESS_FINE_CLOCK,
+                PROG_EGRESS_OBSERVE,
+                PROG_EGRESS_FINE_CLOCK_OBSERVE,
             ]
         );
+    }
+
+    #[test]
+    fn a_variant_without_enforcement_is_the_same_program_on_the_same_kernels() {
+        let mut n = 0;
+        for p in all_programs() {
+            if let Some(w) = p.without_enforcement {
+                n += 1;
+                assert_eq!(
+                    (w.hook, w.attach, w.required, w.min_kernel),
+                    (p.hook, p.attach, p.required, p.min_kernel)
+                );
+                assert!(w.without_enforcement.is_none() && w.fallback.is_none());
+                assert_eq!(enforcing_program_of(w).map(|e| e.name), Some(p.name));
+            }
+        }
+        assert_eq!(n, 2, "both egress programs have one");
+        assert!(enforcing_program_of(&PROGRAMS[1]).is_none());
     }
 
     #[test]

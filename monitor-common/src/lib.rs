@@ -27,11 +27,24 @@ pub const UNTRACKED_MAP: &str = "UNTRACKED";
 pub const DNS_ANSWERS_MAP: &str = "DNS_ANSWERS";
 /// LRU of UDP conversations by (local port, peer): who spoke first, as a `FLOW_*` direction.
 pub const UDP_PEERS_MAP: &str = "UDP_PEERS";
+/// LPM trie of containment rules: key [`ContainKey`] ((cgroup, peer prefix)), value the
+/// rule's slot in `CONTAIN_BUCKETS` (u32).
+pub const CONTAIN_RULES_MAP: &str = "CONTAIN_RULES";
+/// Array of [`ContainBucket`]s (one per containment), indexed by the rules' slots.
+pub const CONTAIN_BUCKETS_MAP: &str = "CONTAIN_BUCKETS";
+/// One-entry array holding the [`ContainEpoch`].
+pub const CONTAIN_EPOCH_MAP: &str = "CONTAIN_EPOCH";
 
 /// Program names, as the agent looks them up in the object and `bpftool prog` shows them.
+/// The egress program counts and enforces containment rules.
 pub const PROG_EGRESS: &str = "count_egress";
 /// `count_egress` with the fine clock, for kernels without `bpf_ktime_get_coarse_ns`.
 pub const PROG_EGRESS_FINE_CLOCK: &str = "count_egress_ns";
+/// `count_egress` without containment enforcement (always passes): for a kernel whose
+/// verifier refuses the enforcing program.
+pub const PROG_EGRESS_OBSERVE: &str = "observe_egress";
+/// `count_egress_ns` without containment enforcement.
+pub const PROG_EGRESS_FINE_CLOCK_OBSERVE: &str = "observe_egress_ns";
 pub const PROG_SOCK_CREATE: &str = "record_owner";
 pub const PROG_SOCK_RELEASE: &str = "report_release";
 /// `cgroup_skb/ingress`: passive DNS and the first datagram of UDP conversations.
@@ -58,6 +71,25 @@ pub const DNS_PORT: u16 = 53;
 /// peers only evicts the oldest; the map never grows). About 5 MiB of kernel memory,
 /// preallocated.
 pub const UDP_PEERS_ENTRIES: u32 = 65_536;
+
+/// Rules in `CONTAIN_RULES` (one per (containment, cgroup)).
+pub const CONTAIN_RULES_ENTRIES: u32 = 1024;
+/// Slots of `CONTAIN_BUCKETS`: containments active at once. At most 255, so that a flow can
+/// keep its slot + 1 in the one byte `FlowCounters::contain_slot`.
+pub const CONTAIN_BUCKETS_ENTRIES: u32 = 255;
+/// Prefix bits of a [`ContainKey`] that hold the cgroup id: always matched exactly.
+pub const CONTAIN_CGROUP_BITS: u32 = 64;
+
+/// `ContainBucket::action`: the slot is free; a flow that still points at it passes.
+pub const CONTAIN_NONE: u32 = 0;
+/// `ContainBucket::action`: token bucket of `rate_bytes_per_sec` and `burst_bytes`.
+pub const CONTAIN_THROTTLE: u32 = 1;
+/// `ContainBucket::action`: drop every packet to (and, on ingress, from) the peer.
+pub const CONTAIN_BLOCK: u32 = 2;
+
+/// `ContainBucket::flags`: a throttled packet that does not fit is dropped *without*
+/// congestion notification (verdict 0 instead of 2). For measurements; not the default.
+pub const CONTAIN_F_PLAIN_DROP: u32 = 1;
 
 /// `FlowKey::protocol` values (IANA protocol numbers).
 pub const IPPROTO_TCP: u8 = 6;
@@ -195,17 +227,24 @@ pub struct FlowCounters {
     /// Who opened the conversation, decided when the flow's first packet is seen: a
     /// `FLOW_*` value.
     pub direction: u8,
-    pub _pad0: u8,
-    pub _pad1: u32,
+    /// The containment that applies to the flow: its `CONTAIN_BUCKETS` slot + 1, or 0 for
+    /// none. Valid for the rules of `contain_epoch`.
+    pub contain_slot: u8,
+    /// `ContainEpoch::epoch` when the flow last looked its rules up (0: never, and there were
+    /// no rules). The egress program looks the rules up again only when the epoch changed.
+    pub contain_epoch: u32,
     /// Copy of the socket's owner at the time of the first packet (`EMPTY` if unknown).
     pub owner: SockOwner,
 }
 const _: () = assert!(size_of::<FlowCounters>() == 112);
-// The direction took one byte of the padding after `local_port`: every other field keeps its
-// offset, so a kernel object and an agent of different versions still read each other.
+// The direction took one byte of the padding after `local_port`, the containment state the
+// rest of it (`contain_slot` the byte at 59, `contain_epoch` the word at 60): every other
+// field keeps its offset, so a kernel object and an agent of different versions still read
+// each other (an older object leaves the two zero: "no containment").
 const _: () = assert!(core::mem::offset_of!(FlowCounters, local_port) == 56);
 const _: () = assert!(core::mem::offset_of!(FlowCounters, direction) == 58);
-const _: () = assert!(core::mem::offset_of!(FlowCounters, _pad1) == 60);
+const _: () = assert!(core::mem::offset_of!(FlowCounters, contain_slot) == 59);
+const _: () = assert!(core::mem::offset_of!(FlowCounters, contain_epoch) == 60);
 const _: () = assert!(core::mem::offset_of!(FlowCounters, owner) == 64);
 const _: () = assert!(core::mem::offset_of!(UdpPeerKey, local_port) == 18);
 
@@ -224,6 +263,102 @@ pub struct UdpPeerKey {
     pub _pad: u32,
 }
 const _: () = assert!(size_of::<UdpPeerKey>() == 24);
+
+/// Data of a `CONTAIN_RULES` key, after the prefix length (`aya`'s LPM `Key<ContainKey>`).
+/// The prefix length is [`CONTAIN_CGROUP_BITS`] + the address prefix bits (IPv4 prefixes
+/// counted on the v4-mapped address: a /24 is 64 + 96 + 24), so the cgroup always matches
+/// exactly and the address by prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ContainKey {
+    /// cgroup v2 id in the host's byte order (all 64 bits are always matched, so the order
+    /// does not matter as long as both sides use the same one).
+    pub cgroup_id: [u8; 8],
+    /// The peer's address, v4-mapped for IPv4 (`::ffff:a.b.c.d`), network order.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<ContainKey>() == 24);
+
+impl ContainKey {
+    pub const fn new(cgroup_id: u64, addr: [u8; 16]) -> Self {
+        Self {
+            cgroup_id: cgroup_id.to_ne_bytes(),
+            addr,
+        }
+    }
+}
+
+/// `struct bpf_spin_lock` as the kernel knows it (by this very name in BTF): the kernel finds
+/// the lock of a map value by the name of its type. Userspace leaves it zero; the kernel
+/// never copies it in or out of the map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+// The kernel looks the lock up by this BTF name (`allow`: the lint does not fire in every
+// build of this crate, so an `expect` would be unfulfilled in some).
+#[allow(non_camel_case_types)]
+pub struct bpf_spin_lock {
+    pub val: u32,
+}
+
+/// One containment's state (`CONTAIN_BUCKETS` value). The egress program updates `tokens`,
+/// `last_refill_ns` and the counters under `lock`; the agent writes the parameters when it
+/// creates or changes the rule and reads the counters.
+///
+/// Throttle: a token bucket. Tokens refill at `rate_bytes_per_sec` up to `burst_bytes`; a
+/// packet passes when the bucket holds at least its length (or, for a packet longer than the
+/// burst, when the bucket is full) and takes its length (the balance may go below zero after
+/// such a packet: the average rate stays exact); otherwise it is dropped with congestion
+/// notification (TCP reduces its window at once).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContainBucket {
+    pub lock: bpf_spin_lock,
+    /// `CONTAIN_*` action.
+    pub action: u32,
+    /// Throttle rate (at most [`CONTAIN_MAX_RATE`]).
+    pub rate_bytes_per_sec: u64,
+    /// Bucket size.
+    pub burst_bytes: u64,
+    /// Bytes that may leave now (signed: a packet longer than the burst leaves a debt).
+    pub tokens: i64,
+    /// `bpf_ktime_get_*ns` of the last refill (0: never; the first packet finds it full).
+    pub last_refill_ns: u64,
+    /// IP bytes and packets (GSO segments) dropped, by either program.
+    pub dropped_bytes: u64,
+    pub dropped_packets: u64,
+    /// IP bytes and packets of the rule's flows that passed.
+    pub passed_bytes: u64,
+    pub passed_packets: u64,
+    /// The containment's id (the agent's), for the record.
+    pub rule_id: u64,
+    /// `CONTAIN_F_*`.
+    pub flags: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<ContainBucket>() == 88);
+const _: () = assert!(core::mem::offset_of!(ContainBucket, rate_bytes_per_sec) == 8);
+
+/// Highest throttle rate: the refill `elapsed_ns * rate` (elapsed capped at
+/// [`CONTAIN_MAX_REFILL_NS`]) must fit in a u64.
+pub const CONTAIN_MAX_RATE: u64 = 4_000_000_000;
+/// Longest interval one refill counts (4 s): a bucket idle for longer refills as if idle 4 s.
+pub const CONTAIN_MAX_REFILL_NS: u64 = 4_000_000_000;
+const _: () = assert!(
+    CONTAIN_MAX_RATE
+        .checked_mul(CONTAIN_MAX_REFILL_NS)
+        .is_some()
+);
+
+/// `CONTAIN_EPOCH` value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContainEpoch {
+    /// Bumped by the agent on every change of the rules (0: there never were any).
+    pub epoch: u32,
+    /// Block rules in force: the ingress program looks rules up only when this is not 0.
+    pub blocks: u32,
+}
+const _: () = assert!(size_of::<ContainEpoch>() == 8);
 
 /// `Event::kind`: a socket that had flows was released (`cgroup/sock_release`).
 pub const EVENT_RELEASED: u32 = 1;
@@ -377,6 +512,9 @@ mod pod {
     unsafe impl aya::Pod for super::Volume {}
     unsafe impl aya::Pod for super::DnsCapture {}
     unsafe impl aya::Pod for super::UdpPeerKey {}
+    unsafe impl aya::Pod for super::ContainKey {}
+    unsafe impl aya::Pod for super::ContainBucket {}
+    unsafe impl aya::Pod for super::ContainEpoch {}
 }
 
 #[cfg(test)]
@@ -404,8 +542,8 @@ mod tests {
         assert_eq!(offset_of!(FlowCounters, local_addr), 40);
         assert_eq!(offset_of!(FlowCounters, local_port), 56);
         assert_eq!(offset_of!(FlowCounters, direction), 58);
-        assert_eq!(offset_of!(FlowCounters, _pad0), 59);
-        assert_eq!(offset_of!(FlowCounters, _pad1), 60);
+        assert_eq!(offset_of!(FlowCounters, contain_slot), 59);
+        assert_eq!(offset_of!(FlowCounters, contain_epoch), 60);
         assert_eq!(offset_of!(FlowCounters, owner), 64);
         // The values stay distinct and 0 is "unknown", what an older kernel object leaves
         // in the byte (its padding, written as zero).
@@ -414,6 +552,20 @@ mod tests {
         assert_eq!(size_of::<UdpPeerKey>(), 24);
         assert_eq!(offset_of!(UdpPeerKey, remote_port), 16);
         assert_eq!(offset_of!(UdpPeerKey, local_port), 18);
+    }
+
+    #[test]
+    fn containment_layouts_are_stable() {
+        use core::mem::offset_of;
+        assert_eq!(size_of::<ContainKey>(), 24);
+        assert_eq!(offset_of!(ContainKey, addr), 8);
+        assert_eq!(size_of::<ContainBucket>(), 88);
+        assert_eq!(offset_of!(ContainBucket, lock), 0);
+        assert_eq!(offset_of!(ContainBucket, tokens), 24);
+        assert_eq!(offset_of!(ContainBucket, rule_id), 72);
+        // A flow keeps its slot + 1 in one byte.
+        const { assert!(CONTAIN_BUCKETS_ENTRIES < 256) };
+        assert_eq!(ContainKey::new(7, [0; 16]).cgroup_id, 7u64.to_ne_bytes());
     }
 
     #[test]

@@ -1,7 +1,11 @@
-//! `cgroup_skb/egress`: count every packet a socket sends, per (socket cookie, destination).
+//! `cgroup_skb/egress`: count every packet a socket sends, per (socket cookie, destination),
+//! and return the containment verdict ([`contain`]).
 //!
-//! Fast path (an existing flow): one hash lookup and two atomic adds. The slow path (first
-//! packet of a flow) copies the socket owner and endpoints into the new entry once.
+//! Fast path (an existing flow): one hash lookup and two atomic adds, then the rules' epoch
+//! (an inlined array load) compared with the flow's: only a flow whose epoch is stale looks
+//! the rules up, only a contained flow takes its bucket's lock. The slow path (first packet
+//! of a flow) copies the socket owner and endpoints into the new entry once, and looks the
+//! rules up there when any were ever set.
 //!
 //! The fast path stamps `last_seen_ns` with the coarse clock (`bpf_ktime_get_coarse_ns`,
 //! Linux 5.11: the tick's time, no clock source read). Kernels before it get the same code
@@ -24,6 +28,7 @@ use monitor_common::{
 };
 
 use crate::{
+    contain,
     counters::{atomic_add, count_error, count_untracked},
     maps::{FLOWS, NEW_FLOW, SOCK_OWNERS},
     skb_bytes::SkbBytes,
@@ -34,8 +39,11 @@ const AF_INET: u32 = 2;
 /// `-EEXIST`: another CPU inserted the same flow between our lookup and insert.
 const EEXIST: i32 = -17;
 
-/// `count::<FINE_CLOCK>`: the program for kernels without the coarse clock helper.
+/// `count::<FINE_CLOCK, _>`: the program for kernels without the coarse clock helper.
 pub const FINE_CLOCK: bool = true;
+/// `count::<_, ENFORCE>`: the program applies containment verdicts. Without it (for a
+/// kernel whose verifier refuses them) it counts and always passes.
+pub const ENFORCE: bool = true;
 
 /// The time `last_seen_ns` gets: both helpers read `CLOCK_MONOTONIC`.
 #[inline(always)]
@@ -50,8 +58,9 @@ fn now<const FINE: bool>() -> u64 {
     }
 }
 
+/// Counts the packet; returns its verdict (always "pass" without `ENFORCE`).
 #[inline(always)]
-pub fn count<const FINE: bool>(ctx: &SkBuffContext) {
+pub fn count<const FINE: bool, const ENFORCE: bool>(ctx: &SkBuffContext) -> i32 {
     let skb: *mut __sk_buff = ctx.as_ptr().cast();
     // SAFETY: `skb` is the program's context; field reads are rewritten by the verifier.
     let (len, gso_segs, sk) = unsafe { ((*skb).len, (*skb).gso_segs, (*skb).__bindgen_anon_2.sk) };
@@ -69,29 +78,40 @@ pub fn count<const FINE: bool>(ctx: &SkBuffContext) {
         // Request sockets (SYN-ACK) and timewait sockets carry no payload and no owner.
         count_error(ctx, ProgError::NoSocket);
         count_untracked(Untracked::NoFullSocket, bytes, packets);
-        return;
+        return contain::PASS;
     }
     let Some((key, local_addr, local_port)) = flow_key(ctx, sk) else {
         count_error(ctx, ProgError::Parse);
         count_untracked(Untracked::Unparsed, bytes, packets);
-        return;
+        return contain::PASS;
     };
 
     if let Some(flow) = FLOWS.get_ptr_mut(&key) {
-        add::<FINE>(flow, bytes, packets);
-        return;
+        return add::<FINE, ENFORCE>(flow, &key, bytes, packets);
     }
-    insert::<FINE>(ctx, sk, &key, (local_addr, local_port), bytes, packets);
+    insert::<FINE, ENFORCE>(ctx, sk, &key, (local_addr, local_port), bytes, packets)
 }
 
+/// Counts a packet of an existing flow; returns its verdict.
 #[inline(always)]
-fn add<const FINE: bool>(flow: *mut FlowCounters, bytes: u64, packets: u64) {
+fn add<const FINE: bool, const ENFORCE: bool>(
+    flow: *mut FlowCounters,
+    key: &FlowKey,
+    bytes: u64,
+    packets: u64,
+) -> i32 {
+    let now = now::<FINE>();
     // SAFETY: `flow` points into a live FLOWS value (RCU protects it for this program run).
     unsafe {
         atomic_add(&raw mut (*flow).bytes, bytes);
         atomic_add(&raw mut (*flow).packets, packets);
-        (*flow).last_seen_ns = now::<FINE>();
+        (*flow).last_seen_ns = now;
     }
+    if !ENFORCE {
+        return contain::PASS;
+    }
+    let slot = contain::slot_of_flow(flow, &key.remote_addr);
+    contain::egress_verdict(slot, bytes, packets, now)
 }
 
 /// Builds the flow key. TCP sockets are always connected: the destination is read from the
@@ -197,21 +217,43 @@ fn is_v4_mapped(a: &[u8; 16]) -> bool {
     a[..10].iter().all(|b| *b == 0) && a[10] == 0xff && a[11] == 0xff
 }
 
-/// First packet of a flow: create its entry with the owner, endpoints and direction.
+/// First packet of a flow: create its entry with the owner, endpoints, direction and
+/// containment; returns the packet's verdict.
 #[inline(always)]
-fn insert<const FINE: bool>(
+fn insert<const FINE: bool, const ENFORCE: bool>(
     ctx: &SkBuffContext,
     sk: *mut bpf_sock,
     key: &FlowKey,
     (local_addr, local_port): ([u8; 16], u16),
     bytes: u64,
     packets: u64,
-) {
+) -> i32 {
+    // SAFETY: the helper takes the program's own context.
+    let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.as_ptr().cast()) };
+    // The rules are looked up once here, and again only when the agent changes them.
+    let (contain_slot, contain_epoch) = if ENFORCE {
+        let epoch = contain::epoch().epoch;
+        let slot = if epoch == 0 {
+            0
+        } else {
+            contain::lookup(cgroup_id, &key.remote_addr)
+        };
+        (slot, epoch)
+    } else {
+        (0, 0)
+    };
+    let verdict = |now: u64| {
+        if ENFORCE {
+            contain::egress_verdict(contain_slot, bytes, packets, now)
+        } else {
+            contain::PASS
+        }
+    };
     // The new value is assembled in a per-CPU scratch slot: its 112 bytes on the 512-byte
     // BPF stack would leave no room for the parser's buffers and the log call's frame.
     let Some(value) = NEW_FLOW.get_ptr_mut(0) else {
         count_untracked(Untracked::MapFull, bytes, packets);
-        return;
+        return verdict(now::<FINE>());
     };
     let stored = mark_has_flows(ctx, sk);
     // SAFETY: non-null storage pointer owned by this socket.
@@ -230,32 +272,37 @@ fn insert<const FINE: bool>(
     };
     // SAFETY: `value` is this CPU's scratch slot (the program is not preempted); the helpers
     // take the program's own context.
+    // SAFETY: the helper takes no argument.
+    let now = unsafe { bpf_ktime_get_ns() };
     let value: &FlowCounters = unsafe {
-        let now = bpf_ktime_get_ns();
         (*value).bytes = bytes;
         (*value).packets = packets;
         (*value).first_seen_ns = now;
         (*value).last_seen_ns = now;
-        (*value).cgroup_id = bpf_skb_cgroup_id(ctx.as_ptr().cast());
+        (*value).cgroup_id = cgroup_id;
         (*value).local_addr = local_addr;
         (*value).local_port = local_port;
         (*value).direction = direction;
-        (*value)._pad0 = 0;
+        (*value).contain_slot = contain_slot;
+        (*value).contain_epoch = contain_epoch;
         (*value).owner = owner;
         &*value
     };
     match FLOWS.insert(key, value, u64::from(BPF_NOEXIST)) {
-        Ok(()) => {}
+        Ok(()) => verdict(now),
         Err(EEXIST) => {
             // Another CPU created it first: add to theirs.
-            if let Some(flow) = FLOWS.get_ptr_mut(key) {
-                add::<FINE>(flow, bytes, packets);
+            match FLOWS.get_ptr_mut(key) {
+                Some(flow) => add::<FINE, ENFORCE>(flow, key, bytes, packets),
+                None => verdict(now),
             }
         }
         Err(_) => {
-            // Table full (-E2BIG) or out of memory: keep the bytes, lose only the detail.
+            // Table full (-E2BIG) or out of memory: keep the bytes, lose only the detail. The
+            // rules still apply: a blocked peer stays blocked when the table is full.
             count_error(ctx, ProgError::MapFull);
             count_untracked(Untracked::MapFull, bytes, packets);
+            verdict(now)
         }
     }
 }

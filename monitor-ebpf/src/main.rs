@@ -2,9 +2,11 @@
 //! no kprobes, no fentry, so they load on hardened and minimal kernels alike.
 //!
 //! - `count_egress` (`cgroup_skb/egress` on the cgroup v2 root): counts every egress packet per
-//!   (socket cookie, destination) in `FLOWS`. Always lets the packet pass. `count_egress_ns` is
-//!   the same program for kernels without the coarse clock helper (Linux 5.10); the agent
-//!   attaches one of the two.
+//!   (socket cookie, destination) in `FLOWS` and applies the containment rules (throttle or
+//!   block one peer of one cgroup; every other packet passes). `count_egress_ns` is the same
+//!   program for kernels without the coarse clock helper (Linux 5.10); `observe_egress` and
+//!   `observe_egress_ns` are the two without enforcement (always pass), for a kernel that
+//!   refuses the enforcing ones. The agent attaches one of the four.
 //! - `record_owner` (`cgroup/sock_create`): stores the creating process in socket storage that is
 //!   cloned to accepted sockets.
 //! - `report_release` (`cgroup/sock_release`): tells the agent a socket with flows has closed.
@@ -12,7 +14,8 @@
 //!   from a listener or connecting out, so their flows get a direction.
 //! - `watch_ingress` (`cgroup_skb/ingress` on the same root, optional): copies DNS answers that
 //!   reach local sockets to `DNS_ANSWERS`, so the agent can name destinations, and records
-//!   which UDP peers spoke first (`UDP_PEERS`). Always lets the packet pass.
+//!   which UDP peers spoke first (`UDP_PEERS`). Drops only packets from a blocked peer to the
+//!   blocked cgroup, while block rules exist.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -30,6 +33,7 @@
     reason = "entry point signatures are fixed by aya-ebpf's program macros"
 )]
 
+mod contain;
 mod counters;
 mod dns;
 mod egress;
@@ -45,26 +49,31 @@ use aya_ebpf::{
     macros::{cgroup_skb, cgroup_sock, sock_ops},
     programs::{SkBuffContext, SockContext, SockOpsContext},
 };
-
-/// `cgroup_skb` verdict that lets the packet through. The only verdict this program returns.
-const PASS: i32 = 1;
+use egress::{ENFORCE, FINE_CLOCK};
 
 #[cgroup_skb(egress)]
 pub fn count_egress(ctx: SkBuffContext) -> i32 {
-    egress::count::<{ !egress::FINE_CLOCK }>(&ctx);
-    PASS
+    egress::count::<{ !FINE_CLOCK }, ENFORCE>(&ctx)
 }
 
 #[cgroup_skb(egress)]
 pub fn count_egress_ns(ctx: SkBuffContext) -> i32 {
-    egress::count::<{ egress::FINE_CLOCK }>(&ctx);
-    PASS
+    egress::count::<FINE_CLOCK, ENFORCE>(&ctx)
+}
+
+#[cgroup_skb(egress)]
+pub fn observe_egress(ctx: SkBuffContext) -> i32 {
+    egress::count::<{ !FINE_CLOCK }, { !ENFORCE }>(&ctx)
+}
+
+#[cgroup_skb(egress)]
+pub fn observe_egress_ns(ctx: SkBuffContext) -> i32 {
+    egress::count::<FINE_CLOCK, { !ENFORCE }>(&ctx)
 }
 
 #[cgroup_skb(ingress)]
 pub fn watch_ingress(ctx: SkBuffContext) -> i32 {
-    ingress::watch(&ctx);
-    PASS
+    ingress::watch(&ctx)
 }
 
 #[sock_ops]

@@ -3,12 +3,13 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_CLONE, BPF_F_NO_PREALLOC, bpf_map_type::BPF_MAP_TYPE_SK_STORAGE},
-    btf_maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use monitor_common::{
-    ANNOUNCED_ENTRIES, DEFAULT_EVENT_RING_BYTES, DEFAULT_MAX_FLOWS, DNS_RING_BYTES, DnsCapture,
-    Event, FlowCounters, FlowKey, ProcessKey, ProgError, SockOwner, UDP_PEERS_ENTRIES, UdpPeerKey,
+    ANNOUNCED_ENTRIES, CONTAIN_BUCKETS_ENTRIES, CONTAIN_RULES_ENTRIES, ContainBucket, ContainEpoch,
+    ContainKey, DEFAULT_EVENT_RING_BYTES, DEFAULT_MAX_FLOWS, DNS_RING_BYTES, DnsCapture, Event,
+    FlowCounters, FlowKey, ProcessKey, ProgError, SockOwner, UDP_PEERS_ENTRIES, UdpPeerKey,
     Untracked, Volume,
 };
 
@@ -49,6 +50,26 @@ pub static ANNOUNCED: LruHashMap<ProcessKey, u8, { ANNOUNCED_ENTRIES as usize }>
 #[btf_map]
 pub static UDP_PEERS: LruHashMap<UdpPeerKey, u8, { UDP_PEERS_ENTRIES as usize }> =
     LruHashMap::new();
+
+/// Containment rules: (cgroup, peer prefix) -> slot in `CONTAIN_BUCKETS`. Written by the
+/// agent only; looked up when a flow's epoch is stale, and on ingress while blocks exist.
+#[btf_map]
+pub static CONTAIN_RULES: LpmTrie<
+    ContainKey,
+    u32,
+    { CONTAIN_RULES_ENTRIES as usize },
+    { BPF_F_NO_PREALLOC as usize },
+> = LpmTrie::new();
+
+/// One token bucket (or block) per containment, guarded by its own `bpf_spin_lock`.
+#[btf_map]
+pub static CONTAIN_BUCKETS: Array<ContainBucket, { CONTAIN_BUCKETS_ENTRIES as usize }> =
+    Array::new();
+
+/// The rules' epoch and how many block rules exist (one entry; an array lookup the verifier
+/// inlines, so the fast path pays a load and a compare).
+#[btf_map]
+pub static CONTAIN_EPOCH: Array<ContainEpoch, 1> = Array::new();
 
 /// BTF definition of a socket storage map with `BPF_F_CLONE`, which aya-ebpf's `SkStorage`
 /// does not offer: with it, a socket accepted from a listener starts with a copy of the

@@ -252,6 +252,13 @@ fn type_probes() -> Vec<Check> {
             MapType::SkStorage,
             compat::SK_STORAGE.min_kernel,
         ),
+        // The containment maps are in the object: without them nothing loads.
+        (
+            "map type lpm_trie",
+            MapType::LpmTrie,
+            compat::LPM_TRIE.min_kernel,
+        ),
+        ("map type array", MapType::Array, "3.19"),
     ] {
         out.push(match is_map_supported(ty) {
             Ok(true) => check(name, Status::Ok, "supported"),
@@ -263,11 +270,26 @@ fn type_probes() -> Vec<Check> {
             Err(e) => check(name, Status::Fail, format!("probe failed: {e}")),
         });
     }
+    out.push(check(
+        "containment: egress verdicts 2/3",
+        match compat::parse_release(&compat::running_release()) {
+            Some(v) if Some(v) >= compat::parse_release(compat::EGRESS_CN_VERDICTS.min_kernel) => {
+                Status::Ok
+            }
+            _ => Status::Warn,
+        },
+        format!(
+            "{} (Linux >= {}): {}; checked for real by loading count_egress below",
+            compat::EGRESS_CN_VERDICTS.feature,
+            compat::EGRESS_CN_VERDICTS.min_kernel,
+            compat::EGRESS_CN_VERDICTS.used_for
+        ),
+    ));
     out
 }
 
 /// The helpers the programs call, by program type.
-const HELPERS: [(ProgramType, &str, BpfHelper, &str); 12] = [
+const HELPERS: [(ProgramType, &str, BpfHelper, &str); 14] = [
     (
         ProgramType::CgroupSkb,
         "cgroup_skb",
@@ -309,6 +331,18 @@ const HELPERS: [(ProgramType, &str, BpfHelper, &str); 12] = [
         "cgroup_skb",
         BpfHelper::BPF_FUNC_ringbuf_reserve,
         "bpf_ringbuf_reserve",
+    ),
+    (
+        ProgramType::CgroupSkb,
+        "cgroup_skb",
+        BpfHelper::BPF_FUNC_spin_lock,
+        "bpf_spin_lock",
+    ),
+    (
+        ProgramType::CgroupSkb,
+        "cgroup_skb",
+        BpfHelper::BPF_FUNC_spin_unlock,
+        "bpf_spin_unlock",
     ),
     (
         ProgramType::CgroupSock,
@@ -363,6 +397,10 @@ fn helper_probes() -> Vec<Check> {
                 Status::Warn,
                 "not available to this program type on this kernel: the agent attaches count_egress_ns (bpf_ktime_get_ns) instead",
             ),
+            (_, "bpf_spin_lock" | "bpf_spin_unlock") => (
+                Status::Warn,
+                "not available to this program type on this kernel: containment enforcement unavailable (the agent attaches observe_egress, which only counts)",
+            ),
             _ => (
                 Status::Fail,
                 "not available to this program type on this kernel",
@@ -397,11 +435,17 @@ fn program_checks(results: &[loader::ProgramCheck]) -> Vec<Check> {
         compat::PROGRAMS
             .iter()
             .find(|p| p.fallback.is_some_and(|f| f.name == name))
+            .copied()
+            .or_else(|| {
+                compat::all_programs()
+                    .find(|p| p.without_enforcement.is_some_and(|w| w.name == name))
+            })
     };
     let mut out = Vec::new();
     for (spec, result) in results {
         let name = format!("load {} ({})", spec.name, spec.hook);
         let fallback_loaded = spec.fallback.is_some_and(|f| loaded(f.name));
+        let observer_loaded = spec.without_enforcement.is_some_and(|w| loaded(w.name));
         out.push(match (result, stands_in_for(spec.name)) {
             (Ok(()), Some(primary)) => check(
                 name,
@@ -421,6 +465,15 @@ fn program_checks(results: &[loader::ProgramCheck]) -> Vec<Check> {
                 name,
                 Status::Warn,
                 format!("refused, not needed here: {}", error_chain(e)),
+            ),
+            (Err(e), _) if spec.required && !fallback_loaded && observer_loaded => check(
+                name,
+                Status::Warn,
+                format!(
+                    "refused: containment enforcement unavailable, the agent attaches {} (counts, never drops) instead: {}",
+                    spec.without_enforcement.map_or("", |w| w.name),
+                    error_chain(e),
+                ),
             ),
             (Err(e), _) if spec.required && fallback_loaded => check(
                 name,

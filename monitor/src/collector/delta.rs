@@ -156,8 +156,8 @@ mod tests {
             local_addr: [0; 16],
             local_port: 1,
             direction: 0,
-            _pad0: 0,
-            _pad1: 0,
+            contain_slot: 0,
+            contain_epoch: 0,
             owner: SockOwner::EMPTY,
         }
     }

@@ -3,6 +3,7 @@
 //! and exported, [`policy`] the decisions (pure), [`kernel`] the maps the egress program
 //! enforces from.
 
+pub mod kernel;
 pub mod policy;
 pub mod record;
 pub mod settings;

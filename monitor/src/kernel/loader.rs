@@ -1,6 +1,6 @@
 //! Loads the embedded kernel object, attaches its programs to the cgroup v2 root (three
 //! required, two optional: TCP direction, and passive DNS with UDP direction) and hands the
-//! maps to the collector. Dropping
+//! maps to the collector, and the containment maps to an [`Enforcer`]. Dropping
 //! [`Attached`] detaches everything: the programs are attached through `bpf_link` file
 //! descriptors, which the kernel also releases if the agent is killed, so no program outlives
 //! the agent.
@@ -18,7 +18,10 @@ use aya::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, ProgramError, SockOps,
     },
 };
-use monitor_common::{DNS_ANSWERS_MAP, ERRORS_MAP, EVENTS_MAP, FLOWS_MAP, UNTRACKED_MAP, Volume};
+use monitor_common::{
+    CONTAIN_BUCKETS_MAP, CONTAIN_EPOCH_MAP, CONTAIN_RULES_MAP, DNS_ANSWERS_MAP, ERRORS_MAP,
+    EVENTS_MAP, FLOWS_MAP, UNTRACKED_MAP, Volume,
+};
 use thiserror::Error;
 
 use super::{
@@ -26,6 +29,7 @@ use super::{
     cgroup2::{self, Cgroup2Error},
     compat::{self, AttachPoint, ProgramSpec},
 };
+use crate::contain::kernel::Enforcer;
 
 /// The kernel object built by `build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
 static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
@@ -131,6 +135,12 @@ pub struct Attached {
     /// Reads the kernel programs' aya-log records (first occurrence of each error per CPU)
     /// into the agent's log. `None` if the object has no log buffer.
     pub kernel_log: Option<KernelLog>,
+    /// The containment maps, while not taken by [`Attached::enforcer`]; `None` from the start
+    /// when the kernel refused the enforcing egress programs (the agent detects, but cannot
+    /// contain).
+    enforcer: Option<Enforcer>,
+    /// The egress program attached enforces containment.
+    pub enforcement: bool,
 }
 
 /// The kernel's sources of flow direction that are attached.
@@ -154,6 +164,14 @@ impl Attached {
             .programs()
             .filter_map(|(_, p)| p.info().ok().map(|i| i.id()))
             .collect()
+    }
+
+    /// The handle that sets the kernel's containment rules. `None` when the kernel refused
+    /// the enforcing programs (containment unavailable), or when it was already taken: there
+    /// is one per attach. Its rules act only while these programs stay attached; dropping
+    /// `Attached` (or the agent's death) ends every containment with them.
+    pub fn enforcer(&mut self) -> Option<Enforcer> {
+        self.enforcer.take()
     }
 }
 
@@ -200,6 +218,18 @@ pub fn load_and_attach(opts: LoadOptions, cgroup_fallback: &Path) -> Result<Atta
     if root.mounted_by_us {
         tracing::warn!(path = %root.path.display(), "no cgroup v2 hierarchy was mounted: mounted one");
     }
+    attach_all(opts, root.path)
+}
+
+/// Like [`load_and_attach`], on the cgroup v2 directory `cgroup` instead of the root: only its
+/// processes' sockets are seen (tests, and a host that wants to watch one subtree).
+pub fn load_and_attach_to(opts: LoadOptions, cgroup: &Path) -> Result<Attached, LoadError> {
+    check_privileges()?;
+    opts.validate()?;
+    attach_all(opts, cgroup.to_owned())
+}
+
+fn attach_all(opts: LoadOptions, cgroup_path: PathBuf) -> Result<Attached, LoadError> {
     let mut ebpf = load_object(Some(opts))?;
     let kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
         Ok(logger) => Some(logger),
@@ -208,17 +238,29 @@ pub fn load_and_attach(opts: LoadOptions, cgroup_fallback: &Path) -> Result<Atta
             None
         }
     };
-    let cgroup = cgroup2::open(&root.path)?;
+    let cgroup = cgroup2::open(&cgroup_path)?;
     // In table order: owner recording first, so sockets created while the rest attaches are
     // already covered.
+    let mut enforcement = true;
     for spec in compat::PROGRAMS.iter().filter(|s| s.required) {
-        let attached = attach_or_fallback(&mut ebpf, spec, &cgroup, &root.path)?;
+        let (attached, enforcing) = attach_or_fallback(&mut ebpf, spec, &cgroup, &cgroup_path)?;
+        enforcement &= enforcing;
         tracing::debug!(program = attached, hook = spec.hook, "attached");
     }
-    let tcp_marks = attach_tcp_direction(&mut ebpf, &cgroup, &root.path);
-    let dns_answers = attach_ingress(&mut ebpf, &cgroup, &root.path);
+    let tcp_marks = attach_tcp_direction(&mut ebpf, &cgroup, &cgroup_path);
+    let dns_answers = attach_ingress(&mut ebpf, &cgroup, &cgroup_path);
     let Some(Map::HashMap(flows)) = ebpf.take_map(FLOWS_MAP) else {
         return Err(LoadError::MapMissing { name: FLOWS_MAP });
+    };
+    let enforcer = if enforcement {
+        Some(Enforcer::new(
+            take_map(&mut ebpf, CONTAIN_RULES_MAP)?,
+            take_map(&mut ebpf, CONTAIN_BUCKETS_MAP)?,
+            take_map(&mut ebpf, CONTAIN_EPOCH_MAP)?,
+            dns_answers.is_some(),
+        ))
+    } else {
+        None
     };
     Ok(Attached {
         flows,
@@ -231,39 +273,71 @@ pub fn load_and_attach(opts: LoadOptions, cgroup_fallback: &Path) -> Result<Atta
         },
         dns_answers,
         ebpf,
-        cgroup_root: root.path,
+        cgroup_root: cgroup_path,
         max_flows: opts.max_flows,
         kernel_log,
+        enforcer,
+        enforcement,
     })
 }
 
 /// Attaches `spec`, or its fallback when the kernel refuses `spec` (its verifier, not an
-/// attach failure); returns the name of the program attached. When both are refused the
-/// fallback's refusal is returned: its row holds the lower minimum, what the kernel lacks.
+/// attach failure), or else one of the two without containment enforcement; returns the name
+/// of the program attached and whether it enforces. When all are refused the fallback's
+/// refusal is returned: its row holds the lower minimum, what the kernel lacks.
 fn attach_or_fallback(
     ebpf: &mut Ebpf,
     spec: &ProgramSpec,
     cgroup: &File,
     path: &Path,
-) -> Result<&'static str, LoadError> {
-    match (attach(ebpf, spec, cgroup, path), spec.fallback) {
-        (Ok(()), _) => Ok(spec.name),
+) -> Result<(&'static str, bool), LoadError> {
+    let refused = match (attach(ebpf, spec, cgroup, path), spec.fallback) {
+        (Ok(()), _) => return Ok((spec.name, true)),
         (Err(refused @ LoadError::Load { .. }), Some(fallback)) => {
-            attach(ebpf, fallback, cgroup, path)?;
-            tracing::info!(
-                program = fallback.name,
-                instead_of = spec.name,
-                // The top line only: the verifier's log is for `doctor`.
-                reason = %refused,
-                "kernel refused {}: attached {} ({})",
-                spec.name,
-                fallback.name,
-                fallback.feature
-            );
-            Ok(fallback.name)
+            match attach(ebpf, fallback, cgroup, path) {
+                Ok(()) => {
+                    tracing::info!(
+                        program = fallback.name,
+                        instead_of = spec.name,
+                        // The top line only: the verifier's log is for `doctor`.
+                        reason = %refused,
+                        "kernel refused {}: attached {} ({})",
+                        spec.name,
+                        fallback.name,
+                        fallback.feature
+                    );
+                    return Ok((fallback.name, true));
+                }
+                Err(e @ LoadError::Load { .. }) => e,
+                Err(e) => return Err(e),
+            }
         }
-        (Err(e), _) => Err(e),
+        (Err(e @ LoadError::Load { .. }), None) => e,
+        (Err(e), _) => return Err(e),
+    };
+    let observers = [Some(spec), spec.fallback]
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.without_enforcement);
+    for observer in observers {
+        match attach(ebpf, observer, cgroup, path) {
+            Ok(()) => {
+                tracing::warn!(
+                    program = observer.name,
+                    instead_of = spec.name,
+                    reason = %error_chain(&refused),
+                    "containment enforcement unavailable: the kernel refused {} ({}); attached {}, which counts and never drops",
+                    spec.name,
+                    compat::ENFORCEMENT_FEATURE,
+                    observer.name,
+                );
+                return Ok((observer.name, false));
+            }
+            Err(LoadError::Load { .. }) => {}
+            Err(e) => return Err(e),
+        }
     }
+    Err(refused)
 }
 
 /// Attaches `record_tcp_direction`; false, with a warning, when the kernel refuses it.

@@ -29,13 +29,14 @@ fn main() {
         "prefork-serve" => prefork_serve(num(arg(1)), args.get(2).is_some_and(|a| a == "--close")),
         "udp-echo" => udp_echo(arg(1), num(arg(2))),
         "worker-send" => worker_send(num(arg(1)), args.get(2).is_some_and(|a| a == "--close")),
+        "tcp-blast" => tcp_blast(arg(1), num(arg(2))),
         _ => usage(),
     }
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: traffic tcp-serve BIND BYTES | udp-send TO COUNT SIZE [--socket-per-datagram] | short-tcp COUNT BYTES | pre-existing BYTES | two-cpu-udp TO COUNT SIZE | hold-udp TO SOCKETS SIZE | prefork-serve BYTES [--close] | udp-echo BIND COUNT"
+        "usage: traffic tcp-serve BIND BYTES | udp-send TO COUNT SIZE [--socket-per-datagram] | short-tcp COUNT BYTES | pre-existing BYTES | two-cpu-udp TO COUNT SIZE | hold-udp TO SOCKETS SIZE | prefork-serve BYTES [--close] | udp-echo BIND COUNT | tcp-blast BIND SECONDS"
     );
     std::process::exit(2)
 }
@@ -93,6 +94,44 @@ fn tcp_serve(bind: &str, bytes: u64) {
     drain(&mut conn);
     say(&format!("done {peer}"));
     wait_for_go();
+}
+
+/// Listens; sends to every client it accepts as fast as it can until the client closes or
+/// `seconds` have passed since the start (each connection in its own thread). Prints
+/// `port P`, and exits on "go" (or after `seconds`).
+fn tcp_blast(bind: &str, seconds: u64) {
+    let listener = TcpListener::bind(bind).expect("bind");
+    say(&format!(
+        "port {}",
+        listener.local_addr().expect("addr").port()
+    ));
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            thread::spawn(move || {
+                let chunk = vec![0x5au8; 256 * 1024];
+                let _ = conn.set_write_timeout(Some(std::time::Duration::from_millis(500)));
+                while std::time::Instant::now() < end {
+                    match conn.write(&chunk) {
+                        Ok(_) => {}
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                            ) => {}
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        wait_for_go();
+        let _ = tx.send(());
+    });
+    let _ = rx.recv_timeout(std::time::Duration::from_secs(seconds));
 }
 
 /// Sends `count` datagrams of `size` bytes, from one socket or a fresh socket each time.
