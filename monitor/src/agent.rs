@@ -25,6 +25,9 @@ pub enum AgentError {
 
 /// What the loop hands to its consumer.
 pub enum Event<'a> {
+    /// Once, before the first window: the containment maps, unless the kernel refused the
+    /// enforcing programs (then only dry run is possible).
+    Attached(Option<Box<crate::contain::kernel::Enforcer>>),
     /// One poll window.
     Window(&'a [FlowSample], &'a CollectorStats),
     /// SIGHUP: `Continue` keeps the agent running (after reloading its configuration),
@@ -48,7 +51,7 @@ pub async fn run(
         max_flows: args.max_flows,
         ..LoadOptions::default()
     };
-    let attached = loader::load_and_attach(opts, &args.cgroup_mount)?;
+    let mut attached = loader::load_and_attach(opts, &args.cgroup_mount)?;
     tracing::info!(
         cgroup = %attached.cgroup_root.display(),
         programs = ?attached.program_ids(),
@@ -63,7 +66,11 @@ pub async fn run(
         idle_timeout_ns: duration_ns(args.idle_timeout),
         ..ExpiryPolicy::default()
     };
+    let enforcer = attached.enforcer().map(Box::new);
     let mut collector = Collector::new(attached, expiry);
+    if consume(Event::Attached(enforcer)).is_break() {
+        return Ok(collector.stats().clone());
+    }
 
     // Wakes up as soon as the kernel queues events, so new processes are read from /proc
     // while they are alive, not at the next poll.

@@ -13,8 +13,8 @@ use monitor::{
     contain::{
         policy::{Refusal, check_rails},
         record::{
-            Action, Containment, ContainmentEvent, ContainmentEventKind, ContainmentState,
-            Decider, Enforcement,
+            Action, Containment, ContainmentEvent, ContainmentEventKind, ContainmentState, Decider,
+            Enforcement,
         },
         settings::Mode,
     },
@@ -212,7 +212,10 @@ fn line(c: &Containment) -> String {
             .map(|a| format!(", alert {a}"))
             .unwrap_or_default(),
         if c.dropped_packets > 0 {
-            format!("dropped {} B in {} packets", c.dropped_bytes, c.dropped_packets)
+            format!(
+                "dropped {} B in {} packets",
+                c.dropped_bytes, c.dropped_packets
+            )
         } else {
             String::new()
         }

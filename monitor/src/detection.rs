@@ -16,7 +16,12 @@ use jiff::Timestamp;
 use crate::{
     collector::CollectorStats,
     config::Config,
-    contain::{policy::ContainmentBook, record::ContainmentEvent},
+    contain::{
+        kernel::{Enforcer, KernelAction, KernelRule},
+        policy::ContainmentBook,
+        record::{Action, ContainmentEvent},
+        settings::Mode,
+    },
     detect::{Detector, alerts::AlertEvent},
     export::{
         Reporter,
@@ -63,6 +68,23 @@ pub struct LiveDetector {
     /// What is contained, decided from the alerts under `[containment]`'s rails.
     containments: ContainmentBook,
     contain_events: Vec<ContainmentEvent>,
+    /// The kernel's containment maps (none: the kernel refused enforcement, or not attached).
+    enforcer: Option<Box<Enforcer>>,
+    /// Rules the kernel holds after the last apply.
+    applied_rules: usize,
+}
+
+/// The kernel's id of a containment: its UUID's first 8 bytes (unique among the few active).
+fn kernel_id(id: uuid::Uuid) -> u64 {
+    let b = id.as_bytes();
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+/// A throttle's bucket: half a second of the rate (measured on loopback: a bucket much
+/// smaller than the sender's timer-driven retries starves the flow below its rate), at
+/// least 64 KiB.
+fn burst_for(bytes_per_sec: u64) -> u64 {
+    (bytes_per_sec / 2).max(64 << 10)
 }
 
 /// Most containments read back from the database at start (the rails allow far fewer).
@@ -112,18 +134,8 @@ impl LiveDetector {
         let resolved = (!hosts.is_empty())
             .then(|| spawn_resolver(hosts, config.destinations.resolve_every.get_ref().0));
         let learning_saved = detector.host_learn_until();
-        let mut containments =
+        let containments =
             ContainmentBook::new(config.containment.clone(), configured_services(config));
-        for c in store.list_containments(true, MAX_STORED_ACTIVE)? {
-            containments.adopt(c);
-        }
-        if !containments.active().is_empty() {
-            tracing::info!(
-                active = containments.active().len(),
-                "containments restored from the state database (each until its TTL unless \
-                 its alert renews it)"
-            );
-        }
         Ok(Self {
             detector,
             store,
@@ -141,6 +153,8 @@ impl LiveDetector {
             state_dir: state_dir.to_owned(),
             containments,
             contain_events: Vec::new(),
+            enforcer: None,
+            applied_rules: 0,
         })
     }
 
@@ -159,6 +173,7 @@ impl LiveDetector {
             &mut self.contain_events,
         );
         self.record_containments();
+        self.enforce();
         if old.destinations != new.destinations {
             let hosts = self.detector.classifier_mut().hosts_to_resolve();
             // Dropping the old receiver ends the old resolver thread at its next result.
@@ -235,6 +250,7 @@ impl LiveDetector {
         self.containments
             .tick(Timestamp::now(), &mut self.contain_events);
         self.record_containments();
+        self.enforce();
         self.deliver();
         if let Some((metrics, _)) = &self.metrics {
             metrics.update_detection(&self.detector, &self.events);
@@ -274,6 +290,91 @@ impl LiveDetector {
     /// The metrics endpoint's address, when it runs.
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
         self.metrics.as_ref().map(|(_, server)| server.addr())
+    }
+
+    /// The agent attached its programs: containments are enforced from now on if the kernel
+    /// took the enforcing programs (else `enforce` decides in dry run), and the active ones
+    /// stored before a restart are taken back in.
+    pub fn attach_kernel(&mut self, enforcer: Option<Box<Enforcer>>) {
+        let enforces = enforcer.is_some();
+        if !enforces && self.containments.settings().mode == Mode::Enforce {
+            tracing::error!(
+                "containment.mode = \"enforce\" but this kernel refused the enforcing \
+                 programs (see `egress-monitor doctor`): containments are decided in dry run"
+            );
+        }
+        self.enforcer = enforcer;
+        self.containments.set_kernel_enforces(enforces);
+        match self.store.list_containments(true, MAX_STORED_ACTIVE) {
+            Ok(list) => {
+                for c in list {
+                    self.containments.adopt(c);
+                }
+            }
+            Err(e) => self.store_error("reading stored containments", &e),
+        }
+        if !self.containments.active().is_empty() {
+            tracing::info!(
+                active = self.containments.active().len(),
+                enforced = self.containments.enforced().count(),
+                "containments restored from the state database (each until its TTL unless \
+                 its alert renews it)"
+            );
+        }
+        self.enforce();
+    }
+
+    /// Makes the kernel's rules the enforced containments (the Enforcer writes nothing when
+    /// they are unchanged), and reads back what it held back.
+    fn enforce(&mut self) {
+        let Some(enforcer) = self.enforcer.as_mut() else {
+            return;
+        };
+        let mut rules = Vec::new();
+        for c in self.containments.enforced() {
+            let cgroups = self.detector.service_cgroups(&c.service).to_vec();
+            if cgroups.is_empty() {
+                // No socket of the service seen yet: applied once it sends.
+                continue;
+            }
+            rules.push(KernelRule {
+                id: kernel_id(c.id),
+                cgroups,
+                network: c.target,
+                action: match c.action {
+                    Action::Throttle { bytes_per_sec } => KernelAction::Throttle {
+                        bytes_per_sec,
+                        burst_bytes: burst_for(bytes_per_sec),
+                    },
+                    Action::Block => KernelAction::Block,
+                },
+            });
+        }
+        if rules.is_empty() && self.applied_rules == 0 {
+            return;
+        }
+        if let Err(e) = enforcer.apply(&rules) {
+            tracing::error!(error = %error_chain(&e), "containment rules not applied in the kernel");
+            return;
+        }
+        self.applied_rules = rules.len();
+        match enforcer.stats() {
+            Ok(stats) => {
+                let ids: Vec<(u64, uuid::Uuid)> = self
+                    .containments
+                    .active()
+                    .iter()
+                    .map(|c| (kernel_id(c.id), c.id))
+                    .collect();
+                for (kid, s) in stats {
+                    if let Some((_, id)) = ids.iter().find(|(k, _)| *k == kid) {
+                        self.containments
+                            .set_dropped(*id, s.dropped_bytes, s.dropped_packets);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %error_chain(&e), "containment counters unreadable"),
+        }
     }
 
     /// The containments (for the kernel and the metrics).

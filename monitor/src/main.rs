@@ -74,8 +74,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut shown = 0u64;
             runtime()?.block_on(agent::run(&settings, |event| {
                 // A closed terminal: stop.
-                let agent::Event::Window(samples, _) = event else {
-                    return ControlFlow::Break(());
+                let samples = match event {
+                    agent::Event::Window(samples, _) => samples,
+                    // top shows; it never contains.
+                    agent::Event::Attached(_) => return ControlFlow::Continue(()),
+                    agent::Event::Hangup => return ControlFlow::Break(()),
                 };
                 table.update(samples);
                 // The agent's last poll at shutdown comes after the last refresh: not shown.
@@ -188,6 +191,10 @@ fn run_agent(
     runtime()?.block_on(agent::run(&settings, |event| {
         let (samples, stats) = match event {
             agent::Event::Window(samples, stats) => (samples, stats),
+            agent::Event::Attached(enforcer) => {
+                detection.attach_kernel(enforcer);
+                return ControlFlow::Continue(());
+            }
             agent::Event::Hangup => {
                 reload(config_path, &mut config, &mut detection, samples_on_stdout);
                 return ControlFlow::Continue(());

@@ -15,7 +15,7 @@ use super::{
     settings::{ActionKind, ContainmentConfig, Mode},
 };
 use crate::detect::{
-    alerts::{AlertEvent, AlertEventKind, AlertStatus, Suppression},
+    alerts::{AlertEvent, AlertEventKind, AlertStatus, Peer, Suppression},
     classes::DestinationClass,
 };
 
@@ -49,10 +49,9 @@ impl Refusal {
             Self::NotConfigured => {
                 "only services configured in [[services]] are contained".to_owned()
             }
-            Self::Protected(class) => format!(
-                "the destination is {}: never contained",
-                class.name()
-            ),
+            Self::Protected(class) => {
+                format!("the destination is {}: never contained", class.name())
+            }
             Self::TooMany => {
                 format!("the service already has {max} active containments (max_per_service)")
             }
@@ -177,7 +176,10 @@ impl ContainmentBook {
         let reason = if settings.kill_switch && !self.settings.kill_switch {
             Some("containment.kill_switch turned on".to_owned())
         } else if settings.mode != self.settings.mode {
-            Some(format!("containment.mode changed to {}", settings.mode.name()))
+            Some(format!(
+                "containment.mode changed to {}",
+                settings.mode.name()
+            ))
         } else {
             None
         };
@@ -229,22 +231,8 @@ impl ContainmentBook {
         if self.settings.mode == Mode::Off || a.status != AlertStatus::Open {
             return;
         }
-        let (Some(peer), Some(choice)) = (&a.peer, self.settings.action_for(a.rule, a.severity))
-        else {
+        let Some((peer, target, action)) = self.decision(e) else {
             return;
-        };
-        let target = match peer.prefix_len {
-            Some(len) => IpNet::new(peer.addr, len).map(|n| n.trunc()),
-            None => Ok(IpNet::from(peer.addr)),
-        };
-        let Ok(target) = target else {
-            return;
-        };
-        let action = match (choice.action.get_ref(), &choice.rate) {
-            (ActionKind::Throttle, Some(rate)) => Action::Throttle {
-                bytes_per_sec: rate.get_ref().as_u64(),
-            },
-            _ => Action::Block,
         };
         let ttl = SignedDuration::try_from(self.settings.ttl()).unwrap_or(SignedDuration::ZERO);
         let expires_at = now.checked_add(ttl).unwrap_or(now);
@@ -306,6 +294,25 @@ impl ContainmentBook {
             dropped_packets: 0,
         };
         self.start(c, now, out);
+    }
+
+    /// What `[[containment.actions]]` says to do about the alert's peer: the peer, its target
+    /// (the address, or the prefix group's network) and the action; none without an entry.
+    fn decision<'a>(&self, e: &'a AlertEvent) -> Option<(&'a Peer, IpNet, Action)> {
+        let a = &e.alert;
+        let peer = a.peer.as_ref()?;
+        let choice = self.settings.action_for(a.rule, a.severity)?;
+        let target = match peer.prefix_len {
+            Some(len) => IpNet::new(peer.addr, len).ok()?.trunc(),
+            None => IpNet::from(peer.addr),
+        };
+        let action = match (choice.action.get_ref(), &choice.rate) {
+            (ActionKind::Throttle, Some(rate)) => Action::Throttle {
+                bytes_per_sec: rate.get_ref().as_u64(),
+            },
+            _ => Action::Block,
+        };
+        Some((peer, target, action))
     }
 
     /// Starts `c` (the policy's, or an operator's that passed the rails).

@@ -118,7 +118,7 @@ impl ContainmentConfig {
     /// Ranges and relations serde cannot check.
     pub fn validate(&self) -> Result<(), (Range<usize>, String, String)> {
         let ttl = self.ttl();
-        if ttl < Duration::from_secs(60) || ttl > Duration::from_secs(7 * 86_400) {
+        if ttl < Duration::from_mins(1) || ttl > Duration::from_hours(7 * 24) {
             return Err((
                 self.ttl.span(),
                 "containment.ttl".into(),
@@ -150,8 +150,7 @@ impl ContainmentConfig {
                     return Err((
                         a.action.span(),
                         key("rate"),
-                        "throttle needs a rate in bytes per second (e.g. rate = \"256KiB\")"
-                            .into(),
+                        "throttle needs a rate in bytes per second (e.g. rate = \"256KiB\")".into(),
                     ));
                 }
                 (ActionKind::Throttle, Some(rate)) if rate.get_ref().as_u64() < MIN_RATE => {

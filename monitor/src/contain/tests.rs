@@ -12,6 +12,7 @@ use crate::{
     detect::{
         alerts::{AlertEvent, AlertEventKind, AlertStatus, Suppression},
         classes::DestinationClass,
+        rules::{RuleId, Severity},
     },
     export::fixtures::opened,
 };
@@ -31,9 +32,7 @@ fn alert(peer: &str, class: DestinationClass) -> AlertEvent {
 }
 
 fn config(text: &str) -> ContainmentConfig {
-    Config::parse(text, &Origin::Embedded)
-        .unwrap()
-        .containment
+    Config::parse(text, &Origin::Embedded).unwrap().containment
 }
 
 fn book(text: &str) -> ContainmentBook {
@@ -50,11 +49,24 @@ fn kinds(events: &[ContainmentEvent]) -> Vec<ContainmentEventKind> {
 fn the_default_decides_in_dry_run_and_throttles_high_alerts() {
     let mut b = book("");
     let mut out = vec![];
-    b.on_alert(&alert("2001:db8::8a", DestinationClass::Client), t(0), &mut out);
+    b.on_alert(
+        &alert("2001:db8::8a", DestinationClass::Client),
+        t(0),
+        &mut out,
+    );
     assert_eq!(kinds(&out), [ContainmentEventKind::Started]);
     let c = &out[0].containment;
-    assert_eq!(c.enforcement, Enforcement::DryRun, "a fresh install touches nothing");
-    assert_eq!(c.action, Action::Throttle { bytes_per_sec: 256 << 10 });
+    assert_eq!(
+        c.enforcement,
+        Enforcement::DryRun,
+        "a fresh install touches nothing"
+    );
+    assert_eq!(
+        c.action,
+        Action::Throttle {
+            bytes_per_sec: 256 << 10
+        }
+    );
     assert_eq!(c.target.to_string(), "2001:db8::8a/128");
     assert_eq!(c.expires_at, t(3600));
     assert!(c.verb().starts_with("would throttle"), "{}", c.verb());
@@ -67,7 +79,11 @@ fn enforce_mode_gives_the_kernel_its_containments_and_only_when_it_can() {
     let mut b = book(text);
     let mut out = vec![];
     let g = b.generation();
-    b.on_alert(&alert("198.51.100.7", DestinationClass::Unknown), t(0), &mut out);
+    b.on_alert(
+        &alert("198.51.100.7", DestinationClass::Unknown),
+        t(0),
+        &mut out,
+    );
     assert_eq!(out[0].containment.enforcement, Enforcement::Enforced);
     assert_eq!(b.enforced().count(), 1);
     assert_ne!(b.generation(), g, "the kernel's set changed");
@@ -75,7 +91,11 @@ fn enforce_mode_gives_the_kernel_its_containments_and_only_when_it_can() {
     let mut refused = ContainmentBook::new(config(text), ["messaging".to_owned()]);
     refused.set_kernel_enforces(false);
     let mut out = vec![];
-    refused.on_alert(&alert("198.51.100.7", DestinationClass::Unknown), t(0), &mut out);
+    refused.on_alert(
+        &alert("198.51.100.7", DestinationClass::Unknown),
+        t(0),
+        &mut out,
+    );
     assert_eq!(
         out[0].containment.enforcement,
         Enforcement::DryRun,
@@ -123,7 +143,11 @@ fn an_open_alert_renews_and_its_end_lifts() {
         kinds(&out),
         [ContainmentEventKind::Started, ContainmentEventKind::Renewed]
     );
-    assert_eq!(out[1].containment.expires_at, t(6600), "renewed from the update");
+    assert_eq!(
+        out[1].containment.expires_at,
+        t(6600),
+        "renewed from the update"
+    );
     assert_eq!(b.active().len(), 1, "one containment, not two");
     b.tick(t(3700), &mut out);
     assert_eq!(out.len(), 2, "renewed: not expired at the first TTL");
@@ -137,20 +161,24 @@ fn an_open_alert_renews_and_its_end_lifts() {
         out[2].containment.end_reason.as_deref(),
         Some("its alert resolved")
     );
-    assert!(b.active().is_empty());
+    assert_eq!(b.active().len(), 0);
 }
 
 #[test]
 fn a_containment_expires_without_renewal() {
     let mut b = book("[containment]\nttl = \"10m\"\n");
     let mut out = vec![];
-    b.on_alert(&alert("198.51.100.7", DestinationClass::Client), t(0), &mut out);
+    b.on_alert(
+        &alert("198.51.100.7", DestinationClass::Client),
+        t(0),
+        &mut out,
+    );
     b.tick(t(599), &mut out);
     assert_eq!(out.len(), 1);
     b.tick(t(600), &mut out);
     assert_eq!(out[1].event, ContainmentEventKind::Expired);
     assert_eq!(out[1].containment.state, ContainmentState::Expired);
-    assert!(b.active().is_empty());
+    assert_eq!(b.active().len(), 0);
 }
 
 #[test]
@@ -161,7 +189,11 @@ fn a_peer_inside_a_contained_prefix_renews_the_prefix() {
     group.alert.peer.as_mut().unwrap().prefix_len = Some(24);
     b.on_alert(&group, t(0), &mut out);
     assert_eq!(out[0].containment.target.to_string(), "198.51.100.0/24");
-    b.on_alert(&alert("198.51.100.77", DestinationClass::Client), t(60), &mut out);
+    b.on_alert(
+        &alert("198.51.100.77", DestinationClass::Client),
+        t(60),
+        &mut out,
+    );
     assert_eq!(kinds(&out)[1], ContainmentEventKind::Renewed);
     assert_eq!(b.active().len(), 1);
 }
@@ -170,11 +202,19 @@ fn a_peer_inside_a_contained_prefix_renews_the_prefix() {
 fn learning_suppressing_mode_changes_and_the_kill_switch_lift() {
     let mut b = book("");
     let mut out = vec![];
-    b.on_alert(&alert("198.51.100.7", DestinationClass::Client), t(0), &mut out);
+    b.on_alert(
+        &alert("198.51.100.7", DestinationClass::Client),
+        t(0),
+        &mut out,
+    );
     b.on_learned("messaging", "198.51.100.7".parse().unwrap(), t(1), &mut out);
     assert_eq!(out.last().unwrap().event, ContainmentEventKind::Lifted);
 
-    b.on_alert(&alert("198.51.100.8", DestinationClass::Client), t(2), &mut out);
+    b.on_alert(
+        &alert("198.51.100.8", DestinationClass::Client),
+        t(2),
+        &mut out,
+    );
     b.on_suppression(
         &Suppression {
             rule: None,
@@ -187,7 +227,11 @@ fn learning_suppressing_mode_changes_and_the_kill_switch_lift() {
     );
     assert!(b.active().is_empty(), "suppressed");
 
-    b.on_alert(&alert("198.51.100.9", DestinationClass::Client), t(4), &mut out);
+    b.on_alert(
+        &alert("198.51.100.9", DestinationClass::Client),
+        t(4),
+        &mut out,
+    );
     let n = out.len();
     b.reconfigure(
         config("[containment]\nkill_switch = true\n"),
@@ -197,12 +241,20 @@ fn learning_suppressing_mode_changes_and_the_kill_switch_lift() {
     );
     assert_eq!(out.len(), n + 1);
     assert!(b.active().is_empty(), "the kill switch lifts everything");
-    b.on_alert(&alert("198.51.100.10", DestinationClass::Client), t(6), &mut out);
+    b.on_alert(
+        &alert("198.51.100.10", DestinationClass::Client),
+        t(6),
+        &mut out,
+    );
     assert_eq!(out.len(), n + 1, "and starts nothing");
     assert_eq!(b.stats.refused["kill_switch"], 1);
 
     b.reconfigure(config(""), ["messaging".to_owned()], t(7), &mut out);
-    b.on_alert(&alert("198.51.100.10", DestinationClass::Client), t(8), &mut out);
+    b.on_alert(
+        &alert("198.51.100.10", DestinationClass::Client),
+        t(8),
+        &mut out,
+    );
     assert_eq!(b.active().len(), 1);
     b.reconfigure(
         config("[containment]\nmode = \"off\"\n"),
@@ -211,7 +263,11 @@ fn learning_suppressing_mode_changes_and_the_kill_switch_lift() {
         &mut out,
     );
     assert!(b.active().is_empty(), "off lifts everything at once");
-    b.on_alert(&alert("198.51.100.11", DestinationClass::Client), t(10), &mut out);
+    b.on_alert(
+        &alert("198.51.100.11", DestinationClass::Client),
+        t(10),
+        &mut out,
+    );
     assert!(b.active().is_empty(), "off decides nothing");
     assert_eq!(b.settings().mode, Mode::Off);
 }
@@ -220,7 +276,11 @@ fn learning_suppressing_mode_changes_and_the_kill_switch_lift() {
 fn an_adopted_enforced_containment_is_dry_run_where_the_agent_does_not_enforce() {
     let mut enforcing = book("[containment]\nmode = \"enforce\"\n");
     let mut out = vec![];
-    enforcing.on_alert(&alert("198.51.100.7", DestinationClass::Client), t(0), &mut out);
+    enforcing.on_alert(
+        &alert("198.51.100.7", DestinationClass::Client),
+        t(0),
+        &mut out,
+    );
     let stored = out[0].containment.clone();
     let mut dry = book("");
     dry.adopt(stored.clone());
@@ -237,7 +297,11 @@ fn an_adopted_enforced_containment_is_dry_run_where_the_agent_does_not_enforce()
 
 #[test]
 fn bad_containment_settings_name_the_key() {
-    let err = |text: &str| Config::parse(text, &Origin::Embedded).unwrap_err().to_string();
+    let err = |text: &str| {
+        Config::parse(text, &Origin::Embedded)
+            .unwrap_err()
+            .to_string()
+    };
     let e = err("[containment]\nmode = \"on\"\n");
     assert!(e.contains("containment.mode"), "{e}");
     let e = err("[containment]\nttl = \"10s\"\n");
@@ -245,12 +309,16 @@ fn bad_containment_settings_name_the_key() {
     let e = err("[containment]\nmax_per_service = 0\n");
     assert!(e.contains("containment.max_per_service"), "{e}");
     let e = err("[[containment.actions]]\nmin_severity = \"high\"\naction = \"throttle\"\n");
-    assert!(e.contains("containment.actions[0].rate: throttle needs a rate"), "{e}");
-    let e = err(
-        "[[containment.actions]]\nmin_severity = \"high\"\naction = \"throttle\"\nrate = 10\n",
+    assert!(
+        e.contains("containment.actions[0].rate: throttle needs a rate"),
+        "{e}"
     );
+    let e =
+        err("[[containment.actions]]\nmin_severity = \"high\"\naction = \"throttle\"\nrate = 10\n");
     assert!(e.contains("that is a block"), "{e}");
-    let e = err("[[containment.actions]]\nmin_severity = \"high\"\naction = \"block\"\nrate = \"1MiB\"\n");
+    let e = err(
+        "[[containment.actions]]\nmin_severity = \"high\"\naction = \"block\"\nrate = \"1MiB\"\n",
+    );
     assert!(e.contains("a block has no rate"), "{e}");
     let e = err("[[containment.actions]]\naction = \"block\"\n");
     assert!(e.contains("needs `rule` or `min_severity`"), "{e}");
@@ -259,13 +327,14 @@ fn bad_containment_settings_name_the_key() {
         "[[containment.actions]]\nrule = \"peer_outlier\"\naction = \"block\"\n\
          [[containment.actions]]\nmin_severity = \"low\"\naction = \"throttle\"\nrate = \"1MiB\"\n",
     );
-    use crate::detect::rules::{RuleId, Severity};
     assert_eq!(
-        c.action_for(RuleId::PeerOutlier, Severity::Low).map(|a| *a.action.get_ref()),
+        c.action_for(RuleId::PeerOutlier, Severity::Low)
+            .map(|a| *a.action.get_ref()),
         Some(super::settings::ActionKind::Block)
     );
     assert_eq!(
-        c.action_for(RuleId::SlowDrip, Severity::Medium).map(|a| *a.action.get_ref()),
+        c.action_for(RuleId::SlowDrip, Severity::Medium)
+            .map(|a| *a.action.get_ref()),
         Some(super::settings::ActionKind::Throttle)
     );
 }

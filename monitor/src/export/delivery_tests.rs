@@ -49,7 +49,10 @@ impl Transport for Scripted {
 
     fn send(&mut self, batch: &[Pending], _: &Reporter) -> Result<Sent, TransportError> {
         let mut s = self.0.lock().unwrap();
-        let numbers: Vec<u32> = batch.iter().map(|p| p.event.alert().unwrap().alert.updates).collect();
+        let numbers: Vec<u32> = batch
+            .iter()
+            .map(|p| p.event.alert().unwrap().alert.updates)
+            .collect();
         s.offered.push(numbers.clone());
         match s.answers.pop_front().unwrap_or(Answer::All) {
             Answer::All => {

@@ -20,7 +20,7 @@ use super::{
     settings::{HttpAuth, SinkConfig},
     transport::{Sent, Transport, TransportError},
 };
-use crate::{export::exported::Exported, store::Pending};
+use crate::store::Pending;
 
 pub const DEFAULT_DATA_STREAM: &str = "logs-egress_monitor.alerts-default";
 
@@ -209,6 +209,7 @@ mod tests {
 
     #[test]
     fn ocsf_documents_get_a_timestamp() {
+        use crate::export::exported::Exported;
         let r = crate::export::fixtures::reporter();
         let e = Exported::from(crate::export::fixtures::opened());
         let doc = e.document(Format::Ocsf, &r);

@@ -15,6 +15,10 @@ use crate::{contain::record::ContainmentEvent, detect::alerts::AlertEvent};
 /// One outbox event. Serialized as the event itself (the agent's JSON format).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a batch of the outbox at a time: boxing would only add an allocation per event"
+)]
 pub enum Exported {
     Alert(AlertEvent),
     Containment(ContainmentEvent),

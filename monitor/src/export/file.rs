@@ -122,7 +122,10 @@ impl Transport for FileTransport {
     fn send(&mut self, batch: &[Pending], reporter: &Reporter) -> Result<Sent, TransportError> {
         let lines: Vec<String> = batch
             .iter()
-            .flat_map(|p| p.event.records(self.format, self.network_activity, reporter))
+            .flat_map(|p| {
+                p.event
+                    .records(self.format, self.network_activity, reporter)
+            })
             .collect();
         self.file.write(&lines)?;
         Ok(Sent::all(batch))

@@ -94,10 +94,7 @@ impl SplunkHec {
             if let Some(index) = &self.index {
                 envelope.insert("index".into(), json!(index));
             }
-            envelope.insert(
-                "event".into(),
-                p.event.value(self.format, reporter),
-            );
+            envelope.insert("event".into(), p.event.value(self.format, reporter));
             envelope.insert(
                 "fields".into(),
                 json!({ "event_id": p.event.id().to_string() }),

@@ -23,7 +23,10 @@ impl Transport for StdoutTransport {
     fn send(&mut self, batch: &[Pending], reporter: &Reporter) -> Result<Sent, TransportError> {
         let mut buf = String::new();
         for p in batch {
-            for record in p.event.records(self.format, self.network_activity, reporter) {
+            for record in p
+                .event
+                .records(self.format, self.network_activity, reporter)
+            {
                 buf.push_str(&record);
                 buf.push('\n');
             }

@@ -56,10 +56,7 @@ impl Webhook {
 
 /// The same key for the same events in the same order.
 pub fn idempotency_key(batch: &[Pending]) -> Uuid {
-    let ids: Vec<String> = batch
-        .iter()
-        .map(|p| p.event.id().to_string())
-        .collect();
+    let ids: Vec<String> = batch.iter().map(|p| p.event.id().to_string()).collect();
     Uuid::new_v5(&KEY_NAMESPACE, ids.join(",").as_bytes())
 }
 

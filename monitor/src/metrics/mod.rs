@@ -56,7 +56,7 @@ pub struct Snapshot {
     pub identities: u64,
     pub networks: u64,
     pub identities_refused: u64,
-    /// Containments active now, by enforcement (dry_run, enforced) and action.
+    /// Containments active now, by enforcement (`dry_run`, `enforced`) and action.
     pub contained: BTreeMap<(&'static str, &'static str), u64>,
     /// Containment events since the agent started, by event (started, renewed, lifted...).
     pub containment_events: BTreeMap<&'static str, u64>,

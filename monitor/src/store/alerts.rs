@@ -41,7 +41,9 @@ pub enum OperatorAction {
         containment: Box<crate::contain::record::Containment>,
     },
     /// `contain lift`: the CLI stored it as lifted; the agent stops enforcing it.
-    Lift { containment: Uuid },
+    Lift {
+        containment: Uuid,
+    },
 }
 
 /// A suppression as stored, for `alerts suppressions`.

@@ -209,10 +209,11 @@ impl Store {
             .collect::<Result<_, _>>()
             .map_err(|e| self.sql(e))?;
         Ok(addrs.into_iter().find(|text| {
-            let net = text
-                .parse::<ipnet::IpNet>()
-                .ok()
-                .or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from));
+            let net = text.parse::<ipnet::IpNet>().ok().or_else(|| {
+                text.parse::<std::net::IpAddr>()
+                    .ok()
+                    .map(ipnet::IpNet::from)
+            });
             net.is_some_and(|n| target.contains(&n) || n.contains(target))
         }))
     }
@@ -338,7 +339,10 @@ mod tests {
         };
         assert_eq!(within("198.51.100.0/24").as_deref(), Some("198.51.100.9"));
         assert_eq!(within("198.51.100.9/32").as_deref(), Some("198.51.100.9"));
-        assert_eq!(within("2001:db8:0:1::5/128").as_deref(), Some("2001:db8::/48"));
+        assert_eq!(
+            within("2001:db8:0:1::5/128").as_deref(),
+            Some("2001:db8::/48")
+        );
         assert_eq!(within("198.51.100.10/32"), None);
         assert_eq!(within("203.0.113.1/32"), None, "another service's");
         let _ = &mut store;
@@ -353,10 +357,14 @@ mod tests {
         e.event = ContainmentEventKind::Expired;
         e.containment.state = ContainmentState::Expired;
         store.record_containments(std::slice::from_ref(&e)).unwrap();
-        assert_eq!(store.prune_containments(ts(100)).unwrap(), 0, "not delivered yet");
+        assert_eq!(
+            store.prune_containments(ts(100)).unwrap(),
+            0,
+            "not delivered yet"
+        );
         let last = store.pending("siem", 10).unwrap().last().unwrap().seq;
         store.advance("siem", last).unwrap();
         assert_eq!(store.prune_containments(ts(100)).unwrap(), 1);
-        assert!(store.list_containments(false, 10).unwrap().is_empty());
+        assert_eq!(store.list_containments(false, 10).unwrap().len(), 0);
     }
 }

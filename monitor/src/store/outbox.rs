@@ -193,7 +193,10 @@ mod tests {
         assert_eq!(store.drop_oldest("dead", 20).unwrap(), 0, "under the bound");
         assert_eq!(store.drop_oldest("dead", 4).unwrap(), 6);
         let left = store.pending("dead", 100).unwrap();
-        let kept: Vec<u32> = left.iter().map(|p| p.event.alert().unwrap().alert.updates).collect();
+        let kept: Vec<u32> = left
+            .iter()
+            .map(|p| p.event.alert().unwrap().alert.updates)
+            .collect();
         assert_eq!(kept, vec![6, 7, 8, 9]);
         assert_eq!(store.drop_oldest("dead", 4).unwrap(), 0, "idempotent");
         assert_eq!(store.drop_oldest("dead", 0).unwrap(), 4);
