@@ -109,7 +109,8 @@ fn add(config: &Config, args: &ContainAddArgs, stdout: &mut impl Write) -> anyho
     if settings.mode == Mode::Off {
         bail!("containment.mode is \"off\" in the configuration: nothing can be contained");
     }
-    let mut store = Store::open_existing(&args.state.dir(config))?;
+    // Created if the agent never ran here: it takes the containment in when it starts.
+    let mut store = Store::open(&args.state.dir(config))?;
     let configured = configured_services(config).any(|s| s == args.service);
     let class = if let Some(class) =
         Classifier::new(&config.destinations).protects_any(&args.service, &args.peer)

@@ -333,8 +333,12 @@ impl LiveDetector {
         let mut rules = Vec::new();
         for c in self.containments.enforced() {
             let cgroups = self.detector.service_cgroups(&c.service).to_vec();
-            if cgroups.is_empty() {
-                // No socket of the service seen yet: applied once it sends.
+            let same_key = |r: &KernelRule| {
+                r.network == c.target && r.cgroups.iter().any(|g| cgroups.contains(g))
+            };
+            if cgroups.is_empty() || rules.iter().any(same_key) {
+                // No socket of the service seen yet: applied once it sends. (The same network
+                // twice, which the book does not start, would be one kernel key.)
                 continue;
             }
             rules.push(KernelRule {
