@@ -14,7 +14,7 @@ use monitor::{
         policy::{Refusal, check_rails},
         record::{
             Action, Containment, ContainmentEvent, ContainmentEventKind, ContainmentState, Decider,
-            Enforcement,
+            Enforcement, Start,
         },
         settings::Mode,
     },
@@ -154,27 +154,17 @@ fn add(config: &Config, args: &ContainAddArgs, stdout: &mut impl Write) -> anyho
     } else {
         Enforcement::DryRun
     };
-    let c = Containment {
-        id: Containment::id_for(&args.service, &args.peer, now),
+    let c = Containment::start(Start {
         service: args.service.clone(),
         target: args.peer,
         action,
         enforcement,
-        state: ContainmentState::Active,
-        alert_id: None,
-        rule: None,
+        alert: None,
         reason: args.reason.clone(),
         decided_by: operator(),
-        started_at: now,
-        renewed_at: now,
+        at: now,
         expires_at: now.checked_add(ttl).context("--for is out of range")?,
-        renewals: 0,
-        ended_at: None,
-        end_reason: None,
-        ended_by: None,
-        dropped_bytes: 0,
-        dropped_packets: 0,
-    };
+    });
     let event = ContainmentEvent {
         event: ContainmentEventKind::Started,
         at: now,

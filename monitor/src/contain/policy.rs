@@ -10,7 +10,7 @@ use jiff::{SignedDuration, Timestamp};
 use super::{
     record::{
         Action, Containment, ContainmentEvent, ContainmentEventKind, ContainmentState, Decider,
-        Enforcement,
+        Enforcement, Start,
     },
     settings::{ActionKind, ContainmentConfig, Mode},
 };
@@ -272,27 +272,17 @@ impl ContainmentBook {
             );
             return;
         }
-        let c = Containment {
-            id: Containment::id_for(&a.service, &target, now),
+        let c = Containment::start(Start {
             service: a.service.clone(),
             target,
             action,
             enforcement: self.enforcement(),
-            state: ContainmentState::Active,
-            alert_id: Some(a.id),
-            rule: Some(a.rule),
+            alert: Some((a.id, a.rule)),
             reason: format!("{}: {}", a.title, crate::alert_output::summary(a)),
             decided_by: Decider::Policy,
-            started_at: now,
-            renewed_at: now,
+            at: now,
             expires_at,
-            renewals: 0,
-            ended_at: None,
-            end_reason: None,
-            ended_by: None,
-            dropped_bytes: 0,
-            dropped_packets: 0,
-        };
+        });
         self.start(c, now, out);
     }
 

@@ -138,7 +138,45 @@ pub struct Containment {
     pub dropped_packets: u64,
 }
 
+/// What starts a containment; the rest of a new one follows from it.
+pub struct Start {
+    pub service: String,
+    pub target: IpNet,
+    pub action: Action,
+    pub enforcement: Enforcement,
+    pub alert: Option<(Uuid, RuleId)>,
+    pub reason: String,
+    pub decided_by: Decider,
+    pub at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
 impl Containment {
+    /// A new active containment.
+    pub fn start(s: Start) -> Self {
+        Self {
+            id: Self::id_for(&s.service, &s.target, s.at),
+            service: s.service,
+            target: s.target,
+            action: s.action,
+            enforcement: s.enforcement,
+            state: ContainmentState::Active,
+            alert_id: s.alert.map(|(id, _)| id),
+            rule: s.alert.map(|(_, rule)| rule),
+            reason: s.reason,
+            decided_by: s.decided_by,
+            started_at: s.at,
+            renewed_at: s.at,
+            expires_at: s.expires_at,
+            renewals: 0,
+            ended_at: None,
+            end_reason: None,
+            ended_by: None,
+            dropped_bytes: 0,
+            dropped_packets: 0,
+        }
+    }
+
     /// A stable id per (service, target, start): a replayed decision gets the same id.
     pub fn id_for(service: &str, target: &IpNet, started_at: Timestamp) -> Uuid {
         Uuid::new_v5(

@@ -323,7 +323,7 @@ mod tests {
 
     #[test]
     fn learned_destinations_inside_or_around_a_target_are_found() {
-        let mut store = Store::in_memory().unwrap();
+        let store = Store::in_memory().unwrap();
         store
             .conn
             .execute_batch(
@@ -345,7 +345,6 @@ mod tests {
         );
         assert_eq!(within("198.51.100.10/32"), None);
         assert_eq!(within("203.0.113.1/32"), None, "another service's");
-        let _ = &mut store;
     }
 
     #[test]
