@@ -313,6 +313,10 @@ impl LiveDetector {
             }
             Err(e) => self.store_error("reading stored containments", &e),
         }
+        match self.store.spared_alerts() {
+            Ok(ids) => ids.into_iter().for_each(|a| self.containments.spare(a)),
+            Err(e) => self.store_error("reading lifted containments", &e),
+        }
         if !self.containments.active().is_empty() {
             tracing::info!(
                 active = self.containments.active().len(),

@@ -19,6 +19,7 @@ use serde_json::Value;
 mod bpf_syscall;
 pub mod bpf_test_run;
 pub mod dns;
+pub mod downloads;
 pub mod exclusive_attach;
 pub mod prog_query;
 pub mod time;

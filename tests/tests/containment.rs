@@ -8,26 +8,23 @@
 //! detached and removed on drop, panics included. Loops are bounded in count and time.
 
 use std::{
-    fs, io,
-    io::Read as _,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
-    os::{fd::FromRawFd as _, unix::fs::MetadataExt as _},
-    path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+    fs,
+    net::Ipv4Addr,
+    path::Path,
     thread,
     time::{Duration, Instant},
 };
 
-use integration_tests::{Traffic, cgroup2_root, require_root, tcp_retransmitted_segments};
+use integration_tests::{
+    cgroup2_root,
+    downloads::{Download, MIB, TestCgroup, connect_from, mib, rates, server},
+    require_root, tcp_retransmitted_segments,
+};
 use monitor::{
     contain::kernel::{BucketStats, DropMode, Enforcer, KernelAction, KernelRule},
     kernel::loader::{self, Attached, LoadOptions},
 };
 
-const MIB: u64 = 1024 * 1024;
 /// The throttle rate of the convergence test.
 const RATE: u64 = 2 * MIB;
 /// Half a second of the rate. On loopback a throttled TCP sender whose packet is dropped
@@ -38,34 +35,6 @@ const BURST: u64 = RATE / 2;
 const THROTTLED: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 66);
 const OTHER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 67);
 const THIRD: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 68);
-/// How long a `tcp-blast` server runs at most.
-const SERVER_SECONDS: &str = "90";
-
-/// A cgroup v2 directory made for the test, removed (once empty) on drop.
-struct TestCgroup(PathBuf);
-
-impl TestCgroup {
-    fn create(path: PathBuf) -> Self {
-        let _ = fs::remove_dir(&path);
-        fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
-        Self(path)
-    }
-
-    fn id(&self) -> u64 {
-        fs::metadata(&self.0).expect("cgroup dir").ino()
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            if fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
 
 /// The test's cgroups, with or without the programs attached to the parent. Field order is
 /// drop order: programs first, then the service cgroups, then their parent.
@@ -83,8 +52,8 @@ impl Setup {
         let parent = TestCgroup::create(
             Path::new(&cgroup2_root()).join(format!("egress-contain-{}-{tag}", std::process::id())),
         );
-        let a = TestCgroup::create(parent.0.join("a.service"));
-        let b = TestCgroup::create(parent.0.join("b.service"));
+        let a = TestCgroup::create(parent.path().join("a.service"));
+        let b = TestCgroup::create(parent.path().join("b.service"));
         let mut s = Self {
             attached: None,
             enforcer: None,
@@ -97,7 +66,7 @@ impl Setup {
     }
 
     fn attach(&mut self) {
-        let mut attached = loader::load_and_attach_to(LoadOptions::default(), &self.parent.0)
+        let mut attached = loader::load_and_attach_to(LoadOptions::default(), self.parent.path())
             .unwrap_or_else(|e| panic!("attach: {}", loader::error_chain(&e)));
         assert!(attached.enforcement, "this kernel refused enforcement");
         self.enforcer = Some(attached.enforcer().expect("an enforcer"));
@@ -131,127 +100,6 @@ impl Setup {
     }
 }
 
-/// A `tcp-blast` server in `cgroup`, listening on 127.0.0.1.
-fn server(cgroup: &TestCgroup) -> (Traffic, SocketAddr) {
-    let t = Traffic::start_in_cgroup(&cgroup.0, &["tcp-blast", "127.0.0.1:0", SERVER_SECONDS]);
-    let port: u16 = t.expect_line("port", Duration::from_secs(10))[1]
-        .parse()
-        .expect("port");
-    (t, SocketAddr::from(([127, 0, 0, 1], port)))
-}
-
-/// A TCP connection from `local` (port chosen by the kernel) to `to`; the connect fails
-/// after `timeout` (`SO_SNDTIMEO` bounds a blocking connect).
-fn connect_from(local: Ipv4Addr, to: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    fn check(r: libc::c_int) -> io::Result<()> {
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-    fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
-        libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: a.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*a.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        }
-    }
-    let SocketAddr::V4(to) = to else {
-        panic!("IPv4 only")
-    };
-    // SAFETY: plain socket syscalls on a descriptor this function owns; the addresses and the
-    // timeval outlive the calls.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        check(fd)?;
-        let stream = TcpStream::from_raw_fd(fd);
-        let tv = libc::timeval {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
-        };
-        check(libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_SNDTIMEO,
-            (&raw const tv).cast(),
-            size_of::<libc::timeval>() as libc::socklen_t,
-        ))?;
-        let local = sockaddr(SocketAddrV4::new(local, 0));
-        check(libc::bind(
-            fd,
-            (&raw const local).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        ))?;
-        let remote = sockaddr(to);
-        check(libc::connect(
-            fd,
-            (&raw const remote).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        ))?;
-        Ok(stream)
-    }
-}
-
-/// A client reading from a server as fast as it can, counting what it received.
-struct Download {
-    bytes: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    reader: Option<thread::JoinHandle<()>>,
-}
-
-impl Download {
-    fn start(from: Ipv4Addr, to: SocketAddr) -> Self {
-        let mut stream = connect_from(from, to, Duration::from_secs(5))
-            .unwrap_or_else(|e| panic!("connect from {from} to {to}: {e}"));
-        stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let bytes = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (b, s) = (bytes.clone(), stop.clone());
-        let reader = thread::spawn(move || {
-            let mut buf = vec![0u8; 256 * 1024];
-            let end = Instant::now() + Duration::from_secs(120);
-            while !s.load(Ordering::Relaxed) && Instant::now() < end {
-                match stream.read(&mut buf) {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        b.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) => {}
-                    Err(_) => return,
-                }
-            }
-        });
-        Self {
-            bytes,
-            stop,
-            reader: Some(reader),
-        }
-    }
-
-    fn received(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Download {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
-    }
-}
-
 /// Request sockets (state `SYN_RECV` in `/proc/net/tcp`) from `peer` to local port `port`.
 fn syn_recv_from(peer: Ipv4Addr, port: u16) -> usize {
     let peer_hex = format!("{:08X}", u32::from_ne_bytes(peer.octets()));
@@ -268,23 +116,6 @@ fn syn_recv_from(peer: Ipv4Addr, port: u16) -> usize {
                 && f[3] == "03"
         })
         .count()
-}
-
-/// Bytes per second each download received over `window`.
-fn rates(downloads: &[&Download], window: Duration) -> Vec<f64> {
-    let start: Vec<u64> = downloads.iter().map(|d| d.received()).collect();
-    let t0 = Instant::now();
-    thread::sleep(window);
-    let secs = t0.elapsed().as_secs_f64();
-    downloads
-        .iter()
-        .zip(start)
-        .map(|(d, s)| (d.received() - s) as f64 / secs)
-        .collect()
-}
-
-fn mib(rate: f64) -> String {
-    format!("{:.2} MiB/s", rate / MIB as f64)
 }
 
 fn throttle(id: u64, cgroup: u64, peer: Ipv4Addr, bytes_per_sec: u64) -> KernelRule {

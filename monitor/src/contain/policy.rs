@@ -105,6 +105,9 @@ pub struct ContainmentBook {
     /// in dry run (the containments say so).
     kernel_enforces: bool,
     active: Vec<Containment>,
+    /// Open alerts whose containment an operator lifted: the policy does not contain their
+    /// peer again while they stay open (the operator's call stands over the next update).
+    spared: HashSet<uuid::Uuid>,
     /// Bumped whenever the set the kernel must enforce changes.
     generation: u64,
     pub stats: ContainStats,
@@ -117,6 +120,7 @@ impl ContainmentBook {
             configured: services.into_iter().collect(),
             kernel_enforces: false,
             active: Vec::new(),
+            spared: HashSet::new(),
             generation: 0,
             stats: ContainStats::default(),
         }
@@ -205,6 +209,7 @@ impl ContainmentBook {
         match e.event {
             AlertEventKind::Resolved => {
                 let id = a.id;
+                self.spared.remove(&id);
                 self.lift_where(
                     |c| c.alert_id == Some(id),
                     "its alert resolved",
@@ -216,6 +221,7 @@ impl ContainmentBook {
             }
             AlertEventKind::Suppressed => {
                 let id = a.id;
+                self.spared.remove(&id);
                 self.lift_where(
                     |c| c.alert_id == Some(id),
                     "its alert was suppressed",
@@ -228,7 +234,10 @@ impl ContainmentBook {
             AlertEventKind::Acknowledged => return,
             AlertEventKind::Opened | AlertEventKind::Updated => {}
         }
-        if self.settings.mode == Mode::Off || a.status != AlertStatus::Open {
+        if self.settings.mode == Mode::Off
+            || a.status != AlertStatus::Open
+            || self.spared.contains(&a.id)
+        {
             return;
         }
         let Some((peer, target, action)) = self.decision(e) else {
@@ -335,16 +344,24 @@ impl ContainmentBook {
         self.active.push(c);
     }
 
-    /// Forgets an active containment that was lifted elsewhere (`contain lift` wrote the
-    /// event); returns whether it was active here.
+    /// Forgets an active containment that an operator lifted (`contain lift` wrote the
+    /// event); its alert, if any, is spared from now on. Returns whether it was active here.
     pub fn forget(&mut self, id: uuid::Uuid) -> bool {
-        let before = self.active.len();
-        self.active.retain(|c| c.id != id);
-        let gone = self.active.len() != before;
-        if gone {
-            self.generation += 1;
+        let Some(i) = self.active.iter().position(|c| c.id == id) else {
+            return false;
+        };
+        let c = self.active.swap_remove(i);
+        if let Some(alert) = c.alert_id {
+            self.spared.insert(alert);
         }
-        gone
+        self.generation += 1;
+        true
+    }
+
+    /// The policy leaves `alert`'s peer alone while the alert stays open (an operator lifted
+    /// its containment before a restart).
+    pub fn spare(&mut self, alert: uuid::Uuid) {
+        self.spared.insert(alert);
     }
 
     /// Expires what is past its TTL.

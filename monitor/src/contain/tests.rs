@@ -165,6 +165,38 @@ fn an_open_alert_renews_and_its_end_lifts() {
 }
 
 #[test]
+fn an_operators_lift_stands_while_its_alert_stays_open() {
+    let mut b = book("");
+    let mut out = vec![];
+    let mut e = alert("198.51.100.7", DestinationClass::Client);
+    b.on_alert(&e, t(0), &mut out);
+    let id = out[0].containment.id;
+    assert!(b.forget(id), "contain lift: the agent forgets it");
+    assert!(!b.forget(id), "only once");
+    e.event = AlertEventKind::Updated;
+    b.on_alert(&e, t(60), &mut out);
+    assert_eq!(out.len(), 1, "not contained again by the next update");
+    assert_eq!(b.active().len(), 0);
+
+    // Its end clears the mark: the same alert id opened later is contained again.
+    e.event = AlertEventKind::Resolved;
+    e.alert.status = AlertStatus::Resolved;
+    b.on_alert(&e, t(120), &mut out);
+    e.event = AlertEventKind::Opened;
+    e.alert.status = AlertStatus::Open;
+    b.on_alert(&e, t(180), &mut out);
+    assert_eq!(out.last().unwrap().event, ContainmentEventKind::Started);
+
+    // Restored after a restart: `spare` (from the database) has the same effect.
+    let mut restarted = book("");
+    restarted.spare(e.alert.id);
+    let mut out = vec![];
+    e.event = AlertEventKind::Updated;
+    restarted.on_alert(&e, t(240), &mut out);
+    assert_eq!(out.len(), 0);
+}
+
+#[test]
 fn a_containment_expires_without_renewal() {
     let mut b = book("[containment]\nttl = \"10m\"\n");
     let mut out = vec![];

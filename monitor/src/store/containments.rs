@@ -218,6 +218,25 @@ impl Store {
         }))
     }
 
+    /// Open alerts whose containment an operator lifted (`contain lift`): the policy leaves
+    /// their peer alone until they end, across restarts too.
+    pub fn spared_alerts(&self) -> Result<Vec<Uuid>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT c.alert_id FROM containments c JOIN alerts a ON a.id = c.alert_id
+                 WHERE c.state = 'lifted' AND a.status = 'open'
+                   AND json_extract(c.body, '$.ended_by.kind') = 'operator'",
+            )
+            .map_err(|e| self.sql(e))?;
+        let ids: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.sql(e))?;
+        Ok(ids.iter().filter_map(|t| t.parse().ok()).collect())
+    }
+
     fn decode_containment(&self, body: &str) -> Result<Containment, StoreError> {
         serde_json::from_str(body).map_err(|e| StoreError::Decode {
             path: self.path.clone(),
@@ -319,6 +338,52 @@ mod tests {
                 OperatorAction::Lift { containment: lifted_id },
             ] if containment.id == a.containment.id && *lifted_id == a.containment.id
         ));
+    }
+
+    #[test]
+    fn an_open_alert_whose_containment_an_operator_lifted_is_spared() {
+        let mut store = Store::in_memory().unwrap();
+        let alert = crate::export::fixtures::opened();
+        store.record(std::slice::from_ref(&alert), &[]).unwrap();
+        let mut by_policy = started("198.51.100.7/32", 0);
+        by_policy.containment.alert_id = Some(alert.alert.id);
+        by_policy.containment.decided_by = Decider::Policy;
+        store
+            .record_containments(std::slice::from_ref(&by_policy))
+            .unwrap();
+        assert_eq!(
+            store.spared_alerts().unwrap(),
+            Vec::<Uuid>::new(),
+            "still active"
+        );
+
+        let mut lifted = by_policy.clone();
+        lifted.event = ContainmentEventKind::Lifted;
+        lifted.containment.state = ContainmentState::Lifted;
+        lifted.containment.ended_by = Some(Decider::Policy);
+        store
+            .record_containments(std::slice::from_ref(&lifted))
+            .unwrap();
+        assert_eq!(
+            store.spared_alerts().unwrap(),
+            Vec::<Uuid>::new(),
+            "lifted by the policy, not an operator"
+        );
+        lifted.containment.ended_by = Some(Decider::Operator {
+            user: "alice".into(),
+        });
+        store.operator_lift(&lifted).unwrap();
+        assert_eq!(store.spared_alerts().unwrap(), [alert.alert.id]);
+
+        let mut resolved = alert.clone();
+        resolved.event = crate::detect::alerts::AlertEventKind::Resolved;
+        resolved.alert.status = crate::detect::alerts::AlertStatus::Resolved;
+        store.record(&[resolved], &[]).unwrap();
+        assert_eq!(
+            store.spared_alerts().unwrap(),
+            Vec::<Uuid>::new(),
+            "its alert ended"
+        );
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub struct Settings<'a> {
     /// The harness's own copy of every alert event (the agent's JSON), relative to the state
     /// directory or absolute.
     pub json_file: &'a Path,
+    /// `containment.mode` (`dry_run`, `enforce`).
+    pub containment: &'a str,
 }
 
 /// The service's name in every alert.
@@ -72,6 +74,11 @@ cmdline = "*synapse.app.homeserver*"
 # an external peer, exactly as for a real client.
 internal = ["127.0.0.1/32", "::1/128"]
 
+# Containment of the homeserver's alerted peers in the run's mode, with the shipped actions
+# (severity >= high: throttle to 256 KiB/s) and rails.
+[containment]
+mode = "{containment}"
+
 # The SOC's syslog receiver (a real rsyslogd on loopback), OCSF Detection Findings.
 [[sinks]]
 name = "{syslog_sink}"
@@ -94,6 +101,7 @@ path = {json}
         syslog = quoted(s.syslog),
         file_sink = FILE_SINK,
         json = quoted(&s.json_file.display().to_string()),
+        containment = s.containment,
     )
 }
 
@@ -108,12 +116,14 @@ mod tests {
             learning: Duration::from_secs(60),
             syslog: "127.0.0.1:5514",
             json_file: Path::new("alerts.jsonl"),
+            containment: "enforce",
         });
         let v: toml::Value = toml::from_str(&text).unwrap();
         assert_eq!(v["agent"]["output"].as_str(), Some("none"));
         assert_eq!(v["state"]["dir"].as_str(), Some("/t/e2e/state \"x\""));
         assert_eq!(v["detect"]["learning_period"].as_str(), Some("60s"));
         assert_eq!(v["detect"]["group_unmatched"].as_bool(), Some(false));
+        assert_eq!(v["containment"]["mode"].as_str(), Some("enforce"));
         let svc = v["services"].as_array().unwrap();
         assert_eq!(svc.len(), 1);
         assert_eq!(svc[0]["name"].as_str(), Some("messaging"));

@@ -9,8 +9,10 @@
 
 mod agent_config;
 mod client;
+mod containment;
 mod daemon;
 mod egress_agent;
+mod latency;
 mod media;
 mod nginx;
 mod options;

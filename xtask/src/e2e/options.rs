@@ -24,6 +24,30 @@ pub struct Options {
     pub roam_every: Option<Duration>,
     /// A patient attacker after the grace period.
     pub patient: Option<PatientOptions>,
+    /// The agent's `containment.mode` for the service.
+    pub containment: ContainMode,
+    /// The attacker keeps downloading until its deadline (3 minutes), not just once.
+    pub persist: bool,
+}
+
+/// `containment.mode` in the run (`off` is not a scenario: it only stops deciding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ContainMode {
+    /// The shipped default: decided, stored and exported as "would throttle"; no packet
+    /// touched.
+    DryRun,
+    /// The kernel throttles the attacker once alerted.
+    Enforce,
+}
+
+impl ContainMode {
+    /// As the agent's configuration spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::DryRun => "dry_run",
+            Self::Enforce => "enforce",
+        }
+    }
 }
 
 /// The patient attacker: paced to `per_minute`, under the 1-minute bar; it must be alerted
@@ -57,6 +81,10 @@ impl Options {
                 per_minute: 24 << 20,
                 alert_within: Duration::from_secs(480),
             }),
+            // The containment phase: an attacker who keeps downloading for 3 minutes, throttled
+            // once alerted (`--containment dry-run` for the same run without it).
+            containment: ContainMode::Enforce,
+            persist: true,
         }
     }
 
@@ -78,6 +106,9 @@ impl Options {
             // The short run keeps its shape (CI time): fixed clients, one attacker.
             roam_every: None,
             patient: None,
+            // The shipped default: the containment is decided and exported, nothing touched.
+            containment: ContainMode::DryRun,
+            persist: false,
         }
     }
 }
@@ -94,6 +125,10 @@ pub struct Args {
     /// Normal traffic after learning and before the attack, seconds (overrides the preset).
     #[arg(long)]
     after_secs: Option<u64>,
+    /// `containment.mode` for the homeserver (overrides the preset: full enforces, short
+    /// runs the shipped `dry_run`).
+    #[arg(long, value_enum)]
+    containment: Option<ContainMode>,
 }
 
 impl Args {
@@ -108,6 +143,9 @@ impl Args {
         }
         if let Some(s) = self.after_secs {
             o.after_learning = Duration::from_secs(s);
+        }
+        if let Some(m) = self.containment {
+            o.containment = m;
         }
         o
     }

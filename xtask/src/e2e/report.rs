@@ -74,6 +74,50 @@ fn secs(v: &Value) -> String {
         .map_or_else(|| "?".to_owned(), |ms| format!("{:.1} s", ms / 1e3))
 }
 
+/// The containment and the normal clients' latency, when the report has them.
+fn containment_lines(r: &Value) -> Vec<String> {
+    let mut lines = Vec::new();
+    let c = &r["containment"];
+    if !c.is_null() {
+        lines.push(match c["exported"]["status_code"].as_str() {
+            Some(status) => format!(
+                "  containment ({}): {status} at {} B/s; attacker {} before it, {} in the {:.0} s after ({:.0} B/s, allowed {})",
+                c["mode"].as_str().unwrap_or("?"),
+                c["rate"],
+                mb(&c["before"]),
+                mb(&c["after"]),
+                c["remaining_secs"].as_f64().unwrap_or(0.0),
+                c["after_rate"].as_f64().unwrap_or(0.0),
+                c["allowed_after"]
+                    .as_u64()
+                    .map_or_else(|| "any".to_owned(), |b| mb(&b.into()))
+            ),
+            None => format!(
+                "  containment ({}): none exported",
+                c["mode"].as_str().unwrap_or("?")
+            ),
+        });
+    }
+    if let Some(phases) = r["normal_latency_by_phase"].as_object() {
+        let each: Vec<String> = phases
+            .iter()
+            .map(|(name, p)| {
+                format!(
+                    "{name} {:.0}/{:.0} ms ({} failed)",
+                    p["p50_ms"].as_f64().unwrap_or(0.0),
+                    p["p99_ms"].as_f64().unwrap_or(0.0),
+                    p["failures"]
+                )
+            })
+            .collect();
+        lines.push(format!(
+            "  normal clients' requests p50/p99: {}",
+            each.join(", ")
+        ));
+    }
+    lines
+}
+
 /// A few lines for a person, from the report.
 pub fn summary(r: &Value) -> String {
     let b = &r["bytes_received"];
@@ -129,6 +173,7 @@ pub fn summary(r: &Value) -> String {
         r["alerts_by_rule"],
         r["false_alerts"].as_array().map_or(0, Vec::len)
     ));
+    lines.extend(containment_lines(r));
     lines.push(format!(
         "  agent: {} kB RSS, {:.1} % CPU, {}",
         r["agent"]["rss_kb_at_end"],
@@ -207,6 +252,11 @@ mod tests {
             "alerts_by_rule": {"unknown_volume": 1}, "false_alerts": [],
             "agent": {"rss_kb_at_end": 30000, "cpu_percent": 1.5, "exit": "exit status: 0"},
             "failures": ["x went wrong"],
+            "containment": {"mode": "enforce", "rate": 262_144, "before": 30_000_000,
+                            "after": 40_000_000, "remaining_secs": 160.0, "after_rate": 250_000.0,
+                            "allowed_after": 46_000_000,
+                            "exported": {"status_code": "enforced"}},
+            "normal_latency_by_phase": {"attack": {"p50_ms": 12.0, "p99_ms": 80.4, "failures": 0}},
         });
         let s = summary(&r);
         assert!(s.starts_with("e2e (short): FAILED in 200 s"), "{s}");
@@ -214,5 +264,10 @@ mod tests {
         assert!(s.contains("Synapse pid 1 -> 2"), "{s}");
         assert!(s.contains("at rsyslogd 1.5 s after"), "{s}");
         assert!(s.contains("FAILED: x went wrong"), "{s}");
+        assert!(
+            s.contains("containment (enforce): enforced at 262144 B/s; attacker 30.0 MB before it, 40.0 MB in the 160 s after (250000 B/s, allowed 46.0 MB)"),
+            "{s}"
+        );
+        assert!(s.contains("p50/p99: attack 12/80 ms (0 failed)"), "{s}");
     }
 }

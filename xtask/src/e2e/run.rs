@@ -22,9 +22,10 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
 use super::{
-    agent_config, daemon,
+    agent_config, containment, daemon,
     daemon::Daemon,
     egress_agent,
+    latency::Phase,
     options::{Options, PatientOptions},
     prereq, report, rsyslog,
     scenario::{self, Amounts},
@@ -46,8 +47,11 @@ const PATIENT_ACCOUNT: usize = 2;
 /// The learning period runs from the service's first packet (the first answer to a client,
 /// just after the agent attached) and rules arm at the next evaluation: margin for both.
 const LEARNING_MARGIN: Duration = Duration::from_secs(5);
-/// Bound on the attacker's whole run.
+/// Bound on the attacker's whole run: with `persist`, how long it keeps downloading.
 const ATTACK_DEADLINE: Duration = Duration::from_secs(180);
+/// After the restart, requests still in flight across it are slow or fail: the normal phase's
+/// latencies start this much later.
+const RESTART_SETTLE: Duration = Duration::from_secs(5);
 /// The rule the attack must trip: the attacker is a client nginx served, judged against the
 /// service's clients.
 const RULE: &str = "peer_outlier";
@@ -83,6 +87,8 @@ struct AgentSetup {
     json_sink: PathBuf,
     /// `peer_outlier`'s 1-minute floor, as the agent reads its configuration.
     threshold: u64,
+    /// What an alerted peer is throttled to (`[[containment.actions]]`).
+    rate: u64,
 }
 
 /// A fresh state directory and `agent.toml`, checked by the agent itself.
@@ -99,14 +105,15 @@ fn configure_agent(dir: &Path, bin: &Path, opts: &Options, syslog: &str) -> Resu
             learning: opts.learning,
             syslog,
             json_file: &json_sink,
+            containment: opts.containment.name(),
         }),
     )?;
-    let threshold =
-        egress_agent::peer_outlier_floor_1m(&egress_agent::effective_config(bin, &config)?)?;
+    let effective = egress_agent::effective_config(bin, &config)?;
     Ok(AgentSetup {
+        threshold: egress_agent::peer_outlier_floor_1m(&effective)?,
+        rate: containment::throttle_rate(&effective)?,
         config,
         json_sink,
-        threshold,
     })
 }
 
@@ -143,12 +150,15 @@ fn normal_phases(
     let bytes_learning = clients.received();
     let messages_at_learning_end = watch.lines.len();
     let errors_before = clients.errors();
+    clients.latencies.enter(Phase::Restart);
     let restart = cmd::step(
         "restart Synapse and nginx (new pids, same ports and data)",
         || servers.restart(),
     )?;
     let ok_at_restart = clients.ok_counts();
     let t_restarted = Instant::now();
+    watch.hold(t_restarted + RESTART_SETTLE, agent)?;
+    clients.latencies.enter(Phase::AfterLearning);
     cmd::step(
         &format!(
             "normal traffic after learning, {} s",
@@ -184,12 +194,14 @@ struct Attacks {
 /// The attacker, normal traffic for the grace period, then the patient attacker.
 fn attacks(
     opts: &Options,
-    world: &Arc<World>,
+    (world, latencies): (&Arc<World>, &super::latency::Latencies),
     users: usize,
     watch: &mut Watch<'_>,
     agent: &mut Daemon,
 ) -> Result<Attacks> {
+    latencies.enter(Phase::Attack);
     let (attack, attack_start_ms) = attack_phase(opts, &world.base, &world.room, watch, agent)?;
+    latencies.enter(Phase::Grace);
     cmd::step(
         &format!(
             "normal traffic goes on {} s after the attack",
@@ -197,6 +209,7 @@ fn attacks(
         ),
         || watch.hold(Instant::now() + opts.grace, agent),
     )?;
+    latencies.enter(Phase::Patient);
     let patient = match opts.patient {
         Some(p) => Some(patient_phase(p, world, users, watch, agent)?),
         None => None,
@@ -256,15 +269,22 @@ fn attack_phase(
     agent: &mut Daemon,
 ) -> Result<(Attack, i64)> {
     eprintln!(
-        "==> attack: {} logs in from {ATTACKER} and takes everything",
-        account(HIJACKED).user
+        "==> attack: {} logs in from {ATTACKER} and takes everything{} (containment: {})",
+        account(HIJACKED).user,
+        if opts.persist {
+            format!(", again and again for {} s", ATTACK_DEADLINE.as_secs())
+        } else {
+            String::new()
+        },
+        opts.containment.name()
     );
     let start_ms = now_ms();
     let started = Instant::now();
     let attacker = {
-        let (base, room) = (base.to_owned(), room.to_owned());
+        let (base, room, persist) = (base.to_owned(), room.to_owned(), opts.persist);
         thread::spawn(move || {
-            traffic::attack(&base, &room, ATTACKER, &account(HIJACKED), ATTACK_DEADLINE)
+            let who = account(HIJACKED);
+            traffic::attack(&base, &room, ATTACKER, &who, ATTACK_DEADLINE, persist)
         })
     };
     let attacker_ip = ATTACKER.to_string();
@@ -278,7 +298,8 @@ fn attack_phase(
         if attacker.is_finished() && (detected(watch) || started.elapsed() > opts.alert_within) {
             break;
         }
-        if started.elapsed() > ATTACK_DEADLINE + Duration::from_secs(10) {
+        // A request begun just before the deadline may take its whole timeout.
+        if started.elapsed() > ATTACK_DEADLINE + Duration::from_secs(45) {
             bail!("the attacker did not finish in {ATTACK_DEADLINE:?}");
         }
     }
@@ -287,9 +308,15 @@ fn attack_phase(
         .map_err(|_| anyhow::anyhow!("the attacker's thread panicked"))?
         .context("the attack")?;
     eprintln!(
-        "    attacker: {} pages, {} images, {:.1} MB received in {:.1} s; alert {}",
+        "    attacker: {} pages, {} images ({} downloads{}), {:.1} MB received in {:.1} s; alert {}",
         attack.pages,
         attack.media,
+        attack.downloads,
+        if attack.complete {
+            ""
+        } else {
+            ", not all images"
+        },
         attack.received as f64 / 1e6,
         attack.secs,
         if detected(watch) {
@@ -366,6 +393,8 @@ struct Outcome<'a> {
     agent: AgentFacts,
     total_secs: f64,
     servers_at_attack: Value,
+    containment: &'a containment::Outcome,
+    latencies: Value,
 }
 
 fn report_json(o: &Outcome<'_>) -> Value {
@@ -378,6 +407,7 @@ fn report_json(o: &Outcome<'_>) -> Value {
             "media_max": o.opts.media_max, "clients": o.opts.clients,
             "learning_secs": o.opts.learning.as_secs(), "after_learning_secs": o.opts.after_learning.as_secs(),
             "alert_within_secs": o.opts.alert_within.as_secs(), "grace_secs": o.opts.grace.as_secs(),
+            "containment": o.opts.containment.name(), "attacker_persists": o.opts.persist,
         },
         "durations_secs": {
             "install": o.install_secs,
@@ -415,7 +445,10 @@ fn report_json(o: &Outcome<'_>) -> Value {
             "address": ATTACKER.to_string(), "account": account(HIJACKED).user,
             "start_ms": o.attack_start_ms, "pages": o.attack.pages, "images": o.attack.media,
             "received": o.attack.received, "sent": o.attack.sent, "secs": o.attack.secs,
+            "downloads": o.attack.downloads, "complete": o.attack.complete,
         },
+        "containment": containment::json(o.containment),
+        "normal_latency_by_phase": o.latencies,
         "servers_at_attack": o.servers_at_attack,
         "rsyslogd": {"pid": o.receiver.daemon.pid(), "address": o.receiver.address()},
         "threshold_peer_outlier_floor_1m": o.setup.threshold,
@@ -609,6 +642,39 @@ fn conclude(dir: &Path, report: Value, failures: &[String]) -> Result<Report> {
     Ok(Report { json: report })
 }
 
+/// Who serves the attacker: nginx's workers (the alert must name one of them), and the
+/// servers' pids for the report.
+fn who_serves(servers: &Servers) -> (Vec<u32>, Value) {
+    let workers = daemon::children(servers.nginx.pid());
+    let json = json!({
+        "master": servers.nginx.pid(),
+        "workers": workers,
+        "synapse": servers.synapse.pid(),
+    });
+    (workers, json)
+}
+
+/// The containment phase's outcome and failures (see [`containment::judge`]).
+fn judge_containment(
+    opts: &Options,
+    setup: &AgentSetup,
+    watch: &Watch<'_>,
+    attack: &Attack,
+    clients: &Population,
+) -> (containment::Outcome, Vec<String>) {
+    containment::judge(
+        watch,
+        &containment::Facts {
+            mode: opts.containment,
+            rate: setup.rate,
+            target: &ATTACKER.to_string(),
+            timeline: &attack.timeline,
+            complete: attack.complete,
+            latencies: &clients.latencies,
+        },
+    )
+}
+
 /// Runs the scenario. `Err` when it could not run ([`prereq::unavailable`] tells a missing
 /// prerequisite, to skip, from a failure) or when an expectation failed (the report is
 /// written first; the error names each failed expectation).
@@ -643,18 +709,18 @@ pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<Report> {
         &mut watch,
         &mut agent,
     )?;
-    // Who serves the attacker: the alert must name one of the workers.
-    let nginx_workers = daemon::children(servers.nginx.pid());
-    let nginx_at_attack = json!({
-        "master": servers.nginx.pid(),
-        "workers": nginx_workers,
-        "synapse": servers.synapse.pid(),
-    });
+    let (nginx_workers, nginx_at_attack) = who_serves(&servers);
     let Attacks {
         attack,
         attack_start_ms,
         patient,
-    } = attacks(opts, &world, users, &mut watch, &mut agent)?;
+    } = attacks(
+        opts,
+        (&world, &clients.latencies),
+        users,
+        &mut watch,
+        &mut agent,
+    )?;
     let bytes_attack_phase =
         clients.received() - normal.bytes_learning - normal.bytes_after_learning;
     let client_report = clients_json(&clients);
@@ -675,7 +741,9 @@ pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<Report> {
     );
     let v = verdict::judge(&findings, &expect);
     let sd_mismatches = watch.sd_mismatches();
+    let (contained, contain_failures) = judge_containment(opts, &setup, &watch, &attack, &clients);
     let mut failures = v.failures.clone();
+    failures.extend(contain_failures);
     failures.extend(impatience(patient.as_ref(), setup.threshold));
     failures.extend(report::failures(&report::Checks {
         agent_exit: agent_facts.exit_ok.clone(),
@@ -713,6 +781,8 @@ pub fn run(root: &Path, tools: &Tools, opts: &Options) -> Result<Report> {
         agent: agent_facts,
         total_secs: t_run.elapsed().as_secs_f64(),
         servers_at_attack: nginx_at_attack,
+        containment: &contained,
+        latencies: clients.latencies.json(),
     });
     conclude(&dir, report, &failures)
 }

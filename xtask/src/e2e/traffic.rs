@@ -19,6 +19,7 @@ use serde_json::json;
 
 use super::{
     client::{self, Session},
+    latency::Latencies,
     source_addr::{self, Counters},
 };
 
@@ -66,6 +67,8 @@ pub struct Client {
 /// when dropped.
 pub struct Population {
     pub clients: Vec<Client>,
+    /// Every client's requests, per phase of the run.
+    pub latencies: Arc<Latencies>,
     stop: Arc<AtomicBool>,
 }
 
@@ -84,6 +87,7 @@ impl Population {
         roam_every: Option<Duration>,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        let latencies = Arc::new(Latencies::default());
         let clients = hosts
             .into_iter()
             .enumerate()
@@ -91,6 +95,7 @@ impl Population {
                 let counters = Arc::new(Counters::default());
                 let stats = Arc::new(Stats::default());
                 let (world, stop, s) = (Arc::clone(world), Arc::clone(&stop), Arc::clone(&stats));
+                let l = Arc::clone(&latencies);
                 let c = Arc::clone(&counters);
                 let user = account.user.clone();
                 let handle = thread::Builder::new()
@@ -102,7 +107,8 @@ impl Population {
                             roam_every,
                             counters: c,
                         };
-                        normal_client(&world, &host, &account, &s, &stop, i as u64 + 100);
+                        let seed = i as u64 + 100;
+                        normal_client(&world, &host, &account, (&s, &l), &stop, seed);
                     })
                     .expect("spawning a client thread");
                 Client {
@@ -114,7 +120,11 @@ impl Population {
                 }
             })
             .collect();
-        Self { clients, stop }
+        Self {
+            clients,
+            latencies,
+            stop,
+        }
     }
 
     /// Bytes all clients received so far.
@@ -195,7 +205,7 @@ fn normal_client(
     world: &World,
     host: &Host,
     account: &Account,
-    stats: &Stats,
+    (stats, latencies): (&Stats, &Latencies),
     stop: &AtomicBool,
     seed: u64,
 ) {
@@ -223,21 +233,25 @@ fn normal_client(
             stay_for = stay(&mut rng);
         }
         if session.is_none() {
+            let t = Instant::now();
             if let Ok(token) = client::login(&agent, &world.base, &account.user, &account.password)
             {
+                latencies.ok(t.elapsed());
                 Stats::add(&stats.logins);
                 session = Some(Session::with_agent(agent.clone(), &world.base, token));
             } else {
+                latencies.failed();
                 Stats::add(&stats.errors);
                 pause(Duration::from_millis(500), stop);
                 continue;
             }
         }
         let Some(s) = session.as_mut() else { continue };
-        if round(world, s, &mut since, &mut rng, stats).is_ok() {
+        if round(world, s, &mut since, &mut rng, (stats, latencies)).is_ok() {
             Stats::add(&stats.ok);
             failed_in_a_row = 0;
         } else {
+            latencies.failed();
             Stats::add(&stats.errors);
             failed_in_a_row += 1;
             if failed_in_a_row >= RELOGIN_AFTER {
@@ -252,29 +266,39 @@ fn normal_client(
     }
 }
 
+/// Runs one request, filing its latency when it succeeds (a failure is filed by the caller,
+/// once per failed round).
+fn timed<T>(latencies: &Latencies, request: impl FnOnce() -> Result<T>) -> Result<T> {
+    let t = Instant::now();
+    let out = request()?;
+    latencies.ok(t.elapsed());
+    Ok(out)
+}
+
 fn round(
     world: &World,
     s: &mut Session,
     since: &mut Option<String>,
     rng: &mut fastrand::Rng,
-    stats: &Stats,
+    (stats, latencies): (&Stats, &Latencies),
 ) -> Result<()> {
-    // Clients long-poll; a short wait keeps the stop prompt.
+    // Clients long-poll; a short wait keeps the stop prompt. Its time is the server's wait
+    // for news, not its speed: not filed as a latency (its failure still is).
     let (sync, _) = s.sync(since.as_deref(), 1000)?;
     *since = sync["next_batch"].as_str().map(str::to_owned);
-    s.messages_page(&world.room, None, 20)?;
+    timed(latencies, || s.messages_page(&world.room, None, 20))?;
     if !world.media.is_empty() && rng.bool() {
         for _ in 0..rng.usize(1..=3) {
             let mxc = &world.media[rng.usize(..world.media.len())];
-            s.thumbnail(mxc, 320, 240)?;
+            timed(latencies, || s.thumbnail(mxc, 320, 240))?;
             Stats::add(&stats.thumbnails);
         }
     }
     if rng.u8(..10) == 0 {
-        s.send_message(
-            &world.room,
-            &json!({"msgtype": "m.text", "body": format!("still here ({})", rng.u32(..))}),
-        )?;
+        let body = format!("still here ({})", rng.u32(..));
+        timed(latencies, || {
+            s.send_message(&world.room, &json!({"msgtype": "m.text", "body": body}))
+        })?;
         Stats::add(&stats.posts);
     }
     Ok(())
@@ -287,47 +311,113 @@ pub struct Attack {
     pub page_bytes: u64,
     pub media: usize,
     pub media_bytes: u64,
+    /// Image downloads, repeats included.
+    pub downloads: usize,
+    /// Whether it read the whole history and every image at least once before its deadline.
+    pub complete: bool,
     /// TCP payload received and sent (headers included): what nginx really sent it.
     pub received: u64,
     pub sent: u64,
+    /// (Unix ms, bytes received so far), every [`TIMELINE_STEP`] and at the end.
+    pub timeline: Vec<(i64, u64)>,
 }
 
 /// Page size of the attacker's `/messages` (Synapse's maximum).
 const PAGE: u32 = 1000;
+/// How often the attacker's received bytes are sampled.
+pub const TIMELINE_STEP: Duration = Duration::from_millis(250);
 
 /// The hijacked account from a new host: logs in, pages the room to its start, downloads
-/// every image it found; within `deadline`.
+/// every image it found; with `persist`, then downloads them again and again until
+/// `deadline` (an attacker who keeps pulling whatever the server gives). Stops at
+/// `deadline` whatever it has (a throttled attacker does not finish: `complete` says so).
 pub fn attack(
     base: &str,
     room: &str,
     addr: Ipv4Addr,
     account: &Account,
     deadline: Duration,
+    persist: bool,
 ) -> Result<Attack> {
     let started = Instant::now();
     let (agent, counters) = source_addr::agent_from(IpAddr::V4(addr), REQUEST_TIMEOUT);
-    let token = client::login(&agent, base, &account.user, &account.password)
+    let done = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut timeline = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                timeline.push((super::watch::now_ms(), counters.received()));
+                thread::sleep(TIMELINE_STEP);
+            }
+            timeline
+        });
+        let pulled = pull(base, room, &agent, account, (started, deadline), persist);
+        done.store(true, Ordering::Relaxed);
+        let mut timeline = sampler
+            .join()
+            .map_err(|_| anyhow::anyhow!("the attacker's sampler panicked"))?;
+        timeline.push((super::watch::now_ms(), counters.received()));
+        let p = pulled?;
+        Ok(Attack {
+            secs: started.elapsed().as_secs_f64(),
+            pages: p.pages,
+            page_bytes: p.page_bytes,
+            media: p.media,
+            media_bytes: p.media_bytes,
+            downloads: p.downloads,
+            complete: p.complete,
+            received: counters.received(),
+            sent: counters.sent(),
+            timeline,
+        })
+    })
+}
+
+#[derive(Default)]
+struct Pulled {
+    pages: usize,
+    page_bytes: u64,
+    media: usize,
+    media_bytes: u64,
+    downloads: usize,
+    complete: bool,
+}
+
+fn pull(
+    base: &str,
+    room: &str,
+    agent: &ureq::Agent,
+    account: &Account,
+    (started, deadline): (Instant, Duration),
+    persist: bool,
+) -> Result<Pulled> {
+    let token = client::login(agent, base, &account.user, &account.password)
         .context("the attacker's login")?;
-    let s = Session::with_agent(agent, base, token);
-    let history = s.whole_history(room, PAGE, started, deadline)?;
+    let s = Session::with_agent(agent.clone(), base, token);
+    let history = match s.whole_history(room, PAGE, started, deadline) {
+        Ok(h) => h,
+        Err(_) if started.elapsed() >= deadline => return Ok(Pulled::default()),
+        Err(e) => return Err(e),
+    };
     let media = history.images();
-    let mut media_bytes = 0;
-    for mxc in &media {
-        ensure!(
-            started.elapsed() < deadline,
-            "media not downloaded in {deadline:?}"
-        );
-        media_bytes += s.download(mxc)?;
-    }
-    Ok(Attack {
-        secs: started.elapsed().as_secs_f64(),
+    let mut p = Pulled {
         pages: history.pages,
         page_bytes: history.bytes,
         media: media.len(),
-        media_bytes,
-        received: counters.received(),
-        sent: counters.sent(),
-    })
+        ..Pulled::default()
+    };
+    while started.elapsed() < deadline && !media.is_empty() {
+        p.media_bytes += s.download(&media[p.downloads % media.len()])?;
+        p.downloads += 1;
+        if p.downloads == media.len() {
+            p.complete = true;
+            if !persist {
+                break;
+            }
+        }
+    }
+    p.complete |= media.is_empty();
+    Ok(p)
 }
 
 /// What the patient attacker did.
