@@ -77,6 +77,10 @@ pub const CONTAIN_RULES_ENTRIES: u32 = 1024;
 /// Slots of `CONTAIN_BUCKETS`: containments active at once. At most 255, so that a flow can
 /// keep its slot + 1 in the one byte `FlowCounters::contain_slot`.
 pub const CONTAIN_BUCKETS_ENTRIES: u32 = 255;
+/// A `CONTAIN_RULES` value that is no slot: the longest match for the key's addresses finds
+/// no containment (a prefix's known peers, exempted). The egress and ingress programs take
+/// every value >= [`CONTAIN_BUCKETS_ENTRIES`] as "not contained".
+pub const CONTAIN_EXEMPT: u32 = u32::MAX;
 /// Prefix bits of a [`ContainKey`] that hold the cgroup id: always matched exactly.
 pub const CONTAIN_CGROUP_BITS: u32 = 64;
 

@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ipnet::IpNet;
 use jiff::Timestamp;
 
 use crate::{
@@ -19,7 +20,7 @@ use crate::{
     contain::{
         kernel::{Enforcer, KernelAction, KernelRule},
         policy::ContainmentBook,
-        record::{Action, ContainmentEvent},
+        record::{Action, Containment, ContainmentEvent, Decider},
         settings::Mode,
     },
     detect::{Detector, alerts::AlertEvent},
@@ -72,6 +73,8 @@ pub struct LiveDetector {
     enforcer: Option<Box<Enforcer>>,
     /// Rules the kernel holds after the last apply.
     applied_rules: usize,
+    /// What each prefix containment leaves alone (its known peers), fixed when first applied.
+    exemptions: std::collections::HashMap<uuid::Uuid, Vec<IpNet>>,
 }
 
 /// The kernel's id of a containment: its UUID's first 8 bytes (unique among the few active).
@@ -89,6 +92,13 @@ fn burst_for(bytes_per_sec: u64) -> u64 {
 
 /// Most containments read back from the database at start (the rails allow far fewer).
 const MAX_STORED_ACTIVE: usize = 4096;
+/// A prefix containment leaves alone the service's peers inside it that are learned or were
+/// first met this long before it started (its established users behind the same provider
+/// /24), each as an exempted address...
+const KNOWN_FOR_SECS: u64 = 3600;
+/// ... at most this many: a prefix holding more of them is mostly the service's own users,
+/// and its containment is lifted rather than throttling them.
+const MAX_EXEMPT: usize = 64;
 
 /// The names of `[[services]]`: the only services the rails let be contained.
 pub fn configured_services(config: &Config) -> impl Iterator<Item = String> + '_ {
@@ -155,6 +165,7 @@ impl LiveDetector {
             contain_events: Vec::new(),
             enforcer: None,
             applied_rules: 0,
+            exemptions: std::collections::HashMap::new(),
         })
     }
 
@@ -331,11 +342,15 @@ impl LiveDetector {
     /// Makes the kernel's rules the enforced containments (the Enforcer writes nothing when
     /// they are unchanged), and reads back what it held back.
     fn enforce(&mut self) {
-        let Some(enforcer) = self.enforcer.as_mut() else {
+        if self.enforcer.is_none() {
             return;
-        };
+        }
+        let enforced: Vec<Containment> = self.containments.enforced().cloned().collect();
+        self.exemptions
+            .retain(|id, _| enforced.iter().any(|c| c.id == *id));
         let mut rules = Vec::new();
-        for c in self.containments.enforced() {
+        let mut too_known = Vec::new();
+        for c in &enforced {
             let cgroups = self.detector.service_cgroups(&c.service).to_vec();
             let same_key = |r: &KernelRule| {
                 r.network == c.target && r.cgroups.iter().any(|g| cgroups.contains(g))
@@ -343,6 +358,11 @@ impl LiveDetector {
             if cgroups.is_empty() || rules.iter().any(same_key) {
                 // No socket of the service seen yet: applied once it sends. (The same network
                 // twice, which the book does not start, would be one kernel key.)
+                continue;
+            }
+            let exempt = self.exemptions_of(c);
+            if exempt.len() > MAX_EXEMPT {
+                too_known.push(c.id);
                 continue;
             }
             rules.push(KernelRule {
@@ -356,11 +376,31 @@ impl LiveDetector {
                     },
                     Action::Block => KernelAction::Block,
                 },
+                exempt,
             });
+        }
+        if !too_known.is_empty() {
+            let reason = format!(
+                "the prefix holds more than {MAX_EXEMPT} of the service's known peers: its own \
+                 users are not contained"
+            );
+            for id in too_known {
+                self.containments.lift(
+                    id,
+                    &reason,
+                    &Decider::Policy,
+                    Timestamp::now(),
+                    &mut self.contain_events,
+                );
+            }
+            self.record_containments();
         }
         if rules.is_empty() && self.applied_rules == 0 {
             return;
         }
+        let Some(enforcer) = self.enforcer.as_mut() else {
+            return;
+        };
         if let Err(e) = enforcer.apply(&rules) {
             tracing::error!(error = %error_chain(&e), "containment rules not applied in the kernel");
             return;
@@ -383,6 +423,34 @@ impl LiveDetector {
             }
             Err(e) => tracing::warn!(error = %error_chain(&e), "containment counters unreadable"),
         }
+    }
+
+    /// The addresses a prefix containment leaves alone (none for a single address), found
+    /// once in the detector's peer table and kept for the containment's life.
+    fn exemptions_of(&mut self, c: &Containment) -> Vec<IpNet> {
+        if c.target.prefix_len() == c.target.max_prefix_len() {
+            return Vec::new();
+        }
+        if let Some(e) = self.exemptions.get(&c.id) {
+            return e.clone();
+        }
+        let started = u64::try_from(c.started_at.as_second()).unwrap_or(0);
+        let exempt: Vec<IpNet> = self
+            .detector
+            .known_peers_in(&c.service, &c.target, (started, KNOWN_FOR_SECS), MAX_EXEMPT)
+            .into_iter()
+            .map(IpNet::from)
+            .collect();
+        if !exempt.is_empty() && exempt.len() <= MAX_EXEMPT {
+            tracing::info!(
+                containment = %c.id,
+                target = %c.target,
+                exempt = exempt.len(),
+                "the prefix's known peers are left alone"
+            );
+        }
+        self.exemptions.insert(c.id, exempt.clone());
+        exempt
     }
 
     /// The containments (for the kernel and the metrics).

@@ -127,6 +127,7 @@ fn throttle(id: u64, cgroup: u64, peer: Ipv4Addr, bytes_per_sec: u64) -> KernelR
             bytes_per_sec,
             burst_bytes: BURST,
         },
+        exempt: Vec::new(),
     }
 }
 
@@ -136,6 +137,7 @@ fn block(id: u64, cgroup: u64, peer: Ipv4Addr) -> KernelRule {
         cgroups: vec![cgroup],
         network: ipnet::IpNet::from(std::net::IpAddr::V4(peer)),
         action: KernelAction::Block,
+        exempt: Vec::new(),
     }
 }
 
@@ -184,6 +186,32 @@ fn a_throttled_peer_converges_to_the_rate_and_others_keep_full_speed() {
         stats.dropped_packets > 0 && stats.passed_bytes > 0,
         "{stats:?}"
     );
+}
+
+/// 1b. A throttled prefix leaves its exempted address alone (a more specific key with no
+///     bucket: the trie's longest match finds no containment), while another address of the
+///     prefix is throttled.
+#[test]
+fn an_exempted_address_inside_a_throttled_prefix_keeps_full_speed() {
+    let mut setup = Setup::new("exempt");
+    let (_server_a, addr_a) = server(&setup.a);
+    let id_a = setup.a.id();
+    let mut rule = throttle(7, id_a, THROTTLED, RATE);
+    rule.network = "127.0.0.0/24".parse().unwrap();
+    rule.exempt = vec![ipnet::IpNet::from(std::net::IpAddr::V4(OTHER))];
+    setup.apply(&[rule]);
+    let throttled = Download::start(THROTTLED, addr_a);
+    let exempted = Download::start(OTHER, addr_a);
+    thread::sleep(Duration::from_secs(1));
+    let r = rates(&[&throttled, &exempted], Duration::from_secs(5));
+    println!("prefix member {}, exempted member {}", mib(r[0]), mib(r[1]));
+    let ratio = r[0] / RATE as f64;
+    assert!(
+        (0.8..=1.2).contains(&ratio),
+        "prefix member at {}",
+        mib(r[0])
+    );
+    assert!(r[1] > FULL_SPEED, "the exempted address got {}", mib(r[1]));
 }
 
 /// What converges best for TCP: drop with congestion notification (the default) against a

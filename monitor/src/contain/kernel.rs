@@ -23,9 +23,9 @@ use aya::maps::{
 };
 use ipnet::IpNet;
 use monitor_common::{
-    CONTAIN_BLOCK, CONTAIN_BUCKETS_ENTRIES, CONTAIN_CGROUP_BITS, CONTAIN_F_PLAIN_DROP,
-    CONTAIN_MAX_RATE, CONTAIN_NONE, CONTAIN_RULES_ENTRIES, CONTAIN_THROTTLE, ContainBucket,
-    ContainEpoch, ContainKey,
+    CONTAIN_BLOCK, CONTAIN_BUCKETS_ENTRIES, CONTAIN_CGROUP_BITS, CONTAIN_EXEMPT,
+    CONTAIN_F_PLAIN_DROP, CONTAIN_MAX_RATE, CONTAIN_NONE, CONTAIN_RULES_ENTRIES, CONTAIN_THROTTLE,
+    ContainBucket, ContainEpoch, ContainKey,
 };
 use thiserror::Error;
 
@@ -61,6 +61,9 @@ pub struct KernelRule {
     /// The peer: one address (/32, /128) or a prefix. Host bits are ignored.
     pub network: IpNet,
     pub action: KernelAction,
+    /// Networks inside `network` left alone (a prefix's known peers): more specific keys
+    /// pointing at no bucket, so the trie's longest match finds no containment for them.
+    pub exempt: Vec<IpNet>,
 }
 
 /// Counters of one containment since its rule was created.
@@ -109,6 +112,12 @@ pub enum EnforceError {
         other: u64,
         cgroup: u64,
         network: IpNet,
+    },
+    #[error("containment {id}: {network} is not a narrower network inside {within}")]
+    Exempt {
+        id: u64,
+        network: IpNet,
+        within: IpNet,
     },
     #[error("containment map {map}: {op}")]
     Map {
@@ -244,6 +253,15 @@ impl Enforcer {
         for rule in rules {
             for &cgroup in &rule.cgroups {
                 wanted_keys.insert(key_id(&rule_key(cgroup, rule.network)), slots[&rule.id]);
+            }
+        }
+        for rule in rules {
+            for &cgroup in &rule.cgroups {
+                for net in &rule.exempt {
+                    wanted_keys
+                        .entry(key_id(&rule_key(cgroup, *net)))
+                        .or_insert(CONTAIN_EXEMPT);
+                }
             }
         }
         debug_assert_eq!(wanted_keys.len(), wanted);
@@ -446,6 +464,17 @@ fn validate(rules: &[KernelRule]) -> Result<usize, EnforceError> {
                 });
             }
         }
+        if let Some(net) = rule
+            .exempt
+            .iter()
+            .find(|n| !rule.network.contains(*n) || n.prefix_len() <= rule.network.prefix_len())
+        {
+            return Err(EnforceError::Exempt {
+                id,
+                network: *net,
+                within: rule.network.trunc(),
+            });
+        }
         for &cgroup in &rule.cgroups {
             match keys.insert(key_id(&rule_key(cgroup, rule.network)), id) {
                 Some(other) if other != id => {
@@ -457,6 +486,16 @@ fn validate(rules: &[KernelRule]) -> Result<usize, EnforceError> {
                     });
                 }
                 _ => {}
+            }
+        }
+    }
+    // Exemptions after every rule's own keys: where one is another rule's network, that
+    // rule's key stands (as in `apply`).
+    for rule in rules {
+        for &cgroup in &rule.cgroups {
+            for net in &rule.exempt {
+                keys.entry(key_id(&rule_key(cgroup, *net)))
+                    .or_insert(rule.id);
             }
         }
     }
@@ -528,6 +567,7 @@ mod tests {
             cgroups: cgroups.to_vec(),
             network: net(network),
             action,
+            exempt: Vec::new(),
         }
     }
 
@@ -586,6 +626,30 @@ mod tests {
             validate(&[rule(1, &cgroups, "127.0.0.66/32", THROTTLE)]),
             Err(EnforceError::TooManyKeys { .. })
         ));
+    }
+
+    #[test]
+    fn exemptions_are_narrower_networks_inside_and_count_as_keys() {
+        let mut r = rule(1, &[10, 11], "198.51.100.0/24", THROTTLE);
+        r.exempt = vec![net("198.51.100.7/32"), net("198.51.100.9/32")];
+        assert_eq!(
+            validate(std::slice::from_ref(&r)).unwrap(),
+            6,
+            "3 keys x 2 cgroups"
+        );
+        // Another rule's network that is also an exemption stays that rule's (one key).
+        let other = rule(2, &[10], "198.51.100.7/32", KernelAction::Block);
+        assert_eq!(validate(&[r.clone(), other]).unwrap(), 6);
+        for bad in ["198.51.101.7/32", "198.51.100.0/24", "198.51.0.0/16"] {
+            r.exempt = vec![net(bad)];
+            assert!(
+                matches!(
+                    validate(std::slice::from_ref(&r)),
+                    Err(EnforceError::Exempt { id: 1, .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

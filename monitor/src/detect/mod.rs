@@ -579,6 +579,31 @@ impl Detector {
             .map_or(&[], |s| &s.cgroups)
     }
 
+    /// `service`'s peers (single addresses) inside `net` that a containment of `net` must
+    /// leave alone: learned destinations, and peers first met at least `known_for` seconds
+    /// before `before` (Unix seconds), who were there before whatever the containment answers.
+    /// At most `max + 1` (more than `max` tells the caller there are too many).
+    pub fn known_peers_in(
+        &self,
+        service: &str,
+        net: &ipnet::IpNet,
+        (before, known_for): (u64, u64),
+        max: usize,
+    ) -> Vec<IpAddr> {
+        let Some(&sid) = self.service_ids.get(service) else {
+            return Vec::new();
+        };
+        self.peers
+            .iter()
+            .map(|(_, p)| p)
+            .filter(|p| p.key.service == sid && p.key.prefix == 0)
+            .filter(|p| p.learned() || u64::from(p.first_seen) + known_for <= before)
+            .map(|p| p.key.ip())
+            .filter(|a| net.contains(a))
+            .take(max + 1)
+            .collect()
+    }
+
     /// The first sample of a service starts its learning period (or not, see
     /// `learn_new_services`).
     fn start_service(&mut self, sid: u32, t: u64) {

@@ -227,6 +227,38 @@ fn names_from_passive_dns_allowlist_and_label_peers() {
 }
 
 #[test]
+fn a_prefixs_known_peers_are_the_learned_and_the_long_met_inside_it() {
+    let mut r = Run::new(LEARN);
+    r.send(0, "198.51.100.1", 443, 1000); // learned
+    r.send(10, "198.51.101.1", 443, 1000); // learned, outside the prefix
+    r.send(3700, "198.51.100.2", 443, 1000); // met an hour before `before`
+    r.send(7000, "198.51.100.3", 443, 1000); // met minutes before: not known
+    let net: ipnet::IpNet = "198.51.100.0/24".parse().unwrap();
+    let before = (T0 + 7300) as u64;
+    let mut known = r
+        .detector
+        .known_peers_in("backup.service", &net, (before, 3600), 64);
+    known.sort();
+    let addrs: Vec<IpAddr> = ["198.51.100.1", "198.51.100.2"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    assert_eq!(known, addrs);
+    assert_eq!(
+        r.detector
+            .known_peers_in("backup.service", &net, (before, 3600), 1)
+            .len(),
+        2,
+        "max + 1: tells the caller there are more than max"
+    );
+    assert_eq!(
+        r.detector
+            .known_peers_in("other.service", &net, (before, 3600), 64),
+        Vec::<IpAddr>::new()
+    );
+}
+
+#[test]
 fn idle_peers_that_are_not_learned_are_forgotten() {
     let mut r = Run::new(LEARN);
     r.send(0, "198.51.100.1", 443, 1000); // learned
