@@ -444,7 +444,7 @@ impl LiveDetector {
         if !exempt.is_empty() && exempt.len() <= MAX_EXEMPT {
             tracing::info!(
                 containment = %c.id,
-                target = %c.target,
+                network = %c.target,
                 exempt = exempt.len(),
                 "the prefix's known peers are left alone"
             );
@@ -469,7 +469,7 @@ impl LiveDetector {
                 containment = %e.containment.id,
                 event = e.event.name(),
                 service = %e.containment.service,
-                target = %e.containment.target,
+                network = %e.containment.target,
                 action = %e.containment.verb(),
                 alert = ?e.containment.alert_id,
                 reason = e.containment.end_reason.as_deref().unwrap_or(&e.containment.reason),

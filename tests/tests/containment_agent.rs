@@ -1,6 +1,6 @@
 //! Containment by the running agent, end to end on the real kernel: an alert on a watched
 //! service's peer throttles that peer's TCP download in the kernel (`mode = "enforce"`) while a
-//! learned peer keeps full speed; `contain lift` and `contain add` reach the running agent
+//! allowlisted peer of the same server keeps full speed; `contain lift` and `contain add` reach the running agent
 //! through the state database; a reload to `mode = "off"`, SIGTERM, SIGKILL and a TTL expiry
 //! each leave nothing throttled; in the default `dry_run` the same alert touches no packet and
 //! is exported as "would throttle".
@@ -21,7 +21,7 @@ use std::{
 use integration_tests::{
     Agent, StateDir, agent_bin, cgroup2_root,
     downloads::{Download, MIB, TestCgroup, mib, rates, server},
-    pause, require_root, rule_1_only, scaled, traffic_exe,
+    pause, require_root, scaled, traffic_exe,
 };
 use serde_json::Value;
 
@@ -29,18 +29,41 @@ use serde_json::Value;
 const RATE: u64 = MIB;
 /// Alerted after learning: throttled.
 const STRANGER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 76);
-/// Downloads during learning: a learned destination, never contained.
+/// Downloads all along: allowlisted, never contained.
 const REGULAR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 77);
 /// Full speed beside the throttle (loopback does hundreds of MiB/s per flow here).
 const FULL_SPEED: f64 = 10.0 * RATE as f64;
 const LEARNING: Duration = Duration::from_secs(3);
 
-/// Rule 1 alone (1 MiB a minute to an unknown peer), the `tcp-blast` server as service
-/// `blast`, and containment in `mode` (none: the embedded default, `dry_run`).
+/// The served peers are the service's clients: only `peer_outlier` judges them (48 MiB in a
+/// minute over the floor, the population being too small for a quantile), and it alone
+/// decides a containment (throttle to [`RATE`]); the regular peer is allowlisted (the rails
+/// never contain it), the `tcp-blast` server is service `blast`, containment in `mode` (none:
+/// the embedded default, `dry_run`).
 fn config_toml(mode: Option<&str>, text_file: &Path) -> String {
     let mode = mode.map_or_else(String::new, |m| format!("mode = \"{m}\"\n"));
     format!(
-        r#"{rules}
+        r#"[detect]
+learning_period = "{learning}s"
+[destinations]
+internal = []
+[[destinations.allow]]
+cidr = "{REGULAR}/32"
+[rules.unknown_volume]
+enabled = false
+[rules.prefix_outlier]
+enabled = false
+[rules.peer_rise]
+enabled = false
+[rules.new_client_volume]
+enabled = false
+[rules.service_baseline]
+enabled = false
+[rules.new_destinations]
+enabled = false
+[rules.slow_drip]
+enabled = false
+
 [[services]]
 name = "blast"
 [[services.match]]
@@ -49,7 +72,7 @@ exe = "{exe}"
 [containment]
 {mode}
 [[containment.actions]]
-rule = "unknown_volume"
+rule = "peer_outlier"
 action = "throttle"
 rate = "1MiB"
 
@@ -65,7 +88,7 @@ type = "file"
 format = "text"
 path = "{text}"
 "#,
-        rules = rule_1_only(&format!("{}s", LEARNING.as_secs())),
+        learning = LEARNING.as_secs(),
         exe = traffic_exe(),
         text = text_file.display(),
     )
@@ -220,7 +243,7 @@ fn until_full_speed(d: &Download, limit: Duration) -> (Duration, f64) {
     }
 }
 
-/// An alert on the stranger throttles it to the rate while the learned peer keeps full speed;
+/// An alert on the stranger throttles it to the rate while the allowlisted peer keeps full speed;
 /// `contain lift` gives full speed back and the still-open alert does not contain it again;
 /// `contain add` throttles it again; SIGKILL leaves nothing throttled.
 #[test]
@@ -232,7 +255,8 @@ fn an_alerted_peer_is_throttled_by_the_agent_and_an_operator_can_lift_it() {
     let stranger = Download::start(STRANGER, rig.addr);
     let started =
         agent.wait_for_log_where(Duration::from_secs(15), |l| is_containment(l, "started"));
-    assert_eq!(started["target"], format!("{STRANGER}/32"), "{started}");
+    // (`network`: a field named `target` would be the log line's module in JSON logs.)
+    assert_eq!(started["network"], format!("{STRANGER}/32"), "{started}");
     assert!(
         started["action"]
             .as_str()
@@ -245,12 +269,12 @@ fn an_alerted_peer_is_throttled_by_the_agent_and_an_operator_can_lift_it() {
     let r = rates(&[&stranger, &regular], Duration::from_secs(5));
     let (throttled, regular_rate) = (r[0], r[1]);
     println!(
-        "alerted peer {}, learned peer {}",
+        "alerted peer {}, allowlisted peer {}",
         mib(throttled),
         mib(regular_rate)
     );
     assert_throttled(throttled, "the alerted peer");
-    assert_full_speed(regular_rate, "the learned peer beside the throttle");
+    assert_full_speed(regular_rate, "the allowlisted peer beside the throttle");
 
     let list = rig.containments();
     assert_eq!(list.len(), 1, "{list:?}");
@@ -364,6 +388,8 @@ fn mode_off_sigterm_and_the_ttl_each_leave_nothing_throttled() {
 fn in_dry_run_an_alert_touches_no_packet_and_is_exported_as_would_throttle() {
     let rig = Rig::new("dry", None);
     let agent = rig.start();
+    // The service's first answers start its learning period.
+    let regular = Download::start(REGULAR, rig.addr);
     pause(LEARNING + Duration::from_millis(700));
     let stranger = Download::start(STRANGER, rig.addr);
     let started =
@@ -395,5 +421,5 @@ fn in_dry_run_an_alert_touches_no_packet_and_is_exported_as_would_throttle() {
             .any(|l| l.contains("would throttle") && l.contains(&STRANGER.to_string())),
         "{text}"
     );
-    drop(stranger);
+    drop((stranger, regular));
 }

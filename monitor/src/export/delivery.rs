@@ -299,7 +299,7 @@ fn deliver(
         if sink.backoff.failures() > 0 {
             tracing::info!(
                 sink = %sink.name,
-                target = %sink.transport.target(),
+                address = %sink.transport.target(),
                 failed_attempts = sink.backoff.failures(),
                 "alert sink delivers again"
             );
@@ -332,7 +332,7 @@ fn failed(
     {
         tracing::error!(
             sink = %sink.name,
-            target = %sink.transport.target(),
+            address = %sink.transport.target(),
             error,
             failed_attempts = sink.unlogged_failures,
             consecutive_failures = sink.backoff.failures(),
