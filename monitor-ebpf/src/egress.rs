@@ -101,17 +101,28 @@ fn add<const FINE: bool, const ENFORCE: bool>(
     packets: u64,
 ) -> i32 {
     let now = now::<FINE>();
+    let verdict = if ENFORCE {
+        let slot = contain::slot_of_flow(flow, &key.remote_addr);
+        contain::egress_verdict(slot, bytes, packets, now)
+    } else {
+        contain::PASS
+    };
+    counted(flow, bytes, packets, now, verdict)
+}
+
+/// Adds a packet that leaves to its flow: a packet the containment dropped never left the
+/// host (its bucket counts it), and TCP sends it again, which counts then. Returns `verdict`.
+#[inline(always)]
+fn counted(flow: *mut FlowCounters, bytes: u64, packets: u64, now: u64, verdict: i32) -> i32 {
     // SAFETY: `flow` points into a live FLOWS value (RCU protects it for this program run).
     unsafe {
-        atomic_add(&raw mut (*flow).bytes, bytes);
-        atomic_add(&raw mut (*flow).packets, packets);
+        if verdict == contain::PASS {
+            atomic_add(&raw mut (*flow).bytes, bytes);
+            atomic_add(&raw mut (*flow).packets, packets);
+        }
         (*flow).last_seen_ns = now;
     }
-    if !ENFORCE {
-        return contain::PASS;
-    }
-    let slot = contain::slot_of_flow(flow, &key.remote_addr);
-    contain::egress_verdict(slot, bytes, packets, now)
+    verdict
 }
 
 /// Builds the flow key. TCP sockets are always connected: the destination is read from the
@@ -242,18 +253,22 @@ fn insert<const FINE: bool, const ENFORCE: bool>(
     } else {
         (0, 0)
     };
-    let verdict = |now: u64| {
-        if ENFORCE {
-            contain::egress_verdict(contain_slot, bytes, packets, now)
-        } else {
-            contain::PASS
-        }
+    // The packet's verdict first: only what leaves is counted.
+    let verdict = if ENFORCE {
+        contain::egress_verdict(contain_slot, bytes, packets, now::<FINE>())
+    } else {
+        contain::PASS
+    };
+    let (bytes, packets) = if verdict == contain::PASS {
+        (bytes, packets)
+    } else {
+        (0, 0)
     };
     // The new value is assembled in a per-CPU scratch slot: its 112 bytes on the 512-byte
     // BPF stack would leave no room for the parser's buffers and the log call's frame.
     let Some(value) = NEW_FLOW.get_ptr_mut(0) else {
         count_untracked(Untracked::MapFull, bytes, packets);
-        return verdict(now::<FINE>());
+        return verdict;
     };
     let stored = mark_has_flows(ctx, sk);
     // SAFETY: non-null storage pointer owned by this socket.
@@ -289,12 +304,12 @@ fn insert<const FINE: bool, const ENFORCE: bool>(
         &*value
     };
     match FLOWS.insert(key, value, u64::from(BPF_NOEXIST)) {
-        Ok(()) => verdict(now),
+        Ok(()) => verdict,
         Err(EEXIST) => {
-            // Another CPU created it first: add to theirs.
+            // Another CPU created it first: add to theirs (the verdict is this packet's).
             match FLOWS.get_ptr_mut(key) {
-                Some(flow) => add::<FINE, ENFORCE>(flow, key, bytes, packets),
-                None => verdict(now),
+                Some(flow) => counted(flow, bytes, packets, now, verdict),
+                None => verdict,
             }
         }
         Err(_) => {
@@ -302,7 +317,7 @@ fn insert<const FINE: bool, const ENFORCE: bool>(
             // rules still apply: a blocked peer stays blocked when the table is full.
             count_error(ctx, ProgError::MapFull);
             count_untracked(Untracked::MapFull, bytes, packets);
-            verdict(now)
+            verdict
         }
     }
 }

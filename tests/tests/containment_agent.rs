@@ -136,8 +136,6 @@ impl Rig {
             "200ms",
             "--state-dir",
             self.state.arg(),
-            "--output",
-            "none",
         ])
     }
 
@@ -231,6 +229,23 @@ fn assert_full_speed(rate: f64, what: &str) {
     assert!(rate > FULL_SPEED, "{what}: only {}", mib(rate));
 }
 
+/// Bytes per second the agent reported to `peer` in its poll windows from `from` on.
+fn counted_rate(agent: &Agent, peer: Ipv4Addr, from: jiff::Timestamp) -> f64 {
+    let windows: Vec<_> = agent
+        .samples_so_far()
+        .into_iter()
+        .filter(|s| s.window_start >= from && s.remote.is_some_and(|r| r.addr == peer))
+        .collect();
+    let (Some(first), Some(last)) = (
+        windows.iter().map(|s| s.window_start).min(),
+        windows.iter().map(|s| s.window_end).max(),
+    ) else {
+        return 0.0;
+    };
+    let secs = last.duration_since(first).as_secs_f64();
+    windows.iter().map(|s| s.bytes).sum::<u64>() as f64 / secs.max(0.001)
+}
+
 /// Waits (bounded) until the stranger's download is at full speed again; returns how long
 /// that took and the rate.
 fn until_full_speed(d: &Download, limit: Duration) -> (Duration, f64) {
@@ -266,12 +281,24 @@ fn an_alerted_peer_is_throttled_by_the_agent_and_an_operator_can_lift_it() {
     );
     // TCP's reaction to the new limit, then five seconds of both downloads at once.
     thread::sleep(Duration::from_secs(2));
+    let measured_from = jiff::Timestamp::now();
     let r = rates(&[&stranger, &regular], Duration::from_secs(5));
     let (throttled, regular_rate) = (r[0], r[1]);
+    // What the agent counted meanwhile is what left: the throttle's drops (TCP sends them
+    // again) are not egress. Its polls after `measured_from`, a second after the window.
+    pause(Duration::from_secs(1));
+    let counted = counted_rate(&agent, STRANGER, measured_from);
     println!(
-        "alerted peer {}, allowlisted peer {}",
+        "alerted peer {} (counted {}), allowlisted peer {}",
         mib(throttled),
+        mib(counted),
         mib(regular_rate)
+    );
+    assert!(
+        counted < 1.3 * RATE as f64,
+        "the agent counted {} to the throttled peer, which received {}",
+        mib(counted),
+        mib(throttled)
     );
     assert_throttled(throttled, "the alerted peer");
     assert_full_speed(regular_rate, "the allowlisted peer beside the throttle");

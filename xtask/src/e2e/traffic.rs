@@ -457,7 +457,14 @@ pub fn patient_attack(
             continue;
         }
         let before = counters.received();
-        s.download(&world.media[next % world.media.len()])?;
+        if let Err(e) = s.download(&world.media[next % world.media.len()]) {
+            // Once told to stop (its alert came), a download cut short is the containment's
+            // doing in `enforce` (a throttled paced flow restarts on TCP's timers): the end.
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            return Err(e);
+        }
         next += 1;
         arrivals.push((Instant::now(), counters.received() - before));
     }
