@@ -169,6 +169,24 @@ pub fn all_programs() -> impl Iterator<Item = ProgramSpec> {
     with_fallbacks().chain(with_fallbacks().filter_map(|p| p.without_enforcement.copied()))
 }
 
+/// The programs the agent tries for the hook of `role` (a row of [`PROGRAMS`]), in its
+/// order: the program, its fallback, then the variants without enforcement of both. It
+/// attaches the first the kernel accepts.
+pub fn attach_order(role: &ProgramSpec) -> impl Iterator<Item = ProgramSpec> {
+    let enforcing = [Some(role), role.fallback].into_iter().flatten();
+    enforcing
+        .clone()
+        .chain(enforcing.filter_map(|p| p.without_enforcement))
+        .copied()
+}
+
+/// The row of [`PROGRAMS`] whose [`attach_order`] holds `spec` (itself for a row).
+pub fn role_of(spec: &ProgramSpec) -> Option<ProgramSpec> {
+    PROGRAMS
+        .into_iter()
+        .find(|role| attach_order(role).any(|p| p.name == spec.name))
+}
+
 /// The program `spec` stands in for as its variant without enforcement, if it is one.
 pub fn enforcing_program_of(spec: &ProgramSpec) -> Option<ProgramSpec> {
     all_programs().find(|p| p.without_enforcement.is_some_and(|w| w.name == spec.name))
@@ -343,6 +361,26 @@ mod tests {
         }
         assert_eq!(n, 2, "both egress programs have one");
         assert!(enforcing_program_of(&PROGRAMS[1]).is_none());
+    }
+
+    #[test]
+    fn the_egress_hook_tries_enforcing_programs_first() {
+        let order: Vec<&str> = attach_order(&PROGRAMS[1]).map(|p| p.name).collect();
+        assert_eq!(
+            order,
+            [
+                PROG_EGRESS,
+                PROG_EGRESS_FINE_CLOCK,
+                PROG_EGRESS_OBSERVE,
+                PROG_EGRESS_FINE_CLOCK_OBSERVE,
+            ]
+        );
+        for p in all_programs() {
+            let role = role_of(&p).expect("every program has a row");
+            assert!(attach_order(&role).any(|q| q.name == p.name));
+        }
+        let sock: Vec<&str> = attach_order(&PROGRAMS[0]).map(|p| p.name).collect();
+        assert_eq!(sock, [PROG_SOCK_CREATE]);
     }
 
     #[test]

@@ -422,71 +422,62 @@ fn program_loads() -> Vec<Check> {
     }
 }
 
-/// One check per program loaded. A required program the kernel refuses is a failure unless
-/// its fallback loaded (then the agent uses that: a warning); a fallback's own result only
-/// matters when the program it stands in for is refused.
+/// One check per program loaded, then what containment the agent gets. Each hook's programs
+/// are tried in [`compat::attach_order`] (the program, its fallback, the variants without
+/// enforcement of both): a required program the kernel refuses is a failure only when
+/// nothing of its hook loads; a stand-in's refusal matters only then too.
 fn program_checks(results: &[loader::ProgramCheck]) -> Vec<Check> {
     let loaded = |name: &str| {
         results
             .iter()
             .any(|(spec, result)| spec.name == name && result.is_ok())
     };
-    let stands_in_for = |name: &str| {
-        compat::PROGRAMS
-            .iter()
-            .find(|p| p.fallback.is_some_and(|f| f.name == name))
-            .copied()
-            .or_else(|| {
-                compat::all_programs()
-                    .find(|p| p.without_enforcement.is_some_and(|w| w.name == name))
-            })
-    };
+    // What the agent attaches for a hook: the first of its order the kernel accepted.
+    let attached = |role: &compat::ProgramSpec| compat::attach_order(role).find(|p| loaded(p.name));
     let mut out = Vec::new();
     for (spec, result) in results {
         let name = format!("load {} ({})", spec.name, spec.hook);
-        let fallback_loaded = spec.fallback.is_some_and(|f| loaded(f.name));
-        let observer_loaded = spec.without_enforcement.is_some_and(|w| loaded(w.name));
-        out.push(match (result, stands_in_for(spec.name)) {
-            (Ok(()), Some(primary)) => check(
+        let role = compat::role_of(spec).unwrap_or(*spec);
+        let stand_in = role.name != spec.name;
+        let used = attached(&role);
+        out.push(match (result, used) {
+            (Ok(()), _) if stand_in => check(
                 name,
                 Status::Ok,
                 format!(
                     "accepted by the verifier (used only if {} is refused)",
-                    primary.name
+                    compat::enforcing_program_of(spec).unwrap_or(role).name
                 ),
             ),
-            (Ok(()), None) if spec.required => check(name, Status::Ok, "accepted by the verifier"),
-            (Ok(()), None) => check(
+            (Ok(()), _) if spec.required => check(name, Status::Ok, "accepted by the verifier"),
+            (Ok(()), _) => check(
                 name,
                 Status::Ok,
                 format!("accepted by the verifier (optional: {})", spec.role),
             ),
-            (Err(e), Some(primary)) if loaded(primary.name) => check(
+            // The top line only: the verifier's log is noise when another program serves.
+            (Err(e), Some(used)) if stand_in => check(
                 name,
                 Status::Warn,
-                format!("refused, not needed here: {}", error_chain(e)),
+                format!("refused, not needed here (the agent attaches {}): {e}", used.name),
             ),
-            (Err(e), _) if spec.required && !fallback_loaded && observer_loaded => check(
+            (Err(e), Some(used)) if is_without_enforcement(&used) => check(
                 name,
                 Status::Warn,
                 format!(
                     "refused: containment enforcement unavailable, the agent attaches {} (counts, never drops) instead: {}",
-                    spec.without_enforcement.map_or("", |w| w.name),
+                    used.name,
                     error_chain(e),
                 ),
             ),
-            (Err(e), _) if spec.required && fallback_loaded => check(
+            (Err(e), Some(used)) => check(
                 name,
                 Status::Warn,
-                // The top line: the verifier's log is noise when the fallback loads.
-                format!(
-                    "refused, the agent attaches {} instead: {e}",
-                    spec.fallback.map_or("", |f| f.name),
-                ),
+                format!("refused, the agent attaches {} instead: {e}", used.name),
             ),
-            (Err(e), _) if spec.required => check(name, Status::Fail, error_chain(e)),
+            (Err(e), None) if spec.required => check(name, Status::Fail, error_chain(e)),
             // The agent runs without it: a warning, not a failure.
-            (Err(e), _) => check(
+            (Err(e), None) => check(
                 name,
                 Status::Warn,
                 format!(
@@ -497,7 +488,56 @@ fn program_checks(results: &[loader::ProgramCheck]) -> Vec<Check> {
             ),
         });
     }
+    if let Some(c) = containment_check(results, attached) {
+        out.push(c);
+    }
     out
+}
+
+fn is_without_enforcement(spec: &compat::ProgramSpec) -> bool {
+    compat::enforcing_program_of(spec).is_some()
+}
+
+/// Whether the agent can enforce containments here: the egress hook's program it attaches
+/// enforces, or only counts (then `enforce` decides in dry run). None when the results hold
+/// no egress program.
+fn containment_check(
+    results: &[loader::ProgramCheck],
+    attached: impl Fn(&compat::ProgramSpec) -> Option<compat::ProgramSpec>,
+) -> Option<Check> {
+    let role = compat::PROGRAMS
+        .into_iter()
+        .find(|p| p.without_enforcement.is_some())?;
+    if !results.iter().any(|(spec, _)| spec.name == role.name) {
+        return None;
+    }
+    let name = "containment enforcement";
+    Some(match attached(&role) {
+        Some(used) if is_without_enforcement(&used) => {
+            let refused: Vec<&str> = compat::attach_order(&role)
+                .take_while(|p| p.name != used.name)
+                .filter(|p| !is_without_enforcement(p))
+                .map(|p| p.name)
+                .collect();
+            check(
+                name,
+                Status::Warn,
+                format!(
+                    "unavailable: the kernel refused {} ({}); the agent attaches {}, which counts and never drops: detection and dry run only, `mode = \"enforce\"` decides in dry run",
+                    refused.join(" and "),
+                    compat::ENFORCEMENT_FEATURE,
+                    used.name,
+                ),
+            )
+        }
+        Some(used) => check(
+            name,
+            Status::Ok,
+            format!("available ({} throttles and blocks)", used.name),
+        ),
+        // The egress program's own failure says why.
+        None => check(name, Status::Fail, "unavailable: no egress program loads"),
+    })
 }
 
 pub fn render(checks: &[Check]) -> String {
@@ -577,6 +617,101 @@ mod tests {
         let checks = program_checks(&[(compat::INGRESS_PROGRAM, Ok(()))]);
         assert_eq!(checks[0].status, Status::Ok);
         assert!(checks[0].detail.contains("UDP flows"), "{checks:?}");
+    }
+
+    const OBSERVE: compat::ProgramSpec = compat::EGRESS_OBSERVE_PROGRAM;
+    const FINE_OBSERVE: compat::ProgramSpec = compat::EGRESS_FINE_CLOCK_OBSERVE_PROGRAM;
+
+    fn named<'a>(checks: &'a [Check], name: &str) -> &'a Check {
+        checks
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no check {name:?}: {checks:?}"))
+    }
+
+    /// Linux 5.10: no coarse clock, so neither `count_egress` nor `observe_egress` loads;
+    /// `count_egress_ns` enforces.
+    #[test]
+    fn without_the_coarse_clock_the_fallback_enforces_and_nothing_fails() {
+        let checks = program_checks(&[
+            refused(EGRESS),
+            (FINE, Ok(())),
+            refused(OBSERVE),
+            (FINE_OBSERVE, Ok(())),
+        ]);
+        assert!(
+            checks.iter().all(|c| c.status != Status::Fail),
+            "{checks:?}"
+        );
+        assert_eq!(status_of(&checks, EGRESS.name), Status::Warn);
+        let observe = checks
+            .iter()
+            .find(|c| c.name.contains(OBSERVE.name))
+            .unwrap();
+        assert_eq!(observe.status, Status::Warn);
+        assert!(
+            observe
+                .detail
+                .contains("not needed here (the agent attaches count_egress_ns)"),
+            "{observe:?}"
+        );
+        let containment = named(&checks, "containment enforcement");
+        assert_eq!(containment.status, Status::Ok, "{containment:?}");
+        assert!(containment.detail.contains(FINE.name), "{containment:?}");
+    }
+
+    /// A kernel whose verifier refuses the enforcement path: the agent counts without it.
+    #[test]
+    fn refused_enforcement_is_a_warning_naming_what_the_agent_attaches() {
+        let checks = program_checks(&[
+            refused(EGRESS),
+            refused(FINE),
+            refused(OBSERVE),
+            (FINE_OBSERVE, Ok(())),
+        ]);
+        assert!(
+            checks.iter().all(|c| c.status != Status::Fail),
+            "{checks:?}"
+        );
+        for program in [EGRESS.name, FINE.name, OBSERVE.name] {
+            assert_eq!(status_of(&checks, program), Status::Warn, "{program}");
+        }
+        assert!(
+            checks[0].detail.contains(
+                "containment enforcement unavailable, the agent attaches observe_egress_ns"
+            ),
+            "{checks:?}"
+        );
+        let containment = named(&checks, "containment enforcement");
+        assert_eq!(containment.status, Status::Warn);
+        assert!(
+            containment
+                .detail
+                .contains("refused count_egress and count_egress_ns"),
+            "{containment:?}"
+        );
+        assert!(
+            containment
+                .detail
+                .contains("observe_egress_ns, which counts and never drops")
+        );
+    }
+
+    #[test]
+    fn no_egress_program_at_all_fails() {
+        let checks = program_checks(&[
+            refused(EGRESS),
+            refused(FINE),
+            refused(OBSERVE),
+            refused(FINE_OBSERVE),
+        ]);
+        for program in [EGRESS.name, FINE.name, OBSERVE.name, FINE_OBSERVE.name] {
+            assert_eq!(status_of(&checks, program), Status::Fail, "{program}");
+        }
+        assert_eq!(
+            named(&checks, "containment enforcement").status,
+            Status::Fail
+        );
     }
 
     #[test]

@@ -141,9 +141,11 @@ fn block(id: u64, cgroup: u64, peer: Ipv4Addr) -> KernelRule {
     }
 }
 
-/// At least this many bytes per second is "full speed" beside a 2 MiB/s throttle (loopback
-/// on this machine does several hundred MiB/s per flow; the bar leaves room for a slow VM).
-const FULL_SPEED: f64 = 10.0 * RATE as f64;
+/// At least this many bytes per second is "not throttled" beside a 2 MiB/s throttle (which
+/// holds a flow within 1.2 x its rate): loopback does hundreds of MiB/s per flow here, but
+/// 12-34 MiB/s in QEMU without KVM while the host is busy (measured on 6.1: 19.5 MiB/s for an
+/// untouched peer failed a 20 MiB/s bar).
+const FULL_SPEED: f64 = 4.0 * RATE as f64;
 
 /// 1. A throttled peer's download converges to the rate (±20 % over 10 s) while another peer
 ///    of the same server, and a server in another cgroup, go at full speed at the same time.
@@ -429,9 +431,16 @@ fn without_rules_a_bulk_download_is_as_fast_as_uninstrumented() {
         retrans_with <= 2 * retrans_without + 50,
         "{retrans_with} segments retransmitted with the programs, {retrans_without} without"
     );
+    // In QEMU without KVM (a stretched time scale) the rounds spread over 2x in each arm
+    // (41-81 MiB/s measured on 5.10): only a gross slowdown is told from that noise there.
+    let bar = if integration_tests::time::scale() > 1.0 {
+        0.7
+    } else {
+        0.85
+    };
     assert!(
-        ratio > 0.85,
-        "with the programs {} against {} without",
+        ratio > bar,
+        "with the programs {} against {} without (bar {bar})",
         mib(m_with),
         mib(m_without)
     );

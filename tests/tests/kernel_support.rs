@@ -70,6 +70,35 @@ fn doctor_loads_each_program_exactly_where_the_table_says() {
         wrong.is_empty(),
         "the compatibility table is wrong here: {wrong:#?}"
     );
+    // Containment: the egress program the agent attaches enforces exactly when the kernel
+    // reaches an enforcing program's row (Linux 5.10 through `count_egress_ns`); else doctor
+    // says it is unavailable, naming what the agent attaches instead.
+    let egress = PROGRAMS
+        .into_iter()
+        .find(|p| p.without_enforcement.is_some())
+        .expect("an enforcing egress program");
+    let enforcing = compat::attach_order(&egress)
+        .filter(|p| compat::enforcing_program_of(p).is_none())
+        .find(|p| version >= min_of(p));
+    let containment = named(&checks, "containment enforcement");
+    println!("doctor on {release}: {containment}");
+    if let Some(p) = enforcing {
+        assert_eq!(containment["status"], "ok", "{containment}");
+        assert!(
+            containment["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(p.name)),
+            "{p:?} should enforce here: {containment}"
+        );
+    } else {
+        assert_ne!(containment["status"], "ok", "{containment}");
+        assert!(
+            containment["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("unavailable")),
+            "{containment}"
+        );
+    }
     let supported = version >= MIN_KERNEL;
     let kernel = named(&checks, "kernel");
     assert_eq!(

@@ -3,14 +3,17 @@
 
 use std::time::Duration;
 
-use integration_tests::{Agent, Traffic, tcp_retransmitted_segments};
+use integration_tests::{Agent, Traffic, scaled, tcp_retransmitted_segments};
 use monitor::flow::FlowSample;
 
 #[test]
 fn five_thousand_short_tcp_connections_are_all_counted() {
     const CONNS: u64 = 5000;
     const PAYLOAD: u64 = 1000;
-    let agent = Agent::start(&["--interval", "30s"]);
+    // Long enough for all the connections (stretched under TCG, where they took up to 40 s
+    // on a busy host): the test needs them done before the first poll.
+    let interval = format!("{}s", scaled(Duration::from_secs(30)).as_secs());
+    let agent = Agent::start(&["--interval", &interval]);
     let retrans_before = tcp_retransmitted_segments();
     let t = Traffic::start(&["short-tcp", &CONNS.to_string(), &PAYLOAD.to_string()]);
     let port: u16 = t.expect_line("port", Duration::from_secs(10))[1]
