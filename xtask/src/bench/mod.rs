@@ -330,7 +330,7 @@ fn test_run_cost(root: &Path, tools: &Tools) -> Result<Value> {
             "--exact",
             "cost_of_one_run_on_an_existing_flow",
         ]))?;
-        let mut runs: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+        let mut runs = std::collections::BTreeMap::<String, Vec<f64>>::new();
         for line in out.lines() {
             let Some((label, rest)) = line
                 .strip_prefix("cost: ")
