@@ -71,6 +71,9 @@ enum Command {
         /// Only the benchmarks that need no root and no kernel: detector and alert delivery.
         #[arg(long)]
         detector_only: bool,
+        /// Skip the detector and alert delivery benchmarks (`--detector-only` runs them alone).
+        #[arg(long, conflicts_with = "detector_only")]
+        no_detector: bool,
         /// Only the agent's CPU and RSS at 1k / 10k / 100k sockets (`target/bench/scale.json`).
         #[arg(long, conflicts_with = "detector_only")]
         scale_only: bool,
@@ -179,6 +182,7 @@ fn main() -> Result<()> {
             rounds,
             detector_only,
             scale_only,
+            no_detector,
             agent,
         } => {
             let tools = bootstrap::all(&root)?;
@@ -192,7 +196,7 @@ fn main() -> Result<()> {
             if scale_only {
                 return bench::scale_only(&root, &tools, &bin);
             }
-            bench::all(&root, &tools, &bin, rounds)
+            bench::all(&root, &tools, &bin, rounds, !no_detector)
         }
         Command::VmTest {
             kernels,

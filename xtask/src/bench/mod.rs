@@ -76,7 +76,7 @@ fn build_traffic(root: &Path, tools: &Tools) -> Result<std::path::PathBuf> {
     })
 }
 
-pub fn all(root: &Path, tools: &Tools, agent: &Path, rounds: u32) -> Result<()> {
+pub fn all(root: &Path, tools: &Tools, agent: &Path, rounds: u32, detector: bool) -> Result<()> {
     check_prerequisites()?;
     let traffic = build_traffic(root, tools)?;
     let out_dir = root.join("target/bench");
@@ -151,13 +151,19 @@ pub fn all(root: &Path, tools: &Tools, agent: &Path, rounds: u32) -> Result<()> 
 
     let scale = scale_all(agent, &traffic, &out_dir)?;
 
-    let detector = cmd::step("detector throughput and memory per pair", || {
-        detector_bench(root, tools)
-    })?;
-
-    let delivery = cmd::step("alert delivery: outbox, file and syslog sinks", || {
-        delivery_bench(root, tools)
-    })?;
+    let (detector, delivery) = if detector {
+        (
+            cmd::step("detector throughput and memory per pair", || {
+                detector_bench(root, tools)
+            })?,
+            cmd::step("alert delivery: outbox, file and syslog sinks", || {
+                delivery_bench(root, tools)
+            })?,
+        )
+    } else {
+        eprintln!("==> skipping the detector and delivery benchmarks (--no-detector)");
+        (Value::Null, Value::Null)
+    };
 
     let mut report = report(&bulk, &small, &prog_cost, &scale);
     report["test_run_cost"] = test_run;

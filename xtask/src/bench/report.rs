@@ -157,6 +157,9 @@ pub(super) fn print_detector(r: &Value) {
 
 pub(super) fn print_delivery(r: &Value) {
     let d = &r["delivery"];
+    if d.is_null() {
+        return;
+    }
     let rate = |k: &str| d[format!("{k}_median")].as_f64().unwrap_or(0.0);
     println!(
         "  alert delivery ({} events): outbox {:.0}/s, file (OCSF, fsync per batch) {:.0}/s, syslog TCP (OCSF) {:.0}/s",
