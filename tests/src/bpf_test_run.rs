@@ -13,9 +13,11 @@ use aya::{
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::CgroupSkb,
 };
+use monitor::contain::kernel::Enforcer;
 use monitor_common::{
-    DNS_ANSWERS_MAP, DnsCapture, ERRORS_MAP, FLOWS_MAP, FlowCounters, FlowKey, PROG_INGRESS,
-    UDP_PEERS_MAP, UNTRACKED_MAP, UdpPeerKey, Volume,
+    CONTAIN_BUCKETS_MAP, CONTAIN_EPOCH_MAP, CONTAIN_RULES_MAP, DNS_ANSWERS_MAP, DnsCapture,
+    ERRORS_MAP, FLOWS_MAP, FlowCounters, FlowKey, PROG_INGRESS, UDP_PEERS_MAP, UNTRACKED_MAP,
+    UdpPeerKey, Volume,
 };
 
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
@@ -111,6 +113,49 @@ impl EgressUnderTest {
                 bytes: a.bytes + v.bytes,
                 packets: a.packets + v.packets,
             })
+    }
+}
+
+/// Several egress programs loaded (not attached) in one object, so that they share `FLOWS`
+/// and the containment maps as the agent's would, with the agent's own [`Enforcer`] on those
+/// maps: containments are set exactly as the agent sets them.
+pub struct EgressWithEnforcer {
+    ebpf: Ebpf,
+    enforcer: Enforcer,
+}
+
+impl EgressWithEnforcer {
+    pub fn load(programs: &[&str]) -> Self {
+        let mut ebpf = load_skb_programs(programs);
+        let mut take = |name: &str| ebpf.take_map(name).unwrap_or_else(|| panic!("map {name}"));
+        let rules = take(CONTAIN_RULES_MAP).try_into().expect("LPM trie");
+        let buckets = take(CONTAIN_BUCKETS_MAP).try_into().expect("array");
+        let epoch = take(CONTAIN_EPOCH_MAP).try_into().expect("array");
+        Self {
+            enforcer: Enforcer::new(rules, buckets, epoch, false),
+            ebpf,
+        }
+    }
+
+    pub fn enforcer(&mut self) -> &mut Enforcer {
+        &mut self.enforcer
+    }
+
+    /// Runs program `name` like [`EgressUnderTest::run_timed`]: (verdict, ns per run).
+    pub fn run_timed(
+        &mut self,
+        name: &str,
+        ethertype: u16,
+        ip_packet: &[u8],
+        repeat: u32,
+    ) -> io::Result<(u32, u32)> {
+        test_run(&mut self.ebpf, name, ethertype, ip_packet, repeat)
+    }
+
+    pub fn flows(&self) -> Vec<(FlowKey, FlowCounters)> {
+        let map: HashMap<_, FlowKey, FlowCounters> =
+            HashMap::try_from(self.ebpf.map(FLOWS_MAP).expect("FLOWS")).expect("hash map");
+        map.iter().map(|r| r.expect("read flow")).collect()
     }
 }
 

@@ -2,7 +2,10 @@
 //! lets the packet pass, parses IPv4/IPv6 (with extension headers) destinations, and counts
 //! what it cannot parse instead of dropping it.
 
-use integration_tests::{bpf_test_run::EgressUnderTest, require_root};
+use integration_tests::{
+    bpf_test_run::{EgressUnderTest, EgressWithEnforcer},
+    require_root,
+};
 use monitor_common::{ProgError, Untracked, packet::v4_mapped};
 
 fn ipv4_udp(dst: [u8; 4], dport: u16, payload: usize) -> Vec<u8> {
@@ -115,19 +118,94 @@ fn unparsable_packets_pass_and_are_counted() {
 }
 
 /// Average cost of one run of the egress program on an existing flow, measured by the kernel
-/// around a loop of 1M runs (`cargo xtask test --filter cost -- --ignored --nocapture`). A
-/// measurement, not a pass/fail check: it prints, and only fails if the program misbehaves.
+/// around a loop of 1M runs (`cargo xtask test --filter cost -- --ignored --nocapture`;
+/// `cargo xtask bench` runs it and parses its lines). A measurement, not a pass/fail check:
+/// it prints, and only fails if the programs misbehave.
+///
+/// Each enforcing egress program this kernel accepts is loaded in one object with its variant
+/// without enforcement (they share `FLOWS` and the containment maps), and measured with no
+/// containment, then with one containment active (a throttle set through the agent's own
+/// `Enforcer`, for another peer of the same cgroup: the measured flow is uncontained, but the
+/// rules exist and their epoch is not 0, as on a host where containment is in use).
 #[test]
 #[ignore = "measurement; run on demand"]
 fn cost_of_one_run_on_an_existing_flow() {
+    use monitor::{
+        contain::kernel::{KernelAction, KernelRule},
+        kernel::compat,
+    };
     require_root();
-    for mut prog in egress_programs() {
-        let name = prog.name();
-        let pkt = ipv4_udp([192, 0, 2, 7], 443, 1000);
-        for _ in 0..3 {
-            let (verdict, ns) = prog.run_timed(0x0800, &pkt, 1_000_000).unwrap();
-            assert_eq!(verdict, 1);
-            println!("{name}, IPv4 UDP, existing flow: {ns} ns per run (BPF_PROG_TEST_RUN)");
+    let version = compat::parse_release(&compat::running_release());
+    let pairs: Vec<(&str, &str)> = compat::all_programs()
+        .filter(|p| p.attach == compat::AttachPoint::SkbEgress)
+        .filter(|p| version >= compat::parse_release(p.min_kernel))
+        .filter_map(|p| Some((p.name, p.without_enforcement?.name)))
+        .collect();
+    assert!(
+        !pairs.is_empty(),
+        "no enforcing egress program for this kernel"
+    );
+    let measured = [192, 0, 2, 7];
+    let contained = [192, 0, 2, 99];
+    for (enforcing, observing) in pairs {
+        let mut progs = EgressWithEnforcer::load(&[enforcing, observing]);
+        let pkt = ipv4_udp(measured, 443, 1000);
+        let measure = |progs: &mut EgressWithEnforcer, setting: &str| {
+            for name in [enforcing, observing] {
+                for _ in 0..3 {
+                    let (verdict, ns) = progs.run_timed(name, 0x0800, &pkt, 1_000_000).unwrap();
+                    assert_eq!(verdict, 1, "{name}: an uncontained flow passes");
+                    println!("cost: {name}, {setting}: {ns} ns per run (BPF_PROG_TEST_RUN)");
+                }
+            }
+        };
+        measure(&mut progs, "no containment");
+
+        // One containment, for another peer of the cgroup the test-run sockets are in.
+        let cgroup = progs.flows()[0].1.cgroup_id;
+        let rule = KernelRule {
+            id: 1,
+            cgroups: vec![cgroup],
+            network: "192.0.2.99/32".parse().unwrap(),
+            action: KernelAction::Throttle {
+                bytes_per_sec: 256 * 1024,
+                burst_bytes: 128 * 1024,
+            },
+            exempt: Vec::new(),
+        };
+        progs
+            .enforcer()
+            .apply(&[rule])
+            .expect("apply the containment");
+        let to_contained = ipv4_udp(contained, 443, 1000);
+        assert_eq!(
+            progs
+                .run_timed(enforcing, 0x0800, &to_contained, 1)
+                .unwrap()
+                .0,
+            1,
+            "{enforcing}: the contained peer's first packet fits its bucket"
+        );
+        let stats = progs.enforcer().stats().expect("bucket stats");
+        assert_eq!(
+            stats.iter().map(|(_, s)| s.passed_packets).sum::<u64>(),
+            1,
+            "{enforcing}: the containment is active in the kernel: {stats:?}"
+        );
+        measure(&mut progs, "one containment active");
+
+        let flows = progs.flows();
+        for (key, c) in &flows {
+            let slot_expected = key.remote_addr == v4_mapped(contained);
+            assert_eq!(
+                c.contain_slot != 0,
+                slot_expected,
+                "{enforcing}: only the contained peer's flow has a slot: {key:?} {c:?}"
+            );
         }
+        assert!(
+            flows.iter().any(|(_, c)| c.contain_epoch != 0),
+            "{enforcing}: flows created after the rule carry its epoch"
+        );
     }
 }

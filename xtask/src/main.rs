@@ -71,6 +71,16 @@ enum Command {
         /// Only the benchmarks that need no root and no kernel: detector and alert delivery.
         #[arg(long)]
         detector_only: bool,
+        /// Skip the detector and alert delivery benchmarks (`--detector-only` runs them alone).
+        #[arg(long, conflicts_with = "detector_only")]
+        no_detector: bool,
+        /// Only the agent's CPU and RSS at 1k / 10k / 100k sockets (`target/bench/scale.json`).
+        #[arg(long, conflicts_with = "detector_only")]
+        scale_only: bool,
+        /// Measure this agent binary instead of building one (e.g. an older build, for a
+        /// before/after comparison).
+        #[arg(long)]
+        agent: Option<std::path::PathBuf>,
     },
     /// Boot each kernel in QEMU and run the root test suite and the agent inside it.
     VmTest {
@@ -171,13 +181,22 @@ fn main() -> Result<()> {
         Command::Bench {
             rounds,
             detector_only,
+            scale_only,
+            no_detector,
+            agent,
         } => {
             let tools = bootstrap::all(&root)?;
             if detector_only {
                 return bench::detector_only(&root, &tools);
             }
-            let bin = build::release(&root, &tools)?;
-            bench::all(&root, &tools, &bin, rounds)
+            let bin = match agent {
+                Some(bin) => bin,
+                None => build::release(&root, &tools)?,
+            };
+            if scale_only {
+                return bench::scale_only(&root, &tools, &bin);
+            }
+            bench::all(&root, &tools, &bin, rounds, !no_detector)
         }
         Command::VmTest {
             kernels,

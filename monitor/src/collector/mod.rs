@@ -7,13 +7,12 @@ pub mod delta;
 pub mod direction;
 pub mod expiry;
 
-use std::{collections::HashMap, os::fd::AsFd as _, time::Instant};
+use std::{collections::HashMap, hash::BuildHasher as _, os::fd::AsFd as _, time::Instant};
 
 use jiff::Timestamp;
 use monitor_common::{
     EVENT_NEW_PROCESS, EVENT_RELEASED, Event, FlowCounters, FlowKey, ProgError, Untracked, Volume,
 };
-use rustc_hash::FxHashMap;
 use serde::Serialize;
 use thiserror::Error;
 
@@ -107,6 +106,47 @@ struct SampleKey {
     /// Flows between the same ends that disagree (rare: another socket's flow) stay apart.
     direction: Option<Direction>,
 }
+
+impl SampleKey {
+    /// The key of flow `(key, c)` held by `owner_pid`, in `direction`: everything but those
+    /// two comes from the flow itself.
+    fn of_flow(
+        (key, c): (&FlowKey, &FlowCounters),
+        owner_pid: u32,
+        direction: Option<Direction>,
+    ) -> Self {
+        Self {
+            owner_pid,
+            legacy_cookie: if c.owner.is_known() { 0 } else { key.cookie },
+            cgroup_id: c.cgroup_id,
+            local: Endpoint {
+                addr: ip_from_kernel(c.local_addr),
+                port: c.local_port,
+            },
+            remote: Endpoint {
+                addr: ip_from_kernel(key.remote_addr),
+                port: key.remote_port,
+            },
+            protocol: Protocol::from_number(key.protocol),
+            direction,
+        }
+    }
+}
+
+/// One sample of the poll being built, in [`SampleIndex`]: 16 bytes where the whole
+/// [`SampleKey`] would take 64 (at 100k flows, 2 MiB of table instead of 9). The key is
+/// rebuilt from the flow that made the sample (`flow`, an index into the poll's flows) and
+/// the two parts that flow does not hold.
+#[derive(Clone, Copy)]
+struct Indexed {
+    sample: u32,
+    flow: u32,
+    owner_pid: u32,
+    direction: Option<Direction>,
+}
+
+/// The poll's samples by key, for merging flows of one owner between the same endpoints.
+type SampleIndex = hashbrown::HashTable<Indexed>;
 
 impl Collector {
     pub fn new(kernel: Attached, expiry: ExpiryPolicy) -> Self {
@@ -205,24 +245,24 @@ impl Collector {
         // copies, which is what the agent's peak memory is made of.
         let mut samples: Vec<FlowSample> =
             Vec::with_capacity(flows.len() + Untracked::COUNT as usize);
-        let mut index: FxHashMap<SampleKey, usize> =
-            FxHashMap::with_capacity_and_hasher(flows.len(), rustc_hash::FxBuildHasher);
+        let mut index = SampleIndex::with_capacity(flows.len());
         let mut live = 0u64;
-        for (i, (key, counters)) in flows.iter().enumerate() {
+        for i in 0..flows.len() {
             let mut delta = deltas[i];
-            let mut last = *counters;
+            let key = flows[i].0;
             if let Some(reason) = removals[i] {
                 self.count_removal(reason);
                 // The final value, read and removed in one step; what was added since the
                 // snapshot above is reported now. If something else removed it meanwhile,
                 // the snapshot is the best there is.
+                // Kept in `flows`: a sample's key is rebuilt from the value it was made of.
                 if let Some(final_value) =
-                    batch::take::<FlowKey, FlowCounters>(self.kernel.flows.fd().as_fd(), key)
+                    batch::take::<FlowKey, FlowCounters>(self.kernel.flows.fd().as_fd(), &key)
                         .map_err(CollectError::ReadFlows)?
                 {
-                    last = final_value;
+                    flows[i].1 = final_value;
                 }
-                let rest = self.tracker.finish(key, &last);
+                let rest = self.tracker.finish(&key, &flows[i].1);
                 delta.bytes += rest.bytes;
                 delta.packets += rest.packets;
             } else {
@@ -232,7 +272,7 @@ impl Collector {
                 self.add_sample(
                     &mut samples,
                     &mut index,
-                    (key, &last),
+                    (&flows, i),
                     delta,
                     (window_end, name_time),
                     &clock,
@@ -267,12 +307,13 @@ impl Collector {
     fn add_sample(
         &mut self,
         samples: &mut Vec<FlowSample>,
-        index: &mut FxHashMap<SampleKey, usize>,
-        (key, c): (&FlowKey, &FlowCounters),
+        index: &mut SampleIndex,
+        (flows, i): (&[(FlowKey, FlowCounters)], usize),
         delta: Delta,
         (window_end, now): (Timestamp, Instant),
         clock: &clock::WallClock,
     ) {
+        let (key, c) = (&flows[i].0, &flows[i].1);
         let first_seen = clock.wall(c.first_seen_ns);
         let last_seen = clock.wall(c.last_seen_ns.max(c.first_seen_ns));
         let protocol = Protocol::from_number(key.protocol);
@@ -288,26 +329,21 @@ impl Collector {
             &mut self.listeners,
             now,
         );
-        let sk = SampleKey {
-            // The worker holding an accepted connection, not the listener's creator: the
-            // kernel's first packets of the connection (SYN-ACK) may be another flow with
-            // the creator as owner, and must not absorb the worker's bytes.
-            owner_pid: (key.protocol == monitor_common::IPPROTO_TCP)
-                .then(|| self.attributor.holder(key.cookie).map(|(pid, _)| pid))
-                .flatten()
-                .unwrap_or(c.owner.tgid),
-            legacy_cookie: if c.owner.is_known() { 0 } else { key.cookie },
-            cgroup_id: c.cgroup_id,
-            local,
-            remote: Endpoint {
-                addr: ip_from_kernel(key.remote_addr),
-                port: key.remote_port,
-            },
-            protocol,
-            direction,
+        // The worker holding an accepted connection, not the listener's creator: the
+        // kernel's first packets of the connection (SYN-ACK) may be another flow with the
+        // creator as owner, and must not absorb the worker's bytes.
+        let owner_pid = (key.protocol == monitor_common::IPPROTO_TCP)
+            .then(|| self.attributor.holder(key.cookie).map(|(pid, _)| pid))
+            .flatten()
+            .unwrap_or(c.owner.tgid);
+        let sk = SampleKey::of_flow((key, c), owner_pid, direction);
+        let hash = rustc_hash::FxBuildHasher.hash_one(sk);
+        let key_of = |e: &Indexed| {
+            let (k, c) = &flows[e.flow as usize];
+            SampleKey::of_flow((k, c), e.owner_pid, e.direction)
         };
-        if let Some(&i) = index.get(&sk) {
-            let sample = &mut samples[i];
+        if let Some(e) = index.find(hash, |e| key_of(e) == sk) {
+            let sample = &mut samples[e.sample as usize];
             sample.bytes += delta.bytes;
             sample.packets += delta.packets;
             sample.flows += 1;
@@ -315,9 +351,20 @@ impl Collector {
             sample.last_seen = sample.last_seen.max(Some(last_seen));
             return;
         }
+        let hasher = |e: &Indexed| rustc_hash::FxBuildHasher.hash_one(key_of(e));
+        // Both fit: the poll holds fewer than 2^32 flows (the kernel table's size is a u32).
+        index.insert_unique(
+            hash,
+            Indexed {
+                sample: samples.len() as u32,
+                flow: i as u32,
+                owner_pid,
+                direction,
+            },
+            hasher,
+        );
         let owner = self.attributor.owner(key.cookie, c);
         let remote_name = self.names.lookup(&sk.remote.addr, now);
-        index.insert(sk, samples.len());
         samples.push(FlowSample {
             window_start: self.window_start,
             window_end,

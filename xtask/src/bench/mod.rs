@@ -2,7 +2,8 @@
 //!
 //! - per-packet cost of each kernel program, from the kernel's BPF run-time statistics
 //!   (`run_time_ns / run_cnt`, `kernel.bpf_stats_enabled` switched on for that phase only),
-//!   and of the egress program under `BPF_PROG_TEST_RUN` with the statistics off and on;
+//!   and of the egress programs under `BPF_PROG_TEST_RUN` with the statistics off and on
+//!   (`count_egress`, and `observe_egress` which never enforces; with no containment and with one);
 //! - loopback throughput with and without the agent, as a ratio, for bulk TCP (iperf3) and for
 //!   1-KiB UDP datagrams (packets per second), in interleaved A/B rounds;
 //! - the agent's CPU and RSS with 1,000 / 10,000 / 100,000 active sockets (each sends one
@@ -11,6 +12,10 @@
 //!   per tracked (service, peer) pair, at 10,000 and 1,000,000 peers.
 //! - alert delivery (no root needed): events per second written to the outbox and delivered
 //!   to a file sink and to a syslog receiver over TCP.
+//!
+//! Every measured agent runs with `containment.mode = "enforce"` and one containment active
+//! (for a peer the measured traffic never goes to; see `procs::Agent`), checked in the kernel
+//! map after each measurement: the budget is the cost with enforcement in use.
 //!
 //! Results are printed and saved as JSON under `target/bench/`. Traffic stays on loopback.
 
@@ -45,7 +50,7 @@ const PER_PROCESS_SOCKETS: usize = 15_000;
 /// Seconds of steady load measured for CPU, after a warm-up.
 const CPU_WINDOW: u64 = 10;
 
-pub fn all(root: &Path, tools: &Tools, agent: &Path, rounds: u32) -> Result<()> {
+fn check_prerequisites() -> Result<()> {
     if !cmd::is_root() {
         bail!("the benchmark loads BPF programs and needs root: run `sudo cargo xtask bench`");
     }
@@ -54,7 +59,11 @@ pub fn all(root: &Path, tools: &Tools, agent: &Path, rounds: u32) -> Result<()> 
             bail!("{tool} is missing (cargo xtask bootstrap installs it as root)");
         }
     }
-    let traffic = cmd::step("build the load generator", || {
+    Ok(())
+}
+
+fn build_traffic(root: &Path, tools: &Tools) -> Result<std::path::PathBuf> {
+    cmd::step("build the load generator", || {
         cmd::run(tools.cargo(root).args([
             "build",
             "--release",
@@ -64,7 +73,12 @@ pub fn all(root: &Path, tools: &Tools, agent: &Path, rounds: u32) -> Result<()> 
             "traffic",
         ]))?;
         Ok(root.join("target/release/traffic"))
-    })?;
+    })
+}
+
+pub fn all(root: &Path, tools: &Tools, agent: &Path, rounds: u32, detector: bool) -> Result<()> {
+    check_prerequisites()?;
+    let traffic = build_traffic(root, tools)?;
     let out_dir = root.join("target/bench");
     fs::create_dir_all(&out_dir)?;
     // Statistics cost every BPF program run a clock read or two (60-80 ns in this guest):
@@ -95,6 +109,7 @@ pub fn all(root: &Path, tools: &Tools, agent: &Path, rounds: u32) -> Result<()> 
                     let b = iperf_tcp_bulk()?;
                     let s = iperf_udp_small()?;
                     if let Some(a) = running {
+                        a.check_contained()?;
                         a.stop()?;
                     }
                     pair[usize::from(with_agent)] = (b, s);
@@ -121,6 +136,7 @@ pub fn all(root: &Path, tools: &Tools, agent: &Path, rounds: u32) -> Result<()> 
             iperf_tcp_bulk()?;
             iperf_udp_small()?;
             let costs = a.program_stats()?;
+            a.check_contained()?;
             a.stop()?;
             stats.set(false)?;
             Ok(costs)
@@ -135,13 +151,19 @@ pub fn all(root: &Path, tools: &Tools, agent: &Path, rounds: u32) -> Result<()> 
 
     let scale = scale_all(agent, &traffic, &out_dir)?;
 
-    let detector = cmd::step("detector throughput and memory per pair", || {
-        detector_bench(root, tools)
-    })?;
-
-    let delivery = cmd::step("alert delivery: outbox, file and syslog sinks", || {
-        delivery_bench(root, tools)
-    })?;
+    let (detector, delivery) = if detector {
+        (
+            cmd::step("detector throughput and memory per pair", || {
+                detector_bench(root, tools)
+            })?,
+            cmd::step("alert delivery: outbox, file and syslog sinks", || {
+                delivery_bench(root, tools)
+            })?,
+        )
+    } else {
+        eprintln!("==> skipping the detector and delivery benchmarks (--no-detector)");
+        (Value::Null, Value::Null)
+    };
 
     let mut report = report(&bulk, &small, &prog_cost, &scale);
     report["test_run_cost"] = test_run;
@@ -170,6 +192,23 @@ fn scale_all(agent: &Path, traffic: &Path, out_dir: &Path) -> Result<Vec<Value>>
         scale.push(r);
     }
     Ok(scale)
+}
+
+/// `cargo xtask bench --scale-only`: the agent's CPU and RSS at each of `SOCKET_COUNTS`,
+/// saved as `target/bench/scale.json`.
+pub fn scale_only(root: &Path, tools: &Tools, agent: &Path) -> Result<()> {
+    check_prerequisites()?;
+    let traffic = build_traffic(root, tools)?;
+    let out_dir = root.join("target/bench");
+    fs::create_dir_all(&out_dir)?;
+    let scale = scale_all(agent, &traffic, &out_dir)?;
+    let report = json!({ "agent": agent.display().to_string(), "socket_scale": scale });
+    fs::write(
+        out_dir.join("scale.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    report::print_scale(&report);
+    Ok(())
 }
 
 /// `cargo xtask bench --detector-only`: the parts that need no root (detector, alert
@@ -271,12 +310,18 @@ fn delivery_bench(root: &Path, tools: &Tools) -> Result<Value> {
     Ok(result)
 }
 
-/// Runs the egress program 1M times on one packet in the kernel (`BPF_PROG_TEST_RUN`, timed
-/// by the kernel around the loop) with BPF statistics off, then on. The difference is what
-/// the statistics themselves add to every run, which `run_time_ns / run_cnt` includes.
+/// Runs the egress programs 1M times on one packet of an existing flow in the kernel
+/// (`BPF_PROG_TEST_RUN`, timed by the kernel around the loop), three times each, with BPF
+/// statistics off, then on: each enforcing program (`count_egress`) and its variant without
+/// enforcement (`observe_egress`), with no containment and with one containment active (for
+/// another peer; see the test). The difference between off and on is what the statistics
+/// themselves add to every run, which `run_time_ns / run_cnt` includes.
+///
+/// Returns `{"stats_off": {label: median ns}, "stats_on": {..}, "stats_overhead_ns": ..}`,
+/// labels such as `"count_egress, one containment active"`.
 fn test_run_cost(root: &Path, tools: &Tools) -> Result<Value> {
-    let mut medians = [0.0f64; 2];
-    for (i, on) in ["0", "1"].into_iter().enumerate() {
+    let mut by_setting = Vec::new();
+    for on in ["0", "1"] {
         fs::write(BpfStats::PATH, on).with_context(|| format!("writing {}", BpfStats::PATH))?;
         let out = cmd::output(tools.cargo(root).args([
             "test",
@@ -288,26 +333,39 @@ fn test_run_cost(root: &Path, tools: &Tools) -> Result<Value> {
             "--",
             "--ignored",
             "--nocapture",
-            "cost_of_one_run",
+            "--exact",
+            "cost_of_one_run_on_an_existing_flow",
         ]))?;
-        let runs: Vec<f64> = out
-            .lines()
-            .filter_map(|l| {
-                l.split(": ")
-                    .nth(1)?
-                    .strip_suffix(" ns per run (BPF_PROG_TEST_RUN)")?
-                    .parse()
-                    .ok()
-            })
-            .collect();
+        let mut runs = std::collections::BTreeMap::<String, Vec<f64>>::new();
+        for line in out.lines() {
+            let Some((label, rest)) = line
+                .strip_prefix("cost: ")
+                .and_then(|l| l.rsplit_once(": "))
+            else {
+                continue;
+            };
+            if let Some(ns) = rest
+                .strip_suffix(" ns per run (BPF_PROG_TEST_RUN)")
+                .and_then(|n| n.parse().ok())
+            {
+                runs.entry(label.to_owned()).or_default().push(ns);
+            }
+        }
         if runs.is_empty() {
             bail!("no measurement in the test output:\n{out}");
         }
-        medians[i] = median(runs);
+        let medians: serde_json::Map<String, Value> = runs
+            .into_iter()
+            .map(|(label, v)| (label, json!(median(v))))
+            .collect();
+        by_setting.push(Value::Object(medians));
     }
     fs::write(BpfStats::PATH, "0")?;
+    let headline = "count_egress, one containment active";
+    let ns = |v: &Value| v[headline].as_f64().unwrap_or(0.0);
+    let overhead = ns(&by_setting[1]) - ns(&by_setting[0]);
     Ok(
-        json!({ "ns_per_run_stats_off": medians[0], "ns_per_run_stats_on": medians[1],
-               "stats_overhead_ns": medians[1] - medians[0] }),
+        json!({ "stats_off": by_setting[0], "stats_on": by_setting[1],
+               "stats_overhead_ns": overhead }),
     )
 }

@@ -101,6 +101,7 @@ pub(super) fn socket_scale(
     for load in &mut loads.0 {
         load.wait()?;
     }
+    agent.check_contained()?;
     agent.stop()?;
     let flows = busiest_window_flows(&samples, to.port())?;
     Ok(
