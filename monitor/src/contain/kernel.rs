@@ -176,6 +176,11 @@ pub struct Enforcer {
     epoch: Array<MapData, ContainEpoch>,
     ingress: bool,
     drop_mode: DropMode,
+    /// What the last successful apply wrote (its rules and drop mode) and the slots it gave
+    /// them: applying the same again touches nothing, and the counters are read from those
+    /// slots alone (the agent applies and reads every poll; a full scan is 255 syscalls).
+    last: Option<(Vec<KernelRule>, DropMode)>,
+    slots: BTreeMap<u64, u32>,
 }
 
 impl Enforcer {
@@ -193,6 +198,8 @@ impl Enforcer {
             epoch,
             ingress,
             drop_mode: DropMode::default(),
+            last: None,
+            slots: BTreeMap::new(),
         }
     }
 
@@ -213,6 +220,23 @@ impl Enforcer {
     /// renewal changes nothing in the kernel). Validated as a whole first: on a validation
     /// error nothing changes.
     pub fn apply(&mut self, rules: &[KernelRule]) -> Result<(), EnforceError> {
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|(r, mode)| r.as_slice() == rules && *mode == self.drop_mode)
+        {
+            return Ok(());
+        }
+        let result = self.write_rules(rules);
+        self.last = None;
+        let slots = result?;
+        self.slots = slots;
+        self.last = Some((rules.to_vec(), self.drop_mode));
+        Ok(())
+    }
+
+    /// [`apply`](Self::apply)'s work; returns the rules' slots.
+    fn write_rules(&mut self, rules: &[KernelRule]) -> Result<BTreeMap<u64, u32>, EnforceError> {
         let wanted = validate(rules)?;
         let current = self.current_buckets()?;
         let current_keys = self.current_keys()?;
@@ -294,7 +318,7 @@ impl Enforcer {
                 .count();
             self.bump_epoch(u32::try_from(blocks).unwrap_or(u32::MAX))?;
         }
-        Ok(())
+        Ok(slots)
     }
 
     /// Removes every rule (mode off, kill switch, shutdown).
@@ -304,8 +328,22 @@ impl Enforcer {
 
     /// Per containment id: bytes and packets dropped and passed since its rule was made.
     pub fn stats(&self) -> Result<Vec<(u64, BucketStats)>, EnforceError> {
-        Ok(self
-            .current_buckets()?
+        let buckets = if self.last.is_some() {
+            let mut out = HashMap::new();
+            for (&id, &slot) in &self.slots {
+                let b = self
+                    .buckets
+                    .get(&slot, BPF_F_LOCK)
+                    .map_err(map_err("CONTAIN_BUCKETS", "read"))?;
+                if b.action != CONTAIN_NONE && b.rule_id == id {
+                    out.insert(id, (slot, b));
+                }
+            }
+            out
+        } else {
+            self.current_buckets()?
+        };
+        Ok(buckets
             .into_iter()
             .map(|(id, (_, b))| {
                 (
