@@ -18,10 +18,16 @@ use super::{
 
 /// OCSF Network Remediation Activity.
 const REMEDIATION_CLASS: u64 = 7004;
-/// What may pass beyond rate x time: the bucket's burst (half a second of the rate, the
-/// agent's choice) and what TCP had in flight when the limit began (loopback's windows reach
-/// a few MiB at full speed).
-pub const SLACK: u64 = 4 << 20;
+/// What the attacker may read beyond rate x time after the containment began: the bucket's
+/// burst (half a second of the rate, the agent's choice) and what had already left before
+/// it, sitting unread in the attacker's socket (loopback's autotuned receive buffers: the
+/// first full run's attacker read 6.3 MB more than the rate allowed, all of it in the first
+/// seconds; `tcp_rmem` allows 32 MiB here).
+pub const SLACK: u64 = 8 << 20;
+/// After this long the attacker has read what was in flight: from then on it gets the rate.
+pub const SETTLE_MS: i64 = 10_000;
+/// What the steady part may exceed rate x time by: the burst and one image in progress.
+pub const STEADY_SLACK: u64 = 1 << 20;
 
 /// The rate the scenario's alerts throttle to: the first throttle of
 /// `[[containment.actions]]` in the agent's effective configuration (the shipped default's:
@@ -107,6 +113,9 @@ pub struct Outcome {
     pub remaining_secs: f64,
     /// The attacker's average rate after the start.
     pub after_rate: f64,
+    /// Its bytes and rate from [`SETTLE_MS`] after the start to the end: the throttle itself.
+    pub steady: u64,
+    pub steady_rate: f64,
 }
 
 /// The inputs of the verdict.
@@ -130,6 +139,9 @@ pub fn judge(watch: &Watch<'_>, f: &Facts<'_>) -> (Outcome, Vec<String>) {
     });
     let remaining_secs = remaining_ms.max(0) as f64 / 1e3;
     let after = end.1.saturating_sub(before);
+    let settled_at = exported.as_ref().map_or(end.0, |e| e.at_ms + SETTLE_MS);
+    let steady = end.1.saturating_sub(received_by(f.timeline, settled_at));
+    let steady_secs = (end.0 - settled_at).max(0) as f64 / 1e3;
     let mut allowed_after = None;
     match (&exported, f.mode) {
         (None, _) => failures.push(format!(
@@ -149,6 +161,14 @@ pub fn judge(watch: &Watch<'_>, f: &Facts<'_>) -> (Outcome, Vec<String>) {
                 failures.push(format!(
                     "the throttled attacker received {after} bytes in the {remaining_secs:.0} s \
                      after its containment began, over {allowed} ({} B/s x time + {SLACK})",
+                    f.rate
+                ));
+            }
+            let steady_allowed = (f.rate as f64 * steady_secs) as u64 + STEADY_SLACK;
+            if steady > steady_allowed {
+                failures.push(format!(
+                    "once settled, the throttled attacker received {steady} bytes in \
+                     {steady_secs:.0} s, over {steady_allowed} ({} B/s x time + {STEADY_SLACK})",
                     f.rate
                 ));
             }
@@ -187,6 +207,12 @@ pub fn judge(watch: &Watch<'_>, f: &Facts<'_>) -> (Outcome, Vec<String>) {
         remaining_secs,
         after_rate: if remaining_secs > 0.0 {
             after as f64 / remaining_secs
+        } else {
+            0.0
+        },
+        steady,
+        steady_rate: if steady_secs > 0.0 {
+            steady as f64 / steady_secs
         } else {
             0.0
         },

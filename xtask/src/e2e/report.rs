@@ -81,7 +81,7 @@ fn containment_lines(r: &Value) -> Vec<String> {
     if !c.is_null() {
         lines.push(match c["exported"]["status_code"].as_str() {
             Some(status) => format!(
-                "  containment ({}): {status} at {} B/s; attacker {} before it, {} in the {:.0} s after ({:.0} B/s, allowed {})",
+                "  containment ({}): {status} at {} B/s; attacker {} before it, {} in the {:.0} s after ({:.0} B/s, allowed {}; {:.0} B/s once settled)",
                 c["mode"].as_str().unwrap_or("?"),
                 c["rate"],
                 mb(&c["before"]),
@@ -90,7 +90,8 @@ fn containment_lines(r: &Value) -> Vec<String> {
                 c["after_rate"].as_f64().unwrap_or(0.0),
                 c["allowed_after"]
                     .as_u64()
-                    .map_or_else(|| "any".to_owned(), |b| mb(&b.into()))
+                    .map_or_else(|| "any".to_owned(), |b| mb(&b.into())),
+                c["steady_rate"].as_f64().unwrap_or(0.0)
             ),
             None => format!(
                 "  containment ({}): none exported",
@@ -265,7 +266,7 @@ mod tests {
         assert!(s.contains("at rsyslogd 1.5 s after"), "{s}");
         assert!(s.contains("FAILED: x went wrong"), "{s}");
         assert!(
-            s.contains("containment (enforce): enforced at 262144 B/s; attacker 30.0 MB before it, 40.0 MB in the 160 s after (250000 B/s, allowed 46.0 MB)"),
+            s.contains("containment (enforce): enforced at 262144 B/s; attacker 30.0 MB before it, 40.0 MB in the 160 s after (250000 B/s, allowed 46.0 MB; 0 B/s once settled)"),
             "{s}"
         );
         assert!(s.contains("p50/p99: attack 12/80 ms (0 failed)"), "{s}");

@@ -446,6 +446,7 @@ fn report_json(o: &Outcome<'_>) -> Value {
             "start_ms": o.attack_start_ms, "pages": o.attack.pages, "images": o.attack.media,
             "received": o.attack.received, "sent": o.attack.sent, "secs": o.attack.secs,
             "downloads": o.attack.downloads, "complete": o.attack.complete,
+            "timeline_ms_bytes": o.attack.timeline,
         },
         "containment": containment::json(o.containment),
         "normal_latency_by_phase": o.latencies,
