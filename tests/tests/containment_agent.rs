@@ -40,8 +40,9 @@ const LEARNING: Duration = Duration::from_secs(3);
 /// minute over the floor, the population being too small for a quantile), and it alone
 /// decides a containment (throttle to [`RATE`]); the regular peer is allowlisted (the rails
 /// never contain it), the `tcp-blast` server is service `blast`, containment in `mode` (none:
-/// the embedded default, `dry_run`).
-fn config_toml(mode: Option<&str>, text_file: &Path) -> String {
+/// the embedded default, `dry_run`). Without `alerts`, `peer_outlier` is off too: only
+/// operators contain (an open alert would renew the containment, past its TTL).
+fn config_toml(mode: Option<&str>, text_file: &Path, alerts: bool) -> String {
     let mode = mode.map_or_else(String::new, |m| format!("mode = \"{m}\"\n"));
     format!(
         r#"[detect]
@@ -52,6 +53,8 @@ internal = []
 cidr = "{REGULAR}/32"
 [rules.unknown_volume]
 enabled = false
+[rules.peer_outlier]
+enabled = {alerts}
 [rules.prefix_outlier]
 enabled = false
 [rules.peer_rise]
@@ -99,6 +102,7 @@ path = "{text}"
 struct Rig {
     state: StateDir,
     config: PathBuf,
+    alerts: bool,
     addr: SocketAddr,
     // Drop order: the server leaves the cgroups before they are removed.
     _server: integration_tests::Traffic,
@@ -107,7 +111,7 @@ struct Rig {
 }
 
 impl Rig {
-    fn new(tag: &str, mode: Option<&str>) -> Self {
+    fn new(tag: &str, mode: Option<&str>, alerts: bool) -> Self {
         require_root();
         let parent = TestCgroup::create(
             Path::new(&cgroup2_root())
@@ -118,10 +122,11 @@ impl Rig {
         let state = StateDir::new();
         let config = state.path().join("config.toml");
         let text = state.path().join("alerts.txt");
-        fs::write(&config, config_toml(mode, &text)).expect("write the configuration");
+        fs::write(&config, config_toml(mode, &text, alerts)).expect("write the configuration");
         Self {
             state,
             config,
+            alerts,
             addr,
             _server: server,
             _service: service,
@@ -143,7 +148,7 @@ impl Rig {
     /// Rewrites the configuration with containment in `mode` (the agent reads it on SIGHUP).
     fn set_mode(&self, mode: &str) {
         let text = self.state.path().join("alerts.txt");
-        fs::write(&self.config, config_toml(Some(mode), &text)).expect("rewrite");
+        fs::write(&self.config, config_toml(Some(mode), &text, self.alerts)).expect("rewrite");
     }
 
     /// `egress-monitor contain ARGS` against this rig's configuration and state.
@@ -264,7 +269,7 @@ fn until_full_speed(d: &Download, limit: Duration) -> (Duration, f64) {
 /// `contain add` throttles it again; SIGKILL leaves nothing throttled.
 #[test]
 fn an_alerted_peer_is_throttled_by_the_agent_and_an_operator_can_lift_it() {
-    let rig = Rig::new("alert", Some("enforce"));
+    let rig = Rig::new("alert", Some("enforce"), true);
     let agent = rig.start();
     let regular = Download::start(REGULAR, rig.addr);
     pause(LEARNING + Duration::from_millis(700));
@@ -348,7 +353,7 @@ fn an_alerted_peer_is_throttled_by_the_agent_and_an_operator_can_lift_it() {
 /// the stored containment in again, and its TTL expiry lifts it.
 #[test]
 fn mode_off_sigterm_and_the_ttl_each_leave_nothing_throttled() {
-    let rig = Rig::new("off", Some("enforce"));
+    let rig = Rig::new("off", Some("enforce"), false);
     let agent = rig.start();
     pause(LEARNING);
     // The service's socket must be seen before the kernel can scope the rule to its cgroup.
@@ -414,7 +419,7 @@ fn mode_off_sigterm_and_the_ttl_each_leave_nothing_throttled() {
 /// it as "would throttle", and the download keeps full speed.
 #[test]
 fn in_dry_run_an_alert_touches_no_packet_and_is_exported_as_would_throttle() {
-    let rig = Rig::new("dry", None);
+    let rig = Rig::new("dry", None, true);
     let agent = rig.start();
     // The service's first answers start its learning period.
     let regular = Download::start(REGULAR, rig.addr);
