@@ -24,7 +24,7 @@ use aya_ebpf::{
 use monitor_common::{
     FLOW_DIRECTION_UNKNOWN, FlowCounters, FlowKey, IPPROTO_TCP, IPPROTO_UDP, OWNER_HAS_FLOWS,
     ProgError, SockOwner, Untracked,
-    packet::{self, Endpoints},
+    packet::{self, AddrWords, Endpoints, addr_bytes, is_v4_mapped_words, v4_mapped_words},
 };
 
 use crate::{
@@ -128,8 +128,9 @@ fn counted(flow: *mut FlowCounters, bytes: u64, packets: u64, now: u64, verdict:
 /// Builds the flow key. TCP sockets are always connected: the destination is read from the
 /// socket (no packet parsing). UDP and raw sockets may send anywhere (even a connected UDP
 /// socket accepts `sendto` to another address), so their packet headers are parsed.
+/// Addresses move as 32-bit words ([`AddrWords`]), never as bytes: see `read_words`.
 #[inline(always)]
-fn flow_key(ctx: &SkBuffContext, sk: *mut bpf_sock) -> Option<(FlowKey, [u8; 16], u16)> {
+fn flow_key(ctx: &SkBuffContext, sk: *mut bpf_sock) -> Option<(FlowKey, AddrWords, u16)> {
     // SAFETY: `sk` is a full socket returned by bpf_sk_fullsock.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let (protocol, family, dst_port) = unsafe {
@@ -150,7 +151,7 @@ fn flow_key(ctx: &SkBuffContext, sk: *mut bpf_sock) -> Option<(FlowKey, [u8; 16]
     Some((
         FlowKey {
             cookie,
-            remote_addr: ends.dst_addr,
+            remote_addr: addr_bytes(ends.dst_addr),
             remote_port: ends.dst_port,
             protocol: ends.protocol,
             ip_version: ends.ip_version,
@@ -164,24 +165,26 @@ fn flow_key(ctx: &SkBuffContext, sk: *mut bpf_sock) -> Option<(FlowKey, [u8; 16]
 #[inline(always)]
 fn tcp_endpoints(sk: *mut bpf_sock, family: u32, dst_port: u16) -> Endpoints {
     // SAFETY: full socket; each read is one whole-field load the verifier can rewrite.
-    let (src_addr, dst_addr, src_port) = unsafe {
-        let src_port = field(&raw const (*sk).src_port) as u16;
-        if family == AF_INET {
-            (
-                packet::v4_mapped(field(&raw const (*sk).src_ip4).to_ne_bytes()),
-                packet::v4_mapped(field(&raw const (*sk).dst_ip4).to_ne_bytes()),
-                src_port,
-            )
-        } else {
-            (
-                words_to_bytes(ip6_field(&raw const (*sk).src_ip6)),
-                words_to_bytes(ip6_field(&raw const (*sk).dst_ip6)),
-                src_port,
-            )
-        }
+    // Both families' fields are read whatever the family (an AF_INET socket's IPv6 fields
+    // read as whatever the socket holds there, and are not used): loads chosen by a branch
+    // get merged by the optimiser into one load at a computed offset, which the verifier
+    // refuses on a socket pointer.
+    let (src4, dst4, src6, dst6, src_port) = unsafe {
+        (
+            field(&raw const (*sk).src_ip4),
+            field(&raw const (*sk).dst_ip4),
+            ip6_field(&raw const (*sk).src_ip6),
+            ip6_field(&raw const (*sk).dst_ip6),
+            field(&raw const (*sk).src_port) as u16,
+        )
+    };
+    let (src_addr, dst_addr) = if family == AF_INET {
+        (v4_mapped_words(src4), v4_mapped_words(dst4))
+    } else {
+        (src6, dst6)
     };
     // An AF_INET6 socket talking to a v4-mapped peer sends IPv4 on the wire.
-    let ip_version = if is_v4_mapped(&dst_addr) { 4 } else { 6 };
+    let ip_version = if is_v4_mapped_words(&dst_addr) { 4 } else { 6 };
     Endpoints {
         ip_version,
         protocol: IPPROTO_TCP,
@@ -208,26 +211,6 @@ unsafe fn ip6_field(p: *const [u32; 4]) -> [u32; 4] {
     unsafe { [field(p), field(p.add(1)), field(p.add(2)), field(p.add(3))] }
 }
 
-#[inline(always)]
-fn words_to_bytes(words: [u32; 4]) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    let mut i = 0;
-    while i < 4 {
-        let bytes = words[i].to_ne_bytes();
-        out[i * 4] = bytes[0];
-        out[i * 4 + 1] = bytes[1];
-        out[i * 4 + 2] = bytes[2];
-        out[i * 4 + 3] = bytes[3];
-        i += 1;
-    }
-    out
-}
-
-#[inline(always)]
-fn is_v4_mapped(a: &[u8; 16]) -> bool {
-    a[..10].iter().all(|b| *b == 0) && a[10] == 0xff && a[11] == 0xff
-}
-
 /// First packet of a flow: create its entry with the owner, endpoints, direction and
 /// containment; returns the packet's verdict.
 #[inline(always)]
@@ -235,7 +218,7 @@ fn insert<const FINE: bool, const ENFORCE: bool>(
     ctx: &SkBuffContext,
     sk: *mut bpf_sock,
     key: &FlowKey,
-    (local_addr, local_port): ([u8; 16], u16),
+    (local_addr, local_port): (AddrWords, u16),
     bytes: u64,
     packets: u64,
 ) -> i32 {
@@ -295,7 +278,7 @@ fn insert<const FINE: bool, const ENFORCE: bool>(
         (*value).first_seen_ns = now;
         (*value).last_seen_ns = now;
         (*value).cgroup_id = cgroup_id;
-        (*value).local_addr = local_addr;
+        (*value).local_addr = addr_bytes(local_addr);
         (*value).local_port = local_port;
         (*value).direction = direction;
         (*value).contain_slot = contain_slot;

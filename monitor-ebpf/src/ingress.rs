@@ -12,7 +12,10 @@ use aya_ebpf::{
     EbpfContext as _, bindings::__sk_buff, helpers::generated::bpf_skb_cgroup_id,
     programs::SkBuffContext,
 };
-use monitor_common::{DNS_PORT, IPPROTO_UDP, ProgError, packet::parse_with_transport_offset};
+use monitor_common::{
+    DNS_PORT, IPPROTO_UDP, ProgError,
+    packet::{addr_bytes, parse_with_transport_offset},
+};
 
 use crate::{contain, counters::count_error, dns, skb_bytes::SkbBytes, udp_direction};
 
@@ -30,7 +33,7 @@ pub fn watch(ctx: &SkBuffContext) -> i32 {
     if contain::epoch().blocks != 0 {
         // SAFETY: the helper takes the program's own context (the receiving socket's cgroup).
         let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.as_ptr().cast()) };
-        if contain::ingress_blocked(cgroup_id, &ends.src_addr, u64::from(len)) {
+        if contain::ingress_blocked(cgroup_id, &addr_bytes(ends.src_addr), u64::from(len)) {
             return contain::DROP;
         }
     }

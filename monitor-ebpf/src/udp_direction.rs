@@ -8,7 +8,7 @@
 use aya_ebpf::bindings::BPF_NOEXIST;
 use monitor_common::{
     FLOW_DIRECTION_UNKNOWN, FLOW_INITIATED, FLOW_SERVED, FlowKey, IPPROTO_UDP, UdpPeerKey,
-    packet::Endpoints,
+    packet::{self, Endpoints},
 };
 
 use crate::maps::UDP_PEERS;
@@ -25,7 +25,7 @@ pub fn note_received(ends: &Endpoints) {
         return;
     }
     let key = UdpPeerKey {
-        remote_addr: ends.src_addr,
+        remote_addr: packet::addr_bytes(ends.src_addr),
         remote_port: ends.src_port,
         local_port: ends.dst_port,
         _pad: 0,

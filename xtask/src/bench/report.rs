@@ -101,6 +101,12 @@ pub(super) fn print_summary(r: &Value) {
         "  (the statistics add {:.0} ns per run on this machine)",
         tr["stats_overhead_ns"].as_f64().unwrap_or(0.0)
     );
+    // The harness baseline's label (`empty_program_cost` in the kernel tests).
+    let empty = ns("stats_off", "empty program (the test-run loop alone)");
+    println!(
+        "  the test-run loop alone (an empty program) costs {empty:.0} ns per run: count_egress's own work is {:.0} ns",
+        ns("stats_off", "count_egress, one containment active") - empty
+    );
     let t = &r["throughput"];
     let bulk = t["bulk_ratio_median"].as_f64().unwrap_or(0.0);
     let small = t["small_ratio_median"].as_f64().unwrap_or(0.0);
