@@ -72,6 +72,13 @@ fn from_ms(v: i64) -> Timestamp {
     Timestamp::from_millisecond(v).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
+/// What an id prefix finds (see `Store::by_id_prefix`).
+pub(super) enum ByPrefix {
+    None,
+    One(String),
+    Many(usize),
+}
+
 impl Store {
     /// Writes alert events and newly learned destinations in one transaction.
     pub fn record(&mut self, events: &[AlertEvent], learned: &[Learned]) -> Result<(), StoreError> {
@@ -191,31 +198,43 @@ impl Store {
     /// Finds one alert by id or unique id prefix.
     pub fn find_alert(&self, id: &str) -> Result<Alert, StoreError> {
         let prefix = id.trim().to_ascii_lowercase();
+        match self.by_id_prefix("alerts", &prefix)? {
+            ByPrefix::None => Err(StoreError::NoSuchAlert(id.to_owned())),
+            ByPrefix::One(body) => self.decode_alert(&body),
+            ByPrefix::Many(count) => Err(StoreError::AmbiguousAlert { prefix, count }),
+        }
+    }
+
+    /// The row of `table` (`alerts`, `containments`: lowercase UUID ids) whose id starts with
+    /// `prefix`: its body, none, or how many share the prefix.
+    pub(super) fn by_id_prefix(
+        &self,
+        table: &'static str,
+        prefix: &str,
+    ) -> Result<ByPrefix, StoreError> {
+        let range = "id >= ?1 AND id < ?1 || 'g'";
         let mut stmt = self
             .conn
-            .prepare("SELECT body FROM alerts WHERE id >= ?1 AND id < ?1 || 'g' LIMIT 2")
+            .prepare(&format!("SELECT body FROM {table} WHERE {range} LIMIT 2"))
             .map_err(|e| self.sql(e))?;
-        let bodies: Vec<String> = stmt
-            .query_map([&prefix], |r| r.get(0))
+        let mut bodies: Vec<String> = stmt
+            .query_map([prefix], |r| r.get(0))
             .map_err(|e| self.sql(e))?
             .collect::<Result<_, _>>()
             .map_err(|e| self.sql(e))?;
-        match bodies.as_slice() {
-            [] => Err(StoreError::NoSuchAlert(id.to_owned())),
-            [one] => self.decode_alert(one),
+        match bodies.len() {
+            0 => Ok(ByPrefix::None),
+            1 => Ok(ByPrefix::One(bodies.remove(0))),
             _ => {
                 let count: i64 = self
                     .conn
                     .query_row(
-                        "SELECT count(*) FROM alerts WHERE id >= ?1 AND id < ?1 || 'g'",
-                        [&prefix],
+                        &format!("SELECT count(*) FROM {table} WHERE {range}"),
+                        [prefix],
                         |r| r.get(0),
                     )
                     .map_err(|e| self.sql(e))?;
-                Err(StoreError::AmbiguousAlert {
-                    prefix,
-                    count: count as usize,
-                })
+                Ok(ByPrefix::Many(usize::try_from(count).unwrap_or(usize::MAX)))
             }
         }
     }

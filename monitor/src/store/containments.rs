@@ -6,7 +6,10 @@
 use rusqlite::params;
 use uuid::Uuid;
 
-use super::{OperatorAction, Store, StoreError, alerts::ms};
+use super::{
+    OperatorAction, Store, StoreError,
+    alerts::{ByPrefix, ms},
+};
 use crate::contain::record::{Containment, ContainmentEvent, ContainmentState};
 
 impl Store {
@@ -89,22 +92,10 @@ impl Store {
     /// The containment whose id starts with `id`.
     pub fn find_containment(&self, id: &str) -> Result<Containment, StoreError> {
         let prefix = id.trim().to_ascii_lowercase();
-        let mut stmt = self
-            .conn
-            .prepare("SELECT body FROM containments WHERE id >= ?1 AND id < ?1 || 'g' LIMIT 3")
-            .map_err(|e| self.sql(e))?;
-        let bodies: Vec<String> = stmt
-            .query_map([&prefix], |r| r.get(0))
-            .map_err(|e| self.sql(e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.sql(e))?;
-        match bodies.as_slice() {
-            [] => Err(StoreError::NoSuchContainment(id.to_owned())),
-            [one] => self.decode_containment(one),
-            many => Err(StoreError::AmbiguousContainment {
-                prefix,
-                count: many.len(),
-            }),
+        match self.by_id_prefix("containments", &prefix)? {
+            ByPrefix::None => Err(StoreError::NoSuchContainment(id.to_owned())),
+            ByPrefix::One(body) => self.decode_containment(&body),
+            ByPrefix::Many(count) => Err(StoreError::AmbiguousContainment { prefix, count }),
         }
     }
 
