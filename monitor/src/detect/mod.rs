@@ -580,9 +580,11 @@ impl Detector {
     }
 
     /// `service`'s peers (single addresses) inside `net` that a containment of `net` must
-    /// leave alone: learned destinations, and peers first met at least `known_for` seconds
-    /// before `before` (Unix seconds), who were there before whatever the containment answers.
-    /// At most `max + 1` (more than `max` tells the caller there are too many).
+    /// leave alone: learned destinations, peers first met while the service learned (its
+    /// baseline's own clients, however short the learning period), and peers first met at
+    /// least `known_for` seconds before `before` (Unix seconds), who were there before
+    /// whatever the containment answers. At most `max + 1` (more than `max` tells the caller
+    /// there are too many).
     pub fn known_peers_in(
         &self,
         service: &str,
@@ -593,11 +595,15 @@ impl Detector {
         let Some(&sid) = self.service_ids.get(service) else {
             return Vec::new();
         };
+        let learned_until = self.services[sid as usize].learn_until;
         self.peers
             .iter()
             .map(|(_, p)| p)
             .filter(|p| p.key.service == sid && p.key.prefix == 0)
-            .filter(|p| p.learned() || u64::from(p.first_seen) + known_for <= before)
+            .filter(|p| {
+                let met = u64::from(p.first_seen);
+                p.learned() || met < learned_until || met + known_for <= before
+            })
             .map(|p| p.key.ip())
             .filter(|a| net.contains(a))
             .take(max + 1)

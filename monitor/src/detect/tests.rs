@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use super::{Detector, alerts::AlertEvent, classes::DestinationClass, rules::RuleId};
 use crate::{
     config::{Config, Origin},
-    flow::{Endpoint, FlowSample, Owner, Protocol},
+    flow::{Direction, Endpoint, FlowSample, Owner, Protocol},
 };
 
 pub(crate) const T0: i64 = 1_780_272_000; // 2026-06-01T00:00:00Z
@@ -256,6 +256,32 @@ fn a_prefixs_known_peers_are_the_learned_and_the_long_met_inside_it() {
             .known_peers_in("other.service", &net, (before, 3600), 64),
         Vec::<IpAddr>::new()
     );
+}
+
+#[test]
+fn a_prefixs_known_peers_include_the_clients_of_a_short_learning_period() {
+    // Learning for 5 minutes (a test rig, or an operator's choice): the clients met then are
+    // the baseline's, known to a containment that starts 10 minutes later although they were
+    // met less than `known_for` before it; a newcomer after learning is not.
+    let mut r = Run::new("[detect]\nlearning_period = \"300s\"\n");
+    let client = |r: &mut Run, at: i64, peer: &str| {
+        let mut s = sample(&r.owner, T0 + at, peer, 50_000, 10_000);
+        s.direction = Some(Direction::Served);
+        r.detector.observe(&[s], &mut r.events);
+    };
+    client(&mut r, 0, "198.51.100.10");
+    client(&mut r, 200, "198.51.100.11");
+    client(&mut r, 400, "198.51.100.66"); // after learning
+    let net: ipnet::IpNet = "198.51.100.0/24".parse().unwrap();
+    let mut known = r
+        .detector
+        .known_peers_in("backup.service", &net, ((T0 + 900) as u64, 3600), 64);
+    known.sort();
+    let addrs: Vec<IpAddr> = ["198.51.100.10", "198.51.100.11"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    assert_eq!(known, addrs);
 }
 
 #[test]

@@ -221,15 +221,28 @@ fn attacks(
     })
 }
 
-/// The patient attacker must stay under the 1-minute bar, or the phase proves nothing.
-fn impatience(patient: Option<&(traffic::Patient, i64)>, bar: u64) -> Option<String> {
-    let (p, _) = patient?;
-    (p.max_minute >= bar).then(|| {
-        format!(
+/// The patient attacker must stay under the 1-minute bar, or the phase proves nothing; and
+/// its downloads must work until its own alert (one failing before it is something else
+/// cutting it off: a containment of another peer's prefix, the server).
+fn impatience(patient: Option<&(traffic::Patient, i64)>, bar: u64) -> Vec<String> {
+    let Some((p, _)) = patient else {
+        return Vec::new();
+    };
+    let mut failures = Vec::new();
+    if p.max_minute >= bar {
+        failures.push(format!(
             "the patient attacker took {} bytes in one minute, not under the {bar}-byte bar",
             p.max_minute
-        )
-    })
+        ));
+    }
+    if let Some(why) = &p.cut_short {
+        failures.push(format!(
+            "the patient attacker's download failed before its alert, after {:.1} MB in {:.0} s: {why}",
+            p.received as f64 / 1e6,
+            p.secs
+        ));
+    }
+    failures
 }
 
 /// What the verdict expects of the run.
@@ -591,7 +604,7 @@ fn patient_phase(
         .map_err(|_| anyhow::anyhow!("the patient attacker's thread panicked"))?
         .context("the patient attacker")?;
     eprintln!(
-        "    patient attacker: {:.1} MB in {:.0} s (busiest minute {:.1} MB); alert {}",
+        "    patient attacker: {:.1} MB in {:.0} s (busiest minute {:.1} MB); alert {}{}",
         patient.received as f64 / 1e6,
         patient.secs,
         patient.max_minute as f64 / 1e6,
@@ -599,7 +612,11 @@ fn patient_phase(
             "received"
         } else {
             "NOT received"
-        }
+        },
+        patient
+            .cut_short
+            .as_deref()
+            .map_or(String::new(), |why| format!("; a download failed first: {why}"))
     );
     Ok((patient, start_ms))
 }

@@ -428,6 +428,10 @@ pub struct Patient {
     pub received: u64,
     /// The most it received in any 60 s (what a 1-minute bar sees).
     pub max_minute: u64,
+    /// The download that failed before its alert came, if one did (a containment aimed at
+    /// another peer throttling it, or the server failing it): the run's report and verdict
+    /// say so instead of the whole run stopping there.
+    pub cut_short: Option<String>,
 }
 
 /// A second hijacked account from a new host that pulls the room's media over and over,
@@ -449,6 +453,7 @@ pub fn patient_attack(
     let s = Session::with_agent(agent, &world.base, token);
     let mut arrivals: Vec<(Instant, u64)> = Vec::new();
     let mut next = 0;
+    let mut cut_short = None;
     while started.elapsed() < deadline && !stop.load(Ordering::Relaxed) {
         // Paced: never ahead of `per_minute` x the time so far.
         let allowed = per_minute as f64 * started.elapsed().as_secs_f64() / 60.0;
@@ -460,10 +465,10 @@ pub fn patient_attack(
         if let Err(e) = s.download(&world.media[next % world.media.len()]) {
             // Once told to stop (its alert came), a download cut short is the containment's
             // doing in `enforce` (a throttled paced flow restarts on TCP's timers): the end.
-            if stop.load(Ordering::Relaxed) {
-                break;
+            if !stop.load(Ordering::Relaxed) {
+                cut_short = Some(format!("{e:#}"));
             }
-            return Err(e);
+            break;
         }
         next += 1;
         arrivals.push((Instant::now(), counters.received() - before));
@@ -473,6 +478,7 @@ pub fn patient_attack(
         downloads: next,
         received: counters.received(),
         max_minute: max_in_window(&arrivals, Duration::from_secs(60)),
+        cut_short,
     })
 }
 
