@@ -700,3 +700,62 @@ fn households_back_after_quiet_days_are_not_new_clients() {
     }
     assert!(srv.opened().is_empty(), "{:?}", srv.rules());
 }
+
+/// The shape of a real run: ten clients of one /24 learned over five minutes; a newcomer of
+/// the /24 pulls 120 MiB in three minutes and is alerted alone (then throttled); a second
+/// newcomer of the /24 then pulls 24 MiB a minute. The first one's alert explains its bytes in
+/// the /24, the second one is most of what is left and is judged alone; once it is alerted
+/// too, the first one's bytes still are not counted again: the /24 is never alerted on them.
+#[test]
+fn an_alerted_client_explains_its_prefix_while_a_second_newcomer_pulls() {
+    let mut srv = Server::new("[detect]\nlearning_period = \"300s\"\n");
+    // At 04:11:05 as in the run: the ten-minute slots fall where they fell (the /24's oldest
+    // slot still holds the learned clients' bytes when the second pull is at its height).
+    let start = 665;
+    let normals: Vec<String> = (10..20).map(|i| format!("203.0.113.{i}")).collect();
+    let everyone = |srv: &mut Server, at: i64, bytes: u64| {
+        let sends: Vec<(&str, u64)> = normals.iter().map(|c| (c.as_str(), bytes)).collect();
+        srv.minute(start + at, &sends);
+    };
+    for s in 0..75 {
+        everyone(&mut srv, s, 4 * MIB / 75);
+    }
+    let (first, second) = ("203.0.113.66", "203.0.113.77");
+    // Seven minutes in: 76 MiB in the first report, 24 MiB a minute, alerted at once; then
+    // 15 MiB a minute (throttled) for a minute: 139 MiB.
+    for s in (426..=610).step_by(5) {
+        let bytes = match s {
+            426 => 76 * MIB,
+            ..=550 => 2 * MIB,
+            _ => MIB * 5 / 4,
+        };
+        srv.minute(start + s, &[(first, bytes)]);
+        srv.detector.tick(&mut srv.events);
+    }
+    assert_eq!(srv.rules(), [(RuleId::PeerOutlier, first.to_owned())]);
+    // Ten and a half minutes in: 24 MiB a minute. At 15 minutes the /24's ten minutes held
+    // 129 MiB besides the first one's: the second one's 114 MiB, and 15 MiB that the oldest
+    // slot's learned bytes count for (assumed uniform). It is the second one's, judged
+    // alone: alerted at its own bar (128 MiB in 10 minutes).
+    for s in (629..=1200).step_by(5) {
+        srv.minute(start + s, &[(second, 2 * MIB)]);
+        srv.detector.tick(&mut srv.events);
+    }
+    let both = [
+        (RuleId::PeerOutlier, first.to_owned()),
+        (RuleId::PeerOutlier, second.to_owned()),
+    ];
+    assert_eq!(srv.rules(), both);
+    assert_eq!(srv.opened()[1].alert.window, WindowLen::TenMinutes);
+    // The ten clients' ordinary minute (20 MiB), both pulls still in the /24's hour: with the
+    // first one's 139 MiB the /24's hour would be over its 192 MiB floor.
+    for s in 1260..1320 {
+        everyone(&mut srv, s, 2 * MIB / 60);
+        srv.detector.tick(&mut srv.events);
+    }
+    assert_eq!(
+        srv.rules(),
+        both,
+        "each pull is its own alert, never the /24's"
+    );
+}

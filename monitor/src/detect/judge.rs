@@ -65,8 +65,8 @@ fn population_threshold(
 }
 
 /// `entity`'s volume in window `len`, less what the `excluded` members of the group received
-/// in that window (the window's busiest where it is established or most of the group's, see
-/// `Excluded`).
+/// in that window (the window's busiest where it is established, alerted alone, or most of
+/// the group's, see `Excluded`).
 fn net(entity: &PeerState, excluded: Excluded<'_>, len: WindowLen, millis: u64) -> Volume {
     let mut v = entity.volume(len, millis);
     let mut less = |m: Volume| {
@@ -78,7 +78,10 @@ fn net(entity: &PeerState, excluded: Excluded<'_>, len: WindowLen, millis: u64) 
     }
     if let Some(b) = excluded.busiest(len) {
         let m = b.member.volume(len, millis);
-        if b.established || m.bytes.saturating_mul(2) > entity.volume(len, millis).bytes {
+        if b.established
+            || b.crossed
+            || m.bytes.saturating_mul(2) > entity.volume(len, millis).bytes
+        {
             less(m);
         }
     }

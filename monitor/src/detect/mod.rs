@@ -855,7 +855,7 @@ impl Detector {
                 c.crossed_until = u32::try_from(until).unwrap_or(u32::MAX);
             }
             for gid in groups.ids() {
-                prefixes::explain(self.peers.slot_mut(gid), id, until);
+                prefixes::explain(&mut self.peers, gid, id, until, t_ms);
             }
         }
         let mut conditions: Vec<Condition> = Vec::with_capacity(crossings.len() + 3);
@@ -1026,16 +1026,17 @@ impl Detector {
                     group.absorb(self.peers.slot(first));
                     group.absorb(self.peers.slot(member));
                     group.members = 2;
+                    group.flags |= DIRTY;
+                    prefixes::refresh_owner(&mut group, &s.owner);
+                    let gid = self.peers.insert(group);
                     // A member that crossed alone already explains its bytes in the group.
                     for m in [first, member] {
                         let until = self.peers.slot(m).client().map_or(0, |c| c.crossed_until);
                         if u64::from(until) > t {
-                            prefixes::explain(&mut group, m, u64::from(until));
+                            let millis = self.peers.slot(member).last_seen_ms;
+                            prefixes::explain(&mut self.peers, gid, m, u64::from(until), millis);
                         }
                     }
-                    group.flags |= DIRTY;
-                    prefixes::refresh_owner(&mut group, &s.owner);
-                    let gid = self.peers.insert(group);
                     prefixes::remember_group(&mut self.peers, member, i, gid);
                     self.groups += 1;
                     self.first_members.remove(&key);

@@ -52,12 +52,14 @@ pub fn refresh_owner(group: &mut PeerState, owner: &Arc<Owner>) {
 
 /// The member whose open alert explains `group`'s volume at `t`, if it is still a member.
 pub fn explained<'a>(peers: &'a PeerTable, group: &PeerState, t: u64) -> Option<&'a PeerState> {
+    peers.iter_slot(explained_id(peers, group, t)?)
+}
+
+/// The slot of [`explained`]'s member.
+fn explained_id(peers: &PeerTable, group: &PeerState, t: u64) -> Option<u32> {
     let links = group.group()?;
     let id = links.explained_by.checked_sub(1)?;
-    if u64::from(links.explained_until) < t || !is_member(peers, group.key, id) {
-        return None;
-    }
-    peers.iter_slot(id)
+    (u64::from(links.explained_until) >= t && is_member(peers, group.key, id)).then_some(id)
 }
 
 /// The members whose bytes may be left out of `group`'s volume at `t` (Unix seconds): one
@@ -84,6 +86,9 @@ pub fn excluded<'a>(
         Some(Busy {
             member,
             established: established(member),
+            crossed: member
+                .client()
+                .is_some_and(|c| u64::from(c.crossed_until) > t),
         })
     };
     Excluded {
@@ -98,11 +103,12 @@ pub struct Excluded<'a> {
     /// A member whose own open alert explains its bytes: never counted again.
     pub alerted: Option<&'a PeerState>,
     /// The busiest member of the last hour (`[0]`, for the windows up to an hour) and of
-    /// the last day (`[1]`, for the 24-hour window): left out of a window where it is
-    /// established (its own tolerance covers it: a household's heavy evening in a /48 of
-    /// busy neighbours) or received more than half of the group's volume (a group that is
-    /// mostly one address is that address). A newcomer that is less than half counts: a
-    /// pull rotated over new addresses of one network adds up whole.
+    /// the last day (`[1]`, for the 24-hour window), other than the alerted one: left out of
+    /// a window where it is established (its own tolerance covers it: a household's heavy
+    /// evening in a /48 of busy neighbours), crossed alone, or received more than half of
+    /// the group's volume (a group that is mostly one address is that address). A newcomer
+    /// that is less than half counts: a pull rotated over new addresses of one network adds
+    /// up whole.
     pub busiest: [Option<Busy<'a>>; 2],
 }
 
@@ -112,6 +118,9 @@ pub struct Busy<'a> {
     pub member: &'a PeerState,
     /// Not a newcomer: it has a tolerance of its own.
     pub established: bool,
+    /// It crossed alone (its own alert explains its bytes: never counted again), and another
+    /// member's alert explains the group since.
+    pub crossed: bool,
 }
 
 impl<'a> Excluded<'a> {
@@ -129,8 +138,13 @@ impl<'a> Excluded<'a> {
 /// A sample of `member` (a slot) in `group` (a slot) at `millis`: for each horizon (the
 /// last hour, the last day), the member becomes the group's busiest when its volume is above
 /// the busiest's as last seen, or when that is stale (more than the group's own: the
-/// busiest went quiet, or left).
+/// busiest went quiet, or left). The member whose alert explains the group is left out
+/// already: the busiest is one of the others (a second sender of the prefix is judged alone
+/// too, not hidden behind the first).
 pub fn note_member(peers: &mut PeerTable, group: u32, member: u32, millis: u64) {
+    if explained_id(peers, peers.slot(group), millis / 1000) == Some(member) {
+        return;
+    }
     for (i, len) in [WindowLen::OneHour, WindowLen::OneDay]
         .into_iter()
         .enumerate()
@@ -156,11 +170,35 @@ fn kib(bytes: u64) -> u32 {
     u32::try_from(bytes / 1024).unwrap_or(u32::MAX)
 }
 
-/// `member` (a slot) explains `group`'s volume until `until` (Unix seconds).
-pub fn explain(group: &mut PeerState, member: u32, until: u64) {
-    if let Some(links) = group.group_mut() {
-        links.explained_by = member + 1;
-        links.explained_until = u32::try_from(until).unwrap_or(u32::MAX);
+/// `member` (a slot) explains `group`'s (a slot) volume until `until` (Unix seconds), from
+/// `millis`. It is no longer the group's busiest (see [`note_member`]); a member that
+/// explained the group until now still explains its own bytes: it is the busiest when it is
+/// busier than the busiest (see [`Busy::crossed`]).
+pub fn explain(peers: &mut PeerTable, group: u32, member: u32, until: u64, millis: u64) {
+    let previous = explained_id(peers, peers.slot(group), millis / 1000)
+        .filter(|&p| p != member)
+        .map(|p| {
+            let m = peers.slot(p);
+            let kib_in = |len| kib(m.volume(len, millis).bytes);
+            (p, [kib_in(WindowLen::OneHour), kib_in(WindowLen::OneDay)])
+        });
+    let Some(links) = peers.slot_mut(group).group_mut() else {
+        return;
+    };
+    links.explained_by = member + 1;
+    links.explained_until = u32::try_from(until).unwrap_or(u32::MAX);
+    for (i, b) in links.busiest.iter_mut().enumerate() {
+        if b.slot == member + 1 {
+            *b = Busiest::default();
+        }
+        if let Some((p, own)) = previous
+            && own[i] >= b.kib
+        {
+            *b = Busiest {
+                slot: p + 1,
+                kib: own[i],
+            };
+        }
     }
 }
 
