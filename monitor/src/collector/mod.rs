@@ -6,6 +6,7 @@
 pub mod delta;
 pub mod direction;
 pub mod expiry;
+mod samples;
 
 use std::{collections::HashMap, hash::BuildHasher as _, os::fd::AsFd as _, time::Instant};
 
@@ -291,7 +292,7 @@ impl Collector {
         for s in &samples {
             self.stats.bytes_reported += s.bytes;
         }
-        samples.sort_by_key(|s| std::cmp::Reverse(s.bytes));
+        samples::sort_largest_first(&mut samples);
         self.window_start = window_end;
         Ok(samples)
     }
