@@ -1,12 +1,13 @@
 //! How `run` prints samples: JSON lines (the `FlowSample` contract) or one readable line each.
 
 use std::{
-    collections::{HashMap, hash_map::Entry},
+    collections::hash_map::Entry,
     io::{self, Write},
     sync::Arc,
 };
 
 use jiff::Timestamp;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -69,9 +70,11 @@ struct JsonSample<'a> {
 }
 
 fn write_json(out: &mut impl Write, samples: &[FlowSample]) -> io::Result<()> {
-    let mut owners: HashMap<*const Owner, Box<RawValue>> = HashMap::new();
+    // Five lookups a sample: with SipHash they were about 4 % of the agent's CPU at 10k flows a
+    // second. The keys are the agent's own pointers and timestamps: Fx is enough.
+    let mut owners: FxHashMap<*const Owner, Box<RawValue>> = FxHashMap::default();
     // All samples of a window share its bounds: format each once.
-    let mut windows: HashMap<Timestamp, Box<RawValue>> = HashMap::new();
+    let mut windows: FxHashMap<Timestamp, Box<RawValue>> = FxHashMap::default();
     for s in samples {
         for t in [s.window_start, s.window_end] {
             if let Entry::Vacant(e) = windows.entry(t) {

@@ -4,8 +4,6 @@
 
 use std::collections::HashMap;
 
-use monitor_common::{FlowCounters, FlowKey};
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Removal {
     /// The socket was released and has been quiet for the grace period.
@@ -42,10 +40,11 @@ impl Default for ExpiryPolicy {
     }
 }
 
-/// Returns the indices into `flows` to remove, with the reason. `last_active_ns[i]` is when
-/// flow `i`'s counters last grew (the agent's observation: the kernel keeps no per-packet time).
+/// Returns the indices of the flows to remove, with the reason. Flow `i` is the socket
+/// `cookies[i]`, whose counters last grew at `last_active_ns[i]` (the agent's observation:
+/// the kernel keeps no per-packet time).
 pub fn plan<S: std::hash::BuildHasher>(
-    flows: &[(FlowKey, FlowCounters)],
+    cookies: impl IntoIterator<Item = u64>,
     last_active_ns: &[u64],
     released: &HashMap<u64, u64, S>,
     now_ns: u64,
@@ -55,8 +54,8 @@ pub fn plan<S: std::hash::BuildHasher>(
     let idle_for = |i: usize| now_ns.saturating_sub(last_active_ns[i]);
     let mut out = Vec::new();
     let mut keep = Vec::new();
-    for (i, (key, _)) in flows.iter().enumerate() {
-        if released.contains_key(&key.cookie) && idle_for(i) >= policy.close_grace_ns {
+    for (i, cookie) in cookies.into_iter().enumerate() {
+        if released.contains_key(&cookie) && idle_for(i) >= policy.close_grace_ns {
             out.push((i, Removal::Closed));
         } else if idle_for(i) >= policy.idle_timeout_ns {
             out.push((i, Removal::Idle));
@@ -72,7 +71,7 @@ pub fn plan<S: std::hash::BuildHasher>(
             .filter(|&i| idle_for(i) >= policy.min_idle_for_pressure_ns)
             .collect();
         candidates.sort_by_key(|&i| last_active_ns[i]);
-        let live = flows.len() - out.len();
+        let live = last_active_ns.len() - out.len();
         let excess = live.saturating_sub(target);
         out.extend(
             candidates
@@ -86,64 +85,30 @@ pub fn plan<S: std::hash::BuildHasher>(
 
 #[cfg(test)]
 mod tests {
-    use monitor_common::SockOwner;
-
     use super::*;
 
     const S: u64 = 1_000_000_000;
 
-    fn flows(n: u64) -> Vec<(FlowKey, FlowCounters)> {
-        (0..n)
-            .map(|cookie| {
-                (
-                    FlowKey {
-                        cookie,
-                        remote_addr: [0; 16],
-                        remote_port: 1,
-                        protocol: 17,
-                        ip_version: 4,
-                        _pad: 0,
-                    },
-                    FlowCounters {
-                        bytes: 1,
-                        packets: 1,
-                        first_seen_ns: 0,
-                        last_seen_ns: 0,
-                        cgroup_id: 0,
-                        local_addr: [0; 16],
-                        local_port: 0,
-                        direction: 0,
-                        contain_slot: 0,
-                        contain_epoch: 0,
-                        owner: SockOwner::EMPTY,
-                    },
-                )
-            })
-            .collect()
-    }
-
     #[test]
     fn closed_flows_wait_for_the_grace_period() {
-        let f = flows(2);
         let active = [100 * S, 100 * S];
         let released = HashMap::from([(0, 99 * S)]);
         let p = ExpiryPolicy::default();
         assert_eq!(
-            plan(&f, &active, &released, 100 * S + S / 2, 1000, &p),
+            plan(0..2, &active, &released, 100 * S + S / 2, 1000, &p),
             vec![]
         );
         assert_eq!(
-            plan(&f, &active, &released, 101 * S, 1000, &p),
+            plan(0..2, &active, &released, 101 * S, 1000, &p),
             vec![(0, Removal::Closed)]
         );
     }
 
     #[test]
     fn idle_flows_are_evicted() {
-        let f = flows(2);
         let p = ExpiryPolicy::default();
         assert_eq!(
-            plan(&f, &[0, 299 * S], &HashMap::new(), 300 * S, 1000, &p),
+            plan(0..2, &[0, 299 * S], &HashMap::new(), 300 * S, 1000, &p),
             vec![(0, Removal::Idle)]
         );
     }
@@ -152,16 +117,15 @@ mod tests {
     fn pressure_evicts_the_oldest_down_to_low_water() {
         // 10 slots, 10 live flows: above 90%, evict down to 8, oldest first, but never one
         // that was active within the last second.
-        let f = flows(10);
         let active: Vec<u64> = (0..10).map(|i| 100 * S + i * S / 10).collect();
         let p = ExpiryPolicy::default();
         let now = 101 * S + S / 20; // only flow 0 has been idle for >= 1 s
         assert_eq!(
-            plan(&f, &active, &HashMap::new(), now, 10, &p),
+            plan(0..10, &active, &HashMap::new(), now, 10, &p),
             vec![(0, Removal::Pressure)]
         );
         assert_eq!(
-            plan(&f, &active, &HashMap::new(), 110 * S, 10, &p),
+            plan(0..10, &active, &HashMap::new(), 110 * S, 10, &p),
             vec![(0, Removal::Pressure), (1, Removal::Pressure)]
         );
     }

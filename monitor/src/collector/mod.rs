@@ -6,8 +6,10 @@
 pub mod delta;
 pub mod direction;
 pub mod expiry;
+mod samples;
+mod table;
 
-use std::{collections::HashMap, hash::BuildHasher as _, os::fd::AsFd as _, time::Instant};
+use std::{collections::HashMap, os::fd::AsFd as _, time::Instant};
 
 use jiff::Timestamp;
 use monitor_common::{
@@ -20,13 +22,15 @@ use self::{
     delta::{Delta, DeltaTracker},
     direction::Listeners,
     expiry::{ExpiryPolicy, Removal},
+    samples::SampleIndex,
+    table::Chunked,
 };
 use crate::{
     attribution::{
         Attributor,
         names::{self, NameStats, NameTable},
     },
-    flow::{Direction, Endpoint, FlowSample, Protocol, UntrackedReason, ip_from_kernel},
+    flow::{FlowSample, Protocol, UntrackedReason},
     kernel::{
         batch::{self, HashReader},
         clock,
@@ -82,71 +86,17 @@ pub struct Collector {
     expiry: ExpiryPolicy,
     window_start: Timestamp,
     stats: CollectorStats,
-    flows: Vec<(FlowKey, FlowCounters)>,
 }
 
 /// How long a released cookie is remembered, so late packets of a closing socket (FIN,
 /// retransmissions) are still removed as closed rather than idle.
 const RELEASED_MEMORY_NS: u64 = 120 * 1_000_000_000;
 
-/// Flows read per batch syscall.
+/// Flows read per batch syscall, and per chunk of the poll's snapshot.
 const BATCH: usize = 4096;
 
-/// Key of one sample: flows of the same owner between the same endpoints are merged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct SampleKey {
-    owner_pid: u32,
-    /// 0 for sockets with a kernel-recorded owner; the cookie for sockets older than the
-    /// agent, which stay one sample per socket (their owners are looked up per socket).
-    legacy_cookie: u64,
-    cgroup_id: u64,
-    local: Endpoint,
-    remote: Endpoint,
-    protocol: Protocol,
-    /// Flows between the same ends that disagree (rare: another socket's flow) stay apart.
-    direction: Option<Direction>,
-}
-
-impl SampleKey {
-    /// The key of flow `(key, c)` held by `owner_pid`, in `direction`: everything but those
-    /// two comes from the flow itself.
-    fn of_flow(
-        (key, c): (&FlowKey, &FlowCounters),
-        owner_pid: u32,
-        direction: Option<Direction>,
-    ) -> Self {
-        Self {
-            owner_pid,
-            legacy_cookie: if c.owner.is_known() { 0 } else { key.cookie },
-            cgroup_id: c.cgroup_id,
-            local: Endpoint {
-                addr: ip_from_kernel(c.local_addr),
-                port: c.local_port,
-            },
-            remote: Endpoint {
-                addr: ip_from_kernel(key.remote_addr),
-                port: key.remote_port,
-            },
-            protocol: Protocol::from_number(key.protocol),
-            direction,
-        }
-    }
-}
-
-/// One sample of the poll being built, in [`SampleIndex`]: 16 bytes where the whole
-/// [`SampleKey`] would take 64 (at 100k flows, 2 MiB of table instead of 9). The key is
-/// rebuilt from the flow that made the sample (`flow`, an index into the poll's flows) and
-/// the two parts that flow does not hold.
-#[derive(Clone, Copy)]
-struct Indexed {
-    sample: u32,
-    flow: u32,
-    owner_pid: u32,
-    direction: Option<Direction>,
-}
-
-/// The poll's samples by key, for merging flows of one owner between the same endpoints.
-type SampleIndex = hashbrown::HashTable<Indexed>;
+/// The poll's snapshot of the kernel flow table.
+type FlowTable = Chunked<(FlowKey, FlowCounters)>;
 
 impl Collector {
     pub fn new(kernel: Attached, expiry: ExpiryPolicy) -> Self {
@@ -171,7 +121,6 @@ impl Collector {
             expiry,
             window_start: Timestamp::now(),
             stats: CollectorStats::default(),
-            flows: Vec::new(),
         }
     }
 
@@ -196,8 +145,7 @@ impl Collector {
         let name_time = Instant::now();
         self.names.expire(name_time);
 
-        let mut flows = std::mem::take(&mut self.flows);
-        flows.clear();
+        let mut flows = FlowTable::new(BATCH);
         self.reader
             .read_all(self.kernel.flows.fd().as_fd(), &mut flows)
             .map_err(CollectError::ReadFlows)?;
@@ -217,73 +165,12 @@ impl Collector {
                 .map(|(k, c)| (k.cookie, c.owner.tgid)),
         );
 
-        // Deltas first: they also tell which flows were active (counters grew) since the
-        // last poll, which is what expiry decides on.
-        self.tracker.start_pass(now_ns);
-        let mut deltas: Vec<Delta> = Vec::with_capacity(flows.len());
-        let mut last_active: Vec<u64> = Vec::with_capacity(flows.len());
-        for (key, counters) in &flows {
-            let (delta, active_ns) = self.tracker.observe_with_activity(key, counters);
-            deltas.push(delta);
-            last_active.push(active_ns);
-        }
-        let mut removals: Vec<Option<Removal>> = vec![None; flows.len()];
-        let plan = expiry::plan(
-            &flows,
-            &last_active,
-            &self.released,
-            now_ns,
-            self.kernel.max_flows,
-            &self.expiry,
-        );
-        drop(last_active);
-        for (i, reason) in plan {
-            removals[i] = Some(reason);
-        }
-
-        // Sized up front: growing these by doubling at 100k flows would briefly hold two
-        // copies, which is what the agent's peak memory is made of.
-        let mut samples: Vec<FlowSample> =
-            Vec::with_capacity(flows.len() + Untracked::COUNT as usize);
-        let mut index = SampleIndex::with_capacity(flows.len());
-        let mut live = 0u64;
-        for i in 0..flows.len() {
-            let mut delta = deltas[i];
-            let key = flows[i].0;
-            if let Some(reason) = removals[i] {
-                self.count_removal(reason);
-                // The final value, read and removed in one step; what was added since the
-                // snapshot above is reported now. If something else removed it meanwhile,
-                // the snapshot is the best there is.
-                // Kept in `flows`: a sample's key is rebuilt from the value it was made of.
-                if let Some(final_value) =
-                    batch::take::<FlowKey, FlowCounters>(self.kernel.flows.fd().as_fd(), &key)
-                        .map_err(CollectError::ReadFlows)?
-                {
-                    flows[i].1 = final_value;
-                }
-                let rest = self.tracker.finish(&key, &flows[i].1);
-                delta.bytes += rest.bytes;
-                delta.packets += rest.packets;
-            } else {
-                live += 1;
-            }
-            if !delta.is_zero() {
-                self.add_sample(
-                    &mut samples,
-                    &mut index,
-                    (&flows, i),
-                    delta,
-                    (window_end, name_time),
-                    &clock,
-                );
-            }
-        }
-        drop(index);
-        self.stats.flows_live = live;
+        let (deltas, removals) = self.observe(&flows, now_ns);
+        let mut samples =
+            self.make_samples(flows, &deltas, &removals, (window_end, name_time), &clock)?;
+        drop((deltas, removals));
         self.stats.lost_entries += self.tracker.forget_missing() as u64;
         self.forget_old_releases(now_ns);
-        self.flows = flows;
 
         self.read_untracked(&mut samples, window_end)?;
         self.read_errors()?;
@@ -291,7 +178,7 @@ impl Collector {
         for s in &samples {
             self.stats.bytes_reported += s.bytes;
         }
-        samples.sort_by_key(|s| std::cmp::Reverse(s.bytes));
+        samples::sort_largest_first(&mut samples);
         self.window_start = window_end;
         Ok(samples)
     }
@@ -304,83 +191,80 @@ impl Collector {
         }
     }
 
-    fn add_sample(
-        &mut self,
-        samples: &mut Vec<FlowSample>,
-        index: &mut SampleIndex,
-        (flows, i): (&[(FlowKey, FlowCounters)], usize),
-        delta: Delta,
-        (window_end, now): (Timestamp, Instant),
-        clock: &clock::WallClock,
-    ) {
-        let (key, c) = (&flows[i].0, &flows[i].1);
-        let first_seen = clock.wall(c.first_seen_ns);
-        let last_seen = clock.wall(c.last_seen_ns.max(c.first_seen_ns));
-        let protocol = Protocol::from_number(key.protocol);
-        let local = Endpoint {
-            addr: ip_from_kernel(c.local_addr),
-            port: c.local_port,
-        };
-        let direction = direction::of_flow(
-            key.protocol,
-            c.direction,
-            self.kernel.directions,
-            local,
-            &mut self.listeners,
-            now,
-        );
-        // The worker holding an accepted connection, not the listener's creator: the
-        // kernel's first packets of the connection (SYN-ACK) may be another flow with the
-        // creator as owner, and must not absorb the worker's bytes.
-        let owner_pid = (key.protocol == monitor_common::IPPROTO_TCP)
-            .then(|| self.attributor.holder(key.cookie).map(|(pid, _)| pid))
-            .flatten()
-            .unwrap_or(c.owner.tgid);
-        let sk = SampleKey::of_flow((key, c), owner_pid, direction);
-        let hash = rustc_hash::FxBuildHasher.hash_one(sk);
-        let key_of = |e: &Indexed| {
-            let (k, c) = &flows[e.flow as usize];
-            SampleKey::of_flow((k, c), e.owner_pid, e.direction)
-        };
-        if let Some(e) = index.find(hash, |e| key_of(e) == sk) {
-            let sample = &mut samples[e.sample as usize];
-            sample.bytes += delta.bytes;
-            sample.packets += delta.packets;
-            sample.flows += 1;
-            sample.first_seen = sample.first_seen.min(Some(first_seen));
-            sample.last_seen = sample.last_seen.max(Some(last_seen));
-            return;
+    /// Every flow's delta, and which flows to remove. Deltas first: they also tell which flows
+    /// were active (counters grew) since the last poll, which is what expiry decides on.
+    fn observe(&mut self, flows: &FlowTable, now_ns: u64) -> (Vec<Delta>, Vec<Option<Removal>>) {
+        self.tracker.start_pass(now_ns);
+        let mut deltas: Vec<Delta> = Vec::with_capacity(flows.len());
+        let mut last_active: Vec<u64> = Vec::with_capacity(flows.len());
+        for (key, counters) in flows.iter() {
+            let (delta, active_ns) = self.tracker.observe_with_activity(key, counters);
+            deltas.push(delta);
+            last_active.push(active_ns);
         }
-        let hasher = |e: &Indexed| rustc_hash::FxBuildHasher.hash_one(key_of(e));
-        // Both fit: the poll holds fewer than 2^32 flows (the kernel table's size is a u32).
-        index.insert_unique(
-            hash,
-            Indexed {
-                sample: samples.len() as u32,
-                flow: i as u32,
-                owner_pid,
-                direction,
-            },
-            hasher,
+        let plan = expiry::plan(
+            flows.iter().map(|(k, _)| k.cookie),
+            &last_active,
+            &self.released,
+            now_ns,
+            self.kernel.max_flows,
+            &self.expiry,
         );
-        let owner = self.attributor.owner(key.cookie, c);
-        let remote_name = self.names.lookup(&sk.remote.addr, now);
-        samples.push(FlowSample {
-            window_start: self.window_start,
-            window_end,
-            owner,
-            local: Some(sk.local),
-            remote: Some(sk.remote),
-            remote_name,
-            protocol,
-            bytes: delta.bytes,
-            packets: delta.packets,
-            flows: 1,
-            first_seen: Some(first_seen),
-            last_seen: Some(last_seen),
-            untracked: None,
-            direction,
-        });
+        drop(last_active);
+        let mut removals: Vec<Option<Removal>> = vec![None; flows.len()];
+        for (i, reason) in plan {
+            removals[i] = Some(reason);
+        }
+        (deltas, removals)
+    }
+
+    /// The samples of the flows, each flow's delta added, the flows to remove removed (their
+    /// final counts read and reported). Consumes the flows: each chunk is freed once read.
+    fn make_samples(
+        &mut self,
+        flows: FlowTable,
+        deltas: &[Delta],
+        removals: &[Option<Removal>],
+        times: (Timestamp, Instant),
+        clock: &clock::WallClock,
+    ) -> Result<Vec<FlowSample>, CollectError> {
+        // Sized up front: growing these by doubling at 100k flows would briefly hold two
+        // copies, which is what the agent's peak memory is made of.
+        let mut samples: Vec<FlowSample> =
+            Vec::with_capacity(flows.len() + Untracked::COUNT as usize);
+        let mut index = SampleIndex::with_capacity(flows.len());
+        let mut live = 0u64;
+        for (i, (key, mut counters)) in flows.into_iter().enumerate() {
+            let mut delta = deltas[i];
+            if let Some(reason) = removals[i] {
+                self.count_removal(reason);
+                // The final value, read and removed in one step; what was added since the
+                // snapshot above is reported now. If something else removed it meanwhile,
+                // the snapshot is the best there is.
+                if let Some(final_value) =
+                    batch::take::<FlowKey, FlowCounters>(self.kernel.flows.fd().as_fd(), &key)
+                        .map_err(CollectError::ReadFlows)?
+                {
+                    counters = final_value;
+                }
+                let rest = self.tracker.finish(&key, &counters);
+                delta.bytes += rest.bytes;
+                delta.packets += rest.packets;
+            } else {
+                live += 1;
+            }
+            if !delta.is_zero() {
+                self.add_sample(
+                    (&mut samples, &mut index),
+                    (&key, &counters),
+                    delta,
+                    times,
+                    clock,
+                );
+            }
+        }
+        self.stats.flows_live = live;
+        Ok(samples)
     }
 
     /// Handles the kernel's events: released sockets (removed at the next poll) and new

@@ -64,6 +64,20 @@ fn zeroed<T: Pod>() -> T {
     unsafe { MaybeUninit::<T>::zeroed().assume_init() }
 }
 
+/// Where [`HashReader::read_all`] puts the entries it reads: a `Vec`, or any store that can
+/// start over.
+pub trait EntrySink<T>: Extend<T> {
+    /// Forgets what was added: a batched read that turns out unsupported starts over one by
+    /// one.
+    fn clear(&mut self);
+}
+
+impl<T> EntrySink<T> for Vec<T> {
+    fn clear(&mut self) {
+        Vec::clear(self);
+    }
+}
+
 /// Reads every entry of a hash map, reusing buffers between calls.
 pub struct HashReader<K, V> {
     keys: Vec<K>,
@@ -83,7 +97,11 @@ impl<K: Pod, V: Pod> HashReader<K, V> {
 
     /// Appends every (key, value) of the map to `out`. The map may change while it is read:
     /// an entry inserted meanwhile may or may not be seen (it will be next time).
-    pub fn read_all(&mut self, map: BorrowedFd<'_>, out: &mut Vec<(K, V)>) -> io::Result<()> {
+    pub fn read_all(
+        &mut self,
+        map: BorrowedFd<'_>,
+        out: &mut impl EntrySink<(K, V)>,
+    ) -> io::Result<()> {
         if self.batch_supported != Some(false) {
             match self.read_batched(map, out) {
                 Ok(()) => {
@@ -101,7 +119,11 @@ impl<K: Pod, V: Pod> HashReader<K, V> {
         read_one_by_one(map, out)
     }
 
-    fn read_batched(&mut self, map: BorrowedFd<'_>, out: &mut Vec<(K, V)>) -> io::Result<()> {
+    fn read_batched(
+        &mut self,
+        map: BorrowedFd<'_>,
+        out: &mut impl EntrySink<(K, V)>,
+    ) -> io::Result<()> {
         // The hash map batch token is a u32 bucket index; 8 bytes leaves room to spare.
         let mut token = [0u64; 1];
         let mut first = true;
@@ -154,7 +176,10 @@ fn is_unsupported(e: &io::Error) -> bool {
     )
 }
 
-fn read_one_by_one<K: Pod, V: Pod>(map: BorrowedFd<'_>, out: &mut Vec<(K, V)>) -> io::Result<()> {
+fn read_one_by_one<K: Pod, V: Pod>(
+    map: BorrowedFd<'_>,
+    out: &mut impl EntrySink<(K, V)>,
+) -> io::Result<()> {
     let mut key: K = zeroed();
     let mut next: K = zeroed();
     let mut first = true;
@@ -173,7 +198,7 @@ fn read_one_by_one<K: Pod, V: Pod>(map: BorrowedFd<'_>, out: &mut Vec<(K, V)>) -
         first = false;
         key = next;
         if let Some(v) = lookup::<K, V>(map, &key)? {
-            out.push((key, v));
+            out.extend([(key, v)]);
         }
     }
 }
