@@ -273,9 +273,9 @@ fn a_prefixs_known_peers_include_the_clients_of_a_short_learning_period() {
     client(&mut r, 200, "198.51.100.11");
     client(&mut r, 400, "198.51.100.66"); // after learning
     let net: ipnet::IpNet = "198.51.100.0/24".parse().unwrap();
-    let mut known = r
-        .detector
-        .known_peers_in("backup.service", &net, ((T0 + 900) as u64, 3600), 64);
+    let mut known =
+        r.detector
+            .known_peers_in("backup.service", &net, ((T0 + 900) as u64, 3600), 64);
     known.sort();
     let addrs: Vec<IpAddr> = ["198.51.100.10", "198.51.100.11"]
         .iter()

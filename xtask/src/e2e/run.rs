@@ -616,7 +616,9 @@ fn patient_phase(
         patient
             .cut_short
             .as_deref()
-            .map_or(String::new(), |why| format!("; a download failed first: {why}"))
+            .map_or(String::new(), |why| format!(
+                "; a download failed first: {why}"
+            ))
     );
     Ok((patient, start_ms))
 }
